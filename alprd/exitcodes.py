@@ -15,5 +15,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     #: A model file is missing, or its sha256 does not match the pinned one.
     MODEL = 65  # EX_DATAERR
+    #: An engine could not be built, validated or loaded.
+    ENGINE = 73  # EX_CANTCREAT
     #: The configuration file is missing, unreadable, not TOML, or fails validation.
     CONFIG = 78  # EX_CONFIG

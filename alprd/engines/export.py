@@ -1,0 +1,145 @@
+"""Source model -> fp32 ONNX, and what the ONNX says about itself. Runs in the build
+child only: exporting a ``.pt`` imports torch and ultralytics, which the serving
+path never does."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from alprd.engines.base import BuildRequest, EngineError, Progress
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model declares: its input/output shapes and (detectors) class names."""
+
+    input_shape: tuple[int | str | None, ...]
+    output_shape: tuple[int | str | None, ...]
+    names: tuple[str, ...]  # index -> class name; empty when the model does not say
+    task: str  # "detect", or "" when the model does not say
+
+
+def to_onnx(request: BuildRequest, workdir: Path, progress: Progress) -> Path:
+    """An fp32 ONNX of `request.source` shaped for the request (a copy for .onnx)."""
+    source = request.source
+    if not source.is_file():
+        raise EngineError(f"{source}: model file not found")
+    suffix = source.suffix.lower()
+    if suffix == ".onnx":
+        return source
+    if suffix == ".pt":
+        if request.kind != "detector":
+            raise EngineError(
+                f"{source}: a .pt source is supported for detectors only; give an ONNX recogniser"
+            )
+        return _export_pt(request, workdir, progress)
+    raise EngineError(
+        f"{source}: unsupported model format {suffix!r}; use .onnx or an Ultralytics .pt"
+    )
+
+
+def _export_pt(request: BuildRequest, workdir: Path, progress: Progress) -> Path:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(workdir / "ultralytics-config"))
+    try:
+        from ultralytics import YOLO
+    except ImportError as exc:
+        raise EngineError(
+            f"{request.source}: exporting a .pt needs torch and ultralytics ({exc}); "
+            "run `make install` (CPU torch) or give an .onnx source"
+        ) from None
+    copy = workdir / "model.pt"  # export next to a copy: nothing is written beside the source
+    shutil.copyfile(request.source, copy)
+    progress(f"exporting {request.source.name} to ONNX (ultralytics)")
+    try:
+        model = YOLO(str(copy))
+    except Exception as exc:
+        raise EngineError(f"{request.source}: not a loadable Ultralytics model: {exc}") from None
+    if model.task != "detect":
+        raise EngineError(
+            f"{request.source}: an Ultralytics {model.task!r} model; "
+            f"the {request.role} role needs a detector"
+        )
+    h, w = request.shape.height, request.shape.width
+    try:
+        out = model.export(
+            format="onnx", imgsz=(h, w), batch=request.shape.batch, dynamic=False,
+            simplify=False, half=False, device="cpu",
+        )  # fmt: skip
+    except Exception as exc:
+        raise EngineError(f"{request.source}: ONNX export failed: {exc}") from None
+    return Path(out)
+
+
+def inspect(onnx: Path) -> ModelInfo:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise EngineError(f"{onnx}: not a loadable ONNX model: {exc}") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    names: tuple[str, ...] = ()
+    if "names" in meta:
+        try:
+            parsed = ast.literal_eval(meta["names"])
+            names = tuple(str(parsed[i]) for i in sorted(parsed))
+        except (ValueError, SyntaxError, TypeError, KeyError):
+            names = ()
+    return ModelInfo(
+        tuple(session.get_inputs()[0].shape),
+        tuple(session.get_outputs()[0].shape),
+        names,
+        meta.get("task", ""),
+    )
+
+
+def check_role(info: ModelInfo, request: BuildRequest) -> None:
+    """Refuse a model that cannot serve the role, saying what to change."""
+    src, role = request.source, request.role
+    fixed = [d if isinstance(d, int) else None for d in info.input_shape]
+    if len(fixed) != 4 or (fixed[1] not in (None, 3)):
+        raise EngineError(f"{src}: input {info.input_shape} is not an N x 3 x H x W image batch")
+    want = request.shape
+    if (fixed[2] is not None and fixed[2] != want.height) or (
+        want.width is not None and fixed[3] is not None and fixed[3] != want.width
+    ):
+        key = "input_height" if request.kind == "recognizer" else "input_size"
+        raise EngineError(
+            f"{src}: has a fixed {fixed[2]}x{fixed[3]} input but models.{role}.{key} asks for "
+            f"{want.height}x{want.width or 'any'}; set {key} to match or use a .pt source"
+        )
+    if fixed[0] is not None and fixed[0] != want.batch:
+        raise EngineError(
+            f"{src}: has a fixed batch of {fixed[0]} but engines.batch_size is {want.batch}; "
+            "set batch_size to match or use a .pt source"
+        )
+    if request.kind == "detector":
+        if info.task not in ("", "detect") or len(info.output_shape) != 3:
+            raise EngineError(
+                f"{src}: output {info.output_shape} is not a YOLO detection head; "
+                f"the {role} role needs a detector"
+            )
+        channels = info.output_shape[1]
+        if info.names and isinstance(channels, int) and channels != 4 + len(info.names):
+            raise EngineError(
+                f"{src}: output has {channels} channels for {len(info.names)} classes; "
+                "not a YOLOv8/11 detection head"
+            )
+        missing = [c for c in request.classes if c not in info.names]
+        if missing:
+            known = ", ".join(info.names) if info.names else "none declared"
+            raise EngineError(
+                f"{src}: has no class {', '.join(map(repr, missing))} (models.{role}.classes); "
+                f"its classes: {known}"
+            )
+    elif len(info.output_shape) != 3:
+        raise EngineError(
+            f"{src}: output {info.output_shape} is not a CTC sequence (N x T x classes)"
+        )

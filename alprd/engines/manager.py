@@ -1,0 +1,331 @@
+"""Make engines current and load them: plan (config -> one target per role),
+ensure (lock, check, build in a child, validate, install), load."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from alprd import __version__
+from alprd import config as cfgmod
+from alprd.engines import cache, registry, samples, worker
+from alprd.engines import fingerprint as fp
+from alprd.engines.base import (
+    ENGINE_FORMAT,
+    KIND,
+    ROLES,
+    Backend,
+    BuildRequest,
+    Engine,
+    EngineError,
+    InputShape,
+    Role,
+    Tolerances,
+    effective_precision,
+)
+from alprd.fetch import sha256_file
+from alprd.log import get_logger
+
+log = get_logger("alprd.engines")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line choices that replace the config's for one run."""
+
+    backend: str | None = None
+    precision: str | None = None
+    workspace_gb: float | None = None
+    batch_size: int | None = None
+    calibration: Path | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One role's engine: what to build, where, and what it depends on."""
+
+    request: BuildRequest
+    backend: Backend
+    engine: Path
+    inputs: fp.FingerprintInputs
+    choice_reason: str
+    requested_precision: str
+
+
+def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) -> Target:
+    """The target for `role`. Raises EngineError (missing model, runtime, calibration)."""
+    e = config.engines
+    rc = getattr(config.models, role)
+    choice = registry.choose(overrides.backend or rc.backend or e.backend)
+    backend = registry.load_backend(choice.backend)
+    requested = overrides.precision or rc.precision or e.precision
+    precision = effective_precision(backend, requested)
+    batch = overrides.batch_size or e.batch_size
+    if KIND[role] == "detector":
+        shape = InputShape(batch, rc.input_size, rc.input_size)
+    else:
+        shape = InputShape(batch, rc.input_height, None)
+    source = rc.source
+    if not source.is_file():
+        raise EngineError(
+            f"models.{role}.source: {source} not found; run `alprd models fetch` or fix the path"
+        )
+    calibration: tuple[Path, ...] = ()
+    calibration_sha = None
+    if precision == "int8":
+        calib = overrides.calibration or e.calibration
+        if calib is None:
+            raise EngineError(
+                f"{role}: int8 needs calibration images: pass --calibration PATH or set "
+                "engines.calibration (a directory of images or a YAML list)"
+            )
+        calibration = samples.image_list(calib)
+        calibration_sha = samples.images_sha256(calibration)
+    v = e.validation
+    validation = samples.image_list(v.images) if v.images else calibration
+    workspace = overrides.workspace_gb or e.workspace_gb
+    request = BuildRequest(
+        role=role,
+        source=source,
+        backend=backend.name,
+        precision=precision,
+        shape=shape,
+        workspace_gb=workspace,
+        calibration=calibration,
+        validation=validation,
+        tolerances=Tolerances(
+            conf=v.conf, iou_min=v.iou_min, score_tol=v.score_tol, min_match=v.min_match
+        ),
+        classes=tuple(getattr(rc, "classes", ())),
+    )
+    inputs = fp.FingerprintInputs(
+        source_sha256=sha256_file(source),
+        role=role,
+        input_shape=(shape.batch, 3, shape.height, shape.width),
+        precision=precision,
+        backend=backend.name,
+        runtime_version=backend.runtime_version(),
+        device=backend.device_identity(),
+        backend_settings={"workspace_gb": f"{workspace:g}"} if backend.name == "tensorrt" else {},
+        calibration_sha256=calibration_sha,
+        engine_format=ENGINE_FORMAT,
+    )
+    engine = cache.engine_path(source, backend.extension)
+    return Target(request, backend, engine, inputs, choice.reason, requested)
+
+
+Status = Literal["current", "built", "rejected", "failed"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    role: Role
+    status: Status
+    engine: Path | None
+    backend: str
+    precision: str
+    reasons: list[str] = field(default_factory=list)  # why it was (re)built
+    build_s: float = 0.0
+    size: int = 0
+    message: str = ""
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
+Events = Callable[[str, dict[str, Any]], None]
+
+
+def ensure(
+    target: Target,
+    *,
+    force: bool = False,
+    timeout_s: float = 3600.0,
+    nice: int = 0,
+    on_progress: Callable[[str], None] | None = None,
+) -> Outcome:
+    """Make `target`'s engine current: build it unless it already is (or `force`).
+    Never raises for a build that fails: the outcome says why; an engine already
+    installed is left untouched."""
+    req = target.request
+
+    def outcome(status: Status, **kw: Any) -> Outcome:
+        return Outcome(req.role, status, target.engine, req.backend, req.precision, **kw)
+
+    def waiting(holder: str) -> None:
+        log.info("engine_build_waiting", model=req.role, holder=holder)
+
+    with cache.locked(target.engine, on_wait=waiting):
+        reasons = ["forced"] if force else cache.check(target.engine, target.inputs)
+        if not reasons:
+            return outcome("current", size=target.engine.stat().st_size)
+        if target.engine.exists() or reasons != ["missing"]:
+            log.warning(
+                "engine_stale", model=req.role, reason=",".join(reasons), engine=str(target.engine)
+            )
+        cache.remove_temporaries(target.engine)
+        tmp = cache.temporary_path(target.engine)
+        try:
+            log.info(
+                "engine_build_started",
+                model=req.role,
+                backend=req.backend,
+                precision=req.precision,
+                source=str(req.source),
+            )
+            started = time.monotonic()
+            result = run_child(target, tmp, timeout_s=timeout_s, nice=nice, on_progress=on_progress)
+            build_s = round(time.monotonic() - started, 1)
+            if result.error:
+                log.error("engine_build_failed", model=req.role, reason=result.error)
+                return outcome("failed", reasons=reasons, build_s=build_s, message=result.error)
+            validation = result.validation
+            if not validation.get("passed"):
+                log.error(
+                    "engine_rejected", model=req.role, precision=req.precision,
+                    reason=validation.get("reason"), **validation.get("metrics", {}),
+                )  # fmt: skip
+                return outcome(
+                    "rejected", reasons=reasons, build_s=build_s, validation=validation,
+                    message=f"validation failed: {validation.get('reason')}",
+                )  # fmt: skip
+            sidecar = cache.Sidecar(
+                fingerprint=fp.fingerprint(target.inputs),
+                inputs=target.inputs.as_dict(),
+                engine_sha256=sha256_file(tmp),
+                engine_size=tmp.stat().st_size,
+                built_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                build_s=build_s,
+                validation=validation,
+                model=result.model,
+                alprd_version=__version__,
+            )
+            cache.install(tmp, target.engine, sidecar)
+        finally:
+            tmp.unlink(missing_ok=True)
+    log.info(
+        "engine_built", model=req.role, backend=req.backend, precision=req.precision,
+        build_s=build_s, size_mb=round(sidecar.engine_size / 1e6, 1), engine=str(target.engine),
+    )  # fmt: skip
+    return outcome(
+        "built", reasons=reasons, build_s=build_s, size=sidecar.engine_size,
+        validation=validation,
+    )  # fmt: skip
+
+
+@dataclass
+class ChildResult:
+    error: str = ""
+    validation: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+def run_child(
+    target: Target,
+    tmp: Path,
+    *,
+    timeout_s: float,
+    nice: int = 0,
+    on_progress: Callable[[str], None] | None = None,
+) -> ChildResult:
+    """Build in ``python -m alprd.engines.worker``: a crash, OOM or segfault of the
+    runtime ends the child, not us. Its progress is logged as it comes."""
+    req = target.request
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alprd.engines.worker"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
+    )  # fmt: skip
+    stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip()
+            if line:
+                stderr_tail.append(line)
+                log.debug("engine_build_output", model=req.role, line=line)
+
+    reader = threading.Thread(target=drain, name=f"build-{req.role}-stderr", daemon=True)
+    reader.start()
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.start()
+    result = ChildResult()
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(worker.encode_job(req, tmp))
+        proc.stdin.close()
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("type") == "progress":
+                log.info(
+                    "engine_build_progress",
+                    model=req.role,
+                    step=msg["message"],
+                    elapsed_s=msg["elapsed_s"],
+                )
+                if on_progress:
+                    on_progress(msg["message"])
+            elif msg.get("type") == "result":
+                result.validation, result.model = msg["validation"], msg["model"]
+            elif msg.get("type") == "error":
+                result.error = msg["message"]
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        timer.cancel()
+        reader.join(timeout=5)
+    if code != 0 and not result.error:
+        if timed_out.is_set():
+            why = f"build took longer than engines.build_timeout_s ({timeout_s:.0f}s)"
+        elif code < 0:
+            why = f"build process killed by signal {-code}"
+        else:
+            why = f"build process exited with {code}"
+        tail = " | ".join(list(stderr_tail)[-3:])
+        result.error = why + (f": {tail}" if tail else "")
+    elif code == 0 and not result.validation:
+        result.error = "build process ended without a result"
+    return result
+
+
+def load(target: Target) -> tuple[Engine, cache.Sidecar]:
+    """Load a current engine. EngineError when it is stale or cannot be loaded."""
+    reasons = cache.check(target.engine, target.inputs)
+    if reasons:
+        raise EngineError(f"{target.engine}: not current ({','.join(reasons)})")
+    sidecar = cache.read_sidecar(target.engine)
+    try:
+        engine = target.backend.load(target.engine, target.request)
+    except EngineError:
+        raise
+    except Exception as exc:  # a runtime's own deserialisation error
+        raise EngineError(f"{target.engine}: cannot be loaded: {exc}") from exc
+    return engine, sidecar
+
+
+def roles_from(names: Sequence[str]) -> list[Role]:
+    if "all" in names:
+        return ["vehicle", "plate", "ocr"]
+    return [r for r in ROLES if r in names]

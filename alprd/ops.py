@@ -1,0 +1,131 @@
+"""Pure array operations shared by the engines and the pipeline: letterbox, YOLO
+output decoding, NMS, CTC greedy decoding. No I/O, no clock, no runtime imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+Image = npt.NDArray[np.uint8]  # H x W x 3, BGR
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was fitted into the network input: scale, then padding."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+
+    def to_image(self, xyxy: FloatArray) -> FloatArray:
+        """Boxes in network-input pixels -> boxes in source-image pixels."""
+        out = xyxy.copy()
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
+        return out
+
+
+def letterbox(image: Image, height: int, width: int, fill: int = 114) -> tuple[Image, Letterbox]:
+    """Resize keeping the aspect ratio and pad (centred) to exactly height x width."""
+    h, w = image.shape[:2]
+    scale = min(height / h, width / w)
+    nh, nw = round(h * scale), round(w * scale)
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    top, left = (height - nh) // 2, (width - nw) // 2
+    out = np.full((height, width, 3), fill, dtype=np.uint8)
+    out[top : top + nh, left : left + nw] = resized
+    return out, Letterbox(scale, float(left), float(top))
+
+
+def to_tensor(images: list[Image]) -> FloatArray:
+    """BGR uint8 images of one size -> float32 NCHW RGB in [0, 1]."""
+    batch = np.stack(images)[..., ::-1].transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(batch, dtype=np.float32) / np.float32(255.0)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes of one image: xyxy (N x 4), confidence (N), class_id (N)."""
+
+    xyxy: FloatArray
+    confidence: FloatArray
+    class_id: IntArray
+
+    def __len__(self) -> int:
+        return len(self.confidence)
+
+    @staticmethod
+    def empty() -> Detections:
+        return Detections(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        )
+
+
+def decode_yolo(
+    output: FloatArray, conf: float, iou: float, max_det: int = 100
+) -> list[Detections]:
+    """YOLOv8/11 head output (B x (4 + classes) x anchors, boxes as cx, cy, w, h in
+    input pixels, class scores already sigmoid) -> per-image detections after
+    class-aware NMS."""
+    results = []
+    for pred in output:
+        pred = pred.T  # anchors x (4 + nc)
+        scores = pred[:, 4:]
+        class_id = scores.argmax(axis=1)
+        confidence = scores[np.arange(len(scores)), class_id]
+        keep = confidence >= conf
+        if not keep.any():
+            results.append(Detections.empty())
+            continue
+        cxcywh, confidence, class_id = pred[keep, :4], confidence[keep], class_id[keep]
+        xyxy = np.empty_like(cxcywh)
+        xyxy[:, :2] = cxcywh[:, :2] - cxcywh[:, 2:] / 2
+        xyxy[:, 2:] = cxcywh[:, :2] + cxcywh[:, 2:] / 2
+        idx = nms(xyxy, confidence, class_id, iou)[:max_det]
+        results.append(
+            Detections(
+                xyxy[idx].astype(np.float32),
+                confidence[idx].astype(np.float32),
+                class_id[idx].astype(np.int64),
+            )
+        )
+    return results
+
+
+def nms(xyxy: FloatArray, scores: FloatArray, class_id: IntArray, iou: float) -> IntArray:
+    """Class-aware non-maximum suppression; indices kept, best first."""
+    if len(scores) == 0:
+        return np.zeros(0, np.int64)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), class_id.tolist(), 0.0, iou)
+    idx = np.asarray(kept, dtype=np.int64).reshape(-1)
+    order: IntArray = idx[np.argsort(-scores[idx], kind="stable")]
+    return order
+
+
+def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Pairwise IoU of xyxy boxes: len(a) x len(b)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def ctc_greedy(probs: FloatArray, blank: int = 0) -> list[tuple[list[int], list[float]]]:
+    """Best path of CTC output (B x T x C probabilities): per image, the class
+    indices (repeats collapsed, blanks removed) and each one's probability."""
+    out = []
+    for seq in probs:
+        best = seq.argmax(axis=1)
+        conf = seq[np.arange(len(seq)), best]
+        keep = (best != blank) & np.concatenate([[True], best[1:] != best[:-1]])
+        out.append((best[keep].tolist(), conf[keep].astype(float).tolist()))
+    return out
