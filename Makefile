@@ -38,8 +38,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check alprd tests
-	$(BIN)/ruff format --check alprd tests
+	$(BIN)/ruff check alprd tests benchmarks
+	$(BIN)/ruff format --check alprd tests benchmarks
 	$(BIN)/mypy alprd
 
 clean:

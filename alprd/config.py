@@ -98,6 +98,7 @@ class _Detector(_Section):
     max_detections: int = Field(100, ge=1, le=1000)
     backend: Backend | None = None
     precision: Precision | None = None
+    batch_size: int | None = Field(None, ge=1, le=64)
 
 
 class VehicleModel(_Detector):
@@ -129,6 +130,7 @@ class OcrModel(_Section):
     min_char_confidence: float = Field(0.5, ge=0.0, le=1.0)
     backend: Backend | None = None
     precision: Precision | None = None
+    batch_size: int | None = Field(None, ge=1, le=64)
 
     @field_validator("charset")
     @classmethod

@@ -70,7 +70,7 @@ def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) 
     backend = registry.load_backend(choice.backend)
     requested = overrides.precision or rc.precision or e.precision
     precision = effective_precision(backend, requested)
-    batch = overrides.batch_size or e.batch_size
+    batch = overrides.batch_size or rc.batch_size or e.batch_size
     if KIND[role] == "detector":
         shape = InputShape(batch, rc.input_size, rc.input_size)
     else:
@@ -167,7 +167,9 @@ def ensure(
         reasons = ["forced"] if force else cache.check(target.engine, target.inputs)
         if not reasons:
             return outcome("current", size=target.engine.stat().st_size)
-        if target.engine.exists() or reasons != ["missing"]:
+        if reasons == ["forced"]:
+            log.info("engine_rebuild_forced", model=req.role, engine=str(target.engine))
+        elif target.engine.exists() or reasons != ["missing"]:
             log.warning(
                 "engine_stale", model=req.role, reason=",".join(reasons), engine=str(target.engine)
             )

@@ -1,0 +1,405 @@
+"""Engine cache on real artefacts: the default models (fetched by `make install`),
+real ONNX Runtime and OpenVINO builds in real child processes, real files and locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import REPO, SHARED_DATA, run_alprd
+
+from alprd import config as cfgmod
+from alprd.engines import cache, manager, registry
+from alprd.engines.base import EngineError
+from alprd.exitcodes import ExitCode
+
+DEFAULT_FILES = (
+    "vehicle-yolov8n-coco.onnx",
+    "plate-yolov8n.pt",
+    "ocr-ppocrv5-rec.onnx",
+    "ocr-ppocrv5-dict.txt",
+)
+BR_PHOTOS = SHARED_DATA / "plates-br"
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    """A config rooted in tmp_path with copies of the default models."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in DEFAULT_FILES:
+        shutil.copyfile(REPO / "models" / name, models / name)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+
+    def write(extra: str = "", backend: str = "onnxruntime") -> Path:
+        path = etc / "alprd.toml"
+        path.write_text(f'[paths]\nroot = ".."\n[engines]\nbackend = "{backend}"\n{extra}')
+        return path
+
+    write()
+    return write
+
+
+def load(path: Path) -> cfgmod.Config:
+    return cfgmod.load(path)
+
+
+def ensure_all(config: cfgmod.Config, **overrides: object) -> dict[str, manager.Outcome]:
+    ov = manager.Overrides(**overrides)  # type: ignore[arg-type]
+    return {
+        role: manager.ensure(manager.plan(config, role, ov)) for role in ("vehicle", "plate", "ocr")
+    }
+
+
+def statuses(outcomes: dict[str, manager.Outcome]) -> dict[str, str]:
+    return {role: o.status for role, o in outcomes.items()}
+
+
+def json_events(stderr: str) -> list[dict]:
+    out = []
+    for line in stderr.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------- warm-up
+
+
+def test_warmup_builds_every_engine_once_then_only_loads(site):
+    path = site(backend="auto")  # OpenVINO here: installed, no TensorRT
+    first = run_alprd("warmup", "--config", str(path), "--log-format", "json")
+    assert first.returncode == 0, first.stderr
+    events = json_events(first.stderr)
+    built = [e for e in events if e["event"] == "engine_built"]
+    assert sorted(e["model"] for e in built) == ["ocr", "plate", "vehicle"]
+    assert {e["backend"] for e in built} == {"openvino"}
+    models = path.parent.parent / "models"
+    assert sorted(p.name for p in models.glob("*.openvino.blob")) == [
+        "ocr-ppocrv5-rec.openvino.blob",
+        "plate-yolov8n.openvino.blob",
+        "vehicle-yolov8n-coco.openvino.blob",
+    ]
+    mtimes = {p: p.stat().st_mtime_ns for p in models.iterdir() if p.is_file()}
+
+    second = run_alprd("warmup", "--config", str(path), "--log-format", "json")
+    assert second.returncode == 0, second.stderr
+    events = json_events(second.stderr)
+    assert [e for e in events if e["event"] in ("engine_built", "engine_build_started")] == []
+    loaded = {e["model"]: e for e in events if e["event"] == "engine_loaded"}
+    assert sorted(loaded) == ["ocr", "plate", "vehicle"]
+    assert {p: p.stat().st_mtime_ns for p in models.iterdir() if p.is_file()} == mtimes
+    assert "torch" not in second.stderr  # nothing was exported
+
+
+def test_serving_path_imports_neither_torch_nor_ultralytics(site):
+    path = site(backend="openvino")
+    ensure_all(load(path))
+    code = (
+        "import sys\n"
+        "from alprd import config\n"
+        "from alprd.engines import manager\n"
+        f"c = config.load({str(path)!r})\n"
+        "for role in ('vehicle', 'plate', 'ocr'):\n"
+        "    manager.load(manager.plan(c, role))\n"
+        "print(sorted(m for m in ('torch', 'ultralytics', 'torchvision') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------- what triggers a rebuild
+
+
+def test_each_fingerprint_input_rebuilds_exactly_the_affected_model(site, monkeypatch):
+    path = site(backend="openvino")
+    config = load(path)
+    assert set(statuses(ensure_all(config)).values()) == {"built"}
+    assert set(statuses(ensure_all(config)).values()) == {"current"}
+
+    # source bytes: the vehicle ONNX gains a metadata entry (same network, new bytes)
+    src = config.models.vehicle.source
+    model = onnx.load(src)
+    model.metadata_props.add(key="retrained", value="yes")
+    onnx.save(model, src)
+    out = ensure_all(config)
+    assert statuses(out) == {"vehicle": "built", "plate": "current", "ocr": "current"}
+    assert out["vehicle"].reasons == ["source_changed"]
+
+    # precision (per role in the config)
+    config = load(site('[models.ocr]\nprecision = "fp32"\n', backend="openvino"))
+    out = ensure_all(config)
+    assert statuses(out) == {"vehicle": "current", "plate": "current", "ocr": "built"}
+    assert out["ocr"].reasons == ["precision_changed"]
+
+    # input size: the plate .pt is exported again at 320
+    config = load(
+        site(
+            '[models.ocr]\nprecision = "fp32"\n[models.plate]\ninput_size = 320\n',
+            backend="openvino",
+        )
+    )
+    out = ensure_all(config)
+    assert statuses(out) == {"vehicle": "current", "plate": "built", "ocr": "current"}
+    assert out["plate"].reasons == ["input_shape_changed"]
+
+    # batch (for the plate role only)
+    text = '[models.ocr]\nprecision = "fp32"\n[models.plate]\ninput_size = 320\nbatch_size = 2\n'
+    config = load(site(text, backend="openvino"))
+    out = ensure_all(config)
+    assert statuses(out) == {"vehicle": "current", "plate": "built", "ocr": "current"}
+    assert out["plate"].reasons == ["input_shape_changed"]
+
+    # runtime upgrade and new hardware cannot happen on a test machine: the backend's
+    # own report of them is replaced at its seam, everything else is real.
+    backend = registry.load_backend("openvino")
+    monkeypatch.setattr(backend, "runtime_version", lambda: "2099.1.0")
+    out = ensure_all(config)
+    assert set(statuses(out).values()) == {"built"}
+    assert {tuple(o.reasons) for o in out.values()} == {("runtime_changed",)}
+    real_identity = backend.device_identity()
+    monkeypatch.setattr(backend, "device_identity", lambda: {**real_identity, "cpu": "Other CPU"})
+    out = ensure_all(config)
+    assert {tuple(o.reasons) for o in out.values()} == {("device_changed",)}
+    assert set(statuses(ensure_all(config)).values()) == {"current"}
+
+
+def test_backend_choice_keeps_separate_engines(site):
+    config = load(site(backend="onnxruntime"))
+    assert set(statuses(ensure_all(config)).values()) == {"built"}
+    config = load(site(backend="openvino"))
+    assert set(statuses(ensure_all(config)).values()) == {"built"}
+    config = load(site(backend="onnxruntime"))
+    assert set(statuses(ensure_all(config)).values()) == {"current"}
+
+
+# --------------------------------------------------------------------------- damaged engines
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("truncate", "engine_truncated"),
+        ("garbage", "engine_corrupt"),
+        ("sidecar_mismatch", "source_changed"),
+        ("sidecar_garbage", "sidecar_corrupt"),
+        ("sidecar_removed", "sidecar_missing"),
+        ("engine_removed", "missing"),
+    ],
+)
+def test_damaged_engines_are_detected_and_rebuilt(site, damage, reason):
+    config = load(site())
+    target = manager.plan(config, "vehicle")
+    assert manager.ensure(target).status == "built"
+    engine, side = target.engine, cache.sidecar_path(target.engine)
+    if damage == "truncate":
+        engine.write_bytes(engine.read_bytes()[: engine.stat().st_size // 2])
+    elif damage == "garbage":
+        engine.write_bytes(os.urandom(engine.stat().st_size))
+    elif damage == "sidecar_mismatch":
+        data = json.loads(side.read_text())
+        data["inputs"]["source_sha256"] = "0" * 64
+        side.write_text(json.dumps(data))
+    elif damage == "sidecar_garbage":
+        side.write_text("{not json")
+    elif damage == "sidecar_removed":
+        side.unlink()
+    else:
+        engine.unlink()
+    assert cache.check(engine, target.inputs) == [reason]
+    with pytest.raises(EngineError, match=reason):
+        manager.load(target)
+    outcome = manager.ensure(target)
+    assert (outcome.status, outcome.reasons) == ("built", [reason])
+    engine_, _ = manager.load(target)
+    engine_.close()
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    pids = []
+    for task in Path(f"/proc/{me}/task").iterdir():
+        text = (task / "children").read_text().split()
+        pids += [int(p) for p in text]
+    return pids
+
+
+def test_kill9_of_the_build_child_never_leaves_a_wrong_or_partial_engine(site):
+    """SIGKILL the build child at random points of several builds (export, build,
+    validation): the final path holds either nothing or a complete, current engine
+    with its sidecar; the next build succeeds and leaves no temporaries."""
+    config = load(site(backend="openvino"))
+    target = manager.plan(config, "plate")
+    rng = random.Random(1234)
+    for delay in sorted(rng.uniform(0.05, 2.5) for _ in range(5)):
+        result: dict[str, manager.Outcome] = {}
+
+        def build(out: dict[str, manager.Outcome] = result) -> None:
+            out["o"] = manager.ensure(target, force=True)
+
+        t = threading.Thread(target=build)
+        t.start()
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and t.is_alive():
+            time.sleep(0.01)
+        for pid in _children():
+            os.kill(pid, signal.SIGKILL)
+        t.join(timeout=120)
+        assert not t.is_alive()
+        if target.engine.exists():
+            assert cache.check(target.engine, target.inputs) in ([], ["sidecar_missing"])
+        status = result["o"].status
+        assert status in ("built", "failed"), status
+        if status == "failed":
+            assert "killed by signal 9" in result["o"].message
+    final = manager.ensure(target)
+    assert final.status in ("built", "current")
+    assert cache.check(target.engine, target.inputs) == []
+    assert list(target.engine.parent.glob(".*.tmp")) == []
+
+
+def test_two_concurrent_builds_produce_one_build(site):
+    path = site()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "alprd",
+                "build",
+                "--models",
+                "plate",
+                "--config",
+                str(path),
+                "--log-format",
+                "json",
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    events = [e for _, err in results for e in json_events(err)]
+    assert len([e for e in events if e["event"] == "engine_build_started"]) == 1
+    assert len([e for e in events if e["event"] == "engine_built"]) == 1
+    assert len([e for e in events if e["event"] == "engine_build_waiting"]) == 1
+
+
+# --------------------------------------------------------------------------- bad models
+
+
+def test_a_garbage_source_fails_with_a_clear_error_and_keeps_the_old_engine(site):
+    path = site()
+    config = load(path)
+    target = manager.plan(config, "vehicle")
+    assert manager.ensure(target).status == "built"
+    before = target.engine.read_bytes()
+    target.request.source.write_bytes(b"this is not a model")
+    target = manager.plan(config, "vehicle")
+    outcome = manager.ensure(target)
+    assert outcome.status == "failed"
+    assert "not a loadable ONNX model" in outcome.message
+    assert target.engine.read_bytes() == before  # the old engine keeps serving
+
+
+def test_a_detector_without_the_configured_classes_is_refused(site):
+    path = site('[models.vehicle]\nclasses = ["car", "tractor"]\n')
+    outcome = manager.ensure(manager.plan(load(path), "vehicle"))
+    assert outcome.status == "failed"
+    assert "has no class 'tractor' (models.vehicle.classes)" in outcome.message
+
+
+def test_a_recogniser_given_as_plate_detector_is_refused(site):
+    path = site('[models.plate]\nsource = "ocr-ppocrv5-rec.onnx"\n')
+    outcome = manager.ensure(manager.plan(load(path), "plate"))
+    assert outcome.status == "failed"
+    assert "input" in outcome.message or "detection head" in outcome.message
+
+
+def test_build_cli_summary_and_exit_code(site):
+    path = site('[models.vehicle]\nclasses = ["tractor"]\n')
+    proc = run_alprd("build", "--config", str(path))
+    assert proc.returncode == ExitCode.ENGINE
+    assert "alprd build: models=vehicle,plate,ocr backend=onnxruntime" in proc.stderr
+    assert "build summary" in proc.stderr
+    assert "vehicle: failed:" in proc.stderr and "tractor" in proc.stderr
+    summary = proc.stderr[proc.stderr.index("build summary") :]
+    assert "plate" in summary and "built" in summary and "total" in summary
+
+
+def test_int8_without_calibration_is_a_clear_error(site):
+    path = site(backend="openvino")
+    proc = run_alprd("build", "--config", str(path), "--models", "plate", "--precision", "int8")
+    assert proc.returncode == ExitCode.ENGINE
+    assert "int8 needs calibration images: pass --calibration PATH" in proc.stderr
+
+
+# --------------------------------------------------------------------------- INT8 and real photos
+
+needs_photos = pytest.mark.skipif(
+    not BR_PHOTOS.is_dir(), reason=f"real photos not available at {BR_PHOTOS}"
+)
+
+
+@needs_photos
+def test_fp16_openvino_agrees_with_the_source_on_real_photos(site):
+    path = site(f'[engines.validation]\nimages = "{BR_PHOTOS}"\n', backend="openvino")
+    outcome = manager.ensure(manager.plan(load(path), "plate"))
+    assert outcome.status == "built", outcome.message
+    metrics = outcome.validation["metrics"]
+    assert metrics["source_detections"] >= 10  # real plates were found and compared
+    assert metrics["matched_source"] >= 0.9 and metrics["mean_iou"] >= 0.9
+
+
+@needs_photos
+def test_int8_openvino_is_validated_honestly(site):
+    path = site(backend="openvino")
+    plate_fp16 = manager.ensure(manager.plan(load(path), "plate"))
+    assert plate_fp16.status == "built"
+    before = plate_fp16.engine.read_bytes() if plate_fp16.engine else b""
+
+    proc = run_alprd(
+        "build", "--config", str(path), "--models", "plate", "--precision", "int8",
+        "--calibration", str(BR_PHOTOS), "--log-format", "json",
+    )  # fmt: skip
+    events = json_events(proc.stderr)
+    done = [e for e in events if e["event"] in ("engine_built", "engine_rejected")]
+    assert len(done) == 1
+    assert "build summary" in proc.stderr
+    # Whatever the verdict, it matches the exit code and what is installed.
+    if done[0]["event"] == "engine_built":
+        assert proc.returncode == 0
+    else:
+        assert proc.returncode == ExitCode.ENGINE
+        assert plate_fp16.engine is not None and plate_fp16.engine.read_bytes() == before
+
+    # A gate with no tolerance at all must reject int8 (it differs from fp32), and the
+    # fp16 engine installed before stays.
+    strict = site(
+        "[engines.validation]\nscore_tol = 0.0001\niou_min = 0.9999\n", backend="openvino"
+    )
+    target = manager.plan(
+        load(strict), "plate", manager.Overrides(precision="int8", calibration=BR_PHOTOS)
+    )
+    installed = target.engine.read_bytes()
+    outcome = manager.ensure(target, force=True)
+    assert outcome.status == "rejected"
+    assert "validation failed" in outcome.message
+    assert target.engine.read_bytes() == installed  # what served before still serves

@@ -1,0 +1,74 @@
+"""Pure array operations: tables of input -> expected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alprd import ops
+
+
+def test_letterbox_keeps_aspect_and_maps_back():
+    img = np.zeros((720, 1280, 3), np.uint8)
+    out, lb = ops.letterbox(img, 640, 640)
+    assert out.shape == (640, 640, 3)
+    assert lb.scale == pytest.approx(0.5)
+    assert (lb.pad_x, lb.pad_y) == (0.0, 140.0)
+    assert (out[:140] == 114).all() and (out[500:] == 114).all()
+    boxes = np.array([[100, 190, 300, 240]], np.float32)  # network pixels
+    np.testing.assert_allclose(lb.to_image(boxes), [[200, 100, 600, 200]])
+
+
+def test_to_tensor_is_rgb_nchw_unit_range():
+    img = np.zeros((2, 3, 3), np.uint8)
+    img[..., 0] = 255  # blue in BGR
+    t = ops.to_tensor([img])
+    assert t.shape == (1, 3, 2, 3) and t.dtype == np.float32
+    assert t[0, 2].max() == 1.0 and t[0, 0].max() == 0.0  # blue lands in channel 2
+
+
+def _head(boxes_cxcywh, scores):
+    """A YOLO head output (1 x (4+nc) x anchors) from per-anchor boxes and scores."""
+    return np.concatenate([np.array(boxes_cxcywh, np.float32).T, np.array(scores, np.float32).T])[
+        None
+    ]
+
+
+def test_decode_yolo_thresholds_and_suppresses_per_class():
+    out = _head(
+        [[50, 50, 20, 20], [51, 50, 20, 20], [50, 50, 20, 20], [200, 200, 10, 10]],
+        [[0.9, 0.0], [0.8, 0.0], [0.0, 0.7], [0.1, 0.05]],
+    )
+    [dets] = ops.decode_yolo(out, conf=0.25, iou=0.45)
+    assert len(dets) == 2  # the second class-0 box is suppressed; the weak one dropped
+    np.testing.assert_allclose(dets.xyxy[0], [40, 40, 60, 60])
+    assert dets.class_id.tolist() == [0, 1]
+    np.testing.assert_allclose(dets.confidence, [0.9, 0.7])
+
+
+def test_decode_yolo_nothing_above_threshold():
+    [dets] = ops.decode_yolo(_head([[5, 5, 2, 2]], [[0.1]]), conf=0.25, iou=0.45)
+    assert len(dets) == 0 and dets.xyxy.shape == (0, 4)
+
+
+def test_box_iou():
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    np.testing.assert_allclose(ops.box_iou(a, b), [[1.0, 1 / 3, 0.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ([1, 1, 0, 1, 2, 2, 0], [1, 1, 2]),  # a blank separates a real repeat
+        ([0, 0, 0], []),
+        ([3, 3, 3], [3]),
+        ([2, 0, 2, 0, 2], [2, 2, 2]),
+    ],
+)
+def test_ctc_greedy(path, expected):
+    probs = np.full((1, len(path), 4), 0.01, np.float32)
+    probs[0, np.arange(len(path)), path] = 0.97
+    [(ids, conf)] = ops.ctc_greedy(probs)
+    assert ids == expected
+    assert conf == pytest.approx([0.97] * len(expected))
