@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: Real test data beside the checkout (never copied into it); ALPRD_TEST_DATA overrides.
+SHARED_DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -54,6 +54,7 @@ def build(
 ) -> list[manager.Outcome]:
     console = _console()
     choice = registry.choose(overrides.backend or config.engines.backend)
+    log.info("backend_selected", backend=choice.backend, reason=choice.reason)
     console.print(
         f"alprd build: models={','.join(roles)} backend={choice.backend} ({choice.reason}) "
         f"precision={overrides.precision or config.engines.precision} "
@@ -128,6 +129,8 @@ def warmup(config: cfgmod.Config, roles: list[Role]) -> tuple[list[manager.Outco
     run it once. Returns what was built and what loaded."""
     console = _console()
     overrides = manager.Overrides()
+    choice = registry.choose(config.engines.backend)
+    log.info("backend_selected", backend=choice.backend, reason=choice.reason)
     outcomes, loaded = [], []
     for role in roles:
         target, outcome = _ensure_one(config, role, overrides, False, console)
