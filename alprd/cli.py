@@ -117,6 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="make every configured engine current and load it (the warm-up unit runs this)",
     )
     p.set_defaults(func=cmd_warmup)
+
+    p = sub.add_parser(
+        "detect",
+        parents=[common],
+        help="read plates in image files, image folders or videos",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder or video")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--save", type=Path, metavar="DIR", help="write annotated images here")
+    p.add_argument(
+        "--fps", type=_positive_float, help="frames per second of video to process (default: all)"
+    )
+    p.add_argument(
+        "--region",
+        action="append",
+        dest="regions",
+        metavar="NAME",
+        help="plate format region (e.g. br); repeatable; default: plates.regions",
+    )
+    p.set_defaults(func=cmd_detect)
     return parser
 
 
@@ -284,3 +304,26 @@ def cmd_warmup(args: argparse.Namespace) -> int:
         of=len(roles),
     )
     return ExitCode.OK if ok else ExitCode.ENGINE
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from alprd.engines.base import EngineError
+    from alprd.pipeline import offline
+
+    config = _load(args)
+    known = {**config.plates.formats}
+    from alprd.pipeline.rules import BUILTIN_FORMATS
+
+    unknown = [r for r in args.regions or [] if r not in {**BUILTIN_FORMATS, **known}]
+    if unknown:
+        print(f"error: --region: unknown {', '.join(unknown)}", file=sys.stderr)
+        return ExitCode.USAGE
+    options = offline.DetectOptions(
+        json=args.json, save=args.save, fps=args.fps, regions=args.regions
+    )
+    try:
+        failed = offline.run(config, args.inputs, options)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.ENGINE
+    return ExitCode.OK if failed == 0 else ExitCode.FAILURE

@@ -102,6 +102,7 @@ class _Detector(_Section):
 
 
 class VehicleModel(_Detector):
+    enabled: bool = True
     source: Path = Path("vehicle-yolov8n-coco.onnx")
     input_size: InputSize = 640
     classes: list[str] = Field(default_factory=lambda: ["car", "motorcycle", "bus", "truck"])
@@ -120,6 +121,8 @@ class VehicleModel(_Detector):
 class PlateModel(_Detector):
     source: Path = Path("plate-yolov8n.pt")
     input_size: InputSize = 416
+    search_margin: float = Field(0.05, ge=0.0, le=1.0)
+    full_frame_fallback: bool = True
 
 
 class OcrModel(_Section):
@@ -128,6 +131,10 @@ class OcrModel(_Section):
     input_height: int = Field(48, ge=16, le=256)
     charset: str = Field("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_length=1)
     min_char_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    crop_margin: float = Field(0.0, ge=-0.4, le=1.0)
+    crop_trim: float = Field(0.0, ge=0.0, le=0.4)
+    stretch: float = Field(1.5, ge=0.5, le=4.0)
+    max_width: int = Field(480, ge=32, le=4096)
     backend: Backend | None = None
     precision: Precision | None = None
     batch_size: int | None = Field(None, ge=1, le=64)
@@ -154,6 +161,73 @@ class CameraConfig(_Section):
     url: str = Field(min_length=1)
     fps: float = Field(5.0, gt=0, le=120)
     enabled: bool = True
+    zone: list[tuple[float, float]] | None = None
+    regions: list[str] | None = None
+
+    @field_validator("zone")
+    @classmethod
+    def _zone_is_polygon(
+        cls, value: list[tuple[float, float]] | None
+    ) -> list[tuple[float, float]] | None:
+        if value is not None and len(value) < 3:
+            raise ValueError("a zone needs at least 3 points [[x, y], ...]")
+        return value
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class SourcesConfig(_Section):
+    reconnect_initial_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    open_timeout_s: float = Field(10.0, gt=0)
+
+
+class TrackingConfig(_Section):
+    iou_min: float = Field(0.3, gt=0.0, le=1.0)
+    max_shift: float = Field(0.5, ge=0.0)
+    max_age_s: float = Field(1.5, gt=0)
+
+
+class VotingConfig(_Section):
+    min_agreeing: int = Field(10, ge=0)
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    dedupe_window_s: float = Field(60.0, ge=0)
+    dedupe_max_distance: int = Field(1, ge=0)
+
+
+class PlatesConfig(_Section):
+    regions: list[str] = Field(default_factory=list)
+    require_format: bool = True
+    min_length: int = Field(4, ge=1)
+    formats: dict[str, list[str]] = Field(default_factory=dict)
+    replace: list[tuple[str, str]] = Field(default_factory=list)
+    known: dict[str, str] = Field(default_factory=dict)
+    known_max_distance: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _rules_compile(self) -> PlatesConfig:
+        from alprd.pipeline.rules import BUILTIN_FORMATS, parse_format
+
+        for region, patterns in self.formats.items():
+            for i, pattern in enumerate(patterns):
+                try:
+                    parse_format(pattern)
+                except ValueError as exc:
+                    raise ValueError(f"formats: {region}[{i}]: {exc}") from None
+        known = {**BUILTIN_FORMATS, **self.formats}
+        missing = [r for r in self.regions if r not in known]
+        if missing:
+            raise ValueError(
+                f"regions: unknown {', '.join(missing)}; define it in [plates.formats] "
+                f"or use one of {', '.join(sorted(known))}"
+            )
+        for i, (pattern, _) in enumerate(self.replace):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"replace: [{i}]: not a regular expression: {exc}") from None
+        return self
 
 
 # --------------------------------------------------------------------------- outputs
@@ -210,6 +284,10 @@ class Config(_Section):
     engines: EnginesConfig = Field(default_factory=EnginesConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    voting: VotingConfig = Field(default_factory=VotingConfig)
+    plates: PlatesConfig = Field(default_factory=PlatesConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 
     @field_validator("cameras")

@@ -1,0 +1,124 @@
+"""Plate text from a recogniser's CTC output (pure), and the crop it reads.
+
+The recogniser (PP-OCRv5 by default) scores thousands of characters per time step.
+`Alphabet` folds them onto the plate charset: a character's NFKC upper-case form
+takes its probability when it is in the charset (so ``o`` and ``Ｏ`` count for
+``O``); every other character's probability moves to the CTC blank (masking them
+instead turns separators into letters). Greedy decoding then gives each character
+its confidence and the runner-up characters at its position.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from alprd.ops import Image
+from alprd.pipeline.geometry import clip_box, expand
+from alprd.pipeline.types import Box, Text
+
+FloatArray = npt.NDArray[np.float32]
+TOP_K = 3
+
+
+class Alphabet:
+    """Maps the recogniser's classes (0 = blank, 1..N = dictionary, N+1 = space)
+    onto [blank] + charset."""
+
+    def __init__(self, dictionary: Sequence[str], charset: str) -> None:
+        self.charset = charset
+        index = {c: i + 1 for i, c in enumerate(charset)}
+        classes = ["", *dictionary, " "]
+        target = np.zeros(len(classes), np.int64)
+        for i, c in enumerate(classes[1:], start=1):
+            folded = unicodedata.normalize("NFKC", c).upper()
+            target[i] = index.get(folded, 0)
+        self.num_classes = len(classes)
+        self._fold = np.zeros((len(classes), len(charset) + 1), np.float32)
+        self._fold[np.arange(len(classes)), target] = 1.0
+
+    def reduce(self, probs: FloatArray) -> FloatArray:
+        """(..., classes) probabilities -> (..., 1 + len(charset))."""
+        if probs.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"recogniser has {probs.shape[-1]} classes but the dictionary gives "
+                f"{self.num_classes}; models.ocr.dictionary does not belong to models.ocr.source"
+            )
+        reduced: FloatArray = probs @ self._fold
+        return reduced
+
+    def decode(self, reduced: FloatArray) -> Text:
+        """Greedy CTC on one (steps x (1 + charset)) sequence."""
+        best = reduced.argmax(axis=1)
+        chars: list[str] = []
+        confs: list[float] = []
+        cands: list[tuple[tuple[str, float], ...]] = []
+        t = 0
+        while t < len(best):
+            k = int(best[t])
+            end = t + 1
+            while end < len(best) and best[end] == k:
+                end += 1
+            if k != 0:
+                step = t + int(reduced[t:end, k].argmax())
+                row = reduced[step, 1:]
+                top = np.argsort(-row)[:TOP_K]
+                chars.append(self.charset[k - 1])
+                confs.append(float(row[k - 1]))
+                cands.append(tuple((self.charset[j], float(row[j])) for j in top))
+            t = end
+        return Text("".join(chars), tuple(confs), tuple(cands))
+
+
+def trim_edges(text: Text, min_confidence: float) -> Text:
+    """Drop characters read with less than `min_confidence` at either end
+    (country bands, frame screws, sticker letters)."""
+    c = text.char_confidences
+    lo, hi = 0, len(c)
+    while lo < hi and c[lo] < min_confidence:
+        lo += 1
+    while hi > lo and c[hi - 1] < min_confidence:
+        hi -= 1
+    return Text(text.text[lo:hi], c[lo:hi], text.candidates[lo:hi])
+
+
+def crop(
+    image: Image,
+    box: Box,
+    *,
+    margin: float,
+    trim_y: float,
+    stretch: float,
+    height: int,
+    max_width: int,
+) -> FloatArray:
+    """The plate as the recogniser wants it: cut from the full-resolution frame
+    (``margin`` of the box width added left and right, ``trim_y`` of its height
+    removed top and bottom), stretched ``stretch`` times horizontally (so repeated
+    characters keep a blank between them at W/8 time steps), resized to
+    ``height``, scaled to [-1, 1]. Returns 3 x height x width (BGR)."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = clip_box(expand(box, margin, -trim_y), w, h)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        x1, y1, x2, y2 = clip_box(box, w, h)
+    patch = image[y1:y2, x1:x2]
+    if patch.size == 0:
+        return np.zeros((3, height, height), np.float32)
+    ph, pw = patch.shape[:2]
+    width = int(min(max_width, max(height, round(pw * stretch * height / ph))))
+    resized = cv2.resize(patch, (width, height), interpolation=cv2.INTER_CUBIC)
+    out: FloatArray = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+    return out / np.float32(127.5) - np.float32(1.0)
+
+
+def batch(crops: Sequence[FloatArray]) -> FloatArray:
+    """Crops of one height, right-padded with zeros to the widest."""
+    width = max(c.shape[2] for c in crops)
+    out = np.zeros((len(crops), 3, crops[0].shape[1], width), np.float32)
+    for i, c in enumerate(crops):
+        out[i, :, :, : c.shape[2]] = c
+    return out

@@ -1,0 +1,180 @@
+"""The per-frame stages with their engines: vehicles -> plates -> text.
+
+Stateless across frames (tracking and voting live in `stream`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from alprd import config as cfgmod
+from alprd import ops
+from alprd.engines import manager
+from alprd.engines.base import Engine, EngineError, Role
+from alprd.log import get_logger
+from alprd.pipeline import geometry, ocr
+from alprd.pipeline.detect import Detector
+from alprd.pipeline.types import Plate, Text, Vehicle
+
+log = get_logger("alprd.pipeline")
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    vehicles: list[Vehicle]
+    plates: list[tuple[Plate, Text]]
+
+
+class Recognizer:
+    def __init__(
+        self,
+        *,
+        vehicle: Detector | None,
+        vehicle_names: Sequence[str],
+        plate: Detector,
+        reader: Engine,
+        reader_batch: int,
+        alphabet: ocr.Alphabet,
+        settings: cfgmod.Config,
+    ) -> None:
+        self.vehicle, self.vehicle_names = vehicle, list(vehicle_names)
+        self.plate, self.reader, self.reader_batch = plate, reader, reader_batch
+        self.alphabet = alphabet
+        m = settings.models
+        self.search_margin = m.plate.search_margin
+        self.fallback = m.plate.full_frame_fallback
+        self.ocr = m.ocr
+
+    @classmethod
+    def load(cls, config: cfgmod.Config) -> Recognizer:
+        """Ensure (build if stale) and load the engines the config names."""
+        engines: dict[Role, tuple[Engine, tuple[str, ...], int]] = {}
+        roles: list[Role] = ["plate", "ocr"]
+        if config.models.vehicle.enabled:
+            roles.insert(0, "vehicle")
+        for role in roles:
+            target = manager.plan(config, role)
+            outcome = manager.ensure(
+                target,
+                timeout_s=config.engines.build_timeout_s,
+                nice=config.engines.build_nice,
+            )
+            if outcome.status not in ("current", "built"):
+                raise EngineError(f"{role} engine: {outcome.status}: {outcome.message}")
+            engine, sidecar = manager.load(target)
+            engines[role] = (engine, sidecar.names, target.request.shape.batch)
+        m = config.models
+        vehicle = None
+        names: tuple[str, ...] = ()
+        if "vehicle" in engines:
+            engine, names, batch = engines["vehicle"]
+            keep = [names.index(c) for c in m.vehicle.classes]
+            vehicle = Detector(
+                engine, size=m.vehicle.input_size, batch=batch, conf=m.vehicle.confidence,
+                iou=m.vehicle.iou, max_det=m.vehicle.max_detections, keep=keep,
+            )  # fmt: skip
+        engine, _, batch = engines["plate"]
+        plate = Detector(
+            engine, size=m.plate.input_size, batch=batch, conf=m.plate.confidence,
+            iou=m.plate.iou, max_det=m.plate.max_detections,
+        )  # fmt: skip
+        dictionary = m.ocr.dictionary.read_text(encoding="utf-8").splitlines()
+        reader, _, reader_batch = engines["ocr"]
+        return cls(
+            vehicle=vehicle, vehicle_names=names, plate=plate, reader=reader,
+            reader_batch=reader_batch, alphabet=ocr.Alphabet(dictionary, m.ocr.charset),
+            settings=config,
+        )  # fmt: skip
+
+    # ----------------------------------------------------------------- stages
+
+    def vehicles(self, image: ops.Image) -> list[Vehicle]:
+        if self.vehicle is None:
+            return []
+        [dets] = self.vehicle([image])
+        return [
+            Vehicle(tuple(map(float, b)), float(c), self.vehicle_names[int(k)])  # type: ignore[arg-type]
+            for b, c, k in zip(dets.xyxy, dets.confidence, dets.class_id, strict=True)
+        ]
+
+    def plates(self, image: ops.Image, vehicles: Sequence[Vehicle]) -> list[Plate]:
+        """Plates on the vehicle crops (batched); on the full frame when there is no
+        vehicle model, or when the vehicles gave no plate (and the fallback is on)."""
+        h, w = image.shape[:2]
+        found: list[Plate] = []
+        crops, owners, offsets = [], [], []
+        for v in vehicles:
+            x1, y1, x2, y2 = geometry.clip_box(
+                geometry.expand(v.box, self.search_margin, self.search_margin), w, h
+            )
+            if x2 - x1 < 8 or y2 - y1 < 8:
+                continue
+            crops.append(image[y1:y2, x1:x2])
+            owners.append(v)
+            offsets.append((x1, y1))
+        for dets, v, (ox, oy) in zip(self.plate(crops), owners, offsets, strict=True):
+            for b, c in zip(dets.xyxy, dets.confidence, strict=True):
+                box = (float(b[0] + ox), float(b[1] + oy), float(b[2] + ox), float(b[3] + oy))
+                found.append(Plate(box, float(c), v))
+        if not found and (self.vehicle is None or self.fallback):
+            [dets] = self.plate([image])
+            for b, c in zip(dets.xyxy, dets.confidence, strict=True):
+                box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+                found.append(Plate(box, float(c), _owner(box, vehicles)))
+        return _dedupe(found)
+
+    def read(self, image: ops.Image, plates: Sequence[Plate]) -> list[Text]:
+        """OCR on each plate, cut from the full-resolution frame."""
+        if not plates:
+            return []
+        o = self.ocr
+        crops = [
+            ocr.crop(
+                image, p.box, margin=o.crop_margin, trim_y=o.crop_trim, stretch=o.stretch,
+                height=o.input_height, max_width=o.max_width,
+            )  # fmt: skip
+            for p in plates
+        ]
+        texts = []
+        for start in range(0, len(crops), self.reader_batch):
+            chunk = crops[start : start + self.reader_batch]
+            x = ocr.batch(chunk)
+            n = len(chunk)
+            if n < self.reader_batch:
+                x = np.concatenate([x, np.repeat(x[-1:], self.reader_batch - n, axis=0)])
+            reduced = self.alphabet.reduce(self.reader.run(x)[0][:n])
+            for seq in reduced:
+                texts.append(self.alphabet.decode(seq))
+        return texts
+
+    def __call__(
+        self, image: ops.Image, zone: Sequence[tuple[float, float]] | None = None
+    ) -> FrameResult:
+        vehicles = self.vehicles(image)
+        plates = self.plates(image, vehicles)
+        if zone:
+            plates = [p for p in plates if geometry.inside(geometry.centre(p.box), zone)]
+        return FrameResult(vehicles, list(zip(plates, self.read(image, plates), strict=True)))
+
+    def close(self) -> None:
+        for engine in (self.vehicle.engine if self.vehicle else None, self.plate.engine, self.reader):
+            if engine is not None:
+                engine.close()
+
+
+def _owner(box: tuple[float, float, float, float], vehicles: Sequence[Vehicle]) -> Vehicle | None:
+    """The smallest vehicle whose box holds the plate's centre."""
+    cx, cy = geometry.centre(box)
+    holding = [v for v in vehicles if v.box[0] <= cx <= v.box[2] and v.box[1] <= cy <= v.box[3]]
+    return min(holding, key=lambda v: (v.box[2] - v.box[0]) * (v.box[3] - v.box[1]), default=None)
+
+
+def _dedupe(plates: list[Plate], iou: float = 0.5) -> list[Plate]:
+    """The same plate found in two overlapping vehicle crops counts once."""
+    kept: list[Plate] = []
+    for p in sorted(plates, key=lambda p: -p.confidence):
+        if all(geometry.iou(p.box, k.box) < iou for k in kept):
+            kept.append(p)
+    return kept

@@ -1,0 +1,248 @@
+"""Frame sources: files read in order (``alprd detect``), and live cameras read by
+one thread each into a latest-frame slot.
+
+A camera URL may be an RTSP/HTTP(S)/RTMP/UDP stream (OpenCV's FFmpeg), a V4L2
+device (``/dev/video0`` or ``0``), a GStreamer pipeline (contains ``!``; needs an
+OpenCV built with GStreamer), a video file (replayed at its own rate), an image
+file or a folder of images.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from alprd.log import get_logger, redact
+from alprd.pipeline.types import Frame
+
+log = get_logger("alprd.source")
+
+Kind = Literal["folder", "image", "video", "stream", "v4l2", "gstreamer"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+class SourceError(Exception):
+    """A source cannot be opened or read; the message names it and says why."""
+
+
+def classify(url: str) -> Kind:
+    lower = url.lower()
+    if lower.startswith(STREAM_SCHEMES):
+        return "stream"
+    if "!" in url:
+        return "gstreamer"
+    if url.isdigit() or lower.startswith("/dev/video"):
+        return "v4l2"
+    path = Path(url)
+    if path.is_dir():
+        return "folder"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
+    return "video"
+
+
+def open_capture(url: str, kind: Kind, timeout_s: float = 10.0) -> cv2.VideoCapture:
+    """An opened cv2.VideoCapture, or SourceError saying why not."""
+    ms = int(timeout_s * 1000)
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+    if kind == "gstreamer":
+        if "GStreamer:                   YES" not in cv2.getBuildInformation():
+            raise SourceError(
+                f"{redact(url)}: this OpenCV build has no GStreamer support; "
+                "use an OpenCV built with GStreamer (e.g. Debian's python3-opencv)"
+            )
+        cap = cv2.VideoCapture(url, cv2.CAP_GSTREAMER)
+    elif kind == "v4l2":
+        cap = cv2.VideoCapture(int(url) if url.isdigit() else url, cv2.CAP_V4L2, params)
+    else:
+        if kind == "video" and not Path(url).is_file():
+            raise SourceError(f"{url}: no such file")
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        what = "cannot open the stream" if kind in ("stream", "v4l2", "gstreamer") else (
+            "cannot decode it as a video (corrupt, or not a video)"
+        )
+        raise SourceError(f"{redact(url)}: {what}")
+    return cap
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"{path}: not a readable image (missing, corrupt or unsupported)")
+    return image
+
+
+def iter_file(url: str, camera: str, fps: float | None = None) -> Iterator[Frame]:
+    """Every frame of a file source in order (no drops), times from the file.
+    `fps` keeps at most that many frames per second of video."""
+    kind = classify(url)
+    if kind == "image":
+        yield Frame(camera, 0, 0.0, read_image(Path(url)))
+        return
+    if kind == "folder":
+        paths = sorted(p for p in Path(url).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for i, p in enumerate(paths):
+            yield Frame(camera, i, float(i), read_image(p))
+        return
+    cap = open_capture(url, kind)
+    try:
+        native = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        step = 1.0 / fps if fps else 0.0
+        next_t, index, got = 0.0, 0, 0
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            t = index / native
+            if t + 1e-9 >= next_t:
+                yield Frame(camera, index, t, image)
+                got += 1
+                next_t = t + step
+            index += 1
+        if got == 0:
+            raise SourceError(f"{url}: no frame could be decoded (corrupt, or not a video)")
+    finally:
+        cap.release()
+
+
+class LatestFrame:
+    """A one-frame slot: the reader overwrites, the pipeline takes. A frame
+    overwritten before it was taken is counted as dropped; nothing queues."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self.dropped = 0
+        self.published = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self.published += 1
+            self._cond.notify_all()
+
+    def take(self, timeout: float | None = None) -> Frame | None:
+        with self._cond:
+            if self._frame is None:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            return frame
+
+
+State = Literal["connecting", "streaming", "reconnecting", "ended", "stopped"]
+
+
+class CameraReader(threading.Thread):
+    """Reads one camera into a LatestFrame, at most `fps` frames per second.
+    Reconnects with exponential backoff (initial_s, doubling, capped at max_s);
+    logs each change of state once, not each attempt."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        slot: LatestFrame,
+        *,
+        fps: float,
+        initial_s: float = 1.0,
+        max_s: float = 30.0,
+        open_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name=f"camera-{name}", daemon=True)
+        self.camera, self.url, self.slot, self.fps = name, url, slot, fps
+        self.kind = classify(url)
+        self.initial_s, self.max_s, self.open_timeout_s = initial_s, max_s, open_timeout_s
+        self.clock = clock
+        self.state: State = "connecting"
+        self.attempts = 0  # failed opens/reads since the last frame
+        self.reconnects = 0
+        self.frames = 0
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def _set_state(self, state: State, **fields: object) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        url = redact(self.url)
+        if state == "streaming":
+            log.info("camera_connected", camera=self.camera, url=url, **fields)
+        elif state == "reconnecting":
+            self.reconnects += 1
+            log.warning("camera_lost", camera=self.camera, url=url, **fields)
+        elif state == "ended":
+            log.info("camera_ended", camera=self.camera, url=url, **fields)
+
+    def backoff(self) -> float:
+        return float(min(self.max_s, self.initial_s * 2 ** max(0, self.attempts - 1)))
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                try:
+                    if self.kind in ("image", "folder"):
+                        self._run_images()
+                    else:
+                        self._run_capture()
+                except SourceError as exc:
+                    self.attempts += 1
+                    delay = self.backoff()
+                    self._set_state("reconnecting", reason=str(exc), retry_in_s=delay)
+                    self._halt.wait(delay)
+                    continue
+                if self.state == "ended":
+                    return
+        finally:
+            if self.state != "ended":
+                self.state = "stopped"
+
+    def _run_images(self) -> None:
+        for frame in iter_file(self.url, self.camera):
+            if self._halt.is_set():
+                return
+            self._set_state("streaming")
+            self._publish(frame.image)
+            self._halt.wait(1.0 / self.fps)
+        self._set_state("ended", frames=self.frames)
+
+    def _run_capture(self) -> None:
+        cap = open_capture(self.url, self.kind, self.open_timeout_s)
+        try:
+            native = cap.get(cv2.CAP_PROP_FPS) or 25.0
+            started, n, last = time.monotonic(), 0, -1e9
+            while not self._halt.is_set():
+                ok, image = cap.read()
+                if not ok:
+                    if self.kind == "video":
+                        self._set_state("ended", frames=self.frames)
+                        return
+                    raise SourceError(f"{redact(self.url)}: read failed (stream interrupted)")
+                self.attempts = 0
+                self._set_state("streaming")
+                if self.kind == "video":  # replay a file at its own rate
+                    self._halt.wait(max(0.0, started + n / native - time.monotonic()))
+                n += 1
+                now = time.monotonic()
+                if now - last >= 1.0 / self.fps:
+                    last = now
+                    self._publish(image)
+        finally:
+            cap.release()
+
+    def _publish(self, image: np.ndarray) -> None:
+        self.slot.put(Frame(self.camera, self.frames, self.clock(), image))
+        self.frames += 1

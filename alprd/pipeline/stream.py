@@ -1,0 +1,115 @@
+"""One camera's stateful pipeline: per-frame reads -> tracks -> one event per pass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from alprd import config as cfgmod
+from alprd.ops import Image
+from alprd.pipeline.recognizer import FrameResult, Recognizer
+from alprd.pipeline.rules import PlateRules
+from alprd.pipeline.track import Tracker
+from alprd.pipeline.types import Frame, Plate, PlateEvent, PlateRead, Text
+from alprd.pipeline.vote import Voter
+
+
+def rules_for(config: cfgmod.Config, regions: Sequence[str] | None = None) -> PlateRules:
+    p = config.plates
+    return PlateRules(
+        formats=p.formats,
+        regions=p.regions if regions is None else regions,
+        require_format=p.require_format,
+        min_length=p.min_length,
+        min_char_confidence=config.models.ocr.min_char_confidence,
+        replace=p.replace,
+        known=p.known,
+        known_max_distance=p.known_max_distance,
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The frame of a pass's most confident read (kept only when asked for)."""
+
+    image: Image
+    read: PlateRead
+
+
+class CameraPipeline:
+    def __init__(
+        self,
+        camera: str,
+        recognizer: Recognizer,
+        config: cfgmod.Config,
+        *,
+        zone: Sequence[tuple[float, float]] | None = None,
+        regions: Sequence[str] | None = None,
+        keep_snapshots: bool = False,
+        early: bool = True,
+    ) -> None:
+        self.camera, self.recognizer, self.zone = camera, recognizer, zone
+        self.rules = rules_for(config, regions)
+        t, v = config.tracking, config.voting
+        self.vehicles = Tracker(iou_min=t.iou_min, max_shift=t.max_shift, max_age_s=t.max_age_s)
+        self.orphans = Tracker(iou_min=t.iou_min, max_shift=t.max_shift, max_age_s=t.max_age_s)
+        self.voter = Voter(
+            camera,
+            min_agreeing=v.min_agreeing if early else 0,
+            min_confidence=v.min_confidence,
+            dedupe_window_s=v.dedupe_window_s,
+            dedupe_max_distance=v.dedupe_max_distance,
+            known=self.rules.known_match,
+        )
+        self.keep_snapshots = keep_snapshots
+        self.snapshots: dict[str, Snapshot] = {}
+        self.frames = 0
+        self.reads = 0
+
+    def process(self, frame: Frame) -> list[PlateEvent]:
+        """Run one frame; returns the events it completes."""
+        result = self.recognizer(frame.image, self.zone)
+        return self.feed(frame, result)
+
+    def feed(self, frame: Frame, result: FrameResult) -> list[PlateEvent]:
+        self.frames += 1
+        v_ids, v_ended = self.vehicles.update([v.box for v in result.vehicles], frame.time)
+        track_of = {id(v): tid for v, tid in zip(result.vehicles, v_ids, strict=True)}
+        orphans = [p for p, _ in result.plates if p.vehicle is None or id(p.vehicle) not in track_of]
+        o_ids, o_ended = self.orphans.update([p.box for p in orphans], frame.time)
+        orphan_of = {id(p): tid for p, tid in zip(orphans, o_ids, strict=True)}
+        events = [self.voter.end(f"v{t.id}") for t in v_ended]
+        events += [self.voter.end(f"p{t.id}") for t in o_ended]
+        for plate, text in result.plates:
+            key = (
+                f"v{track_of[id(plate.vehicle)]}"
+                if plate.vehicle is not None and id(plate.vehicle) in track_of
+                else f"p{orphan_of[id(plate)]}"
+            )
+            events.append(self._read(key, frame, plate, text))
+        return [e for e in events if e is not None]
+
+    def _read(self, key: str, frame: Frame, plate: Plate, text: Text) -> PlateEvent | None:
+        ruled = self.rules.apply(text)
+        if ruled is None:
+            return None
+        read = PlateRead(plate, ruled[0], frame.index, frame.time, ruled[1])
+        self.reads += 1
+        if self.keep_snapshots:
+            kept = self.snapshots.get(key)
+            if kept is None or read.text.confidence > kept.read.text.confidence:
+                self.snapshots[key] = Snapshot(frame.image, read)
+        return self.voter.add(key, read)
+
+    def finish(self) -> list[PlateEvent]:
+        """End every pass (end of file, shutdown) and return their events."""
+        self.vehicles.finish()
+        self.orphans.finish()
+        return self.voter.finish()
+
+    def snapshot(self, event: PlateEvent) -> Snapshot | None:
+        for key in (f"v{event.track_id}", f"p{event.track_id}"):
+            snap = self.snapshots.get(key)
+            if snap is not None and snap.read.plate.box == event.plate_box:
+                return snap
+        return None

@@ -1,0 +1,79 @@
+"""The typed payloads passed between stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from alprd.ops import Image
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+
+
+@dataclass(frozen=True)
+class Frame:
+    camera: str
+    index: int  # frame number from the source (files: position in the file)
+    time: float  # seconds: wall clock for cameras, position for files
+    image: Image = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Vehicle:
+    box: Box
+    confidence: float
+    label: str  # class name, e.g. "car"
+
+
+@dataclass(frozen=True)
+class Plate:
+    box: Box
+    confidence: float
+    vehicle: Vehicle | None  # None: found on the full frame
+
+
+@dataclass(frozen=True)
+class Text:
+    """What the recogniser read on one plate crop, after decoding."""
+
+    text: str
+    char_confidences: tuple[float, ...]
+    #: Per position, the characters and probabilities the recogniser considered
+    #: (best first), for format-guided correction and voting.
+    candidates: tuple[tuple[tuple[str, float], ...], ...] = ()
+
+    @property
+    def confidence(self) -> float:
+        c = self.char_confidences
+        return sum(c) / len(c) if c else 0.0
+
+
+@dataclass(frozen=True)
+class PlateRead:
+    """One plate read in one frame, after the plate rules."""
+
+    plate: Plate
+    text: Text
+    frame: int
+    time: float
+    region: str = ""  # the format that matched, if any
+
+
+@dataclass(frozen=True)
+class PlateEvent:
+    """One vehicle pass."""
+
+    camera: str
+    plate: str
+    confidence: float
+    char_confidences: tuple[float, ...]
+    first_seen: float
+    last_seen: float
+    first_frame: int
+    last_frame: int
+    plate_box: Box
+    vehicle_box: Box | None
+    vehicle_class: str | None
+    reads: int
+    track_id: int
+    known_label: str | None = None
+    known_plate: str | None = None

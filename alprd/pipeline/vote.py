@@ -1,0 +1,133 @@
+"""Reads of one vehicle pass -> one event (pure; times come from the reads).
+
+`vote` picks the length the reads agree on, then combines them position by
+position, weighting each character by its confidence. `Voter` emits a pass's
+event when its track ends, or as soon as ``min_agreeing`` reads agree with the
+vote (0: only at the end); the same plate (within ``dedupe_max_distance`` edits) on the same camera is
+not emitted again within ``dedupe_window_s``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from alprd.pipeline.rules import Known, levenshtein
+from alprd.pipeline.types import PlateEvent, PlateRead
+
+
+def vote(reads: Sequence[PlateRead]) -> tuple[str, tuple[float, ...]]:
+    """The plate text the reads support best, and each character's support.
+
+    First the length: that of the read text closest to all the others (the one
+    with the least confidence-weighted edit distance to every read), so a band
+    letter read now and then, or a character missed at a distance, does not
+    split the vote. Then each position among the reads of that length: the
+    character with the largest summed confidence; its support is that sum over
+    the number of those reads."""
+    texts = [r for r in reads if r.text.text]
+    if not texts:
+        return "", ()
+    weight: dict[str, float] = defaultdict(float)
+    for r in texts:
+        weight[r.text.text] += r.text.confidence
+    medoid = min(
+        weight,
+        key=lambda t: (sum(w * levenshtein(t, u) for u, w in weight.items()), -weight[t], t),
+    )
+    group = [r for r in texts if len(r.text.text) == len(medoid)]
+    chars, support = [], []
+    for i in range(len(medoid)):
+        score: dict[str, float] = defaultdict(float)
+        for r in group:
+            score[r.text.text[i]] += r.text.char_confidences[i]
+        best = max(score, key=lambda c: (score[c], c))
+        chars.append(best)
+        support.append(round(score[best] / len(group), 4))
+    return "".join(chars), tuple(support)
+
+
+@dataclass
+class _Pass:
+    reads: list[PlateRead] = field(default_factory=list)
+    emitted: bool = False
+
+
+class Voter:
+    def __init__(
+        self,
+        camera: str,
+        *,
+        min_agreeing: int = 3,
+        min_confidence: float = 0.0,
+        dedupe_window_s: float = 60.0,
+        dedupe_max_distance: int = 1,
+        known: Callable[[str], Known | None] = lambda plate: None,
+    ) -> None:
+        if min_agreeing < 0:
+            raise ValueError("min_agreeing must be >= 0")
+        self.camera = camera
+        self.min_agreeing = min_agreeing
+        self.min_confidence = min_confidence
+        self.dedupe_window_s = dedupe_window_s
+        self.dedupe_max_distance = dedupe_max_distance
+        self._known = known
+        self._passes: dict[str, _Pass] = {}
+        self._recent: list[tuple[str, float]] = []  # (plate, time emitted)
+        self.suppressed = 0  # events not emitted as duplicates
+
+    def add(self, key: str, read: PlateRead) -> PlateEvent | None:
+        """Record a read of pass `key`; returns its event if enough reads agree now."""
+        p = self._passes.setdefault(key, _Pass())
+        p.reads.append(read)
+        if p.emitted or not self.min_agreeing:
+            return None
+        text, _ = vote(p.reads)
+        if sum(r.text.text == text for r in p.reads) >= self.min_agreeing:
+            return self._emit(key, p)
+        return None
+
+    def end(self, key: str) -> PlateEvent | None:
+        """Pass `key` is over (its track ended): its event, unless already out."""
+        p = self._passes.pop(key, None)
+        if p is None or p.emitted or not p.reads:
+            return None
+        return self._emit(key, p)
+
+    def finish(self) -> list[PlateEvent]:
+        events = [self.end(k) for k in list(self._passes)]
+        return [e for e in events if e is not None]
+
+    def _emit(self, key: str, p: _Pass) -> PlateEvent | None:
+        p.emitted = True
+        text, support = vote(p.reads)
+        confidence = sum(support) / len(support) if support else 0.0
+        if not text or confidence < self.min_confidence:
+            return None
+        last = max(r.time for r in p.reads)
+        self._recent = [(t, at) for t, at in self._recent if last - at <= self.dedupe_window_s]
+        if any(levenshtein(text, t) <= self.dedupe_max_distance for t, _ in self._recent):
+            self.suppressed += 1
+            return None
+        self._recent.append((text, last))
+        best = max(p.reads, key=lambda r: r.text.confidence)
+        known = self._known(text)
+        plate = best.plate
+        return PlateEvent(
+            camera=self.camera,
+            plate=text,
+            confidence=round(confidence, 4),
+            char_confidences=support,
+            first_seen=min(r.time for r in p.reads),
+            last_seen=last,
+            first_frame=min(r.frame for r in p.reads),
+            last_frame=max(r.frame for r in p.reads),
+            plate_box=plate.box,
+            vehicle_box=plate.vehicle.box if plate.vehicle else None,
+            vehicle_class=plate.vehicle.label if plate.vehicle else None,
+            reads=len(p.reads),
+            track_id=int(key[1:]) if key[1:].isdigit() else 0,
+            known_label=known.label if known else None,
+            known_plate=known.plate if known else None,
+        )

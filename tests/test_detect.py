@@ -1,0 +1,84 @@
+"""`alprd detect` end to end: real engines (built on first use), real files."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SHARED_DATA, run_alprd
+
+from alprd.exitcodes import ExitCode
+
+VIDEOS = SHARED_DATA / "videos"
+BR = SHARED_DATA / "plates-br"
+
+
+def needs(path):
+    return pytest.mark.skipif(not path.exists(), reason=f"test data not available at {path}")
+
+
+def lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@needs(VIDEOS / "rear-nl-L417VS.mp4")
+@pytest.mark.parametrize(
+    ("name", "plate"),
+    [("rear-nl-L417VS.mp4", "L417VS"), ("dashcam-in-KA22P3368.mp4", "KA22P3368")],
+)
+def test_one_event_per_video(name, plate):
+    """From the checkout, with no flags but --json: one event, the right plate."""
+    proc = run_alprd("detect", "--json", str(VIDEOS / name))
+    assert proc.returncode == 0, proc.stderr
+    events = lines(proc.stdout)
+    assert [e["plate"] for e in events] == [plate]
+    e = events[0]
+    assert e["reads"] >= 10 and e["confidence"] > 0.8
+    assert e["last_frame"] > e["first_frame"] and e["last_time"] > e["first_time"]
+    assert len(e["plate_box"]) == 4 and e["vehicle_class"] in ("car", "truck", "bus")
+
+
+@needs(BR / "AYO9034.jpg")
+def test_image_lines_and_annotated_output(tmp_path):
+    proc = run_alprd(
+        "detect", "--json", "--region", "br", "--save", str(tmp_path), str(BR / "AYO9034.jpg")
+    )
+    assert proc.returncode == 0, proc.stderr
+    [hit] = [r for r in lines(proc.stdout) if r["plate"] == "AYO9034"]
+    assert set(hit) == {
+        "source", "frame", "plate", "confidence", "plate_box", "vehicle_box",
+        "vehicle_class", "known_label",
+    }  # fmt: skip
+    assert hit["frame"] == 0 and hit["source"].endswith("AYO9034.jpg")
+    x1, y1, x2, y2 = hit["plate_box"]
+    assert 480 < x1 < 580 and 380 < y1 < 440 and x2 - x1 > 100  # ground truth: 528, 412, 162 wide
+    saved = cv2.imread(str(tmp_path / "AYO9034.jpg"))
+    assert saved is not None and saved.shape == cv2.imread(str(BR / "AYO9034.jpg")).shape
+
+
+def test_bad_inputs_are_reported_and_the_others_still_run(tmp_path):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    unreadable = tmp_path / "unreadable.jpg"
+    unreadable.write_bytes(b"not an image")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((240, 320, 3), 128, np.uint8))
+    proc = run_alprd(
+        "detect", "--json", str(corrupt), str(unreadable), str(tmp_path / "missing.mp4"), str(blank)
+    )
+    assert proc.returncode == ExitCode.FAILURE
+    assert "Traceback" not in proc.stderr
+    for name, why in [
+        ("corrupt.mp4", "cannot decode"),
+        ("unreadable.jpg", "not a readable image"),
+        ("missing.mp4", "no such file"),
+    ]:
+        assert name in proc.stderr and why in proc.stderr
+    assert proc.stdout == ""  # the blank image was read and holds no plate
+
+
+def test_an_unknown_region_is_a_usage_error(tmp_path):
+    proc = run_alprd("detect", "--region", "atlantis", str(tmp_path))
+    assert proc.returncode == ExitCode.USAGE and "atlantis" in proc.stderr

@@ -1,0 +1,274 @@
+"""Pure parts of the pipeline: geometry, CTC decoding, rules, tracker, voter.
+Tables of input -> expected; no engines, no clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alprd.pipeline import geometry
+from alprd.pipeline.ocr import Alphabet, trim_edges
+from alprd.pipeline.rules import PlateRules, levenshtein, parse_format
+from alprd.pipeline.track import Tracker
+from alprd.pipeline.types import Plate, PlateRead, Text, Vehicle
+from alprd.pipeline.vote import Voter, vote
+
+# --------------------------------------------------------------------------- geometry
+
+SQUARE = [(0, 0), (10, 0), (10, 10), (0, 10)]
+TRIANGLE = [(0, 0), (10, 0), (0, 10)]
+
+
+@pytest.mark.parametrize(
+    ("point", "polygon", "expected"),
+    [
+        ((5, 5), SQUARE, True),
+        ((15, 5), SQUARE, False),
+        ((2, 2), TRIANGLE, True),
+        ((8, 8), TRIANGLE, False),
+        ((-1, -1), TRIANGLE, False),
+    ],
+)
+def test_inside(point, polygon, expected):
+    assert geometry.inside(point, polygon) is expected
+
+
+def test_boxes():
+    assert geometry.iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+    assert geometry.expand((10, 10, 20, 30), 0.1, -0.25) == (9.0, 15.0, 21.0, 25.0)
+    assert geometry.clip_box((-5, 2.4, 50.6, 8), 40, 30) == (0, 2, 40, 8)
+    assert geometry.centre((0, 0, 10, 20)) == (5, 10)
+
+
+# --------------------------------------------------------------------------- CTC decoding
+
+DICT = ["0", "1", "a", "A", "B", "-", "Ｏ", "O", "中"]  # classes 1..9, 10 = space
+
+
+def probs(path: list[str]) -> np.ndarray:
+    """One-hot-ish CTC output for a path of dictionary entries ('' = blank)."""
+    classes = ["", *DICT, " "]
+    out = np.full((len(path), len(classes)), 0.001, np.float32)
+    for t, c in enumerate(path):
+        out[t, classes.index(c)] = 0.99
+    return out
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (["A", "A", "", "B", "1"], "AB1"),
+        (["A", "", "A"], "AA"),
+        (["a", "Ｏ", "0"], "AO0"),  # lower case and full width fold onto the charset
+        (["A", "-", "B"], "AB"),  # a separator goes to the blank, not to a letter
+        (["中", "B", " "], "B"),
+        (["", "", ""], ""),
+    ],
+)
+def test_alphabet_folds_and_decodes(path, expected):
+    alphabet = Alphabet(DICT, "AB01O")
+    text = alphabet.decode(alphabet.reduce(probs(path)[None])[0])
+    assert text.text == expected
+    assert all(c == pytest.approx(0.99, abs=0.02) for c in text.char_confidences)
+
+
+def test_decode_keeps_runner_up_candidates():
+    alphabet = Alphabet(DICT, "AB01O")
+    p = probs(["O", "1"])
+    p[0, DICT.index("0") + 1] = 0.4  # '0' is the runner-up of 'O'
+    text = alphabet.decode(alphabet.reduce(p[None])[0])
+    assert [c for c, _ in text.candidates[0][:2]] == ["O", "0"]
+
+
+def test_alphabet_rejects_a_foreign_dictionary():
+    with pytest.raises(ValueError, match="does not belong"):
+        Alphabet(DICT, "AB").reduce(np.zeros((1, 3, 5), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("confs", "kept"),
+    [
+        ((0.3, 0.9, 0.9, 0.4), "BC"),
+        ((0.9, 0.9, 0.9, 0.9), "ABCD"),
+        ((0.1, 0.1, 0.1, 0.1), ""),
+        ((0.9, 0.2, 0.9, 0.9), "ABCD"),  # only the ends are trimmed
+    ],
+)
+def test_trim_edges(confs, kept):
+    assert trim_edges(Text("ABCD", confs), 0.5).text == kept
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@pytest.mark.parametrize(
+    ("pattern", "sizes"),
+    [
+        ("[A-Z]{3}[0-9]{4}", [26, 26, 26, 10, 10, 10, 10]),
+        ("[A-Z]{3}\\d[A-Z]\\d{2}", [26, 26, 26, 10, 26, 10, 10]),
+        ("KA.{2}", [1, 1, 36, 36]),
+        ("[AB0]", [3]),
+    ],
+)
+def test_parse_format(pattern, sizes):
+    assert [len(s) for s in parse_format(pattern)] == sizes
+
+
+@pytest.mark.parametrize("bad", ["[A-Z]+", "(AB|CD)", "[A-Z]*", ""])
+def test_parse_format_rejects_variable_patterns(bad):
+    with pytest.raises(ValueError):
+        parse_format(bad)
+
+
+def text(s: str, conf: float = 0.9, alts: dict[int, list[tuple[str, float]]] | None = None) -> Text:
+    cands = []
+    for i, c in enumerate(s):
+        cands.append(((c, conf), *(alts or {}).get(i, [])))
+    return Text(s, (conf,) * len(s), tuple(cands))
+
+
+@pytest.mark.parametrize(
+    ("read", "expected"),
+    [
+        (text("ABC1234"), ("ABC1234", "br")),
+        (text("ABC1D23"), ("ABC1D23", "br")),  # Mercosur
+        (text("AB01234", alts={2: [("O", 0.3)]}), ("ABO1234", "br")),  # 0 -> O in a letter slot
+        (text("ABC12B4", alts={5: [("8", 0.2)]}), ("ABC1284", "br")),  # B -> 8 in a digit slot
+        (Text("BRABC1234", (0.3, 0.4, *(0.95,) * 7)), ("ABC1234", "br")),  # band letters dropped
+        (text("ABC12"), None),  # too short for any format
+    ],
+)
+def test_format_correction(read, expected):
+    rules = PlateRules(regions=["br"])
+    got = rules.apply(read)
+    assert (None if got is None else (got[0].text, got[1])) == expected
+
+
+def test_without_formats_edges_are_trimmed_and_min_length_applies():
+    rules = PlateRules(min_length=4, min_char_confidence=0.5)
+    assert rules.apply(Text("XL417VS", (0.3, *(0.9,) * 6)))[0].text == "L417VS"
+    assert rules.apply(Text("AB1", (0.9,) * 3)) is None
+
+
+def test_format_not_required_keeps_a_non_matching_read():
+    rules = PlateRules(regions=["br"], require_format=False, min_length=4)
+    assert rules.apply(text("L417VS")) == (text("L417VS"), "")
+
+
+def test_replace_rules_in_order():
+    rules = PlateRules(replace=[("^0", "O"), ("O", "Q")])
+    assert rules.apply(text("0AB1"))[0].text == "QAB1"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "d"), [("ABC", "ABC", 0), ("ABC", "ABD", 1), ("L417VS", "LL417VS", 1), ("", "AB", 2)]
+)
+def test_levenshtein(a, b, d):
+    assert levenshtein(a, b) == d
+
+
+def test_known_plates_fuzzy():
+    rules = PlateRules(known={"AB123CD": "staff", "XY999": "visitor"}, known_max_distance=1)
+    assert rules.known_match("AB123CD").distance == 0
+    k = rules.known_match("AB123C0")
+    assert (k.plate, k.label, k.distance) == ("AB123CD", "staff", 1)
+    assert rules.known_match("AB12XXX") is None
+
+
+# --------------------------------------------------------------------------- tracker
+
+
+def test_tracker_follows_overlap_and_ends_stale_tracks():
+    tr = Tracker(iou_min=0.3, max_shift=0.5, max_age_s=1.0)
+    ids, ended = tr.update([(0, 0, 100, 100), (300, 0, 400, 100)], now=0.0)
+    assert ids == [1, 2] and ended == []
+    ids, _ = tr.update([(310, 0, 410, 100), (10, 0, 110, 100)], now=0.2)
+    assert ids == [2, 1]  # matched by overlap, whatever the order
+    ids, ended = tr.update([(10, 0, 110, 100)], now=1.0)
+    assert ids == [1] and ended == []
+    ids, ended = tr.update([(10, 0, 110, 100)], now=1.3)
+    assert ids == [1] and [t.id for t in ended] == [2]  # 2 not seen since 0.2 s
+
+
+def test_tracker_joins_a_fast_move_by_centre_distance():
+    tr = Tracker(iou_min=0.3, max_shift=0.5, max_age_s=1.0)
+    tr.update([(0, 0, 100, 100)], now=0.0)
+    ids, _ = tr.update([(60, 0, 160, 100)], now=0.2)  # IoU 0.25, centre moved 60 < 70
+    assert ids == [1]
+    ids, _ = tr.update([(400, 0, 500, 100)], now=0.4)  # too far: a new vehicle
+    assert ids == [2]
+
+
+def test_tracker_finish_ends_everything():
+    tr = Tracker()
+    tr.update([(0, 0, 1, 1)], now=0.0)
+    assert [t.id for t in tr.finish()] == [1] and tr.live == []
+
+
+# --------------------------------------------------------------------------- voting
+
+PLATE = Plate((0, 0, 10, 5), 0.9, Vehicle((0, 0, 100, 100), 0.9, "car"))
+
+
+def read(s: str, t: float = 0.0, conf: float = 0.9, frame: int = 0) -> PlateRead:
+    return PlateRead(PLATE, Text(s, (conf,) * len(s)), frame, t)
+
+
+@pytest.mark.parametrize(
+    ("reads", "expected"),
+    [
+        (["L417VS"] * 5 + ["LL417VS"] * 3 + ["L47VS"] * 2, "L417VS"),
+        (["ABC123", "ABC128", "ABC123"], "ABC123"),
+        (["ABC123", "A8C123", "ABC123", "A8C128"], "ABC123"),
+        ([""], ""),
+    ],
+)
+def test_vote(reads, expected):
+    assert vote([read(s) for s in reads])[0] == expected
+
+
+def test_vote_weights_by_confidence():
+    reads = [read("ABC123", conf=0.95), read("ABC128", conf=0.3), read("ABC128", conf=0.3)]
+    text, support = vote(reads)
+    assert text == "ABC123"
+    assert support[-1] == pytest.approx(0.95 / 3, abs=1e-3)
+
+
+def test_one_event_per_pass_at_track_end():
+    v = Voter("gate", min_agreeing=0)
+    for i, s in enumerate(["ABC123", "ABC123", "A8C123"]):
+        assert v.add("v1", read(s, t=i, frame=i)) is None
+    event = v.end("v1")
+    assert (event.plate, event.reads, event.first_frame, event.last_frame) == ("ABC123", 3, 0, 2)
+    assert event.vehicle_class == "car" and event.camera == "gate"
+    assert v.end("v1") is None
+
+
+def test_early_emission_once_enough_reads_agree():
+    v = Voter("gate", min_agreeing=3)
+    assert v.add("v1", read("ABC123")) is None
+    assert v.add("v1", read("ABC123")) is None
+    event = v.add("v1", read("ABC123"))
+    assert event is not None and event.plate == "ABC123"
+    assert v.add("v1", read("ABC123")) is None  # the pass is out already
+    assert v.end("v1") is None
+
+
+def test_the_same_plate_within_the_window_is_not_emitted_twice():
+    v = Voter("gate", min_agreeing=0, dedupe_window_s=60, dedupe_max_distance=1)
+    v.add("v1", read("ABC123", t=0))
+    assert v.end("v1") is not None
+    v.add("v2", read("ABC128", t=30))  # one character off: the same car, misread
+    assert v.end("v2") is None and v.suppressed == 1
+    v.add("v3", read("ABC123", t=100))  # outside the window: a new visit
+    assert v.end("v3") is not None
+
+
+def test_low_confidence_passes_are_not_emitted_and_known_plates_are_labelled():
+    v = Voter("gate", min_agreeing=0, min_confidence=0.5,
+              known=PlateRules(known={"ABC123": "staff"}, known_max_distance=1).known_match)  # fmt: skip
+    v.add("v1", read("XYZ999", conf=0.2))
+    assert v.end("v1") is None
+    v.add("v2", read("ABC12E"))
+    event = v.end("v2")
+    assert (event.known_label, event.known_plate) == ("staff", "ABC123")

@@ -1,0 +1,124 @@
+"""Frame sources: real files, real OpenCV captures, real threads."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from alprd.pipeline.source import (
+    CameraReader,
+    LatestFrame,
+    SourceError,
+    classify,
+    iter_file,
+)
+from alprd.pipeline.types import Frame
+
+
+@pytest.fixture
+def video(tmp_path):
+    """A real 2 s, 10 fps MJPEG video written by OpenCV."""
+    path = tmp_path / "clip.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(20):
+        out.write(np.full((48, 64, 3), i * 10, np.uint8))
+    out.release()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("rtsp://user:pw@10.0.0.2/stream", "stream"),
+        ("https://cam/mjpeg", "stream"),
+        ("/dev/video0", "v4l2"),
+        ("0", "v4l2"),
+        ("v4l2src ! videoconvert ! appsink", "gstreamer"),
+        ("/tmp/x.mp4", "video"),
+        ("/tmp/x.JPG", "image"),
+    ],
+)
+def test_classify(url, kind):
+    assert classify(url) == kind
+
+
+def test_a_folder_is_a_source(tmp_path):
+    assert classify(str(tmp_path)) == "folder"
+
+
+def test_video_frames_in_order_with_an_fps_limit(video):
+    frames = list(iter_file(str(video), "cam"))
+    assert [f.index for f in frames] == list(range(20))
+    assert frames[10].time == pytest.approx(1.0)
+    sampled = list(iter_file(str(video), "cam", fps=2))
+    assert [f.index for f in sampled] == [0, 5, 10, 15]
+
+
+def test_a_corrupt_video_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    with pytest.raises(SourceError, match=r"broken\.mp4: (cannot decode|no frame)"):
+        list(iter_file(str(bad), "cam"))
+
+
+def test_an_unreadable_image_is_a_clear_error(tmp_path):
+    bad = tmp_path / "photo.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(SourceError, match=r"photo\.jpg: not a readable image"):
+        list(iter_file(str(bad), "cam"))
+
+
+def test_latest_frame_drops_old_frames_and_counts_them():
+    slot = LatestFrame()
+    img = np.zeros((1, 1, 3), np.uint8)
+    for i in range(5):
+        slot.put(Frame("c", i, float(i), img))
+    got = slot.take(timeout=0)
+    assert got is not None and got.index == 4
+    assert (slot.published, slot.dropped) == (5, 4)
+    assert slot.take(timeout=0.01) is None
+
+
+def test_an_unreachable_stream_reconnects_with_backoff_and_others_keep_running(video):
+    """A stream on a closed port: the reader retries with growing delays, logs the
+    loss once, and a second camera (a video file) keeps delivering frames."""
+    dead_slot, live_slot = LatestFrame(), LatestFrame()
+    with capture_logs() as logs:
+        dead = CameraReader(
+            "gate", "rtsp://user:secret@127.0.0.1:9/stream", dead_slot,
+            fps=5, initial_s=0.05, max_s=0.2, open_timeout_s=1,
+        )  # fmt: skip
+        live = CameraReader("yard", str(video), live_slot, fps=100)
+        dead.start()
+        live.start()
+        got = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (dead.attempts < 4 or len(got) < 5):
+            frame = live_slot.take(timeout=0.2)
+            if frame is not None:
+                got.append(frame)
+        dead.stop()
+        live.stop()
+        dead.join(timeout=5)
+        live.join(timeout=5)
+    assert dead.attempts >= 4 and dead.state in ("reconnecting", "stopped")
+    assert dead.backoff() == 0.2  # doubled up to the cap
+    assert len(got) >= 5 and got[0].camera == "yard"
+    lost = [e for e in logs if e["event"] == "camera_lost"]
+    assert len(lost) == 1  # once per change of state, not per attempt
+    assert "secret" not in str(lost[0]) and lost[0]["log_level"] == "warning"
+    assert not dead.is_alive() and not live.is_alive()
+
+
+def test_a_file_camera_ends(video):
+    slot = LatestFrame()
+    with capture_logs() as logs:
+        reader = CameraReader("yard", str(video), slot, fps=100)
+        reader.start()
+        reader.join(timeout=10)
+    assert reader.state == "ended" and reader.frames == 20
+    assert [e["event"] for e in logs] == ["camera_connected", "camera_ended"]
