@@ -12,7 +12,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: install test models engines bench-engines lint clean distclean
+.PHONY: install test models engines bench-engines bench-accuracy bench-pipeline lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -34,6 +34,24 @@ engines: $(VENV)/.installed
 bench-engines: $(VENV)/.installed
 	$(PY) -m benchmarks.engines
 
+# Plate reading and detection on ../shared/data (plates-br, plate-boxes-ro).
+bench-accuracy: $(VENV)/.installed
+	$(PY) -m benchmarks.accuracy
+
+# alprd's pipeline against the naive Ultralytics loop on the same video, same run.
+bench-pipeline: $(VENV)/.installed .venv-naive/.installed
+	$(PY) -m benchmarks.pipeline
+
+# The naive loop's own venv (benchmarks only): Ultralytics predict needs
+# torchvision, which here comes only with the CUDA build of torch (~6 GB).
+.venv-naive/.installed:
+	$(PYTHON) -m venv .venv-naive
+	.venv-naive/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	.venv-naive/bin/pip install --quiet ultralytics==8.4.190 onnxruntime==1.32.0
+	.venv-naive/bin/pip uninstall --quiet --yes opencv-python
+	.venv-naive/bin/pip install --quiet --force-reinstall --no-deps opencv-python-headless==4.14.0.94
+	touch $@
+
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
@@ -48,5 +66,5 @@ clean:
 
 # Also removes the virtual environment, fetched models and the wheel cache.
 distclean: clean
-	rm -rf $(VENV) cache
+	rm -rf $(VENV) .venv-naive cache
 	find models -mindepth 1 -maxdepth 1 ! -name SOURCES.md ! -name trained -exec rm -rf {} +

@@ -52,7 +52,7 @@ def test_image_lines_and_annotated_output(tmp_path):
         "vehicle_class", "known_label",
     }  # fmt: skip
     assert hit["frame"] == 0 and hit["source"].endswith("AYO9034.jpg")
-    x1, y1, x2, y2 = hit["plate_box"]
+    x1, y1, x2, _ = hit["plate_box"]
     assert 480 < x1 < 580 and 380 < y1 < 440 and x2 - x1 > 100  # ground truth: 528, 412, 162 wide
     saved = cv2.imread(str(tmp_path / "AYO9034.jpg"))
     assert saved is not None and saved.shape == cv2.imread(str(BR / "AYO9034.jpg")).shape

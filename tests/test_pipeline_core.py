@@ -42,7 +42,7 @@ def test_boxes():
 
 # --------------------------------------------------------------------------- CTC decoding
 
-DICT = ["0", "1", "a", "A", "B", "-", "Ｏ", "O", "中"]  # classes 1..9, 10 = space
+DICT = ["0", "1", "a", "A", "B", "-", "\uff2f", "O", "中"]  # classes 1..9, 10 = space
 
 
 def probs(path: list[str]) -> np.ndarray:
@@ -59,7 +59,7 @@ def probs(path: list[str]) -> np.ndarray:
     [
         (["A", "A", "", "B", "1"], "AB1"),
         (["A", "", "A"], "AA"),
-        (["a", "Ｏ", "0"], "AO0"),  # lower case and full width fold onto the charset
+        (["a", "\uff2f", "0"], "AO0"),  # lower case and full width fold onto the charset
         (["A", "-", "B"], "AB"),  # a separator goes to the blank, not to a letter
         (["中", "B", " "], "B"),
         (["", "", ""], ""),
@@ -265,8 +265,8 @@ def test_the_same_plate_within_the_window_is_not_emitted_twice():
 
 
 def test_low_confidence_passes_are_not_emitted_and_known_plates_are_labelled():
-    v = Voter("gate", min_agreeing=0, min_confidence=0.5,
-              known=PlateRules(known={"ABC123": "staff"}, known_max_distance=1).known_match)  # fmt: skip
+    rules = PlateRules(known={"ABC123": "staff"}, known_max_distance=1)
+    v = Voter("gate", min_agreeing=0, min_confidence=0.5, known=rules.known_match)
     v.add("v1", read("XYZ999", conf=0.2))
     assert v.end("v1") is None
     v.add("v2", read("ABC12E"))

@@ -27,9 +27,19 @@ def draw(image: Image, vehicles: Sequence[Vehicle], plates: Sequence[tuple[Plate
     return out
 
 
-def _label(img: Image, text: str, x: int, y: int, colour: tuple[int, int, int], thick: int, scale: float = 0.6) -> None:
+def _label(
+    img: Image,
+    text: str,
+    x: int,
+    y: int,
+    colour: tuple[int, int, int],
+    thick: int,
+    scale: float = 0.6,
+) -> None:
     s = scale * thick
     (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, thick)
     y = max(h + 4, y)
     cv2.rectangle(img, (x, y - h - 6), (x + w + 6, y), colour, -1)
-    cv2.putText(img, text, (x + 3, y - 4), cv2.FONT_HERSHEY_SIMPLEX, s, (0, 0, 0), thick, cv2.LINE_AA)
+    cv2.putText(
+        img, text, (x + 3, y - 4), cv2.FONT_HERSHEY_SIMPLEX, s, (0, 0, 0), thick, cv2.LINE_AA
+    )

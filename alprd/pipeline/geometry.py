@@ -15,8 +15,8 @@ def clip_box(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
     return (
         max(0, min(width, int(x1))),
         max(0, min(height, int(y1))),
-        max(0, min(width, int(round(x2)))),
-        max(0, min(height, int(round(y2)))),
+        max(0, min(width, round(x2))),
+        max(0, min(height, round(y2))),
     )
 
 

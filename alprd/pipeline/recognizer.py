@@ -4,6 +4,7 @@ Stateless across frames (tracking and voting live in `stream`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,20 @@ class FrameResult:
     plates: list[tuple[Plate, Text]]
 
 
+class StageTimes:
+    """Seconds spent per stage, per call (bounded: the last `keep` calls)."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.keep = keep
+        self.samples: dict[str, list[float]] = {"vehicle": [], "plate": [], "ocr": []}
+
+    def add(self, stage: str, seconds: float) -> None:
+        s = self.samples[stage]
+        s.append(seconds)
+        if len(s) > self.keep:
+            del s[: len(s) - self.keep]
+
+
 class Recognizer:
     def __init__(
         self,
@@ -42,6 +57,7 @@ class Recognizer:
         self.vehicle, self.vehicle_names = vehicle, list(vehicle_names)
         self.plate, self.reader, self.reader_batch = plate, reader, reader_batch
         self.alphabet = alphabet
+        self.times = StageTimes()
         m = settings.models
         self.search_margin = m.plate.search_margin
         self.fallback = m.plate.full_frame_fallback
@@ -132,9 +148,14 @@ class Recognizer:
         o = self.ocr
         crops = [
             ocr.crop(
-                image, p.box, margin=o.crop_margin, trim_y=o.crop_trim, stretch=o.stretch,
-                height=o.input_height, max_width=o.max_width,
-            )  # fmt: skip
+                image,
+                p.box,
+                margin=o.crop_margin,
+                trim_y=o.crop_trim,
+                stretch=o.stretch,
+                height=o.input_height,
+                max_width=o.max_width,
+            )
             for p in plates
         ]
         texts = []
@@ -152,14 +173,26 @@ class Recognizer:
     def __call__(
         self, image: ops.Image, zone: Sequence[tuple[float, float]] | None = None
     ) -> FrameResult:
+        t0 = time.perf_counter()
         vehicles = self.vehicles(image)
+        t1 = time.perf_counter()
         plates = self.plates(image, vehicles)
         if zone:
             plates = [p for p in plates if geometry.inside(geometry.centre(p.box), zone)]
-        return FrameResult(vehicles, list(zip(plates, self.read(image, plates), strict=True)))
+        t2 = time.perf_counter()
+        texts = self.read(image, plates)
+        t3 = time.perf_counter()
+        self.times.add("vehicle", t1 - t0)
+        self.times.add("plate", t2 - t1)
+        self.times.add("ocr", t3 - t2)
+        return FrameResult(vehicles, list(zip(plates, texts, strict=True)))
 
     def close(self) -> None:
-        for engine in (self.vehicle.engine if self.vehicle else None, self.plate.engine, self.reader):
+        for engine in (
+            self.vehicle.engine if self.vehicle else None,
+            self.plate.engine,
+            self.reader,
+        ):
             if engine is not None:
                 engine.close()
 

@@ -19,13 +19,23 @@ import cv2
 import numpy as np
 
 from alprd.log import get_logger, redact
+from alprd.ops import Image
 from alprd.pipeline.types import Frame
 
 log = get_logger("alprd.source")
 
 Kind = Literal["folder", "image", "video", "stream", "v4l2", "gstreamer"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+STREAM_SCHEMES = (
+    "rtsp://",
+    "rtsps://",
+    "rtmp://",
+    "http://",
+    "https://",
+    "udp://",
+    "tcp://",
+    "srt://",
+)
 
 
 class SourceError(Exception):
@@ -67,18 +77,20 @@ def open_capture(url: str, kind: Kind, timeout_s: float = 10.0) -> cv2.VideoCapt
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
-        what = "cannot open the stream" if kind in ("stream", "v4l2", "gstreamer") else (
-            "cannot decode it as a video (corrupt, or not a video)"
+        what = (
+            "cannot open the stream"
+            if kind in ("stream", "v4l2", "gstreamer")
+            else ("cannot decode it as a video (corrupt, or not a video)")
         )
         raise SourceError(f"{redact(url)}: {what}")
     return cap
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> Image:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise SourceError(f"{path}: not a readable image (missing, corrupt or unsupported)")
-    return image
+    return image.astype(np.uint8, copy=False)
 
 
 def iter_file(url: str, camera: str, fps: float | None = None) -> Iterator[Frame]:
@@ -104,7 +116,7 @@ def iter_file(url: str, camera: str, fps: float | None = None) -> Iterator[Frame
                 break
             t = index / native
             if t + 1e-9 >= next_t:
-                yield Frame(camera, index, t, image)
+                yield Frame(camera, index, t, image.astype(np.uint8, copy=False))
                 got += 1
                 next_t = t + step
             index += 1
@@ -239,10 +251,10 @@ class CameraReader(threading.Thread):
                 now = time.monotonic()
                 if now - last >= 1.0 / self.fps:
                     last = now
-                    self._publish(image)
+                    self._publish(image.astype(np.uint8, copy=False))
         finally:
             cap.release()
 
-    def _publish(self, image: np.ndarray) -> None:
+    def _publish(self, image: Image) -> None:
         self.slot.put(Frame(self.camera, self.frames, self.clock(), image))
         self.frames += 1

@@ -75,7 +75,9 @@ class CameraPipeline:
         self.frames += 1
         v_ids, v_ended = self.vehicles.update([v.box for v in result.vehicles], frame.time)
         track_of = {id(v): tid for v, tid in zip(result.vehicles, v_ids, strict=True)}
-        orphans = [p for p, _ in result.plates if p.vehicle is None or id(p.vehicle) not in track_of]
+        orphans = [
+            p for p, _ in result.plates if p.vehicle is None or id(p.vehicle) not in track_of
+        ]
         o_ids, o_ended = self.orphans.update([p.box for p in orphans], frame.time)
         orphan_of = {id(p): tid for p, tid in zip(orphans, o_ids, strict=True)}
         events = [self.voter.end(f"v{t.id}") for t in v_ended]

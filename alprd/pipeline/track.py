@@ -9,7 +9,7 @@ vehicle moves far between frames at a low frame rate). A track not seen for
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from alprd.pipeline.geometry import centre, iou
@@ -75,10 +75,10 @@ class Tracker:
                 self._next_id += 1
         return ids, ended
 
-    def _nearest(self, box: Box, tracks: Sequence[Track] | object) -> Track | None:
+    def _nearest(self, box: Box, tracks: Iterable[Track]) -> Track | None:
         cx, cy = centre(box)
         best, best_d = None, math.inf
-        for t in tracks:  # type: ignore[attr-defined]
+        for t in tracks:
             tx, ty = centre(t.box)
             diag = math.hypot(t.box[2] - t.box[0], t.box[3] - t.box[1])
             d = math.hypot(cx - tx, cy - ty)

@@ -3,8 +3,8 @@
 `vote` picks the length the reads agree on, then combines them position by
 position, weighting each character by its confidence. `Voter` emits a pass's
 event when its track ends, or as soon as ``min_agreeing`` reads agree with the
-vote (0: only at the end); the same plate (within ``dedupe_max_distance`` edits) on the same camera is
-not emitted again within ``dedupe_window_s``.
+vote (0: only at the end); the same plate (within ``dedupe_max_distance``
+edits) on the same camera is not emitted again within ``dedupe_window_s``.
 """
 
 from __future__ import annotations
