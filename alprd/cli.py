@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_warmup)
 
     p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="the daemon, in the foreground (systemd runs this)",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
         "detect",
         parents=[common],
         help="read plates in image files, image folders or videos",
@@ -327,3 +334,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.ENGINE
     return ExitCode.OK if failed == 0 else ExitCode.FAILURE
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from alprd.service import Service
+
+    located = cfgmod.find_config(getattr(args, "config", None))
+    return Service(located.path.resolve()).run()

@@ -274,6 +274,16 @@ class OutputsConfig(_Section):
     webhook: WebhookOutput = Field(default_factory=WebhookOutput)
 
 
+# --------------------------------------------------------------------------- service
+
+
+class ServiceConfig(_Section):
+    startup: Literal["block", "background"] = "block"
+    stop_timeout_s: float = Field(10.0, gt=0)
+    health_interval_s: float = Field(60.0, gt=0)
+    extend_timeout_s: float = Field(30.0, gt=1)
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -289,6 +299,7 @@ class Config(_Section):
     voting: VotingConfig = Field(default_factory=VotingConfig)
     plates: PlatesConfig = Field(default_factory=PlatesConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
 
     @field_validator("cameras")
     @classmethod

@@ -13,6 +13,8 @@ class ExitCode(IntEnum):
     FAILURE = 1
     #: Bad command line (argparse's own code).
     USAGE = 2
+    #: An unexpected fatal error in the daemon (see the log).
+    FATAL = 70  # EX_SOFTWARE
     #: A model file is missing, or its sha256 does not match the pinned one.
     MODEL = 65  # EX_DATAERR
     #: An engine could not be built, validated or loaded.

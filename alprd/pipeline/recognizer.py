@@ -5,7 +5,7 @@ Stateless across frames (tracking and voting live in `stream`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,67 +42,95 @@ class StageTimes:
             del s[: len(s) - self.keep]
 
 
+@dataclass(frozen=True)
+class LoadedEngine:
+    """An engine ready to serve a role, with what its sidecar says about it."""
+
+    role: Role
+    engine: Engine
+    names: tuple[str, ...]
+    batch: int
+    backend: str
+    precision: str
+
+
+def default_build(target: manager.Target, config: cfgmod.Config) -> manager.Outcome:
+    return manager.ensure(
+        target, timeout_s=config.engines.build_timeout_s, nice=config.engines.build_nice
+    )
+
+
+def roles_of(config: cfgmod.Config) -> list[Role]:
+    return ["vehicle", "plate", "ocr"] if config.models.vehicle.enabled else ["plate", "ocr"]
+
+
+def load_engine(
+    config: cfgmod.Config,
+    role: Role,
+    build: Callable[[manager.Target, cfgmod.Config], manager.Outcome] = default_build,
+) -> LoadedEngine:
+    """Make `role`'s engine current (building it if stale) and load it."""
+    target = manager.plan(config, role)
+    outcome = build(target, config)
+    if outcome.status not in ("current", "built"):
+        raise EngineError(f"{role} engine: {outcome.status}: {outcome.message}")
+    engine, sidecar = manager.load(target)
+    req = target.request
+    return LoadedEngine(role, engine, sidecar.names, req.shape.batch, req.backend, req.precision)
+
+
 class Recognizer:
-    def __init__(
-        self,
-        *,
-        vehicle: Detector | None,
-        vehicle_names: Sequence[str],
-        plate: Detector,
-        reader: Engine,
-        reader_batch: int,
-        alphabet: ocr.Alphabet,
-        settings: cfgmod.Config,
-    ) -> None:
-        self.vehicle, self.vehicle_names = vehicle, list(vehicle_names)
-        self.plate, self.reader, self.reader_batch = plate, reader, reader_batch
-        self.alphabet = alphabet
+    def __init__(self, config: cfgmod.Config, engines: dict[Role, LoadedEngine]) -> None:
+        self.engines = dict(engines)
         self.times = StageTimes()
-        m = settings.models
-        self.search_margin = m.plate.search_margin
-        self.fallback = m.plate.full_frame_fallback
-        self.ocr = m.ocr
+        self.configure(config)
 
     @classmethod
     def load(cls, config: cfgmod.Config) -> Recognizer:
         """Ensure (build if stale) and load the engines the config names."""
-        engines: dict[Role, tuple[Engine, tuple[str, ...], int]] = {}
-        roles: list[Role] = ["plate", "ocr"]
-        if config.models.vehicle.enabled:
-            roles.insert(0, "vehicle")
-        for role in roles:
-            target = manager.plan(config, role)
-            outcome = manager.ensure(
-                target,
-                timeout_s=config.engines.build_timeout_s,
-                nice=config.engines.build_nice,
-            )
-            if outcome.status not in ("current", "built"):
-                raise EngineError(f"{role} engine: {outcome.status}: {outcome.message}")
-            engine, sidecar = manager.load(target)
-            engines[role] = (engine, sidecar.names, target.request.shape.batch)
+        return cls(config, {role: load_engine(config, role) for role in roles_of(config)})
+
+    def configure(self, config: cfgmod.Config) -> None:
+        """(Re)build the stages around the loaded engines: thresholds, classes, crop
+        settings. Cheap; the engines are not touched."""
         m = config.models
-        vehicle = None
-        names: tuple[str, ...] = ()
-        if "vehicle" in engines:
-            engine, names, batch = engines["vehicle"]
-            keep = [names.index(c) for c in m.vehicle.classes]
-            vehicle = Detector(
-                engine, size=m.vehicle.input_size, batch=batch, conf=m.vehicle.confidence,
-                iou=m.vehicle.iou, max_det=m.vehicle.max_detections, keep=keep,
+        self.vehicle: Detector | None = None
+        self.vehicle_names: list[str] = []
+        if "vehicle" in self.engines and m.vehicle.enabled:
+            v = self.engines["vehicle"]
+            missing = [c for c in m.vehicle.classes if c not in v.names]
+            if missing:
+                raise EngineError(f"models.vehicle.classes: the model has no {', '.join(missing)}")
+            self.vehicle_names = list(v.names)
+            self.vehicle = Detector(
+                v.engine, size=m.vehicle.input_size, batch=v.batch, conf=m.vehicle.confidence,
+                iou=m.vehicle.iou, max_det=m.vehicle.max_detections,
+                keep=[v.names.index(c) for c in m.vehicle.classes],
             )  # fmt: skip
-        engine, _, batch = engines["plate"]
-        plate = Detector(
-            engine, size=m.plate.input_size, batch=batch, conf=m.plate.confidence,
+        p = self.engines["plate"]
+        self.plate = Detector(
+            p.engine, size=m.plate.input_size, batch=p.batch, conf=m.plate.confidence,
             iou=m.plate.iou, max_det=m.plate.max_detections,
         )  # fmt: skip
+        o = self.engines["ocr"]
+        self.reader, self.reader_batch = o.engine, o.batch
         dictionary = m.ocr.dictionary.read_text(encoding="utf-8").splitlines()
-        reader, _, reader_batch = engines["ocr"]
-        return cls(
-            vehicle=vehicle, vehicle_names=names, plate=plate, reader=reader,
-            reader_batch=reader_batch, alphabet=ocr.Alphabet(dictionary, m.ocr.charset),
-            settings=config,
-        )  # fmt: skip
+        self.alphabet = ocr.Alphabet(dictionary, m.ocr.charset)
+        self.search_margin = m.plate.search_margin
+        self.fallback = m.plate.full_frame_fallback
+        self.ocr = m.ocr
+        self.config = config
+
+    def swap(self, loaded: LoadedEngine) -> LoadedEngine | None:
+        """Serve `loaded` from the next frame on; returns the engine it replaces
+        (the caller closes it). Call between frames, from the inference thread."""
+        old = self.engines.get(loaded.role)
+        self.engines[loaded.role] = loaded
+        self.configure(self.config)
+        return old
+
+    def summary(self) -> str:
+        return " ".join(f"{r}={e.backend}" for r, e in self.engines.items())
 
     # ----------------------------------------------------------------- stages
 

@@ -1,0 +1,376 @@
+"""The daemon (`alprd run`): start-up phase, main loop, reload, stop.
+
+Start order: config -> engines (built if stale, reported to systemd) -> cameras ->
+READY. Stop order is the reverse: cameras -> decide open passes -> engines.
+Signal handlers only record the signal; the main loop acts on it. WATCHDOG=1 is
+sent by the main loop itself, so a hung inference or a stuck loop stops the pings
+and systemd restarts the service; a dead camera does not (its reader thread
+reconnects on its own).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from alprd import config as cfgmod
+from alprd.engines import cache, manager
+from alprd.engines.base import EngineError, Role
+from alprd.exitcodes import ExitCode
+from alprd.log import get_logger, redact
+from alprd.pipeline.recognizer import LoadedEngine, Recognizer, load_engine, roles_of
+from alprd.pipeline.source import CameraReader, LatestFrame
+from alprd.pipeline.stream import CameraPipeline
+from alprd.pipeline.types import PlateEvent
+from alprd.systemd import Notifier
+
+log = get_logger("alprd.service")
+
+#: Settings whose change needs an engine rebuilt or reloaded, per role.
+_ENGINE_KEYS = ("source", "input_size", "input_height", "backend", "precision", "batch_size")
+
+
+@dataclass
+class Camera:
+    config: cfgmod.CameraConfig
+    slot: LatestFrame
+    reader: CameraReader
+    pipeline: CameraPipeline
+    processed: int = 0
+    events: int = 0
+    window_frames: int = 0  # frames processed since the last health line
+
+
+@dataclass
+class _Swap:
+    loaded: LoadedEngine
+    build_s: float
+
+
+@dataclass
+class Service:
+    config_path: Path
+    notifier: Notifier = field(default_factory=Notifier)
+    on_event: Callable[[PlateEvent], None] | None = None
+
+    def __post_init__(self) -> None:
+        self._signals: deque[int] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._swaps: deque[_Swap] = deque()
+        self.cameras: dict[str, Camera] = {}
+        self.recognizer: Recognizer | None = None
+        self.config: cfgmod.Config | None = None
+        self.generation = 0
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Only record it (no logging, no locks): the main loop decides.
+        if signum == signal.SIGINT and self._stopping:
+            os._exit(130)  # a second Ctrl-C forces the exit
+        self._signals.append(signum)
+        self._wake.set()
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> int:
+        self._install_signals()
+        log.info("alprd_starting", pid=os.getpid(), config=str(self.config_path))
+        self.notifier.status("loading config")
+        try:
+            self.config = cfgmod.load(self.config_path)
+        except cfgmod.ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config_invalid", problem=str(problem))
+            return ExitCode.CONFIG
+        try:
+            self.recognizer = self._start_engines(self.config)
+        except EngineError as exc:
+            log.error("engine_failed", reason=str(exc))
+            return ExitCode.ENGINE
+        if self._signals and self._signals[-1] in (signal.SIGTERM, signal.SIGINT):
+            return self._stop()
+        self.notifier.status("opening cameras")
+        for cam in self.config.cameras:
+            if cam.enabled:
+                self._open_camera(cam)
+        if not self.cameras:
+            log.warning("no_cameras", hint="add [[cameras]] to the config and reload")
+        summary = self._summary()
+        self.notifier.ready(summary)
+        log.info("alprd_ready", status=summary)
+        try:
+            self._loop()
+        except Exception:
+            log.exception("alprd_crashed")
+            self._stop()
+            return ExitCode.FATAL
+        return self._stop()
+
+    def _summary(self) -> str:
+        assert self.recognizer is not None
+        n = len(self.cameras)
+        return (
+            f"running: {n} camera{'s' if n != 1 else ''}, engines {self.recognizer.summary()}"
+            + (f" (config generation {self.generation})" if self.generation else "")
+        )
+
+    # ------------------------------------------------------------------ engines
+
+    def _start_engines(self, config: cfgmod.Config) -> Recognizer:
+        roles = roles_of(config)
+        engines: dict[Role, LoadedEngine] = {}
+        for i, role in enumerate(roles, start=1):
+            self.notifier.status(f"loading engines {i}/{len(roles)} ({role})")
+            if config.service.startup == "background":
+                engines[role] = self._serve_now(config, role)
+            else:
+                engines[role] = load_engine(config, role, self._build_extending)
+        return Recognizer(config, engines)
+
+    def _build_extending(self, target: manager.Target, config: cfgmod.Config) -> manager.Outcome:
+        """Build if stale, telling systemd to extend the start timeout meanwhile."""
+        if not cache.check(target.engine, target.inputs):
+            return manager.Outcome(
+                target.request.role, "current", target.engine, target.request.backend,
+                target.request.precision,
+            )  # fmt: skip
+        extend = config.service.extend_timeout_s
+        req = target.request
+        label = f"building {req.role} engine ({req.backend}, {req.precision})"
+        done = threading.Event()
+        started = time.monotonic()
+
+        def tick() -> None:
+            while True:
+                self.notifier.extend_timeout(extend)
+                self.notifier.status(f"{label} {time.monotonic() - started:.0f}s")
+                if done.wait(extend / 3):
+                    return
+
+        ticker = threading.Thread(target=tick, name="extend-timeout", daemon=True)
+        ticker.start()
+        try:
+            return manager.ensure(
+                target, timeout_s=config.engines.build_timeout_s, nice=config.engines.build_nice
+            )
+        finally:
+            done.set()
+            ticker.join(timeout=5)
+
+    def _serve_now(self, config: cfgmod.Config, role: Role) -> LoadedEngine:
+        """Background start-up: the configured engine if current; else something
+        that serves now (the ONNX Runtime engine, built first if need be, which
+        takes seconds), while the configured one builds behind."""
+        target = manager.plan(config, role)
+        if not cache.check(target.engine, target.inputs):
+            return load_engine(config, role)
+        quick = config.model_copy(deep=True)
+        getattr(quick.models, role).backend = "onnxruntime"
+        getattr(quick.models, role).precision = "fp32"
+        loaded = load_engine(quick, role, self._build_extending)
+        log.info(
+            "engine_interim", model=role, backend="onnxruntime", building=target.request.backend
+        )
+        threading.Thread(
+            target=self._build_behind, args=(config, role), name=f"build-{role}", daemon=True
+        ).start()
+        return loaded
+
+    def _build_behind(self, config: cfgmod.Config, role: Role) -> None:
+        started = time.monotonic()
+        try:
+            loaded = load_engine(config, role)
+        except EngineError as exc:
+            log.error("engine_background_failed", model=role, reason=str(exc))
+            return
+        self._swaps.append(_Swap(loaded, round(time.monotonic() - started, 1)))
+        self._wake.set()
+
+    def _apply_swaps(self) -> None:
+        assert self.recognizer is not None
+        while self._swaps:
+            swap = self._swaps.popleft()
+            old = self.recognizer.swap(swap.loaded)
+            if old is not None:
+                old.engine.close()
+            log.info(
+                "engine_swapped", model=swap.loaded.role, backend=swap.loaded.backend,
+                precision=swap.loaded.precision, build_s=swap.build_s,
+            )  # fmt: skip
+            self.notifier.status(self._summary())
+
+    # ------------------------------------------------------------------ cameras
+
+    def _open_camera(self, cam: cfgmod.CameraConfig) -> None:
+        assert self.config is not None and self.recognizer is not None
+        s = self.config.sources
+        slot = LatestFrame()
+        reader = CameraReader(
+            cam.name, cam.url, slot, fps=cam.fps, initial_s=s.reconnect_initial_s,
+            max_s=s.reconnect_max_s, open_timeout_s=s.open_timeout_s,
+        )  # fmt: skip
+        pipeline = CameraPipeline(
+            cam.name, self.recognizer, self.config, zone=cam.zone, regions=cam.regions
+        )
+        self.cameras[cam.name] = Camera(cam, slot, reader, pipeline)
+        reader.start()
+        log.info("camera_opened", camera=cam.name, url=redact(cam.url), fps=cam.fps)
+
+    def _close_camera(self, name: str, timeout: float = 5.0) -> None:
+        cam = self.cameras.pop(name)
+        cam.reader.stop()
+        cam.reader.join(timeout=timeout)
+        for event in cam.pipeline.finish():
+            self._emit(cam, event)
+        log.info("camera_closed", camera=name, frames=cam.processed, events=cam.events)
+
+    # ------------------------------------------------------------------ loop
+
+    def _loop(self) -> None:
+        assert self.config is not None
+        ping = self.notifier.watchdog_s
+        next_ping = time.monotonic()
+        next_health = time.monotonic() + self.config.service.health_interval_s
+        while True:
+            while self._signals:
+                sig = self._signals.popleft()
+                if sig in (signal.SIGTERM, signal.SIGINT):
+                    return
+                if sig == signal.SIGHUP:
+                    self._reload()
+            self._apply_swaps()
+            busy = False
+            for cam in list(self.cameras.values()):
+                frame = cam.slot.take(timeout=0)
+                if frame is None:
+                    continue
+                busy = True
+                for event in cam.pipeline.process(frame):
+                    self._emit(cam, event)
+                cam.processed += 1
+                cam.window_frames += 1
+            now = time.monotonic()
+            if ping is not None and now >= next_ping:
+                self.notifier.watchdog()
+                next_ping = now + ping
+            if now >= next_health:
+                self._health(self.config.service.health_interval_s)
+                next_health = now + self.config.service.health_interval_s
+            if not busy:
+                self._wake.wait(0.01)
+                self._wake.clear()
+
+    def _emit(self, cam: Camera, event: PlateEvent) -> None:
+        cam.events += 1
+        log.info(
+            "plate_event", camera=event.camera, plate=event.plate, confidence=event.confidence,
+            reads=event.reads, vehicle=event.vehicle_class, known=event.known_label,
+        )  # fmt: skip
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _health(self, interval: float) -> None:
+        parts = {
+            name: f"{cam.window_frames / interval:.1f}fps/{cam.reader.state}"
+            for name, cam in self.cameras.items()
+        }
+        log.info(
+            "health",
+            cameras=",".join(f"{k}:{v}" for k, v in parts.items()) or "none",
+            drops=sum(c.slot.dropped for c in self.cameras.values()),
+            reads=sum(c.pipeline.reads for c in self.cameras.values()),
+            events=sum(c.events for c in self.cameras.values()),
+        )
+        for cam in self.cameras.values():
+            cam.window_frames = 0
+
+    # ------------------------------------------------------------------ reload
+
+    def _reload(self) -> None:
+        assert self.config is not None and self.recognizer is not None
+        self.notifier.reloading()
+        log.info("reloading_config", config=str(self.config_path))
+        try:
+            new = cfgmod.load(self.config_path)
+            self._apply(new)
+        except cfgmod.ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config_invalid", problem=str(problem), action="kept the running config")
+        except EngineError as exc:
+            log.error("reload_failed", reason=str(exc), action="kept the running engines")
+        self.notifier.ready(self._summary())
+
+    def _apply(self, new: cfgmod.Config) -> None:
+        assert self.config is not None and self.recognizer is not None
+        old = self.config
+        changed_roles = [
+            role
+            for role in roles_of(new)
+            if role not in self.recognizer.engines
+            or any(
+                getattr(getattr(old.models, role), k, None)
+                != getattr(getattr(new.models, role), k, None)
+                for k in _ENGINE_KEYS
+            )
+            or old.engines.model_dump() != new.engines.model_dump()
+        ]
+        loaded = {role: load_engine(new, role, self._build_extending) for role in changed_roles}
+        for role in [r for r in self.recognizer.engines if r not in roles_of(new)]:
+            self.recognizer.engines.pop(role).engine.close()
+        wanted = {c.name: c for c in new.cameras if c.enabled}
+        for name in list(self.cameras):  # removed or changed: closed (open passes decided)
+            if wanted.get(name) != self.cameras[name].config:
+                self._close_camera(name)
+        self.config = new
+        for lo in loaded.values():
+            old_engine = self.recognizer.engines.get(lo.role)
+            self.recognizer.engines[lo.role] = lo
+            if old_engine is not None:
+                old_engine.engine.close()
+        self.recognizer.configure(new)
+        for cam in self.cameras.values():  # kept: reader untouched, stages renewed
+            for event in cam.pipeline.finish():
+                self._emit(cam, event)
+            cam.pipeline = CameraPipeline(
+                cam.config.name, self.recognizer, new, zone=cam.config.zone,
+                regions=cam.config.regions,
+            )  # fmt: skip
+        for name, cam_config in wanted.items():
+            if name not in self.cameras:
+                self._open_camera(cam_config)
+        self.generation += 1
+        log.info(
+            "config_applied", generation=self.generation, cameras=len(self.cameras),
+            engines_reloaded=",".join(changed_roles) or "none",
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ stop
+
+    def _stop(self) -> int:
+        self._stopping = True
+        self.notifier.stopping()
+        log.info("alprd_stopping")
+        timeout = self.config.service.stop_timeout_s if self.config else 10.0
+        deadline = time.monotonic() + timeout
+        for cam in list(self.cameras.values()):
+            cam.reader.stop()
+        for name in list(self.cameras):
+            self._close_camera(name, timeout=max(0.1, deadline - time.monotonic()))
+        if self.recognizer is not None:
+            self.recognizer.close()
+        late = time.monotonic() > deadline
+        log.info("alprd_stopped", within_deadline=not late)
+        return ExitCode.OK

@@ -1,0 +1,201 @@
+"""The daemon's conversation with systemd, through a stand-in NOTIFY_SOCKET:
+start-up STATUS lines, EXTEND_TIMEOUT_USEC while an engine builds, READY=1,
+WATCHDOG=1, RELOADING=1/READY=1, STOPPING=1. Real engines, real camera threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO, SHARED_DATA
+from notify_socket import NotifySocket
+
+from alprd.exitcodes import ExitCode
+
+DEFAULT_FILES = (
+    "vehicle-yolov8n-coco.onnx",
+    "plate-yolov8n.pt",
+    "ocr-ppocrv5-rec.onnx",
+    "ocr-ppocrv5-dict.txt",
+)
+NL_VIDEO = SHARED_DATA / "videos" / "rear-nl-L417VS.mp4"
+
+
+@pytest.fixture
+def site(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in DEFAULT_FILES:
+        shutil.copyfile(REPO / "models" / name, models / name)
+    clip = tmp_path / "clip.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(600):
+        out.write(np.full((240, 320, 3), i % 255, np.uint8))
+    out.release()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    return tmp_path
+
+
+def write_config(site: Path, cameras: str, extra: str = "") -> Path:
+    path = site / "etc" / "alprd.toml"
+    path.write_text(
+        '[paths]\nroot = ".."\n[engines]\nbackend = "openvino"\n'
+        "[service]\nextend_timeout_s = 3\nhealth_interval_s = 1\n" + extra + cameras
+    )
+    return path
+
+
+def camera(name: str, url: Path | str, fps: float = 10) -> str:
+    return f'[[cameras]]\nname = "{name}"\nurl = "{url}"\nfps = {fps}\n'
+
+
+class Daemon:
+    def __init__(self, config: Path, sock: NotifySocket, watchdog_usec: int | None = 1_000_000):
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock.path)}
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "alprd", "run", "--config", str(config), "--log-format", "json"],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.sock = sock
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, list[dict]]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout)
+        events = []
+        for line in err.splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+        return self.proc.returncode, events
+
+
+@pytest.fixture
+def sock(tmp_path):
+    s = NotifySocket(tmp_path / "notify.sock")
+    yield s
+    s.close()
+
+
+def test_startup_builds_with_extend_then_ready_watchdog_reload_stop(site, sock):
+    config = write_config(site, camera("yard", site / "clip.avi"))
+    d = Daemon(config, sock)
+    try:
+        ready = sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
+        assert ready == (
+            "READY=1\nSTATUS=running: 1 camera, engines vehicle=openvino plate=openvino ocr=openvino"
+        )
+        msgs = sock.messages
+        before = msgs[: msgs.index(ready)]
+        assert before[0] == "STATUS=loading config"
+        statuses = [m for m in before if m.startswith("STATUS=")]
+        assert "STATUS=loading engines 1/3 (vehicle)" in statuses
+        assert "STATUS=loading engines 3/3 (ocr)" in statuses
+        assert statuses[-1] == "STATUS=opening cameras"
+        # Every engine was stale: each build re-sent EXTEND_TIMEOUT_USEC (3 s, every 1 s).
+        extends = [m for m in before if m.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert len(extends) >= 3 and set(extends) == {"EXTEND_TIMEOUT_USEC=3000000"}
+        assert any(s.startswith("STATUS=building plate engine (openvino, fp16)") for s in statuses)
+
+        # The loop pings the watchdog (every 0.5 s for WatchdogSec=1).
+        n = len(sock.messages)
+        time.sleep(2)
+        sock.pump()
+        assert sock.messages[n:].count("WATCHDOG=1") >= 2
+
+        # Reload with a second camera: RELOADING=1 + MONOTONIC_USEC, then READY=1.
+        write_config(site, camera("yard", site / "clip.avi") + camera("gate", site / "clip.avi"))
+        d.proc.send_signal(signal.SIGHUP)
+        reloading = sock.wait_for(lambda m: m.startswith("RELOADING=1"))
+        assert reloading.splitlines()[1].startswith("MONOTONIC_USEC=")
+        assert sock.wait_for(lambda m: "running: 2 cameras" in m).startswith("READY=1")
+
+        # An invalid config at reload: logged with its key path, the old one keeps running.
+        config.write_text(config.read_text().replace("fps = 10", "fps = -1", 1))
+        n = len(sock.messages)
+        d.proc.send_signal(signal.SIGHUP)
+        sock.wait_for(lambda m: m.startswith("RELOADING=1") and m not in sock.messages[:n])
+        time.sleep(0.5)
+        assert d.proc.poll() is None
+    finally:
+        code, events = d.stop()
+    assert code == 0
+    sock.pump()
+    assert sock.messages[-1] == "STOPPING=1\nSTATUS=stopping"
+    names = [e["event"] for e in events]
+    assert names.count("engine_built") == 3
+    invalid = [e for e in events if e["event"] == "config_invalid"]
+    assert len(invalid) == 1 and "cameras[0].fps: must be > 0" in invalid[0]["problem"]
+    assert invalid[0]["level"] == "error"
+    assert "health" in names and "alprd_stopped" in names
+    stopped = [e for e in events if e["event"] == "alprd_stopped"]
+    assert stopped[0]["within_deadline"] is True
+
+
+def test_a_config_error_at_start_exits_with_the_config_code(site, sock):
+    config = write_config(site, camera("yard", site / "clip.avi", fps=0))
+    d = Daemon(config, sock)
+    d.proc.wait(timeout=60)
+    code, events = d.stop()
+    assert code == ExitCode.CONFIG
+    [err] = [e for e in events if e["event"] == "config_invalid"]
+    assert "cameras[0].fps" in err["problem"]
+    assert not any(m.startswith("READY=1") for m in sock.messages)
+
+
+def test_background_startup_is_ready_at_once_and_swaps_later(site, sock):
+    config = write_config(site, camera("yard", site / "clip.avi"))
+    config.write_text(
+        config.read_text().replace("[service]\n", '[service]\nstartup = "background"\n')
+    )
+    d = Daemon(config, sock)
+    try:
+        ready = sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
+        assert "onnxruntime" in ready  # served at once by ONNX Runtime
+        swapped = sock.wait_for(
+            lambda m: m.startswith("STATUS=running") and "onnxruntime" not in m, timeout=120
+        )
+        assert "vehicle=openvino plate=openvino ocr=openvino" in swapped
+    finally:
+        code, events = d.stop()
+    assert code == 0
+    assert {e["model"] for e in events if e["event"] == "engine_swapped"} == {
+        "vehicle",
+        "plate",
+        "ocr",
+    }
+
+
+@pytest.mark.skipif(not NL_VIDEO.is_file(), reason=f"video not available at {NL_VIDEO}")
+def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loop(site, sock):
+    config = write_config(
+        site,
+        camera("rear", NL_VIDEO, fps=5) + camera("dead", "rtsp://127.0.0.1:9/none", fps=5),
+        "[sources]\nreconnect_initial_s = 0.1\nreconnect_max_s = 0.5\nopen_timeout_s = 1\n",
+    )
+    d = Daemon(config, sock)
+    try:
+        sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
+        time.sleep(9)  # the 5 s clip plays, its track ends
+        sock.pump()
+        assert sock.messages.count("WATCHDOG=1") >= 10
+    finally:
+        code, events = d.stop()
+    assert code == 0
+    plates = [e["plate"] for e in events if e["event"] == "plate_event"]
+    assert plates == ["L417VS"]
+    lost = [e for e in events if e["event"] == "camera_lost"]
+    assert len(lost) == 1 and lost[0]["camera"] == "dead"
