@@ -12,7 +12,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: install test models engines bench-engines bench-accuracy bench-pipeline lint clean distclean
+PREFIX        ?= /opt/alprd
+SYSTEM_PYTHON ?= /usr/bin/python3
+
+.PHONY: install install-systemd run test models engines bench-engines bench-accuracy bench-pipeline lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -26,6 +29,10 @@ $(VENV)/.installed: pyproject.toml
 
 models: $(VENV)/.installed
 	$(BIN)/alprd models fetch
+
+# The daemon in the foreground with the checkout's config (etc/alprd.toml).
+run: $(VENV)/.installed
+	$(BIN)/alprd run
 
 # Build every stale engine with the default config (alprd build --help for options).
 engines: $(VENV)/.installed
@@ -59,6 +66,33 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check alprd tests benchmarks
 	$(BIN)/ruff format --check alprd tests benchmarks
 	$(BIN)/mypy alprd
+
+# As root: alprd in $(PREFIX)/venv (from the system Python, readable by the
+# service's dynamic user), the units, /etc/alprd/alprd.toml (an existing one is
+# kept) with its paths under /var/lib/alprd, and the default models there.
+install-systemd:
+	@test "$$(id -u)" = 0 || { echo "make install-systemd: run as root (sudo)"; exit 1; }
+	$(SYSTEM_PYTHON) -m venv $(PREFIX)/venv
+	$(PREFIX)/venv/bin/pip install --quiet --upgrade "pip>=24"
+	$(PREFIX)/venv/bin/pip install --quiet '.[openvino,export]'
+	$(PREFIX)/venv/bin/pip install --quiet --no-deps ultralytics==8.4.190 torchvision==0.28.0
+	install -m 0644 README.md $(PREFIX)/README.md
+	install -d -m 0755 /etc/alprd
+	test -e /etc/alprd/alprd.toml || sed 's#^root = "\.\."#root = "/var/lib/alprd"#' etc/alprd.toml > /etc/alprd/alprd.toml
+	$(PREFIX)/venv/bin/alprd check-config /etc/alprd/alprd.toml
+	$(PREFIX)/venv/bin/alprd models fetch --config /etc/alprd/alprd.toml
+	install -m 0644 systemd/alprd.service systemd/alprd-warmup.service /etc/systemd/system/
+	for unit in alprd alprd-warmup; do \
+	  if getent group render >/dev/null; then \
+	    install -d /etc/systemd/system/$$unit.service.d; \
+	    printf '[Service]\nSupplementaryGroups=render\n' > /etc/systemd/system/$$unit.service.d/render.conf; \
+	  fi; \
+	done
+	systemctl daemon-reload
+	@echo "installed. Next:"
+	@echo "  sudoedit /etc/alprd/alprd.toml        # add [[cameras]]"
+	@echo "  systemctl enable --now alprd          # the warm-up unit builds the engines first"
+	@echo "  journalctl -u alprd-warmup -u alprd -f"
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

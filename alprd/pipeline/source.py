@@ -9,6 +9,7 @@ file or a folder of images.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,11 @@ from alprd.ops import Image
 from alprd.pipeline.types import Frame
 
 log = get_logger("alprd.source")
+
+# FFmpeg and OpenCV print their own lines to stderr, in the middle of ours in the
+# journal; what they would say is reported as camera_lost / input_failed instead.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 Kind = Literal["folder", "image", "video", "stream", "v4l2", "gstreamer"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

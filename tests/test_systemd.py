@@ -1,0 +1,276 @@
+"""The project's own units under a real systemd (PID 1 of private namespaces, see
+tests/systemd/boot.sh), with a test drop-in that points them at this checkout.
+
+Skipped where that cannot run (not root, or namespaces refused)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO
+
+HERE = REPO / "tests" / "systemd"
+UNITS = ("alprd.service", "alprd-warmup.service")
+MODELS = (
+    "vehicle-yolov8n-coco.onnx",
+    "plate-yolov8n.pt",
+    "ocr-ppocrv5-rec.onnx",
+    "ocr-ppocrv5-dict.txt",
+)
+
+
+def _can_boot() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (systemd as PID 1 of new namespaces)"
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount", "--cgroup", "true"], capture_output=True
+    )
+    if probe.returncode != 0:
+        return f"namespaces refused here: {probe.stderr.decode().strip()}"
+    if not Path("/lib/systemd/systemd").exists():
+        return "no /lib/systemd/systemd"
+    return None
+
+
+pytestmark = [
+    pytest.mark.systemd,
+    pytest.mark.skipif(_can_boot() is not None, reason=str(_can_boot())),
+]
+
+
+def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, text=True, capture_output=True, timeout=timeout)
+
+
+def test_units_verify(tmp_path):
+    """`systemd-analyze verify` is clean (it exits 0 on warnings: stderr must be empty).
+    The ExecStart binaries must exist, so the venv path is this checkout's."""
+    paths = []
+    for unit in UNITS:
+        text = (REPO / "systemd" / unit).read_text()
+        (tmp_path / unit).write_text(text.replace("/opt/alprd/venv", str(REPO / ".venv")))
+        paths.append(str(tmp_path / unit))
+    r = run("systemd-analyze", "verify", *paths, check=False)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+@pytest.fixture(scope="module")
+def site():
+    """Config, models and state where the dynamic user may write: not under /tmp
+    (PrivateTmp=yes hides it), so inside the checkout (git-ignored)."""
+    root = REPO / ".systemd-test" / uuid.uuid4().hex[:8]
+    (root / "models").mkdir(parents=True)
+    (root / "etc").mkdir()
+    for name in MODELS:
+        shutil.copyfile(REPO / "models" / name, root / "models" / name)
+    clip = root / "clip.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(3000):
+        out.write(np.full((240, 320, 3), i % 255, np.uint8))
+    out.release()
+    (root / "etc" / "alprd.toml").write_text(
+        '[paths]\nroot = ".."\n'
+        '[engines]\nbackend = "openvino"\n'
+        "[service]\nhealth_interval_s = 2\nextend_timeout_s = 3\n"
+        "[sources]\nreconnect_initial_s = 0.2\nreconnect_max_s = 1\nopen_timeout_s = 1\n"
+        f'[[cameras]]\nname = "yard"\nurl = "{clip}"\nfps = 5\n'
+        '[[cameras]]\nname = "gate"\nurl = "rtsp://127.0.0.1:9/offline"\nfps = 5\n'
+    )
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    (REPO / ".systemd-test").chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+DROPIN = """[Service]
+ExecStartPre=
+ExecStartPre=-{venv}/bin/opt_in_out --opt_out
+ExecStart=
+ExecStart={venv}/bin/alprd {command} --config {site}/etc/alprd.toml
+ReadWritePaths={site}
+# The checkout's venv runs pyenv's Python under /root: hide /root behind a tmpfs
+# (as ProtectHome=yes would) but for that one directory, read-only.
+ProtectHome=tmpfs
+BindReadOnlyPaths=/root/.pyenv
+"""
+
+
+@pytest.fixture(scope="module")
+def sd(site, tmp_path_factory):
+    d = tmp_path_factory.mktemp("sd")
+    units = d / "units"
+    units.mkdir()
+    for unit in UNITS:
+        shutil.copyfile(REPO / "systemd" / unit, units / unit)
+    pidfile = str(d / "pid1")
+    run(str(HERE / "boot.sh"), str(units), pidfile, str(d / "log"))
+    pid1 = Path(pidfile).read_text().strip()
+
+    def sd(*cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        ns = ("nsenter", "-t", pid1, "-m", "-p", "-u", "-i", "-C", "-r", "-w")
+        return run(*ns, *cmd, check=check, timeout=timeout)
+
+    for unit, command, extra in [
+        ("alprd", "run", "WatchdogSec=3\nTimeoutStopSec=5\nRestartSec=500ms\n"),
+        ("alprd-warmup", "warmup", ""),
+    ]:
+        text = DROPIN.format(venv=REPO / ".venv", command=command, site=site) + extra
+        sd("mkdir", "-p", f"/etc/systemd/system/{unit}.service.d")
+        sd("sh", "-c", f"cat > /etc/systemd/system/{unit}.service.d/test.conf <<'EOF'\n{text}EOF")
+    sd("systemctl", "daemon-reload")
+    yield sd
+    run(str(HERE / "stop.sh"), pidfile, check=False)
+
+
+def prop(sd, unit: str, name: str) -> str:
+    return sd("systemctl", "show", "-p", name, "--value", unit).stdout.strip()
+
+
+def wait(predicate, timeout: float = 30) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def journal(sd, since: float, unit: str = "alprd", *extra: str) -> list[tuple[int, str]]:
+    out = sd(
+        "journalctl", f"--since=@{since}", "-u", unit, "-o", "json", "--no-pager", *extra
+    ).stdout
+    return [(int(j.get("PRIORITY", 6)), j["MESSAGE"]) for j in map(json.loads, out.splitlines())]
+
+
+@pytest.fixture
+def started(sd):
+    since = time.time()
+    sd("systemctl", "reset-failed", check=False)
+    sd("systemctl", "start", "alprd")
+    yield since
+    sd("systemctl", "stop", "alprd", "alprd-warmup", check=False)
+
+
+def test_start_runs_the_warmup_first_and_reports_the_summary(sd, started):
+    assert prop(sd, "alprd", "ActiveState") == "active"
+    assert prop(sd, "alprd", "StatusText").startswith(
+        "running: 2 cameras, engines vehicle=openvino plate=openvino ocr=openvino"
+    )
+    assert prop(sd, "alprd-warmup", "ActiveState") == "active"  # oneshot, RemainAfterExit
+    assert prop(sd, "alprd-warmup", "Result") == "success"
+    assert int(prop(sd, "alprd-warmup", "ActiveEnterTimestampMonotonic")) < int(
+        prop(sd, "alprd", "ExecMainStartTimestampMonotonic")
+    )
+    warm = [m for _, m in journal(sd, started, "alprd-warmup")]
+    assert any(
+        m.startswith("engine_built model=plate") or "engine_loaded model=plate" in m for m in warm
+    )
+    assert prop(sd, "alprd", "User") == "alprd"  # a dynamic user, not root
+
+
+def test_journal_priorities(sd, started):
+    assert wait(lambda: any("camera_lost camera=gate" in m for _, m in journal(sd, started)))
+    lines = journal(sd, started)
+    assert any(p == 6 and m.startswith("alprd_ready status=") for p, m in lines)
+    assert any(p == 4 and m.startswith("camera_lost camera=gate") for p, m in lines)
+    warnings = [m for _, m in journal(sd, started, "alprd", "-p", "warning")]
+    assert any(m.startswith("camera_lost") for m in warnings)
+    assert not any(m.startswith(("alprd_ready", "camera_opened", "health")) for m in warnings)
+    assert wait(lambda: any(m.startswith("health cameras=") for _, m in journal(sd, started)))
+
+
+def test_reload_applies_a_changed_config(sd, site, started):
+    pid = prop(sd, "alprd", "MainPID")
+    config = site / "etc" / "alprd.toml"
+    original = config.read_text()
+    try:
+        config.write_text(original.replace('name = "gate"', 'name = "gate2"'))
+        sd("systemctl", "reload", "alprd")
+        # systemd 252 returns once ExecReload exits: poll the status text.
+        assert wait(lambda: "(config generation 1)" in prop(sd, "alprd", "StatusText"))
+        assert prop(sd, "alprd", "MainPID") == pid
+        msgs = [m for _, m in journal(sd, started)]
+        assert any(m.startswith("camera_closed camera=gate ") for m in msgs), msgs
+        assert any(m.startswith("camera_opened camera=gate2 ") for m in msgs)
+        assert any(
+            m.startswith("config_applied generation=1") and "engines_reloaded=none" in m
+            for m in msgs
+        )
+    finally:
+        config.write_text(original)
+
+
+def test_watchdog_restarts_a_hung_daemon(sd, started):
+    """A frozen process (SIGSTOP) sends no WATCHDOG=1: systemd kills and restarts it."""
+    pid = prop(sd, "alprd", "MainPID")
+    restarts = int(prop(sd, "alprd", "NRestarts"))
+    sd("kill", "-STOP", pid)
+    assert wait(lambda: int(prop(sd, "alprd", "NRestarts")) == restarts + 1, timeout=30)
+    assert wait(lambda: prop(sd, "alprd", "ActiveState") == "active", timeout=60)
+    assert prop(sd, "alprd", "MainPID") != pid
+    msgs = [m for _, m in journal(sd, started)]
+    assert "alprd.service: Watchdog timeout (limit 3s)!" in msgs
+    assert "alprd.service: Failed with result 'watchdog'." in msgs
+
+
+def test_a_slow_build_extends_the_start_timeout(sd, site):
+    """TimeoutStartSec=2 and every engine stale (the warm-up skipped): the daemon
+    builds for longer than that, and the start succeeds thanks to EXTEND_TIMEOUT_USEC."""
+    # Inside the container: what the daemon wrote lives in its overlay, not on the host.
+    sd("sh", "-c", f"rm -f {site}/models/*.openvino.blob*")
+    slow = "/etc/systemd/system/alprd.service.d/zz-slow.conf"
+    skip = "/etc/systemd/system/alprd-warmup.service.d/zz-skip.conf"
+    sd("sh", "-c", f"printf '[Service]\\nTimeoutStartSec=2\\n' > {slow}")
+    sd("sh", "-c", f"printf '[Service]\\nExecStart=\\nExecStart=/bin/true\\n' > {skip}")
+    sd("systemctl", "daemon-reload")
+    try:
+        since = time.time()
+        t0 = time.monotonic()
+        sd("systemctl", "start", "alprd", timeout=300)
+        msgs = [m for _, m in journal(sd, since)]
+        assert time.monotonic() - t0 > 2.5, msgs
+        assert prop(sd, "alprd", "ActiveState") == "active"
+        assert sum(m.startswith("engine_built ") for m in msgs) == 3, msgs
+    finally:
+        sd("systemctl", "stop", "alprd", "alprd-warmup", check=False)
+        sd("rm", "-f", slow, skip)
+        sd("systemctl", "daemon-reload")
+
+
+def test_stop_is_clean_and_within_the_deadline(sd, started):
+    t0 = time.monotonic()
+    sd("systemctl", "stop", "alprd")
+    assert time.monotonic() - t0 < 10
+    assert prop(sd, "alprd", "ActiveState") == "inactive"
+    assert prop(sd, "alprd", "Result") == "success"
+    msgs = [m for _, m in journal(sd, started)]
+    assert any(m.startswith("alprd_stopped within_deadline=true") for m in msgs)
+
+
+def test_a_config_error_is_not_restarted(sd, site):
+    config = site / "etc" / "alprd.toml"
+    original = config.read_text()
+    try:
+        config.write_text(original.replace("fps = 5", "fps = 0", 1))
+        since = time.time()
+        sd("systemctl", "reset-failed", check=False)
+        sd("systemctl", "start", "alprd", check=False)
+        assert wait(lambda: prop(sd, "alprd", "ActiveState") == "failed")
+        assert prop(sd, "alprd", "ExecMainStatus") == "78"
+        time.sleep(1.5)  # RestartSec=500ms would have restarted it by now
+        assert prop(sd, "alprd", "NRestarts") == "0"
+        errors = [m for p, m in journal(sd, since, "alprd", "-p", "err")]
+        assert any("config_invalid" in m and "cameras[0].fps: must be > 0" in m for m in errors)
+    finally:
+        config.write_text(original)
+        sd("systemctl", "reset-failed", check=False)
