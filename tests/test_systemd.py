@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -92,17 +93,26 @@ def site():
     shutil.rmtree(root, ignore_errors=True)
 
 
-DROPIN = """[Service]
-ExecStartPre=
-ExecStartPre=-{venv}/bin/opt_in_out --opt_out
-ExecStart=
-ExecStart={venv}/bin/alprd {command} --config {site}/etc/alprd.toml
-ReadWritePaths={site}
-# The checkout's venv runs pyenv's Python under /root: hide /root behind a tmpfs
-# (as ProtectHome=yes would) but for that one directory, read-only.
-ProtectHome=tmpfs
-BindReadOnlyPaths=/root/.pyenv
-"""
+def dropin(command: str, site: Path) -> str:
+    """The test drop-in: the unit runs this checkout's venv on the test site. The
+    unit's hardening stays, with two adaptations to where this checkout lives."""
+    venv = REPO / ".venv"
+    lines = [
+        "[Service]",
+        "ExecStartPre=",
+        f"ExecStartPre=-{venv}/bin/opt_in_out --opt_out",
+        "ExecStart=",
+        f"ExecStart={venv}/bin/alprd {command} --config {site}/etc/alprd.toml",
+        f"ReadWritePaths={site}",
+    ]
+    python_home = Path(os.path.realpath(sys.executable)).parents[1]
+    if python_home.is_relative_to("/root") or python_home.is_relative_to("/home"):
+        # The venv's Python lives in a home directory (pyenv): hide homes behind a
+        # tmpfs, as ProtectHome=yes would, but for that one directory, read-only.
+        lines += ["ProtectHome=tmpfs", f"BindReadOnlyPaths={python_home}"]
+    if REPO.is_relative_to("/tmp") or REPO.is_relative_to("/var/tmp"):
+        lines.append("PrivateTmp=no")  # the checkout itself is in /tmp
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +134,7 @@ def sd(site, tmp_path_factory):
         ("alprd", "run", "WatchdogSec=3\nTimeoutStopSec=5\nRestartSec=500ms\n"),
         ("alprd-warmup", "warmup", ""),
     ]:
-        text = DROPIN.format(venv=REPO / ".venv", command=command, site=site) + extra
+        text = dropin(command, site) + extra
         sd("mkdir", "-p", f"/etc/systemd/system/{unit}.service.d")
         sd("sh", "-c", f"cat > /etc/systemd/system/{unit}.service.d/test.conf <<'EOF'\n{text}EOF")
     sd("systemctl", "daemon-reload")
