@@ -148,6 +148,9 @@ class OcrModel(_Section):
 
 
 class ModelsConfig(_Section):
+    watch: Literal["inotify", "poll", "off"] = "inotify"
+    watch_quiet_s: float = Field(2.0, gt=0)
+    watch_poll_s: float = Field(2.0, gt=0)
     vehicle: VehicleModel = Field(default_factory=VehicleModel)
     plate: PlateModel = Field(default_factory=PlateModel)
     ocr: OcrModel = Field(default_factory=OcrModel)

@@ -17,19 +17,25 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 from types import FrameType
+
+import cv2
 
 from alprd import config as cfgmod
 from alprd.engines import cache, manager
 from alprd.engines.base import EngineError, Role
 from alprd.exitcodes import ExitCode
 from alprd.log import get_logger, redact
+from alprd.ops import Image
 from alprd.pipeline.recognizer import LoadedEngine, Recognizer, load_engine, roles_of
 from alprd.pipeline.source import CameraReader, LatestFrame
 from alprd.pipeline.stream import CameraPipeline
 from alprd.pipeline.types import PlateEvent
+from alprd.rebuild import Built, Rebuilder
 from alprd.systemd import Notifier
+from alprd.watch import ModelWatcher
 
 log = get_logger("alprd.service")
 
@@ -48,10 +54,8 @@ class Camera:
     window_frames: int = 0  # frames processed since the last health line
 
 
-@dataclass
-class _Swap:
-    loaded: LoadedEngine
-    build_s: float
+SAMPLES_KEPT = 8  # recent camera frames kept to validate new engines on
+SAMPLE_EVERY_S = 20.0
 
 
 @dataclass
@@ -59,13 +63,20 @@ class Service:
     config_path: Path
     notifier: Notifier = field(default_factory=Notifier)
     on_event: Callable[[PlateEvent], None] | None = None
+    #: Called after each processed frame with (camera, frame index): benchmarks, tests.
+    on_frame: Callable[[str, int], None] | None = None
 
     def __post_init__(self) -> None:
         self._signals: deque[int] = deque()
         self._wake = threading.Event()
         self._stopping = False
-        self._swaps: deque[_Swap] = deque()
+        self._swaps: deque[Built] = deque()
         self.cameras: dict[str, Camera] = {}
+        self.watcher: ModelWatcher | None = None
+        self.rebuilder: Rebuilder | None = None
+        self._samples: deque[Path] = deque()
+        self._sample_names = count()
+        self._next_sample = 0.0
         self.recognizer: Recognizer | None = None
         self.config: cfgmod.Config | None = None
         self.generation = 0
@@ -80,8 +91,18 @@ class Service:
         self._wake.set()
 
     def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (tests, benchmarks): stop with request_stop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+
+    def request_stop(self) -> None:
+        self._signals.append(signal.SIGTERM)
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._signals.append(signal.SIGHUP)
+        self._wake.set()
 
     # ------------------------------------------------------------------ run
 
@@ -95,6 +116,12 @@ class Service:
             for problem in exc.problems:
                 log.error("config_invalid", problem=str(problem))
             return ExitCode.CONFIG
+        self.rebuilder = Rebuilder(
+            lambda: self.config,  # type: ignore[arg-type,return-value]
+            self._serving_fingerprint,
+            self._built,
+            lambda: tuple(self._samples),
+        )
         try:
             self.recognizer = self._start_engines(self.config)
         except EngineError as exc:
@@ -108,6 +135,7 @@ class Service:
                 self._open_camera(cam)
         if not self.cameras:
             log.warning("no_cameras", hint="add [[cameras]] to the config and reload")
+        self._start_watcher()
         summary = self._summary()
         self.notifier.ready(summary)
         log.info("alprd_ready", status=summary)
@@ -184,19 +212,17 @@ class Service:
         log.info(
             "engine_interim", model=role, backend="onnxruntime", building=target.request.backend
         )
-        threading.Thread(
-            target=self._build_behind, args=(config, role), name=f"build-{role}", daemon=True
-        ).start()
+        assert self.rebuilder is not None
+        self.rebuilder.request(role)  # the same path as a dropped model
         return loaded
 
-    def _build_behind(self, config: cfgmod.Config, role: Role) -> None:
-        started = time.monotonic()
-        try:
-            loaded = load_engine(config, role)
-        except EngineError as exc:
-            log.error("engine_background_failed", model=role, reason=str(exc))
-            return
-        self._swaps.append(_Swap(loaded, round(time.monotonic() - started, 1)))
+    def _serving_fingerprint(self, role: Role) -> str | None:
+        loaded = self.recognizer.engines.get(role) if self.recognizer else None
+        return loaded.fingerprint if loaded else None
+
+    def _built(self, built: Built) -> None:
+        """From the rebuild thread: hand the new engine to the main loop."""
+        self._swaps.append(built)
         self._wake.set()
 
     def _apply_swaps(self) -> None:
@@ -208,9 +234,52 @@ class Service:
                 old.engine.close()
             log.info(
                 "engine_swapped", model=swap.loaded.role, backend=swap.loaded.backend,
-                precision=swap.loaded.precision, build_s=swap.build_s,
+                precision=swap.loaded.precision, old=old.fingerprint[:12] if old else None,
+                new=swap.loaded.fingerprint[:12], build_s=swap.build_s,
+                generation=self.recognizer.generations[swap.loaded.role],
             )  # fmt: skip
             self.notifier.status(self._summary())
+
+    # ------------------------------------------------------------------ models/
+
+    def _start_watcher(self) -> None:
+        assert self.config is not None
+        m = self.config.models
+        if m.watch == "off":
+            return
+        self.watcher = ModelWatcher(
+            self.config.paths.models_dir, self._roles_for, self._model_arrived,
+            quiet_s=m.watch_quiet_s, poll=m.watch == "poll", poll_interval_s=m.watch_poll_s,
+        )  # fmt: skip
+        self.watcher.start()
+
+    def _roles_for(self, path: Path) -> list[Role]:
+        config = self.config
+        if config is None:
+            return []
+        return [r for r in roles_of(config) if getattr(config.models, r).source == path]
+
+    def _model_arrived(self, path: Path, roles: list[Role]) -> None:
+        assert self.rebuilder is not None
+        for role in roles:
+            self.rebuilder.request(role)
+
+    def _keep_sample(self, cam: Camera, image: Image) -> None:
+        """Every SAMPLE_EVERY_S, keep a frame (JPEG in state_dir/samples, the last
+        SAMPLES_KEPT) to validate rebuilt engines on what the cameras see."""
+        assert self.config is not None
+        now = time.monotonic()
+        if now < self._next_sample:
+            return
+        self._next_sample = now + SAMPLE_EVERY_S
+        folder = self.config.paths.state_dir / "samples"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{cam.config.name}-{next(self._sample_names) % SAMPLES_KEPT}.jpg"
+            if cv2.imwrite(str(path), image) and path not in self._samples:
+                self._samples.append(path)
+        except OSError as exc:
+            log.warning("sample_not_kept", reason=str(exc))
 
     # ------------------------------------------------------------------ cameras
 

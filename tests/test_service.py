@@ -166,7 +166,7 @@ def test_background_startup_is_ready_at_once_and_swaps_later(site, sock):
         swapped = sock.wait_for(
             lambda m: m.startswith("STATUS=running") and "onnxruntime" not in m, timeout=120
         )
-        assert "vehicle=openvino plate=openvino ocr=openvino" in swapped
+        assert "vehicle=openvino#2 plate=openvino#2 ocr=openvino#2" in swapped
     finally:
         code, events = d.stop()
     assert code == 0

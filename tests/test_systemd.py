@@ -111,7 +111,9 @@ def dropin(command: str, site: Path) -> str:
         # tmpfs, as ProtectHome=yes would, but for that one directory, read-only.
         lines += ["ProtectHome=tmpfs", f"BindReadOnlyPaths={python_home}"]
     if REPO.is_relative_to("/tmp") or REPO.is_relative_to("/var/tmp"):
-        lines.append("PrivateTmp=no")  # the checkout itself is in /tmp
+        # The checkout itself is in /tmp, which the unit's private /tmp (implied by
+        # DynamicUser=) hides: bind it in.
+        lines.append(f"BindPaths={REPO}")
     return "\n".join(lines) + "\n"
 
 

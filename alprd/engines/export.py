@@ -132,6 +132,12 @@ def check_role(info: ModelInfo, request: BuildRequest) -> None:
                 f"{src}: output has {channels} channels for {len(info.names)} classes; "
                 "not a YOLOv8/11 detection head"
             )
+        if role == "plate" and not request.classes and len(info.names) > 1:
+            shown = ", ".join(info.names[:5]) + (", ..." if len(info.names) > 5 else "")
+            raise EngineError(
+                f"{src}: a plate detector has one class; this model has {len(info.names)} "
+                f"({shown}): not a plate detector"
+            )
         missing = [c for c in request.classes if c not in info.names]
         if missing:
             known = ", ".join(info.names) if info.names else "none declared"

@@ -48,6 +48,7 @@ class Overrides:
     workspace_gb: float | None = None
     batch_size: int | None = None
     calibration: Path | None = None
+    validation: tuple[Path, ...] | None = None  # e.g. recent camera frames
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) 
         calibration = samples.image_list(calib)
         calibration_sha = samples.images_sha256(calibration)
     v = e.validation
-    validation = samples.image_list(v.images) if v.images else calibration
+    validation = overrides.validation or (samples.image_list(v.images) if v.images else calibration)
     workspace = overrides.workspace_gb or e.workspace_gb
     request = BuildRequest(
         role=role,

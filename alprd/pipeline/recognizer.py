@@ -52,6 +52,7 @@ class LoadedEngine:
     batch: int
     backend: str
     precision: str
+    fingerprint: str = ""
 
 
 def default_build(target: manager.Target, config: cfgmod.Config) -> manager.Outcome:
@@ -76,12 +77,16 @@ def load_engine(
         raise EngineError(f"{role} engine: {outcome.status}: {outcome.message}")
     engine, sidecar = manager.load(target)
     req = target.request
-    return LoadedEngine(role, engine, sidecar.names, req.shape.batch, req.backend, req.precision)
+    return LoadedEngine(
+        role, engine, sidecar.names, req.shape.batch, req.backend, req.precision,
+        sidecar.fingerprint,
+    )  # fmt: skip
 
 
 class Recognizer:
     def __init__(self, config: cfgmod.Config, engines: dict[Role, LoadedEngine]) -> None:
         self.engines = dict(engines)
+        self.generations: dict[Role, int] = dict.fromkeys(engines, 1)
         self.times = StageTimes()
         self.configure(config)
 
@@ -126,11 +131,17 @@ class Recognizer:
         (the caller closes it). Call between frames, from the inference thread."""
         old = self.engines.get(loaded.role)
         self.engines[loaded.role] = loaded
+        self.generations[loaded.role] = self.generations.get(loaded.role, 0) + 1
         self.configure(self.config)
         return old
 
     def summary(self) -> str:
-        return " ".join(f"{r}={e.backend}" for r, e in self.engines.items())
+        """`vehicle=openvino plate=openvino#2 ...`: backend per role, and the engine
+        generation where a swap made it more than 1."""
+        return " ".join(
+            f"{r}={e.backend}" + (f"#{g}" if (g := self.generations.get(r, 1)) > 1 else "")
+            for r, e in self.engines.items()
+        )
 
     # ----------------------------------------------------------------- stages
 

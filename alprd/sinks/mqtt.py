@@ -1,0 +1,186 @@
+"""MQTT (paho-mqtt 2.x): each event to ``<prefix>/<camera>/plate`` at QoS 1.
+
+`write` returns only after the broker's PUBACK (or raises `SinkError` after
+`publish_timeout_s`), so the outbox deletes a row only once the broker has it. The
+same JSON is published retained to ``<prefix>/<camera>/last``. ``<prefix>/status`` is
+"online" (retained) on every connect and "offline" (retained) on a clean close, and
+the broker publishes "offline" itself (the last will) when the connection is lost.
+
+The client connects in the background and paho reconnects it (1 s doubling up to
+`reconnect_max_s`). A message is only handed to paho while connected: paho would
+otherwise hold it and resend it on reconnect behind the outbox's back. A message
+handed over but not acknowledged in time drops the client (and with it paho's copy)
+for a fresh one; the outbox sends it again (QoS 1: at least once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import ssl
+import threading
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from alprd.log import get_logger
+from alprd.sinks.base import Record, SinkError
+
+log = get_logger("alprd.sinks")
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+def topic_segment(name: str) -> str:
+    """`name` safe as one topic level (no ``/``, ``+``, ``#``, never empty)."""
+    return re.sub(r"[/+#\s]", "_", name) or "_"
+
+
+class MqttSink:
+    name = "mqtt"
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        *,
+        client_id: str = "",
+        username: str = "",
+        password: str = "",
+        tls: bool = False,
+        tls_ca_file: Path | None = None,
+        topic_prefix: str = "alprd",
+        keepalive_s: int = 30,
+        publish_timeout_s: float = 10.0,
+        reconnect_max_s: int = 30,
+    ) -> None:
+        if publish_timeout_s <= 0:
+            raise ValueError(f"publish_timeout_s must be > 0; got {publish_timeout_s}")
+        if not re.fullmatch(r"[^#+\s]+", topic_prefix):
+            raise ValueError(f"topic_prefix must not contain '#', '+' or spaces: {topic_prefix!r}")
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.username = username
+        self.password = password
+        self.tls = tls
+        self.tls_ca_file = tls_ca_file
+        self.topic_prefix = topic_prefix.rstrip("/")
+        self.status_topic = f"{self.topic_prefix}/status"
+        self.keepalive_s = keepalive_s
+        self.publish_timeout_s = publish_timeout_s
+        self.reconnect_max_s = reconnect_max_s
+        self._lock = threading.Lock()  # one write (or reset, or close) at a time
+        self._connected = threading.Event()
+        self._was_connected = False
+        self._closed = False
+        self._client = self._new_client()
+        self._start()
+
+    def topic(self, camera: str, leaf: str) -> str:
+        return f"{self.topic_prefix}/{topic_segment(camera)}/{leaf}"
+
+    # ------------------------------------------------------------------ connection
+
+    def _new_client(self) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True
+        )
+        if self.username:
+            client.username_pw_set(self.username, self.password or None)
+        if self.tls:
+            cafile = str(self.tls_ca_file) if self.tls_ca_file else None
+            client.tls_set_context(ssl.create_default_context(cafile=cafile))
+        client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(1, max(1, self.reconnect_max_s))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    def _start(self) -> None:
+        self._client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self._client.loop_start()
+
+    def _on_connect(
+        self, client: paho.Client, _: Any, __: Any, reason: ReasonCode, ___: Any
+    ) -> None:
+        if client is not self._client:  # a client already replaced
+            return
+        if reason.is_failure:
+            log.warning("mqtt_refused", host=self.host, port=self.port, reason=str(reason))
+            return
+        # Queued ahead of any event: the broker sees "online" first.
+        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        self._connected.set()
+        log.info("mqtt_connected", host=self.host, port=self.port)
+        self._was_connected = True
+
+    def _on_disconnect(
+        self, client: paho.Client, __: Any, ___: Any, reason: ReasonCode, ____: Any
+    ) -> None:
+        if client is not self._client:
+            return
+        self._connected.clear()
+        if self._was_connected and not self._closed:
+            log.warning("mqtt_disconnected", host=self.host, port=self.port, reason=str(reason))
+        self._was_connected = False
+
+    def _stop_client(self) -> None:
+        self._connected.clear()
+        self._was_connected = False
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _reset(self) -> None:
+        """A fresh client: paho's copies of unacknowledged messages go with the old one."""
+        self._stop_client()
+        self._client = self._new_client()
+        self._start()
+
+    # ------------------------------------------------------------------ sink
+
+    def write(self, record: Record) -> None:
+        payload = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        camera = str(record["camera"])
+        with self._lock:
+            if self._closed:
+                raise SinkError("mqtt sink closed")
+            if not self._connected.is_set():
+                raise SinkError(f"not connected to {self.host}:{self.port}")
+            client = self._client
+            infos = [
+                client.publish(self.topic(camera, "plate"), payload, qos=1),
+                client.publish(self.topic(camera, "last"), payload, qos=1, retain=True),
+            ]
+            try:
+                for info in infos:
+                    if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        raise SinkError(f"publish failed: {paho.error_string(info.rc)}")
+                    info.wait_for_publish(self.publish_timeout_s)
+                    if not info.is_published():
+                        raise SinkError(
+                            f"no PUBACK from {self.host}:{self.port} "
+                            f"within {self.publish_timeout_s:g} s"
+                        )
+            except (SinkError, RuntimeError, ValueError) as exc:
+                self._reset()
+                if isinstance(exc, SinkError):
+                    raise
+                raise SinkError(f"publish failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Publish "offline" (retained) if connected, then disconnect."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._connected.is_set():
+                info = self._client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(min(self.publish_timeout_s, 2.0))
+            self._stop_client()

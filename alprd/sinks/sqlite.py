@@ -1,0 +1,162 @@
+"""The embedded store: every event in one SQLite file, queryable by time, plate and camera.
+
+WAL mode (readers never block the writer), ``synchronous=FULL`` (a returned `write`
+survives a power cut), and a versioned schema: `MIGRATIONS` holds the steps, each
+applied once in its own transaction, and ``schema_version`` records how far a file is.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from alprd.log import get_logger
+from alprd.sinks.base import Record, SinkError, parse_iso_utc
+
+log = get_logger("alprd.sinks")
+
+#: Schema steps: MIGRATIONS[i] takes a file from version i to version i + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE reads (
+            id TEXT PRIMARY KEY,
+            camera TEXT NOT NULL,
+            plate TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            known_label TEXT,
+            payload TEXT NOT NULL
+        )""",
+        "CREATE INDEX reads_plate ON reads (plate)",
+        "CREATE INDEX reads_camera ON reads (camera)",
+        "CREATE INDEX reads_first_seen ON reads (first_seen)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (explicit BEGIN), WAL, fully synchronous."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(
+    conn: sqlite3.Connection, migrations: Sequence[Sequence[str]], path: Path
+) -> tuple[int, int]:
+    """Apply the steps `conn` lacks, one transaction each; (version before, version after)."""
+    before = schema_version(conn)
+    if before > len(migrations):
+        raise SinkError(
+            f"{path}: schema version {before} is newer than this alprd knows "
+            f"({len(migrations)}); use a newer alprd or another file"
+        )
+    for version in range(before, len(migrations)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in migrations[version]:
+                conn.execute(statement)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return before, len(migrations)
+
+
+def _glob(pattern: str) -> str:
+    """A user glob (``*``, ``?``) as an SQLite GLOB pattern: plates are upper case and
+    ``[`` is literal."""
+    return pattern.upper().replace("[", "[[]")
+
+
+class SqliteSink:
+    """Events in an SQLite file; `write` is idempotent on the record's id."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._conn = open_db(path)
+            before, after = migrate(self._conn, MIGRATIONS, path)
+        except sqlite3.Error as exc:
+            raise SinkError(f"{path}: cannot open the database: {exc}") from exc
+        if before != after:
+            log.info("sqlite_migrated", path=str(path), from_version=before, to_version=after)
+
+    def write(self, record: Record) -> None:
+        row = (
+            record["id"],
+            record["camera"],
+            record["plate"],
+            float(record["confidence"]),
+            parse_iso_utc(record["first_seen"]),
+            parse_iso_utc(record["last_seen"]),
+            record.get("known_label"),
+            json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+        )
+        try:
+            with self._lock:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO reads (id, camera, plate, confidence, first_seen,"
+                    " last_seen, known_label, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+        except sqlite3.Error as exc:
+            raise SinkError(f"{self.path}: {exc}") from exc
+
+    def query(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        plate_pattern: str | None = None,
+        camera: str | None = None,
+        limit: int = 100,
+    ) -> list[Record]:
+        """Records newest first (by first_seen). `since`/`until` are epoch seconds
+        (inclusive / exclusive); `plate_pattern` is a glob (``ABC*``, ``A?C1234``)."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1; got {limit}")
+        where: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            where.append("first_seen >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("first_seen < ?")
+            args.append(until)
+        if plate_pattern is not None:
+            where.append("plate GLOB ?")
+            args.append(_glob(plate_pattern))
+        if camera is not None:
+            where.append("camera = ?")
+            args.append(camera)
+        sql = "SELECT payload FROM reads"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY first_seen DESC, rowid DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [json.loads(payload) for (payload,) in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,61 @@
+"""HTTP POST of each event's JSON to a URL (standard library only).
+
+A 2xx answer is success. Anything else (another status, a redirect, a refused or
+timed-out connection) raises `SinkError`; the outbox does the retrying.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import IO, Any
+
+from alprd.log import redact
+from alprd.sinks.base import Record, SinkError
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: following it would turn the POST into a GET."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class WebhookSink:
+    name = "webhook"
+
+    def __init__(
+        self, url: str, headers: Mapping[str, str] | None = None, timeout_s: float = 5.0
+    ) -> None:
+        if not re.match(r"^https?://", url):
+            raise ValueError(f"url must be an http:// or https:// URL; got {redact(url)!r}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0; got {timeout_s}")
+        self.url = url
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.timeout_s = timeout_s
+        self._opener = urllib.request.build_opener(_NoRedirect)
+
+    def write(self, record: Record) -> None:
+        body = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+        request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        where = redact(self.url)
+        try:
+            response: IO[bytes]
+            with self._opener.open(request, timeout=self.timeout_s) as response:
+                status = getattr(response, "status", 200)
+                response.read(65536)  # drain a little so the connection closes cleanly
+        except urllib.error.HTTPError as exc:
+            raise SinkError(f"{where}: HTTP {exc.code} {exc.reason}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise SinkError(f"{where}: {reason}") from exc
+        if not 200 <= status < 300:
+            raise SinkError(f"{where}: HTTP {status}")
+
+    def close(self) -> None:
+        """Nothing to release: one connection per request."""

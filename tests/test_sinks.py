@@ -1,0 +1,556 @@
+"""Outputs with real parts: SQLite files, JSONL files, an HTTP server in a thread, a real
+mosquitto broker (skipped when the binary is absent) and the durable outbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from conftest import REPO
+from paho.mqtt.enums import CallbackAPIVersion
+from structlog.testing import capture_logs
+
+from alprd.pipeline.types import PlateEvent
+from alprd.sinks.base import SinkError, event_to_dict, iso_utc
+from alprd.sinks.jsonl import JsonlSink
+from alprd.sinks.mqtt import MqttSink
+from alprd.sinks.outbox import Outbox, Retry
+from alprd.sinks.sqlite import SqliteSink
+from alprd.sinks.webhook import WebhookSink
+
+T0 = 1714564800.0  # 2024-05-01T12:00:00Z
+FAST = Retry(initial_s=0.05, max_s=0.2)
+
+
+def event(i: int, camera: str = "gate", plate: str | None = None, t: float = T0) -> PlateEvent:
+    return PlateEvent(
+        camera=camera,
+        plate=plate or f"ABC{i:04d}",
+        confidence=0.91234567,
+        char_confidences=(0.9, 0.95, 0.99, 0.8, 0.85, 0.9, 0.97),
+        first_seen=t + i,
+        last_seen=t + i + 1.5,
+        first_frame=10 * i,
+        last_frame=10 * i + 7,
+        plate_box=(10.04, 20.0, 110.0, 50.0),
+        vehicle_box=(0.0, 0.0, 300.0, 200.0),
+        vehicle_class="car",
+        reads=7,
+        track_id=i,
+    )
+
+
+def record(i: int, **kw: Any) -> dict[str, Any]:
+    return event_to_dict(event(i, **kw), f"ev-{i:04d}")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- record
+
+
+@pytest.mark.parametrize(
+    ("t", "iso"),
+    [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (T0, "2024-05-01T12:00:00.000Z"),
+        (T0 + 0.1234, "2024-05-01T12:00:00.123Z"),
+    ],
+)
+def test_iso_utc(t: float, iso: str) -> None:
+    assert iso_utc(t) == iso
+
+
+def test_event_to_dict_is_json_ready() -> None:
+    ev = PlateEvent(
+        camera="yard",
+        plate="AYO9034",
+        confidence=0.97,
+        char_confidences=(0.9, 1.0),
+        first_seen=T0,
+        last_seen=T0 + 2.25,
+        first_frame=1,
+        last_frame=9,
+        plate_box=(1.0, 2.0, 3.0, 4.0),
+        vehicle_box=None,
+        vehicle_class=None,
+        reads=3,
+        track_id=4,
+        known_label="staff",
+        known_plate="AYO9O34",
+    )
+    rec = event_to_dict(ev, "id-1")
+    assert json.loads(json.dumps(rec)) == rec
+    assert rec == {
+        "id": "id-1",
+        "camera": "yard",
+        "plate": "AYO9034",
+        "confidence": 0.97,
+        "char_confidences": [0.9, 1.0],
+        "first_seen": "2024-05-01T12:00:00.000Z",
+        "last_seen": "2024-05-01T12:00:02.250Z",
+        "plate_box": [1.0, 2.0, 3.0, 4.0],
+        "vehicle_box": None,
+        "vehicle_class": None,
+        "reads": 3,
+        "known_label": "staff",
+        "known_plate": "AYO9O34",
+        "snapshots": [],
+    }
+
+
+# --------------------------------------------------------------------------- sqlite
+
+
+def test_sqlite_round_trip_filters_wal_and_schema(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "reads.db"
+    db = SqliteSink(path)
+    rows = [
+        record(0, camera="gate", plate="ABC1234"),
+        record(1, camera="yard", plate="ABD1234"),
+        record(2, camera="gate", plate="XYZ9876"),
+        record(3, camera="yard", plate="ABC9999"),
+    ]
+    for r in rows:
+        db.write(r)
+    db.write(rows[0])  # idempotent on id
+
+    assert db.query() == rows[::-1]  # round trip, newest first
+    assert [r["id"] for r in db.query(plate_pattern="ABC*")] == ["ev-0003", "ev-0000"]
+    assert [r["id"] for r in db.query(plate_pattern="ab?1234")] == ["ev-0001", "ev-0000"]
+    assert [r["id"] for r in db.query(camera="gate")] == ["ev-0002", "ev-0000"]
+    assert [r["id"] for r in db.query(since=T0 + 1, until=T0 + 3)] == ["ev-0002", "ev-0001"]
+    assert [r["id"] for r in db.query(camera="yard", plate_pattern="*9")] == ["ev-0003"]
+    assert [r["id"] for r in db.query(limit=1)] == ["ev-0003"]
+    assert db.query(plate_pattern="[A]*") == []  # '[' is literal, not a class
+    db.close()
+
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert raw.execute("SELECT count(*) FROM reads").fetchone() == (4,)
+    indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"reads_plate", "reads_camera", "reads_first_seen"} <= indexes
+    raw.close()
+
+    with capture_logs() as logs:
+        again = SqliteSink(path)  # reopening keeps the data and migrates nothing
+    assert len(again.query()) == 4
+    assert not [e for e in logs if e["event"] == "sqlite_migrated"]
+    again.close()
+
+
+def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "reads.db"
+    SqliteSink(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE schema_version SET version = 99")
+    raw.commit()
+    raw.close()
+    with pytest.raises(SinkError, match="schema version 99 is newer"):
+        SqliteSink(path)
+
+
+# --------------------------------------------------------------------------- jsonl
+
+
+def test_jsonl_one_flushed_line_per_event(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "reads.jsonl"
+    sink = JsonlSink(path)
+    for i in range(3):
+        sink.write(record(i))
+        # readable by another reader at once: flushed, not buffered
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert [json.loads(x)["id"] for x in lines] == [f"ev-{j:04d}" for j in range(i + 1)]
+    sink.close()
+    with pytest.raises(SinkError, match="closed"):
+        sink.write(record(9))
+    JsonlSink(path).write(record(3))  # reopening appends
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 4
+
+
+def test_jsonl_rotates_by_size_and_keeps_n(tmp_path: Path) -> None:
+    path = tmp_path / "reads.jsonl"
+    max_mb = 2000 / (1024 * 1024)  # 2000 bytes
+    line_len = len(json.dumps(record(0), separators=(",", ":"))) + 1
+    sink = JsonlSink(path, max_mb=max_mb, keep=2)
+    n = 40
+    for i in range(n):
+        sink.write(record(i))
+    sink.close()
+
+    files = [path.with_name(f"{path.name}.2"), path.with_name(f"{path.name}.1"), path]
+    assert all(f.exists() for f in files)
+    assert not path.with_name(f"{path.name}.3").exists()
+    per_file = 2000 // line_len
+    ids: list[str] = []
+    for f in files:
+        assert f.stat().st_size <= 2000
+        lines = f.read_text(encoding="utf-8").splitlines()
+        assert all(len(x) + 1 == line_len for x in lines)
+        ids += [json.loads(x)["id"] for x in lines]
+    # the newest events, contiguous and in order, full files before the current one
+    assert ids == [f"ev-{i:04d}" for i in range(n - len(ids), n)]
+    assert len(ids) == 2 * per_file + (n - 1) % per_file + 1
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+class Endpoint:
+    """A real HTTP server in a thread; answers 500 to the next `fail_next` requests."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.fail_next = 0
+        self.failures = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with outer.lock:
+                    if outer.fail_next > 0:
+                        outer.fail_next -= 1
+                        outer.failures += 1
+                        status = 500
+                    else:
+                        outer.received.append(json.loads(body))
+                        outer.headers.append(dict(self.headers))
+                        status = 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [r["id"] for r in self.received]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    ep = Endpoint()
+    yield ep
+    ep.stop()
+
+
+def test_webhook_posts_json_with_headers(endpoint: Endpoint) -> None:
+    sink = WebhookSink(endpoint.url, headers={"Authorization": "Bearer s3cret"}, timeout_s=2)
+    sink.write(record(1))
+    assert endpoint.received == [record(1)]
+    assert endpoint.headers[0]["Authorization"] == "Bearer s3cret"
+    assert endpoint.headers[0]["Content-Type"] == "application/json"
+
+
+def test_webhook_failures_raise_sink_error(endpoint: Endpoint) -> None:
+    endpoint.fail_next = 1
+    with pytest.raises(SinkError, match="HTTP 500"):
+        WebhookSink(endpoint.url).write(record(1))
+    down = WebhookSink(f"http://user:pw@127.0.0.1:{free_port()}/hook", timeout_s=2)
+    with pytest.raises(SinkError, match="refused") as err:
+        down.write(record(1))
+    assert "pw" not in str(err.value)  # the URL's credentials are redacted
+    assert endpoint.received == []
+
+
+def test_webhook_through_outbox_500s_then_200_exactly_once_in_order(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
+    endpoint.fail_next = 5
+    with capture_logs() as logs:
+        box = Outbox(tmp_path / "outbox.db", [WebhookSink(endpoint.url, timeout_s=2)], retry=FAST)
+        for i in range(10):
+            box.put("webhook", record(i))
+        wait_until(lambda: len(endpoint.ids()) == 10, what="10 deliveries")
+        wait_until(lambda: box.pending("webhook") == 0, what="an empty outbox")
+        box.close()
+    assert endpoint.failures == 5
+    assert endpoint.ids() == [f"ev-{i:04d}" for i in range(10)]  # none lost, none twice
+    events = [e["event"] for e in logs]
+    assert events.count("sink_unavailable") == 1  # once per change of state, not per try
+    assert events.count("sink_recovered") == 1
+
+
+def test_outbox_survives_a_restart(tmp_path: Path, endpoint: Endpoint) -> None:
+    path = tmp_path / "outbox.db"
+    down = WebhookSink(f"http://127.0.0.1:{free_port()}/hook", timeout_s=2)
+    box = Outbox(path, [down], retry=FAST)
+    for i in range(6):
+        box.put("webhook", record(i))  # acknowledged: committed
+    time.sleep(0.3)  # a few failed tries
+    assert box.pending("webhook") == 6
+    box.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT count(*) FROM outbox").fetchone() == (6,)
+    raw.close()
+
+    box = Outbox(path, [WebhookSink(endpoint.url, timeout_s=2)], retry=FAST)
+    wait_until(lambda: len(endpoint.ids()) == 6, what="pending rows delivered after restart")
+    wait_until(lambda: box.pending("webhook") == 0, what="an empty outbox")
+    box.close()
+    assert endpoint.ids() == [f"ev-{i:04d}" for i in range(6)]
+
+
+def test_outbox_is_bounded_and_drops_the_oldest(tmp_path: Path, endpoint: Endpoint) -> None:
+    path = tmp_path / "outbox.db"
+    down = WebhookSink(f"http://127.0.0.1:{free_port()}/hook", timeout_s=2)
+    box = Outbox(path, [down], max_rows=3, retry=FAST)
+    with capture_logs() as logs:
+        for i in range(5):
+            box.put("webhook", record(i))
+    assert box.pending("webhook") == 3
+    box.close()
+    drops = [e for e in logs if e["event"] == "outbox_dropped"]
+    assert [(e["log_level"], e["sink"], e["count"]) for e in drops] == [
+        ("warning", "webhook", 1),
+        ("warning", "webhook", 1),
+    ]
+
+    box = Outbox(path, [WebhookSink(endpoint.url)], max_rows=3, retry=FAST)
+    wait_until(lambda: len(endpoint.ids()) == 3, what="the 3 kept rows")
+    box.close()
+    assert endpoint.ids() == ["ev-0002", "ev-0003", "ev-0004"]
+
+
+def test_outbox_rejects_unknown_sink_and_bad_settings(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.db", [], retry=FAST)
+    with pytest.raises(ValueError, match="no sink named 'mqtt'"):
+        box.put("mqtt", record(0))
+    box.close()
+    with pytest.raises(ValueError, match="max_rows"):
+        Outbox(tmp_path / "o.db", [], max_rows=0)
+    with pytest.raises(ValueError, match="max_s"):
+        Retry(initial_s=2, max_s=1)
+
+
+# --------------------------------------------------------------------------- mqtt
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)),
+    None,
+)
+needs_broker = pytest.mark.skipif(
+    MOSQUITTO is None, reason="mosquitto not installed (Debian package 'mosquitto')"
+)
+
+
+class Broker:
+    """A real mosquitto on a free local port, with persistence (sessions and retained
+    messages survive a stop/start, as on a real server)."""
+
+    def __init__(self, directory: Path) -> None:
+        assert MOSQUITTO is not None
+        self.port = free_port()
+        self.dir = directory
+        self.dir.mkdir()
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.dir}/\n"
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+            "log_dest stderr\n",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert MOSQUITTO is not None
+        with open(self.dir / "broker.log", "ab") as log_file:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=log_file, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.dir / "broker.log").read_text())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+class Subscriber:
+    """A real MQTT client collecting (topic, payload) under `topic`."""
+
+    def __init__(self, port: int, topic: str, client_id: str, persistent: bool = False) -> None:
+        self.messages: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
+        )
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.connect_async("127.0.0.1", port)
+        self.client.loop_start()
+        if not self.subscribed.wait(10):
+            raise AssertionError("subscriber did not subscribe")
+
+    def _on_message(self, _: Any, __: Any, msg: paho.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload.decode()))
+
+    def on(self, topic: str) -> list[str]:
+        with self.lock:
+            return [p for t, p in self.messages if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_mqtt_write_raises_when_the_broker_is_down() -> None:
+    sink = MqttSink("127.0.0.1", free_port(), publish_timeout_s=1)
+    t = time.monotonic()
+    with pytest.raises(SinkError, match="not connected"):
+        sink.write(record(0))
+    assert time.monotonic() - t < 1
+    sink.close()
+
+
+@needs_broker
+def test_mqtt_broker_down_for_a_while_all_events_arrive_in_order(
+    tmp_path: Path, broker: Broker
+) -> None:
+    prefix = "site1"
+    sub = Subscriber(broker.port, f"{prefix}/#", "test-sub", persistent=True)
+    sink = MqttSink(
+        "127.0.0.1", broker.port, client_id="alprd-test", topic_prefix=prefix, publish_timeout_s=2
+    )
+    box = Outbox(tmp_path / "outbox.db", [sink], retry=FAST)
+    plates = f"{prefix}/gate/plate"
+    try:
+        for i in range(3):
+            box.put("mqtt", record(i))
+        wait_until(lambda: len(sub.on(plates)) == 3, what="3 events before the outage")
+
+        broker.stop()
+        with capture_logs() as logs:
+            for i in range(3, 8):
+                box.put("mqtt", record(i))
+            time.sleep(0.5)  # several failed tries while the broker is down
+            assert box.pending("mqtt") == 5
+            broker.start()
+            wait_until(lambda: len(sub.on(plates)) == 8, timeout=15, what="8 events")
+            wait_until(lambda: box.pending("mqtt") == 0, what="an empty outbox")
+        events = [e["event"] for e in logs]
+        assert "sink_unavailable" in events and "sink_recovered" in events
+
+        ids = [json.loads(p)["id"] for p in sub.on(plates)]
+        assert ids == [f"ev-{i:04d}" for i in range(8)]  # none lost, in order
+
+        # A new subscriber gets the retained last event and availability.
+        late = Subscriber(broker.port, f"{prefix}/#", "test-late")
+        wait_until(lambda: bool(late.on(f"{prefix}/status")), what="retained status")
+        wait_until(lambda: bool(late.on(f"{prefix}/gate/last")), what="retained last")
+        assert late.on(f"{prefix}/status") == ["online"]
+        assert [json.loads(p) for p in late.on(f"{prefix}/gate/last")] == [record(7)]
+        assert late.on(plates) == []  # the event topic itself is not retained
+
+        box.close()  # clean stop: "offline", retained
+        wait_until(lambda: late.on(f"{prefix}/status")[-1:] == ["offline"], what="offline")
+        late.close()
+    finally:
+        box.close()
+        sub.close()
+
+
+CHILD = """
+import sys, time
+from alprd.sinks.mqtt import MqttSink
+sink = MqttSink("127.0.0.1", int(sys.argv[1]), client_id="child", topic_prefix="lwt")
+deadline = time.monotonic() + 10
+while True:
+    try:
+        sink.write({"id": "x", "camera": "gate"})
+        break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+print("published", flush=True)
+time.sleep(60)
+"""
+
+
+@needs_broker
+def test_mqtt_last_will_says_offline_when_alprd_dies(broker: Broker) -> None:
+    sub = Subscriber(broker.port, "lwt/status", "test-lwt")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(broker.port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "published"
+        wait_until(lambda: sub.on("lwt/status") == ["online"], what="online")
+        child.kill()  # no clean disconnect: the broker publishes the will
+        child.wait(10)
+        wait_until(lambda: sub.on("lwt/status") == ["online", "offline"], what="the last will")
+    finally:
+        if child.poll() is None:
+            child.kill()
+        sub.close()
