@@ -331,6 +331,9 @@ class Service:
                     self._emit(cam, event)
                 cam.processed += 1
                 cam.window_frames += 1
+                self._keep_sample(cam, frame.image)
+                if self.on_frame is not None:
+                    self.on_frame(cam.config.name, frame.index)
             now = time.monotonic()
             if ping is not None and now >= next_ping:
                 self.notifier.watchdog()
@@ -434,6 +437,10 @@ class Service:
         log.info("alprd_stopping")
         timeout = self.config.service.stop_timeout_s if self.config else 10.0
         deadline = time.monotonic() + timeout
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.rebuilder is not None:
+            self.rebuilder.stop(timeout=max(0.1, deadline - time.monotonic()))
         for cam in list(self.cameras.values()):
             cam.reader.stop()
         for name in list(self.cameras):

@@ -3,6 +3,7 @@ mosquitto broker (skipped when the binary is absent) and the durable outbox."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pwd
@@ -255,7 +256,7 @@ class Endpoint:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def ids(self) -> list[str]:
@@ -281,15 +282,24 @@ def test_webhook_posts_json_with_headers(endpoint: Endpoint) -> None:
     assert endpoint.headers[0]["Authorization"] == "Bearer s3cret"
     assert endpoint.headers[0]["Content-Type"] == "application/json"
 
+    # credentials in the URL become HTTP Basic auth (urllib alone would take them
+    # for part of the host name)
+    with_user = endpoint.url.replace("http://", "http://alice:p%40ss@")
+    WebhookSink(with_user).write(record(2))
+    assert endpoint.ids() == ["ev-0001", "ev-0002"]
+    assert endpoint.headers[1]["Authorization"] == "Basic " + base64.b64encode(
+        b"alice:p@ss"
+    ).decode("ascii")
+
 
 def test_webhook_failures_raise_sink_error(endpoint: Endpoint) -> None:
     endpoint.fail_next = 1
     with pytest.raises(SinkError, match="HTTP 500"):
         WebhookSink(endpoint.url).write(record(1))
-    down = WebhookSink(f"http://user:pw@127.0.0.1:{free_port()}/hook", timeout_s=2)
+    down = WebhookSink(f"http://127.0.0.1:{free_port()}/hook?token=s3cret", timeout_s=2)
     with pytest.raises(SinkError, match="refused") as err:
         down.write(record(1))
-    assert "pw" not in str(err.value)  # the URL's credentials are redacted
+    assert "s3cret" not in str(err.value)  # secrets in the URL are redacted
     assert endpoint.received == []
 
 
@@ -363,6 +373,22 @@ def test_outbox_rejects_unknown_sink_and_bad_settings(tmp_path: Path) -> None:
         Retry(initial_s=2, max_s=1)
 
 
+def test_outbox_removes_a_record_its_sink_cannot_take(tmp_path: Path) -> None:
+    down = MqttSink("127.0.0.1", free_port())  # no broker: good records wait
+    box = Outbox(tmp_path / "outbox.db", [down], retry=FAST)
+    with capture_logs() as logs:
+        box.put("mqtt", {"id": "no-camera"})  # MqttSink.write raises KeyError
+        box.put("mqtt", record(1))
+        wait_until(lambda: box.pending("mqtt") == 1, what="the bad record removed")
+        time.sleep(0.2)
+    assert box.pending("mqtt") == 1  # the good one still waits for the broker
+    box.close()
+    rejected = [e for e in logs if e["event"] == "outbox_rejected"]
+    assert len(rejected) == 1
+    assert rejected[0]["log_level"] == "error"
+    assert "KeyError" in rejected[0]["reason"]
+
+
 # --------------------------------------------------------------------------- mqtt
 
 MOSQUITTO = shutil.which("mosquitto") or next(
@@ -429,10 +455,10 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 class Subscriber:
-    """A real MQTT client collecting (topic, payload) under `topic`."""
+    """A real MQTT client collecting (topic, payload, dup) under `topic`."""
 
     def __init__(self, port: int, topic: str, client_id: str, persistent: bool = False) -> None:
-        self.messages: list[tuple[str, str]] = []
+        self.messages: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
@@ -449,11 +475,13 @@ class Subscriber:
 
     def _on_message(self, _: Any, __: Any, msg: paho.MQTTMessage) -> None:
         with self.lock:
-            self.messages.append((msg.topic, msg.payload.decode()))
+            self.messages.append((msg.topic, msg.payload.decode(), msg.dup))
 
     def on(self, topic: str) -> list[str]:
+        """Payloads on `topic`, without the broker's own redeliveries (dup flag: after
+        its restart mosquitto resends what this persistent session had already had)."""
         with self.lock:
-            return [p for t, p in self.messages if t == topic]
+            return [p for t, p, dup in self.messages if t == topic and not dup]
 
     def close(self) -> None:
         self.client.disconnect()
@@ -518,7 +546,9 @@ def test_mqtt_broker_down_for_a_while_all_events_arrive_in_order(
 
 CHILD = """
 import sys, time
+from alprd.log import configure
 from alprd.sinks.mqtt import MqttSink
+configure("console", "warning")  # logs to stderr: stdout is for the parent
 sink = MqttSink("127.0.0.1", int(sys.argv[1]), client_id="child", topic_prefix="lwt")
 deadline = time.monotonic() + 10
 while True:

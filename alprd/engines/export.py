@@ -101,11 +101,18 @@ def inspect(onnx: Path) -> ModelInfo:
 
 
 def check_role(info: ModelInfo, request: BuildRequest) -> None:
-    """Refuse a model that cannot serve the role, saying what to change."""
+    """Refuse a model that cannot serve the role, saying what to change. What the
+    model is (task, classes) is checked before how it is shaped."""
     src, role = request.source, request.role
     fixed = [d if isinstance(d, int) else None for d in info.input_shape]
     if len(fixed) != 4 or (fixed[1] not in (None, 3)):
         raise EngineError(f"{src}: input {info.input_shape} is not an N x 3 x H x W image batch")
+    if request.kind == "detector":
+        _check_detector(info, request)
+    elif len(info.output_shape) != 3:
+        raise EngineError(
+            f"{src}: output {info.output_shape} is not a CTC sequence (N x T x classes)"
+        )
     want = request.shape
     if (fixed[2] is not None and fixed[2] != want.height) or (
         want.width is not None and fixed[3] is not None and fixed[3] != want.width
@@ -120,32 +127,37 @@ def check_role(info: ModelInfo, request: BuildRequest) -> None:
             f"{src}: has a fixed batch of {fixed[0]} but engines.batch_size is {want.batch}; "
             "set batch_size to match or use a .pt source"
         )
-    if request.kind == "detector":
-        if info.task not in ("", "detect") or len(info.output_shape) != 3:
-            raise EngineError(
-                f"{src}: output {info.output_shape} is not a YOLO detection head; "
-                f"the {role} role needs a detector"
-            )
-        channels = info.output_shape[1]
-        if info.names and isinstance(channels, int) and channels != 4 + len(info.names):
-            raise EngineError(
-                f"{src}: output has {channels} channels for {len(info.names)} classes; "
-                "not a YOLOv8/11 detection head"
-            )
-        if role == "plate" and not request.classes and len(info.names) > 1:
-            shown = ", ".join(info.names[:5]) + (", ..." if len(info.names) > 5 else "")
-            raise EngineError(
-                f"{src}: a plate detector has one class; this model has {len(info.names)} "
-                f"({shown}): not a plate detector"
-            )
-        missing = [c for c in request.classes if c not in info.names]
-        if missing:
-            known = ", ".join(info.names) if info.names else "none declared"
-            raise EngineError(
-                f"{src}: has no class {', '.join(map(repr, missing))} (models.{role}.classes); "
-                f"its classes: {known}"
-            )
-    elif len(info.output_shape) != 3:
+
+
+def _check_detector(info: ModelInfo, request: BuildRequest) -> None:
+    src, role = request.source, request.role
+    head = info.output_shape
+    if (
+        info.task not in ("", "detect")
+        or len(head) != 3
+        or not isinstance(head[1], int)
+        or head[1] < 5
+    ):
         raise EngineError(
-            f"{src}: output {info.output_shape} is not a CTC sequence (N x T x classes)"
+            f"{src}: output {info.output_shape} is not a YOLO detection head; "
+            f"the {role} role needs a detector"
+        )
+    channels = info.output_shape[1]
+    if info.names and isinstance(channels, int) and channels != 4 + len(info.names):
+        raise EngineError(
+            f"{src}: output has {channels} channels for {len(info.names)} classes; "
+            "not a YOLOv8/11 detection head"
+        )
+    if role == "plate" and not request.classes and len(info.names) > 1:
+        shown = ", ".join(info.names[:5]) + (", ..." if len(info.names) > 5 else "")
+        raise EngineError(
+            f"{src}: a plate detector has one class; this model has {len(info.names)} "
+            f"({shown}): not a plate detector"
+        )
+    missing = [c for c in request.classes if c not in info.names]
+    if missing:
+        known = ", ".join(info.names) if info.names else "none declared"
+        raise EngineError(
+            f"{src}: has no class {', '.join(map(repr, missing))} (models.{role}.classes); "
+            f"its classes: {known}"
         )

@@ -20,6 +20,7 @@ import json
 import re
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ class MqttSink:
         self._lock = threading.Lock()  # one write (or reset, or close) at a time
         self._connected = threading.Event()
         self._was_connected = False
+        self._refused = ""  # the broker's last refusal, logged once
         self._closed = False
         self._client = self._new_client()
         self._start()
@@ -112,8 +114,11 @@ class MqttSink:
         if client is not self._client:  # a client already replaced
             return
         if reason.is_failure:
-            log.warning("mqtt_refused", host=self.host, port=self.port, reason=str(reason))
+            if str(reason) != self._refused:  # once per reason, not per attempt
+                log.warning("mqtt_refused", host=self.host, port=self.port, reason=str(reason))
+            self._refused = str(reason)
             return
+        self._refused = ""
         # Queued ahead of any event: the broker sees "online" first.
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self._connected.set()
@@ -157,11 +162,12 @@ class MqttSink:
                 client.publish(self.topic(camera, "plate"), payload, qos=1),
                 client.publish(self.topic(camera, "last"), payload, qos=1, retain=True),
             ]
+            deadline = time.monotonic() + self.publish_timeout_s
             try:
                 for info in infos:
                     if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         raise SinkError(f"publish failed: {paho.error_string(info.rc)}")
-                    info.wait_for_publish(self.publish_timeout_s)
+                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
                     if not info.is_published():
                         raise SinkError(
                             f"no PUBACK from {self.host}:{self.port} "

@@ -4,7 +4,9 @@
 that is the acknowledgement point. One delivery thread per sink then sends that
 sink's rows oldest first, deletes a row only after its sink took it, and retries a
 failing sink with exponential backoff (`Retry`). Rows still pending at exit are sent
-after the next start. Each sink keeps at most `max_rows` rows: beyond that the oldest
+after the next start. A record a sink fails on with anything but `SinkError` (a bug,
+a malformed record) is logged (``outbox_rejected``) and removed, so it cannot block
+the rows behind it. Each sink keeps at most `max_rows` rows: beyond that the oldest
 are dropped and counted (``outbox_dropped sink=mqtt count=1`` at warning).
 """
 
@@ -228,8 +230,8 @@ class _Worker:
             seq, payload = row
             try:
                 self.sink.write(json.loads(payload))
-            except Exception as exc:
-                reason = redact(str(exc)) if isinstance(exc, SinkError) else repr(exc)
+            except SinkError as exc:
+                reason = redact(str(exc))
                 if delay is None:
                     failing_since = time.monotonic()
                     log.warning("sink_unavailable", sink=self.sink.name, reason=reason)
@@ -238,11 +240,12 @@ class _Worker:
                 delay = self.outbox.retry.next(delay)
                 stop.wait(delay)
                 continue
+            except Exception as exc:  # a bug or a record the sink cannot take: never retried
+                log.error("outbox_rejected", sink=self.sink.name, seq=seq, reason=redact(repr(exc)))
+                self._remove(seq)
+                continue
+            self._remove(seq)
             sent += 1
-            try:
-                self.outbox._delivered(seq)
-            except sqlite3.Error as exc:  # sent again later: at least once, never lost
-                log.error("outbox_delete_failed", sink=self.sink.name, reason=str(exc))
             if delay is not None:
                 log.info(
                     "sink_recovered",
@@ -250,3 +253,9 @@ class _Worker:
                     down_s=round(time.monotonic() - failing_since, 1),
                 )
                 delay = None
+
+    def _remove(self, seq: int) -> None:
+        try:
+            self.outbox._delivered(seq)
+        except sqlite3.Error as exc:  # sent again after a restart: at least once, never lost
+            log.error("outbox_delete_failed", sink=self.sink.name, reason=str(exc))

@@ -6,10 +6,12 @@ timed-out connection) raises `SinkError`; the outbox does the retrying.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import IO, Any
@@ -25,6 +27,19 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """(`url` without ``user:password@``, its HTTP Basic ``Authorization`` value or None);
+    urllib would take ``user:password@host`` for the host name."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, None
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
+
+
 class WebhookSink:
     name = "webhook"
 
@@ -35,8 +50,10 @@ class WebhookSink:
             raise ValueError(f"url must be an http:// or https:// URL; got {redact(url)!r}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0; got {timeout_s}")
-        self.url = url
+        self.url, auth = _split_credentials(url)
         self.headers = {"Content-Type": "application/json", **(headers or {})}
+        if auth and not any(k.lower() == "authorization" for k in self.headers):
+            self.headers["Authorization"] = auth
         self.timeout_s = timeout_s
         self._opener = urllib.request.build_opener(_NoRedirect)
 
