@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test models engines bench-engines bench-accuracy bench-pipeline lint clean distclean
+.PHONY: install install-systemd run test models engines bench-engines bench-accuracy bench-pipeline bench-swap lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -48,6 +48,10 @@ bench-accuracy: $(VENV)/.installed
 # alprd's pipeline against the naive Ultralytics loop on the same video, same run.
 bench-pipeline: $(VENV)/.installed .venv-naive/.installed
 	$(PY) -m benchmarks.pipeline
+
+# A running daemon while a retrained plate model is dropped in: frame gaps and drops.
+bench-swap: $(VENV)/.installed
+	$(PY) -m benchmarks.swap
 
 # The naive loop's own venv (benchmarks only): Ultralytics predict needs
 # torchvision, which here comes only with the CUDA build of torch (~6 GB).
