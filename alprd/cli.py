@@ -118,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_warmup)
 
+    p = sub.add_parser("reads", parents=[common], help="events stored in the SQLite store")
+    p.add_argument("--since", metavar="WHEN", help="e.g. 1h, 30m, 2d, or a date/time (UTC)")
+    p.add_argument("--until", metavar="WHEN", help="as --since")
+    p.add_argument("--plate", metavar="PATTERN", help="plate, with * and ? wildcards")
+    p.add_argument("--camera", metavar="NAME")
+    p.add_argument("--limit", type=_positive_int, default=50, metavar="N")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_reads)
+
     p = sub.add_parser(
         "run",
         parents=[common],
@@ -341,3 +350,68 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     located = cfgmod.find_config(getattr(args, "config", None))
     return Service(located.path.resolve()).run()
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(text: str, now: float) -> float:
+    """`1h`, `30m`, `2d` ago, or an ISO 8601 date/time (UTC unless it says)."""
+    import re
+    from datetime import UTC, datetime
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
+    if m:
+        return now - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: expected 1h, 30m, 2d or a date like 2026-11-27T08:00"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def cmd_reads(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from alprd.sinks.sqlite import SqliteSink
+
+    config = _load(args)
+    db = config.outputs.sqlite.path
+    if not db.is_file():
+        print(f"no store at {db} (outputs.sqlite): nothing read yet", file=sys.stderr)
+        return ExitCode.FAILURE
+    now = time.time()
+    try:
+        since = parse_when(args.since, now) if args.since else None
+        until = parse_when(args.until, now) if args.until else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    store = SqliteSink(db)
+    try:
+        rows = store.query(
+            since=since, until=until, plate_pattern=args.plate, camera=args.camera,
+            limit=args.limit,
+        )  # fmt: skip
+    finally:
+        store.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return ExitCode.OK
+    table = Table(show_edge=False)
+    for col in ("first seen (UTC)", "camera", "plate", "confidence", "reads", "vehicle", "known"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["first_seen"], r["camera"], r["plate"], f"{r['confidence']:.2f}", str(r["reads"]),
+            r.get("vehicle_class") or "", r.get("known_label") or "",
+        )  # fmt: skip
+    Console(width=120).print(table)
+    return ExitCode.OK

@@ -245,16 +245,22 @@ class JsonlOutput(_Section):
     enabled: bool = False
     path: Path = Path("reads.jsonl")
     max_mb: float = Field(100.0, gt=0)
+    keep: int = Field(5, ge=0)
 
 
 class MqttOutput(_Section):
     enabled: bool = False
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
+    client_id: str = ""
     username: str = ""
     password: str = ""
     tls: bool = False
+    tls_ca_file: Path | None = None
     topic_prefix: str = Field("alprd", pattern=r"^[^#+\s]+$")
+    keepalive_s: int = Field(30, ge=5)
+    publish_timeout_s: float = Field(10.0, gt=0)
+    reconnect_max_s: int = Field(30, ge=1)
 
 
 class WebhookOutput(_Section):
@@ -270,7 +276,15 @@ class WebhookOutput(_Section):
         return self
 
 
+class OutboxConfig(_Section):
+    path: Path = Path("outbox.db")
+    max_rows: int = Field(10_000, ge=1)
+    retry_initial_s: float = Field(1.0, gt=0)
+    retry_max_s: float = Field(60.0, gt=0)
+
+
 class OutputsConfig(_Section):
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     sqlite: SqliteOutput = Field(default_factory=SqliteOutput)
     jsonl: JsonlOutput = Field(default_factory=JsonlOutput)
     mqtt: MqttOutput = Field(default_factory=MqttOutput)
@@ -329,8 +343,11 @@ class Config(_Section):
         for role in (self.models.vehicle, self.models.plate, self.models.ocr):
             role.source = _under(p.models_dir, role.source)
         self.models.ocr.dictionary = _under(p.models_dir, self.models.ocr.dictionary)
-        for out in (self.outputs.sqlite, self.outputs.jsonl):
+        for out in (self.outputs.sqlite, self.outputs.jsonl, self.outputs.outbox):
             out.path = _under(p.state_dir, out.path)
+        mqtt = self.outputs.mqtt
+        if mqtt.tls_ca_file is not None:
+            mqtt.tls_ca_file = _under(p.root, mqtt.tls_ca_file)
         return self
 
 

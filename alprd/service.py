@@ -34,6 +34,8 @@ from alprd.pipeline.source import CameraReader, LatestFrame
 from alprd.pipeline.stream import CameraPipeline
 from alprd.pipeline.types import PlateEvent
 from alprd.rebuild import Built, Rebuilder
+from alprd.sinks.base import SinkError
+from alprd.sinks.outputs import Outputs
 from alprd.systemd import Notifier
 from alprd.watch import ModelWatcher
 
@@ -73,6 +75,7 @@ class Service:
         self._swaps: deque[Built] = deque()
         self.cameras: dict[str, Camera] = {}
         self.watcher: ModelWatcher | None = None
+        self.outputs: Outputs | None = None
         self.rebuilder: Rebuilder | None = None
         self._samples: deque[Path] = deque()
         self._sample_names = count()
@@ -116,6 +119,11 @@ class Service:
             for problem in exc.problems:
                 log.error("config_invalid", problem=str(problem))
             return ExitCode.CONFIG
+        try:
+            self.outputs = Outputs.open(self.config)
+        except (SinkError, OSError) as exc:
+            log.error("outputs_failed", reason=str(exc))
+            return ExitCode.FATAL
         self.rebuilder = Rebuilder(
             lambda: self.config,  # type: ignore[arg-type,return-value]
             self._serving_fingerprint,
@@ -351,6 +359,8 @@ class Service:
             "plate_event", camera=event.camera, plate=event.plate, confidence=event.confidence,
             reads=event.reads, vehicle=event.vehicle_class, known=event.known_label,
         )  # fmt: skip
+        if self.outputs is not None:
+            self.outputs.emit(event)
         if self.on_event is not None:
             self.on_event(event)
 
@@ -447,6 +457,8 @@ class Service:
             self._close_camera(name, timeout=max(0.1, deadline - time.monotonic()))
         if self.recognizer is not None:
             self.recognizer.close()
+        if self.outputs is not None:
+            self.outputs.close(timeout=max(0.1, deadline - time.monotonic()))
         late = time.monotonic() > deadline
         log.info("alprd_stopped", within_deadline=not late)
         return ExitCode.OK

@@ -182,7 +182,8 @@ def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loo
     config = write_config(
         site,
         camera("rear", NL_VIDEO, fps=5) + camera("dead", "rtsp://127.0.0.1:9/none", fps=5),
-        "[sources]\nreconnect_initial_s = 0.1\nreconnect_max_s = 0.5\nopen_timeout_s = 1\n",
+        "[sources]\nreconnect_initial_s = 0.1\nreconnect_max_s = 0.5\nopen_timeout_s = 1\n"
+        "[outputs.jsonl]\nenabled = true\n",
     )
     d = Daemon(config, sock)
     try:
@@ -197,3 +198,13 @@ def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loo
     assert plates == ["L417VS"]
     lost = [e for e in events if e["event"] == "camera_lost"]
     assert len(lost) == 1 and lost[0]["camera"] == "dead"
+    # Stored and written: the SQLite store (alprd reads) and the JSONL file.
+    reads = subprocess.run(
+        [sys.executable, "-m", "alprd", "reads", "--json", "--config", str(config)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    [stored] = [json.loads(line) for line in reads.stdout.splitlines()]
+    assert (stored["plate"], stored["camera"]) == ("L417VS", "rear")
+    assert stored["first_seen"].endswith("Z") and stored["reads"] >= 3
+    [line] = (site / "state" / "reads.jsonl").read_text().splitlines()
+    assert json.loads(line)["id"] == stored["id"]
