@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_reads)
 
+    p = sub.add_parser("status", parents=[common], help="the running daemon's state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser(
         "run",
         parents=[common],
@@ -414,4 +418,45 @@ def cmd_reads(args: argparse.Namespace) -> int:
             r.get("vehicle_class") or "", r.get("known_label") or "",
         )  # fmt: skip
     Console(width=120).print(table)
+    return ExitCode.OK
+
+
+#: `alprd status` exit code when the daemon is not running (as LSB init scripts).
+NOT_RUNNING = 3
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from alprd.observe import STATUS_FILE, is_running, read_status
+
+    config = _load(args)
+    status = read_status(config.paths.state_dir)
+    if status is None:
+        print(f"alprd is not running (no {config.paths.state_dir / STATUS_FILE})")
+        return NOT_RUNNING
+    running = status.status != "stopped" and is_running(status, stale_after_s=15.0)
+    if args.json:
+        print(json.dumps({"running": running, **status.__dict__}))
+        return ExitCode.OK if running else NOT_RUNNING
+    updated = datetime.fromtimestamp(status.updated_at, UTC).isoformat(timespec="seconds")
+    if not running:
+        print(f"alprd is not running (last status {updated}: {status.status})")
+        return NOT_RUNNING
+    print(f"alprd pid {status.pid}: {status.status}")
+    for role, e in status.engines.items():
+        print(
+            f"  engine {role:<8} {e['backend']} {e['precision']} "
+            f"#{e['generation']} {e['fingerprint']}"
+        )
+    for name, c in status.cameras.items():
+        print(
+            f"  camera {name:<10} {c['state']:<12} frames {c['processed']} dropped {c['dropped']} "
+            f"reads {c['reads']} events {c['events']} reconnects {c['reconnects']}"
+        )
+    for name, n in status.outbox.items():
+        print(f"  outbox {name}: {n} pending")
+    for ev in status.last_events[-5:]:
+        print(f"  event  {ev['first_seen']} {ev['camera']} {ev['plate']} {ev['confidence']:.2f}")
     return ExitCode.OK

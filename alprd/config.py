@@ -283,8 +283,16 @@ class OutboxConfig(_Section):
     retry_max_s: float = Field(60.0, gt=0)
 
 
+class SnapshotsOutput(_Section):
+    enabled: bool = True
+    path: Path = Path("snapshots")
+    quota_mb: float = Field(500.0, gt=0)
+    jpeg_quality: int = Field(90, ge=10, le=100)
+
+
 class OutputsConfig(_Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    snapshots: SnapshotsOutput = Field(default_factory=SnapshotsOutput)
     sqlite: SqliteOutput = Field(default_factory=SqliteOutput)
     jsonl: JsonlOutput = Field(default_factory=JsonlOutput)
     mqtt: MqttOutput = Field(default_factory=MqttOutput)
@@ -292,6 +300,12 @@ class OutputsConfig(_Section):
 
 
 # --------------------------------------------------------------------------- service
+
+
+class MetricsConfig(_Section):
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = Field(9108, ge=1, le=65535)
 
 
 class ServiceConfig(_Section):
@@ -317,6 +331,7 @@ class Config(_Section):
     plates: PlatesConfig = Field(default_factory=PlatesConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("cameras")
     @classmethod
@@ -343,7 +358,8 @@ class Config(_Section):
         for role in (self.models.vehicle, self.models.plate, self.models.ocr):
             role.source = _under(p.models_dir, role.source)
         self.models.ocr.dictionary = _under(p.models_dir, self.models.ocr.dictionary)
-        for out in (self.outputs.sqlite, self.outputs.jsonl, self.outputs.outbox):
+        o = self.outputs
+        for out in (o.sqlite, o.jsonl, o.outbox, o.snapshots):
             out.path = _under(p.state_dir, out.path)
         mqtt = self.outputs.mqtt
         if mqtt.tls_ca_file is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import cv2
 
@@ -28,6 +29,7 @@ from alprd.engines import cache, manager
 from alprd.engines.base import EngineError, Role
 from alprd.exitcodes import ExitCode
 from alprd.log import get_logger, redact
+from alprd.observe import Metrics, Status, StatusWriter
 from alprd.ops import Image
 from alprd.pipeline.recognizer import LoadedEngine, Recognizer, load_engine, roles_of
 from alprd.pipeline.source import CameraReader, LatestFrame
@@ -56,6 +58,7 @@ class Camera:
     window_frames: int = 0  # frames processed since the last health line
 
 
+STATUS_EVERY_S = 2.0  # status file and metrics gauges
 SAMPLES_KEPT = 8  # recent camera frames kept to validate new engines on
 SAMPLE_EVERY_S = 20.0
 
@@ -76,6 +79,9 @@ class Service:
         self.cameras: dict[str, Camera] = {}
         self.watcher: ModelWatcher | None = None
         self.outputs: Outputs | None = None
+        self.metrics = Metrics()
+        self.status_writer: StatusWriter | None = None
+        self.started_at = time.time()
         self.rebuilder: Rebuilder | None = None
         self._samples: deque[Path] = deque()
         self._sample_names = count()
@@ -119,6 +125,12 @@ class Service:
             for problem in exc.problems:
                 log.error("config_invalid", problem=str(problem))
             return ExitCode.CONFIG
+        self.status_writer = StatusWriter(self.config.paths.state_dir)
+        if self.config.metrics.enabled:
+            try:
+                self.metrics.serve(self.config.metrics.port, self.config.metrics.address)
+            except OSError as exc:
+                log.warning("metrics_unavailable", port=self.config.metrics.port, reason=str(exc))
         try:
             self.outputs = Outputs.open(self.config)
         except (SinkError, OSError) as exc:
@@ -147,6 +159,7 @@ class Service:
         summary = self._summary()
         self.notifier.ready(summary)
         log.info("alprd_ready", status=summary)
+        self._observe(summary)
         try:
             self._loop()
         except Exception:
@@ -300,8 +313,9 @@ class Service:
             max_s=s.reconnect_max_s, open_timeout_s=s.open_timeout_s,
         )  # fmt: skip
         pipeline = CameraPipeline(
-            cam.name, self.recognizer, self.config, zone=cam.zone, regions=cam.regions
-        )
+            cam.name, self.recognizer, self.config, zone=cam.zone, regions=cam.regions,
+            keep_snapshots=self.config.outputs.snapshots.enabled,
+        )  # fmt: skip
         self.cameras[cam.name] = Camera(cam, slot, reader, pipeline)
         reader.start()
         log.info("camera_opened", camera=cam.name, url=redact(cam.url), fps=cam.fps)
@@ -321,6 +335,8 @@ class Service:
         ping = self.notifier.watchdog_s
         next_ping = time.monotonic()
         next_health = time.monotonic() + self.config.service.health_interval_s
+        next_status = time.monotonic() + STATUS_EVERY_S
+        next_tick = time.monotonic()
         while True:
             while self._signals:
                 sig = self._signals.popleft()
@@ -340,12 +356,25 @@ class Service:
                 cam.processed += 1
                 cam.window_frames += 1
                 self._keep_sample(cam, frame.image)
+                self.metrics.frames.labels(cam.config.name).inc()
+                times = self.recognizer.times.samples if self.recognizer else {}
+                for stage, values in times.items():
+                    if values:
+                        self.metrics.stage.labels(stage).observe(values[-1])
                 if self.on_frame is not None:
                     self.on_frame(cam.config.name, frame.index)
             now = time.monotonic()
             if ping is not None and now >= next_ping:
                 self.notifier.watchdog()
                 next_ping = now + ping
+            if now >= next_tick:  # passes of cameras gone quiet still end
+                for cam in list(self.cameras.values()):
+                    for event in cam.pipeline.tick(time.time()):
+                        self._emit(cam, event)
+                next_tick = now + 0.5
+            if now >= next_status:
+                self._observe(self._summary())
+                next_status = now + STATUS_EVERY_S
             if now >= next_health:
                 self._health(self.config.service.health_interval_s)
                 next_health = now + self.config.service.health_interval_s
@@ -360,7 +389,10 @@ class Service:
             reads=event.reads, vehicle=event.vehicle_class, known=event.known_label,
         )  # fmt: skip
         if self.outputs is not None:
-            self.outputs.emit(event)
+            record = self.outputs.emit(event, cam.pipeline.take_snapshot(event))
+            if self.status_writer is not None:
+                self.status_writer.last_events.append(record)
+        self.metrics.events.labels(event.camera).inc()
         if self.on_event is not None:
             self.on_event(event)
 
@@ -378,6 +410,51 @@ class Service:
         )
         for cam in self.cameras.values():
             cam.window_frames = 0
+
+    def _observe(self, summary: str) -> None:
+        """Refresh the metrics gauges and the status file."""
+        m = self.metrics
+        engines: dict[str, dict[str, Any]] = {}
+        if self.recognizer is not None:
+            for role, e in self.recognizer.engines.items():
+                generation = self.recognizer.generations.get(role, 1)
+                m.generation.labels(role).set(generation)
+                engines[role] = {
+                    "backend": e.backend, "precision": e.precision,
+                    "fingerprint": e.fingerprint[:12], "generation": generation,
+                }  # fmt: skip
+        cameras = {}
+        for name, cam in self.cameras.items():
+            m.dropped.labels(name).set(cam.slot.dropped)
+            m.reads.labels(name).set(cam.pipeline.reads)
+            m.camera_up.labels(name).set(1 if cam.reader.state == "streaming" else 0)
+            cameras[name] = {
+                "state": cam.reader.state,
+                "processed": cam.processed,
+                "dropped": cam.slot.dropped,
+                "reads": cam.pipeline.reads,
+                "events": cam.events,
+                "reconnects": cam.reader.reconnects,
+            }
+        outbox = {}
+        if self.outputs is not None and self.outputs.outbox is not None:
+            for name in self.outputs.queued:
+                outbox[name] = self.outputs.outbox.pending(name)
+                m.outbox.labels(name).set(outbox[name])
+        if self.rebuilder is not None:
+            m.builds.set(self.rebuilder.builds)
+        if self.status_writer is not None:
+            self.status_writer.write(
+                Status(
+                    pid=os.getpid(),
+                    started_at=self.started_at,
+                    updated_at=time.time(),
+                    status=summary,
+                    engines=engines,
+                    cameras=cameras,
+                    outbox=outbox,
+                )
+            )
 
     # ------------------------------------------------------------------ reload
 
@@ -428,7 +505,7 @@ class Service:
                 self._emit(cam, event)
             cam.pipeline = CameraPipeline(
                 cam.config.name, self.recognizer, new, zone=cam.config.zone,
-                regions=cam.config.regions,
+                regions=cam.config.regions, keep_snapshots=new.outputs.snapshots.enabled,
             )  # fmt: skip
         for name, cam_config in wanted.items():
             if name not in self.cameras:
@@ -460,5 +537,6 @@ class Service:
         if self.outputs is not None:
             self.outputs.close(timeout=max(0.1, deadline - time.monotonic()))
         late = time.monotonic() > deadline
+        self._observe("stopped")
         log.info("alprd_stopped", within_deadline=not late)
         return ExitCode.OK

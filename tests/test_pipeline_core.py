@@ -272,3 +272,11 @@ def test_low_confidence_passes_are_not_emitted_and_known_plates_are_labelled():
     v.add("v2", read("ABC12E"))
     event = v.end("v2")
     assert (event.known_label, event.known_plate) == ("staff", "ABC123")
+
+
+def test_tick_ends_quiet_tracks():
+    tr = Tracker(max_age_s=1.0)
+    tr.update([(0, 0, 10, 10)], now=0.0)
+    assert tr.update([], now=0.5) == ([], [])
+    ids, ended = tr.update([], now=1.6)
+    assert ids == [] and [t.id for t in ended] == [1]

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -185,12 +186,25 @@ def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loo
         "[sources]\nreconnect_initial_s = 0.1\nreconnect_max_s = 0.5\nopen_timeout_s = 1\n"
         "[outputs.jsonl]\nenabled = true\n",
     )
+    config.write_text(config.read_text() + "[metrics]\nport = 19108\n")
     d = Daemon(config, sock)
     try:
         sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
         time.sleep(9)  # the 5 s clip plays, its track ends
         sock.pump()
         assert sock.messages.count("WATCHDOG=1") >= 10
+        status = subprocess.run(
+            [sys.executable, "-m", "alprd", "status", "--config", str(config)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"alprd pid {d.proc.pid}: running: 2 cameras" in status.stdout
+        assert "camera dead" in status.stdout and "reconnecting" in status.stdout
+        assert "L417VS" in status.stdout  # the last events
+        metrics = urllib.request.urlopen("http://127.0.0.1:19108/metrics", timeout=5).read()
+        assert b'alprd_frames_total{camera="rear"}' in metrics
+        assert b'alprd_events_total{camera="rear"} 1.0' in metrics
+        assert b'alprd_stage_seconds_count{stage="vehicle"}' in metrics
     finally:
         code, events = d.stop()
     assert code == 0
@@ -208,3 +222,11 @@ def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loo
     assert stored["first_seen"].endswith("Z") and stored["reads"] >= 3
     [line] = (site / "state" / "reads.jsonl").read_text().splitlines()
     assert json.loads(line)["id"] == stored["id"]
+    after = subprocess.run(
+        [sys.executable, "-m", "alprd", "status", "--config", str(config)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert after.returncode == 3 and "not running" in after.stdout
+    plate_jpg, vehicle_jpg = stored["snapshots"]
+    assert plate_jpg.endswith(f"{stored['id']}-plate.jpg") and Path(plate_jpg).is_file()
+    assert cv2.imread(vehicle_jpg).shape[0] > cv2.imread(plate_jpg).shape[0]

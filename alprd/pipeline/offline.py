@@ -153,7 +153,7 @@ def _event(
         f"{e.reads} reads" + (f", {e.vehicle_class}" if e.vehicle_class else "")
     )
     _emit(out, options, record, human)
-    snap = pipe.snapshot(e) if options.save else None
+    snap = pipe.take_snapshot(e) if options.save else None
     if snap is not None and options.save is not None:
         image = annotate.draw(snap.image, [], [(snap.read.plate, e.plate)])
         name = f"{Path(url).stem}-{e.first_frame:06d}-{e.plate}.jpg"

@@ -62,7 +62,8 @@ class CameraPipeline:
             known=self.rules.known_match,
         )
         self.keep_snapshots = keep_snapshots
-        self.snapshots: dict[str, Snapshot] = {}
+        self.snapshots: dict[str, Snapshot] = {}  # by open pass
+        self._event_snapshots: dict[int, Snapshot] = {}  # by emitted event, until taken
         self.frames = 0
         self.reads = 0
 
@@ -80,16 +81,30 @@ class CameraPipeline:
         ]
         o_ids, o_ended = self.orphans.update([p.box for p in orphans], frame.time)
         orphan_of = {id(p): tid for p, tid in zip(orphans, o_ids, strict=True)}
-        events = [self.voter.end(f"v{t.id}") for t in v_ended]
-        events += [self.voter.end(f"p{t.id}") for t in o_ended]
+        events: list[PlateEvent] = []
+        for key in [f"v{t.id}" for t in v_ended] + [f"p{t.id}" for t in o_ended]:
+            self._settle(key, self.voter.end(key), events, ended=True)
         for plate, text in result.plates:
             key = (
                 f"v{track_of[id(plate.vehicle)]}"
                 if plate.vehicle is not None and id(plate.vehicle) in track_of
                 else f"p{orphan_of[id(plate)]}"
             )
-            events.append(self._read(key, frame, plate, text))
-        return [e for e in events if e is not None]
+            self._settle(key, self._read(key, frame, plate, text), events, ended=False)
+        return events
+
+    def _settle(
+        self, key: str, event: PlateEvent | None, out: list[PlateEvent], *, ended: bool
+    ) -> None:
+        """Record `event` (if any) and hand its pass's snapshot over to it; a pass
+        that ended without an event lets its snapshot go."""
+        if event is not None:
+            out.append(event)
+            snap = self.snapshots.pop(key, None)
+            if snap is not None:
+                self._event_snapshots[id(event)] = snap
+        elif ended:
+            self.snapshots.pop(key, None)
 
     def _read(self, key: str, frame: Frame, plate: Plate, text: Text) -> PlateEvent | None:
         ruled = self.rules.apply(text)
@@ -103,15 +118,25 @@ class CameraPipeline:
                 self.snapshots[key] = Snapshot(frame.image, read)
         return self.voter.add(key, read)
 
+    def tick(self, now: float) -> list[PlateEvent]:
+        """Advance the clock without a frame (a camera gone quiet): passes whose
+        tracks are older than tracking.max_age_s end and give their events."""
+        _, v_ended = self.vehicles.update([], now)
+        _, o_ended = self.orphans.update([], now)
+        events: list[PlateEvent] = []
+        for key in [f"v{t.id}" for t in v_ended] + [f"p{t.id}" for t in o_ended]:
+            self._settle(key, self.voter.end(key), events, ended=True)
+        return events
+
     def finish(self) -> list[PlateEvent]:
         """End every pass (end of file, shutdown) and return their events."""
         self.vehicles.finish()
         self.orphans.finish()
-        return self.voter.finish()
+        events: list[PlateEvent] = []
+        for key in self.voter.open_passes:
+            self._settle(key, self.voter.end(key), events, ended=True)
+        return events
 
-    def snapshot(self, event: PlateEvent) -> Snapshot | None:
-        for key in (f"v{event.track_id}", f"p{event.track_id}"):
-            snap = self.snapshots.get(key)
-            if snap is not None and snap.read.plate.box == event.plate_box:
-                return snap
-        return None
+    def take_snapshot(self, event: PlateEvent) -> Snapshot | None:
+        """The frame of `event`'s most confident read (when snapshots are kept)."""
+        return self._event_snapshots.pop(id(event), None)

@@ -95,6 +95,10 @@ class Voter:
             return None
         return self._emit(key, p)
 
+    @property
+    def open_passes(self) -> list[str]:
+        return list(self._passes)
+
     def finish(self) -> list[PlateEvent]:
         events = [self.end(k) for k in list(self._passes)]
         return [e for e in events if e is not None]

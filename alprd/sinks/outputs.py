@@ -13,11 +13,13 @@ from functools import partial
 
 from alprd import config as cfgmod
 from alprd.log import get_logger
+from alprd.pipeline.stream import Snapshot
 from alprd.pipeline.types import PlateEvent
 from alprd.sinks.base import Record, Sink, SinkError, event_to_dict, new_event_id
 from alprd.sinks.jsonl import JsonlSink
 from alprd.sinks.mqtt import MqttSink
 from alprd.sinks.outbox import Outbox, Retry
+from alprd.sinks.snapshots import SnapshotStore
 from alprd.sinks.sqlite import SqliteSink
 from alprd.sinks.webhook import WebhookSink
 
@@ -25,8 +27,15 @@ log = get_logger("alprd.outputs")
 
 
 class Outputs:
-    def __init__(self, local: list[Sink], outbox: Outbox | None, queued: list[str]) -> None:
+    def __init__(
+        self,
+        local: list[Sink],
+        outbox: Outbox | None,
+        queued: list[str],
+        snapshots: SnapshotStore | None = None,
+    ) -> None:
         self.local, self.outbox, self.queued = local, outbox, queued
+        self.snapshots = snapshots
         self._failing: set[str] = set()
         self.written = 0
 
@@ -67,10 +76,23 @@ class Outputs:
             )  # fmt: skip
         names = [s.name for s in local] + [s.name for s in network]
         log.info("outputs_opened", outputs=",".join(names) or "none")
-        return cls(local, outbox, [s.name for s in network])
+        snaps = o.snapshots
+        store = (
+            SnapshotStore(snaps.path, snaps.quota_mb, snaps.jpeg_quality) if snaps.enabled else None
+        )
+        return cls(local, outbox, [s.name for s in network], store)
 
-    def emit(self, event: PlateEvent) -> Record:
+    def emit(self, event: PlateEvent, snapshot: Snapshot | None = None) -> Record:
         record = event_to_dict(event, new_event_id())
+        if self.snapshots is not None and snapshot is not None:
+            store = self.snapshots
+
+            def save() -> None:
+                record["snapshots"] = store.save(
+                    record["id"], event.camera, snapshot.image, event.plate_box, event.vehicle_box
+                )
+
+            self._guard("snapshots", save)
         for sink in self.local:
             self._guard(sink.name, partial(sink.write, record))
         if self.outbox is not None:

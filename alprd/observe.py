@@ -1,0 +1,103 @@
+"""What the running daemon shows about itself: Prometheus metrics on a loopback
+port, and a status file (`state_dir/status.json`) that `alprd status` reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from alprd.log import get_logger
+
+log = get_logger("alprd.observe")
+
+STATUS_FILE = "status.json"
+
+
+class Metrics:
+    """The daemon's Prometheus metrics, in their own registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.frames = Counter("alprd_frames", "Frames processed", ["camera"], registry=r)
+        self.dropped = Gauge(
+            "alprd_frames_dropped", "Frames a camera delivered that were never processed",
+            ["camera"], registry=r,
+        )  # fmt: skip
+        self.stage = Histogram(
+            "alprd_stage_seconds", "Time per frame in each stage", ["stage"], registry=r,
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28),
+        )  # fmt: skip
+        self.reads = Gauge(
+            "alprd_reads", "Plate reads that passed the rules", ["camera"], registry=r
+        )
+        self.events = Counter(
+            "alprd_events", "Events (vehicle passes) emitted", ["camera"], registry=r
+        )
+        self.outbox = Gauge(
+            "alprd_outbox_pending", "Events waiting for an output", ["output"], registry=r
+        )
+        self.generation = Gauge(
+            "alprd_engine_generation", "Engine generation", ["model"], registry=r
+        )
+        self.builds = Gauge("alprd_engine_builds", "Background engine builds", registry=r)
+        self.camera_up = Gauge("alprd_camera_up", "1 when a camera streams", ["camera"], registry=r)
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+        log.info("metrics_serving", address=address, port=port)
+
+
+@dataclass
+class Status:
+    """The state file: what `alprd status` prints."""
+
+    pid: int
+    started_at: float
+    updated_at: float
+    status: str
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outbox: dict[str, int] = field(default_factory=dict)
+    last_events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StatusWriter:
+    def __init__(self, state_dir: Path, keep_events: int = 10) -> None:
+        self.path = state_dir / STATUS_FILE
+        self.last_events: deque[dict[str, Any]] = deque(maxlen=keep_events)
+
+    def write(self, status: Status) -> None:
+        """Atomically (temp file + rename); a failure is logged, never raised."""
+        status.last_events = list(self.last_events)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(asdict(status), indent=1), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("status_not_written", file=str(self.path), reason=str(exc))
+
+
+def read_status(state_dir: Path) -> Status | None:
+    try:
+        data = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+        return Status(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def is_running(status: Status, stale_after_s: float) -> bool:
+    try:
+        os.kill(status.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user (the service's dynamic user)
+    return time.time() - status.updated_at <= stale_after_s
