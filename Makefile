@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test models engines bench-engines bench-accuracy bench-pipeline bench-swap lint clean distclean
+.PHONY: install install-systemd run test models engines bench-engines bench-accuracy bench-pipeline bench-swap bench-outputs lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -52,6 +52,10 @@ bench-pipeline: $(VENV)/.installed .venv-naive/.installed
 # A running daemon while a retrained plate model is dropped in: frame gaps and drops.
 bench-swap: $(VENV)/.installed
 	$(PY) -m benchmarks.swap
+
+# Events per second into SQLite + JSONL + MQTT through the outbox (needs mosquitto).
+bench-outputs: $(VENV)/.installed
+	$(PY) -m benchmarks.outputs
 
 # The naive loop's own venv (benchmarks only): Ultralytics predict needs
 # torchvision, which here comes only with the CUDA build of torch (~6 GB).
