@@ -289,4 +289,5 @@ def test_toml_parse_of_the_default_file_has_no_surprises():
         "plates",
         "outputs",
         "service",
+        "metrics",
     }

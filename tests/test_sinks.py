@@ -584,3 +584,45 @@ def test_mqtt_last_will_says_offline_when_alprd_dies(broker: Broker) -> None:
         if child.poll() is None:
             child.kill()
         sub.close()
+
+
+def test_outputs_that_cannot_open_are_left_out_and_the_others_run(tmp_path):
+    """A state directory that cannot hold files (here: it is a file) gives a clear
+    error per output; the ones that can still work and emit() never raises."""
+    from structlog.testing import capture_logs
+
+    from alprd import config as cfgmod
+    from alprd.pipeline.types import PlateEvent
+    from alprd.sinks.outputs import Outputs
+
+    blocked = tmp_path / "state-is-a-file"
+    blocked.write_text("x")
+    (tmp_path / "alprd.toml").write_text(
+        f'[paths]\nroot = "."\nstate_dir = "{blocked}"\n'
+        f'[outputs.jsonl]\nenabled = true\npath = "{tmp_path / "ok" / "reads.jsonl"}"\n'
+    )
+    with capture_logs() as logs:
+        outputs = Outputs.open(cfgmod.load(tmp_path / "alprd.toml"))
+        record = outputs.emit(
+            PlateEvent(
+                camera="gate",
+                plate="AB123",
+                confidence=0.9,
+                char_confidences=(0.9,) * 5,
+                first_seen=1.0,
+                last_seen=2.0,
+                first_frame=0,
+                last_frame=1,
+                plate_box=(1, 2, 3, 4),
+                vehicle_box=None,
+                vehicle_class=None,
+                reads=3,
+                track_id=1,
+            )
+        )
+        outputs.close()
+    failed = {e["output"] for e in logs if e["event"] == "output_failed"}
+    assert failed == {"sqlite", "snapshots"}
+    assert all("state-is-a-file" in e["reason"] for e in logs if e["event"] == "output_failed")
+    line = (tmp_path / "ok" / "reads.jsonl").read_text()
+    assert json.loads(line)["id"] == record["id"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 from alprd import config as cfgmod
 from alprd.log import get_logger
@@ -24,6 +25,7 @@ from alprd.sinks.sqlite import SqliteSink
 from alprd.sinks.webhook import WebhookSink
 
 log = get_logger("alprd.outputs")
+T = TypeVar("T")
 
 
 class Outputs:
@@ -41,12 +43,26 @@ class Outputs:
 
     @classmethod
     def open(cls, config: cfgmod.Config) -> Outputs:
+        """Open every enabled output. One that cannot be opened (a read-only or
+        full state directory, a bad path) is logged with the reason and left out:
+        the pipeline and the other outputs still run."""
         o = config.outputs
+
+        def opened(name: str, make: Callable[[], T]) -> T | None:
+            try:
+                return make()
+            except (SinkError, OSError, ValueError) as exc:
+                log.error("output_failed", output=name, reason=str(exc), action="left out")
+                return None
+
         local: list[Sink] = []
-        if o.sqlite.enabled:
-            local.append(SqliteSink(o.sqlite.path))
-        if o.jsonl.enabled:
-            local.append(JsonlSink(o.jsonl.path, max_mb=o.jsonl.max_mb, keep=o.jsonl.keep))
+        if o.sqlite.enabled and (sq := opened("sqlite", lambda: SqliteSink(o.sqlite.path))):
+            local.append(sq)
+        j = o.jsonl
+        if j.enabled and (
+            js := opened("jsonl", lambda: JsonlSink(j.path, max_mb=j.max_mb, keep=j.keep))
+        ):
+            local.append(js)
         network: list[Sink] = []
         if o.mqtt.enabled:
             m = o.mqtt
@@ -70,16 +86,29 @@ class Outputs:
             network.append(WebhookSink(w.url, headers=w.headers, timeout_s=w.timeout_s))
         outbox = None
         if network:
-            outbox = Outbox(
-                o.outbox.path, network, max_rows=o.outbox.max_rows,
-                retry=Retry(o.outbox.retry_initial_s, o.outbox.retry_max_s),
-            )  # fmt: skip
-        names = [s.name for s in local] + [s.name for s in network]
-        log.info("outputs_opened", outputs=",".join(names) or "none")
+            box = o.outbox
+            outbox = opened(
+                "outbox",
+                lambda: Outbox(
+                    box.path,
+                    network,
+                    max_rows=box.max_rows,
+                    retry=Retry(box.retry_initial_s, box.retry_max_s),
+                ),
+            )
+            if outbox is None:
+                for sink in network:
+                    sink.close()
+                network = []
         snaps = o.snapshots
-        store = (
-            SnapshotStore(snaps.path, snaps.quota_mb, snaps.jpeg_quality) if snaps.enabled else None
-        )
+        store = None
+        if snaps.enabled:
+            store = opened(
+                "snapshots", lambda: SnapshotStore(snaps.path, snaps.quota_mb, snaps.jpeg_quality)
+            )
+        names = [s.name for s in local] + [s.name for s in network]
+        names += ["snapshots"] if store else []
+        log.info("outputs_opened", outputs=",".join(names) or "none")
         return cls(local, outbox, [s.name for s in network], store)
 
     def emit(self, event: PlateEvent, snapshot: Snapshot | None = None) -> Record:
