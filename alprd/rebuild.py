@@ -105,11 +105,10 @@ class Rebuilder:
             log.debug("engine_already_serving", model=role)
             return
         started = time.monotonic()
-        config_for_build = config
         outcome = manager.ensure(
             target,
-            timeout_s=config_for_build.engines.build_timeout_s,
-            nice=max(config_for_build.engines.build_nice, 10),
+            timeout_s=config.engines.build_timeout_s,
+            nice=max(config.engines.build_nice, 10),  # never ahead of the running pipeline
         )
         self.builds += 1
         if outcome.status not in ("built", "current"):
