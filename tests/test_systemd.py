@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, SHARED_DATA
 
 HERE = REPO / "tests" / "systemd"
 UNITS = ("alprd.service", "alprd-warmup.service")
@@ -286,3 +286,79 @@ def test_a_config_error_is_not_restarted(sd, site):
     finally:
         config.write_text(original)
         sd("systemctl", "reset-failed", check=False)
+
+
+def test_make_install_systemd_then_start_just_works(tmp_path):
+    """What README tells an operator, in a fresh container: `make install-systemd`,
+    add a camera, `systemctl enable --now alprd`: the warm-up builds the engines, the
+    daemon runs as its dynamic user, reads the plate, stores it, and reports."""
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "placeholder.service").write_text("[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    pidfile = str(tmp_path / "pid1")
+    run(str(HERE / "boot.sh"), str(units), pidfile, str(tmp_path / "log"))
+    ns = (
+        "nsenter",
+        "-t",
+        Path(pidfile).read_text().strip(),
+        "-m",
+        "-p",
+        "-u",
+        "-i",
+        "-C",
+        "-r",
+        "-w",
+    )
+    try:
+        install = run(*ns, "make", "-C", str(REPO), "install-systemd", check=False, timeout=900)
+        assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+        video = SHARED_DATA / "videos" / "rear-nl-L417VS.mp4"
+        clip = "/var/lib/alprd/clip.mp4"
+        if video.is_file():
+            run(*ns, "cp", str(video), clip)
+        else:
+            out = cv2.VideoWriter(
+                str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240)
+            )
+            for i in range(100):
+                out.write(np.full((240, 320, 3), i, np.uint8))
+            out.release()
+            clip = "/var/lib/alprd/clip.avi"
+            run(*ns, "cp", str(tmp_path / "clip.avi"), clip)
+        camera = f'\\n[[cameras]]\\nname = "rear"\\nurl = "{clip}"\\nfps = 5\\n'
+        run(*ns, "sh", "-c", f"printf '{camera}' >> /etc/alprd/alprd.toml")
+        run(*ns, "systemctl", "enable", "--now", "alprd", timeout=300)
+        assert run(*ns, "systemctl", "is-active", "alprd-warmup", "alprd").stdout.split() == [
+            "active",
+            "active",
+        ]
+        assert wait(
+            lambda: (
+                "camera_ended camera=rear"
+                in run(*ns, "journalctl", "-u", "alprd", "-o", "cat").stdout
+            ),
+            timeout=60,
+        )
+        status = run(
+            *ns, "/opt/alprd/venv/bin/alprd", "status", "--config", "/etc/alprd/alprd.toml"
+        )
+        assert (
+            "running: 1 camera, engines vehicle=openvino plate=openvino ocr=openvino"
+            in status.stdout
+        )
+        if video.is_file():
+            reads = run(
+                *ns,
+                "/opt/alprd/venv/bin/alprd",
+                "reads",
+                "--json",
+                "--config",
+                "/etc/alprd/alprd.toml",
+            )
+            assert [json.loads(line)["plate"] for line in reads.stdout.splitlines()] == ["L417VS"]
+        assert (
+            run(*ns, "systemctl", "show", "-p", "User", "--value", "alprd").stdout.strip()
+            == "alprd"
+        )
+    finally:
+        run(str(HERE / "stop.sh"), pidfile, check=False)
