@@ -403,3 +403,16 @@ def test_int8_openvino_is_validated_honestly(site):
     assert outcome.status == "rejected"
     assert "validation failed" in outcome.message
     assert target.engine.read_bytes() == installed  # what served before still serves
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_broken_pt_is_refused_with_the_reason(site, damage):
+    path = site()
+    config = load(path)
+    pt = config.models.plate.source
+    data = pt.read_bytes()
+    pt.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(len(data)))
+    outcome = manager.ensure(manager.plan(config, "plate"))
+    assert outcome.status == "failed"
+    assert "not a loadable Ultralytics model" in outcome.message
+    assert not list(pt.parent.glob("*.onnxruntime.onnx"))  # nothing installed
