@@ -82,3 +82,25 @@ def test_bad_inputs_are_reported_and_the_others_still_run(tmp_path):
 def test_an_unknown_region_is_a_usage_error(tmp_path):
     proc = run_alprd("detect", "--region", "atlantis", str(tmp_path))
     assert proc.returncode == ExitCode.USAGE and "atlantis" in proc.stderr
+
+
+@needs(VIDEOS / "rear-nl-L417VS.mp4")
+def test_per_track_skipping_reads_a_decided_plate_only_now_and_then():
+    from alprd import config as cfgmod
+    from alprd.pipeline.recognizer import Recognizer
+    from alprd.pipeline.source import iter_file
+    from alprd.pipeline.stream import CameraPipeline
+
+    config = cfgmod.load(cfgmod.find_config().path)
+    recognizer = Recognizer.load(config)
+    pipe = CameraPipeline("rear", recognizer, config, early=False)
+    events = []
+    for frame in iter_file(str(VIDEOS / "rear-nl-L417VS.mp4"), "rear"):
+        events += pipe.process(frame)
+    events += pipe.finish()
+    recognizer.close()
+    assert [e.plate for e in events] == ["L417VS"]
+    t = config.tracking
+    assert pipe.skipped > pipe.frames / 2  # most frames no longer search the decided car
+    assert pipe.reads >= t.decided_after + (pipe.frames - 20) // t.recheck_every - 5  # rechecks
+    assert pipe.reads < pipe.frames / 2

@@ -154,7 +154,9 @@ class Recognizer:
             for b, c, k in zip(dets.xyxy, dets.confidence, dets.class_id, strict=True)
         ]
 
-    def plates(self, image: ops.Image, vehicles: Sequence[Vehicle]) -> list[Plate]:
+    def plates(
+        self, image: ops.Image, vehicles: Sequence[Vehicle], *, fallback: bool = True
+    ) -> list[Plate]:
         """Plates on the vehicle crops (batched); on the full frame when there is no
         vehicle model, or when the vehicles gave no plate (and the fallback is on)."""
         h, w = image.shape[:2]
@@ -173,7 +175,7 @@ class Recognizer:
             for b, c in zip(dets.xyxy, dets.confidence, strict=True):
                 box = (float(b[0] + ox), float(b[1] + oy), float(b[2] + ox), float(b[3] + oy))
                 found.append(Plate(box, float(c), v))
-        if not found and (self.vehicle is None or self.fallback):
+        if not found and fallback and (self.vehicle is None or self.fallback):
             [dets] = self.plate([image])
             for b, c in zip(dets.xyxy, dets.confidence, strict=True):
                 box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
@@ -210,12 +212,19 @@ class Recognizer:
         return texts
 
     def __call__(
-        self, image: ops.Image, zone: Sequence[tuple[float, float]] | None = None
+        self,
+        image: ops.Image,
+        zone: Sequence[tuple[float, float]] | None = None,
+        select: Callable[[list[Vehicle]], list[Vehicle]] | None = None,
     ) -> FrameResult:
+        """All stages on one frame. `select(vehicles)` may narrow which vehicles
+        are searched for plates (per-track skipping); the full-frame fallback then
+        runs only if none was left out."""
         t0 = time.perf_counter()
         vehicles = self.vehicles(image)
         t1 = time.perf_counter()
-        plates = self.plates(image, vehicles)
+        searched = vehicles if select is None else select(vehicles)
+        plates = self.plates(image, searched, fallback=len(searched) == len(vehicles))
         if zone:
             plates = [p for p in plates if geometry.inside(geometry.centre(p.box), zone)]
         t2 = time.perf_counter()

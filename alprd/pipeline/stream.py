@@ -9,8 +9,8 @@ from alprd import config as cfgmod
 from alprd.ops import Image
 from alprd.pipeline.recognizer import FrameResult, Recognizer
 from alprd.pipeline.rules import PlateRules
-from alprd.pipeline.track import Tracker
-from alprd.pipeline.types import Frame, Plate, PlateEvent, PlateRead, Text
+from alprd.pipeline.track import Track, Tracker
+from alprd.pipeline.types import Frame, Plate, PlateEvent, PlateRead, Text, Vehicle
 from alprd.pipeline.vote import Voter
 
 
@@ -62,19 +62,48 @@ class CameraPipeline:
             known=self.rules.known_match,
         )
         self.keep_snapshots = keep_snapshots
+        self.recheck_every = t.recheck_every
+        self.decided_after = t.decided_after
+        self.skipped = 0  # vehicle searches saved by per-track skipping
         self.snapshots: dict[str, Snapshot] = {}  # by open pass
         self._event_snapshots: dict[int, Snapshot] = {}  # by emitted event, until taken
         self.frames = 0
         self.reads = 0
 
     def process(self, frame: Frame) -> list[PlateEvent]:
-        """Run one frame; returns the events it completes."""
-        result = self.recognizer(frame.image, self.zone)
-        return self.feed(frame, result)
+        """Run one frame; returns the events it completes. Vehicles are tracked
+        before the plate search, so a pass whose plate is decided (its reads agree
+        `decided_after` times) is not searched again but every `recheck_every`-th
+        frame."""
+        tracked: list[tuple[list[int], list[Track]]] = []
 
-    def feed(self, frame: Frame, result: FrameResult) -> list[PlateEvent]:
+        def select(vehicles: list[Vehicle]) -> list[Vehicle]:
+            ids, ended = self.vehicles.update([v.box for v in vehicles], frame.time)
+            tracked.append((ids, ended))
+            if not self.recheck_every or self.frames % self.recheck_every == 0:
+                return vehicles
+            keep = [v for v, tid in zip(vehicles, ids, strict=True) if not self._decided(f"v{tid}")]
+            self.skipped += len(vehicles) - len(keep)
+            return keep
+
+        result = self.recognizer(frame.image, self.zone, select)
+        return self.feed(frame, result, tracked[0] if tracked else None)
+
+    def _decided(self, key: str) -> bool:
+        return self.voter.agreeing(key) >= self.decided_after
+
+    def feed(
+        self,
+        frame: Frame,
+        result: FrameResult,
+        tracked: tuple[list[int], list[Track]] | None = None,
+    ) -> list[PlateEvent]:
+        """Track, rule and vote one frame's result (`tracked`: vehicle track ids
+        and ended tracks, when the caller already tracked this frame's vehicles)."""
         self.frames += 1
-        v_ids, v_ended = self.vehicles.update([v.box for v in result.vehicles], frame.time)
+        if tracked is None:
+            tracked = self.vehicles.update([v.box for v in result.vehicles], frame.time)
+        v_ids, v_ended = tracked
         track_of = {id(v): tid for v, tid in zip(result.vehicles, v_ids, strict=True)}
         orphans = [
             p for p, _ in result.plates if p.vehicle is None or id(p.vehicle) not in track_of

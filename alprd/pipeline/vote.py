@@ -95,6 +95,14 @@ class Voter:
             return None
         return self._emit(key, p)
 
+    def agreeing(self, key: str) -> int:
+        """How many reads of pass `key` agree with its current vote."""
+        p = self._passes.get(key)
+        if p is None or not p.reads:
+            return 0
+        text, _ = vote(p.reads)
+        return sum(r.text.text == text for r in p.reads)
+
     @property
     def open_passes(self) -> list[str]:
         return list(self._passes)
