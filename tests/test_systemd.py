@@ -347,6 +347,13 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
             in status.stdout
         )
         if video.is_file():
+            assert wait(
+                lambda: (
+                    "plate_event camera=rear plate=L417VS"
+                    in run(*ns, "journalctl", "-u", "alprd", "-o", "cat").stdout
+                ),
+                timeout=30,
+            )  # the pass ends tracking.max_age_s after the last frame
             reads = run(
                 *ns,
                 "/opt/alprd/venv/bin/alprd",
