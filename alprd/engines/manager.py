@@ -142,9 +142,6 @@ class Outcome:
     validation: dict[str, Any] = field(default_factory=dict)
 
 
-Events = Callable[[str, dict[str, Any]], None]
-
-
 def ensure(
     target: Target,
     *,

@@ -52,6 +52,15 @@ def vote(reads: Sequence[PlateRead]) -> tuple[str, tuple[float, ...]]:
 class _Pass:
     reads: list[PlateRead] = field(default_factory=list)
     emitted: bool = False
+    _agreeing: tuple[int, int] = (0, 0)  # (reads when counted, count)
+
+    def agreeing(self) -> int:
+        """How many reads agree with the current vote (recounted only after a new
+        read: asked on every frame by per-track skipping)."""
+        if self._agreeing[0] != len(self.reads):
+            text, _ = vote(self.reads)
+            self._agreeing = (len(self.reads), sum(r.text.text == text for r in self.reads))
+        return self._agreeing[1]
 
 
 class Voter:
@@ -83,10 +92,7 @@ class Voter:
         p.reads.append(read)
         if p.emitted or not self.min_agreeing:
             return None
-        text, _ = vote(p.reads)
-        if sum(r.text.text == text for r in p.reads) >= self.min_agreeing:
-            return self._emit(key, p)
-        return None
+        return self._emit(key, p) if p.agreeing() >= self.min_agreeing else None
 
     def end(self, key: str) -> PlateEvent | None:
         """Pass `key` is over (its track ended): its event, unless already out."""
@@ -98,10 +104,7 @@ class Voter:
     def agreeing(self, key: str) -> int:
         """How many reads of pass `key` agree with its current vote."""
         p = self._passes.get(key)
-        if p is None or not p.reads:
-            return 0
-        text, _ = vote(p.reads)
-        return sum(r.text.text == text for r in p.reads)
+        return p.agreeing() if p is not None else 0
 
     @property
     def open_passes(self) -> list[str]:

@@ -130,11 +130,6 @@ class Outbox:
             log.warning("outbox_dropped", sink=sink_name, count=dropped, max_rows=self.max_rows)
         worker.wake.set()
 
-    def writer(self, sink_name: str) -> QueuedSink:
-        """A `Sink` whose `write` is `put(sink_name, ...)`, so callers treat every
-        output alike."""
-        return QueuedSink(self, sink_name)
-
     def pending(self, sink_name: str) -> int:
         """Rows queued for `sink_name` and not yet delivered."""
         with self._lock:
@@ -183,20 +178,6 @@ class Outbox:
         for w in self._workers:
             if not w.thread.is_alive():
                 w.sink.close()
-
-
-class QueuedSink:
-    """The outbox seen as a `Sink` for one network sink."""
-
-    def __init__(self, outbox: Outbox, name: str) -> None:
-        self.name = name
-        self._outbox = outbox
-
-    def write(self, record: Record) -> None:
-        self._outbox.put(self.name, record)
-
-    def close(self) -> None:
-        """Nothing to do: the outbox owns the delivery."""
 
 
 class _Worker:
