@@ -457,6 +457,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for name, n in status.outbox.items():
         print(f"  outbox {name}: {n} pending")
+    for name, n in status.backlog.items():
+        print(f"  output {name}: {n} events waiting in memory (it cannot write; see the journal)")
     for ev in status.last_events[-5:]:
         print(f"  event  {ev['first_seen']} {ev['camera']} {ev['plate']} {ev['confidence']:.2f}")
     return ExitCode.OK

@@ -263,6 +263,9 @@ class MqttOutput(_Section):
     keepalive_s: int = Field(30, ge=5)
     publish_timeout_s: float = Field(10.0, gt=0)
     reconnect_max_s: int = Field(30, ge=1)
+    homeassistant: bool = False
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+\s]+$")
+    node_id: str = Field("", pattern=r"^[A-Za-z0-9_-]*$")
 
 
 class WebhookOutput(_Section):
@@ -293,6 +296,8 @@ class SnapshotsOutput(_Section):
 
 
 class OutputsConfig(_Section):
+    backlog_max: int = Field(10_000, ge=1)
+    backlog_retry_s: float = Field(2.0, gt=0)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     snapshots: SnapshotsOutput = Field(default_factory=SnapshotsOutput)
     sqlite: SqliteOutput = Field(default_factory=SqliteOutput)

@@ -3,6 +3,7 @@ port, and a status file (`state_dir/status.json`) that `alprd status` reads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -43,6 +44,11 @@ class Metrics:
         self.outbox = Gauge(
             "alprd_outbox_pending", "Events waiting for an output", ["output"], registry=r
         )
+        self.backlog = Gauge(
+            "alprd_output_backlog",
+            "Events held in memory for an output that cannot write (full or read-only disk)",
+            ["output"], registry=r,
+        )  # fmt: skip
         self.generation = Gauge(
             "alprd_engine_generation", "Engine generation", ["model"], registry=r
         )
@@ -65,6 +71,7 @@ class Status:
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
     cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: dict[str, int] = field(default_factory=dict)
+    backlog: dict[str, int] = field(default_factory=dict)
     last_events: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -72,6 +79,7 @@ class StatusWriter:
     def __init__(self, state_dir: Path, keep_events: int = 10) -> None:
         self.path = state_dir / STATUS_FILE
         self.last_events: deque[dict[str, Any]] = deque(maxlen=keep_events)
+        self._failing = False
 
     def write(self, status: Status) -> None:
         """Atomically (temp file + rename); a failure is logged, never raised."""
@@ -82,7 +90,15 @@ class StatusWriter:
             tmp.write_text(json.dumps(asdict(status), indent=1), encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError as exc:
-            log.warning("status_not_written", file=str(self.path), reason=str(exc))
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if not self._failing:  # once per change of state, not every 2 s
+                log.warning("status_not_written", file=str(self.path), reason=str(exc))
+            self._failing = True
+            return
+        if self._failing:
+            log.info("status_written_again", file=str(self.path))
+        self._failing = False
 
 
 def read_status(state_dir: Path) -> Status | None:

@@ -79,6 +79,7 @@ class Service:
         self.cameras: dict[str, Camera] = {}
         self.watcher: ModelWatcher | None = None
         self.outputs: Outputs | None = None
+        self._backlog_names: set[str] = set()
         self.metrics = Metrics()
         self.status_writer: StatusWriter | None = None
         self.started_at = time.time()
@@ -371,6 +372,8 @@ class Service:
                 for cam in list(self.cameras.values()):
                     for event in cam.pipeline.tick(time.time()):
                         self._emit(cam, event)
+                if self.outputs is not None:
+                    self.outputs.retry(now)
                 next_tick = now + 0.5
             if now >= next_status:
                 self._observe(self._summary())
@@ -441,6 +444,10 @@ class Service:
             for name in self.outputs.queued:
                 outbox[name] = self.outputs.outbox.pending(name)
                 m.outbox.labels(name).set(outbox[name])
+        backlog = self.outputs.backlog() if self.outputs is not None else {}
+        for name in self._backlog_names | set(backlog):
+            m.backlog.labels(name).set(backlog.get(name, 0))
+        self._backlog_names |= set(backlog)
         if self.rebuilder is not None:
             m.builds.set(self.rebuilder.builds)
         if self.status_writer is not None:
@@ -453,6 +460,7 @@ class Service:
                     engines=engines,
                     cameras=cameras,
                     outbox=outbox,
+                    backlog=backlog,
                 )
             )
 
@@ -510,6 +518,8 @@ class Service:
         for name, cam_config in wanted.items():
             if name not in self.cameras:
                 self._open_camera(cam_config)
+        if self.outputs is not None:
+            self.outputs.announce(list(self.cameras))
         self.generation += 1
         log.info(
             "config_applied", generation=self.generation, cameras=len(self.cameras),

@@ -626,3 +626,83 @@ def test_outputs_that_cannot_open_are_left_out_and_the_others_run(tmp_path):
     assert all("state-is-a-file" in e["reason"] for e in logs if e["event"] == "output_failed")
     line = (tmp_path / "ok" / "reads.jsonl").read_text()
     assert json.loads(line)["id"] == record["id"]
+
+
+# --------------------------------------------------------------------------- home assistant
+
+
+def test_home_assistant_discovery_configs_point_at_the_alprd_topics() -> None:
+    from alprd.sinks.homeassistant import discovery
+
+    msgs = dict(
+        discovery(
+            discovery_prefix="ha",
+            topic_prefix="alprd/site1",
+            node="box1",
+            cameras=["gate", "exit"],
+            removed=["old"],
+        )
+    )
+    sensor = json.loads(msgs["ha/sensor/box1/gate_plate/config"])
+    assert sensor["state_topic"] == "alprd/site1/gate/last"
+    assert sensor["json_attributes_topic"] == "alprd/site1/gate/last"
+    assert sensor["availability_topic"] == "alprd/site1/status"
+    event = json.loads(msgs["ha/event/box1/exit_read/config"])
+    assert event["state_topic"] == "alprd/site1/exit/plate"
+    assert event["event_types"] == ["plate"]
+    ids = [json.loads(p)["unique_id"] for p in msgs.values() if p]
+    assert len(ids) == len(set(ids)) == 4  # unique per camera and entity
+    assert {json.loads(p)["device"]["identifiers"][0] for p in msgs.values() if p} == {"alprd_box1"}
+    # a removed camera: empty retained configs delete its entities
+    assert msgs["ha/sensor/box1/old_plate/config"] == ""
+    assert msgs["ha/event/box1/old_read/config"] == ""
+
+
+def test_home_assistant_templates_render_an_event_record() -> None:
+    """The templates Home Assistant will render (Jinja, as HA does) on a real record:
+    the sensor state is the plate, the event payload is JSON with event_type."""
+    jinja2 = pytest.importorskip("jinja2")
+    from alprd.sinks.homeassistant import discovery
+
+    msgs = dict(discovery(discovery_prefix="homeassistant", topic_prefix="alprd",
+                          node="n", cameras=["gate"]))  # fmt: skip
+    env = jinja2.Environment()
+    rec = record(1, plate='AB"12')
+    value_json = json.loads(json.dumps(rec))
+    sensor = json.loads(msgs["homeassistant/sensor/n/gate_plate/config"])
+    event = json.loads(msgs["homeassistant/event/n/gate_read/config"])
+    assert env.from_string(sensor["value_template"]).render(value_json=value_json) == 'AB"12'
+    fired = json.loads(env.from_string(event["value_template"]).render(value_json=value_json))
+    assert fired["event_type"] == "plate"
+    assert fired["plate"] == 'AB"12'
+    assert fired["camera"] == rec["camera"]
+
+
+@needs_broker
+def test_mqtt_publishes_home_assistant_discovery_and_follows_camera_changes(
+    broker: Broker,
+) -> None:
+    sub = Subscriber(broker.port, "homeassistant/#", "test-ha")
+    sink = MqttSink("127.0.0.1", broker.port, discovery_prefix="homeassistant",
+                    node_id="site-1", cameras=["gate", "exit"])  # fmt: skip
+    try:
+        gate = "homeassistant/sensor/site-1/gate_plate/config"
+        exit_ = "homeassistant/event/site-1/exit_read/config"
+        wait_until(lambda: bool(sub.on(gate)) and bool(sub.on(exit_)), what="discovery")
+        assert json.loads(sub.on(gate)[-1])["state_topic"] == "alprd/gate/last"
+        sink.announce(["gate", "yard"])  # a reload: exit removed, yard added
+        wait_until(lambda: sub.on(exit_)[-1:] == [""], what="exit's entities removed")
+        wait_until(
+            lambda: bool(sub.on("homeassistant/sensor/site-1/yard_plate/config")),
+            what="yard announced",
+        )
+    finally:
+        sink.close()
+        sub.close()
+    # retained: a Home Assistant that connects later still finds the configs
+    late = Subscriber(broker.port, "homeassistant/#", "test-ha-late")
+    try:
+        wait_until(lambda: bool(late.on(gate)), what="retained discovery")
+        assert not late.on(exit_)  # deleted, not retained
+    finally:
+        late.close()

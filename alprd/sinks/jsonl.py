@@ -6,6 +6,7 @@ becomes ``.2``, ... and the oldest beyond `keep` is deleted) and a new file star
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -77,6 +78,7 @@ class JsonlSink:
         with self._lock:
             if self._closed:
                 raise SinkError(f"{self.path}: closed")
+            size = -1
             try:
                 if self._file is None:  # a failed rotation or write: start again
                     self._file = self._open()
@@ -84,13 +86,18 @@ class JsonlSink:
                 if size > 0 and size + len(line) > self.max_bytes:
                     self._rotate()
                     self._file = self._open()
+                    size = 0
                 self._file.write(line)
                 self._file.flush()
                 os.fsync(self._file.fileno())
             except OSError as exc:
                 if self._file is not None:
-                    self._file.close()
+                    with contextlib.suppress(OSError):  # the unwritten rest goes too
+                        self._file.close()
                     self._file = None
+                if size >= 0:  # a full disk may have taken part of the line: cut it off
+                    with contextlib.suppress(OSError):
+                        os.truncate(self.path, size)
                 raise SinkError(f"{self.path}: {exc}") from exc
 
     def close(self) -> None:

@@ -5,6 +5,9 @@
 same JSON is published retained to ``<prefix>/<camera>/last``. ``<prefix>/status`` is
 "online" (retained) on every connect and "offline" (retained) on a clean close, and
 the broker publishes "offline" itself (the last will) when the connection is lost.
+With `discovery_prefix` set, Home Assistant discovery configs for the cameras are
+published (retained) on every connect and when the camera list changes
+(`announce`); see `alprd.sinks.homeassistant`.
 
 The client connects in the background and paho reconnects it (1 s doubling up to
 `reconnect_max_s`). A message is only handed to paho while connected: paho would
@@ -21,6 +24,7 @@ import re
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from alprd.log import get_logger
+from alprd.sinks import homeassistant
 from alprd.sinks.base import Record, SinkError
 
 log = get_logger("alprd.sinks")
@@ -59,6 +64,9 @@ class MqttSink:
         keepalive_s: int = 30,
         publish_timeout_s: float = 10.0,
         reconnect_max_s: int = 30,
+        discovery_prefix: str | None = None,
+        node_id: str = "",
+        cameras: Sequence[str] = (),
     ) -> None:
         if publish_timeout_s <= 0:
             raise ValueError(f"publish_timeout_s must be > 0; got {publish_timeout_s}")
@@ -76,6 +84,10 @@ class MqttSink:
         self.keepalive_s = keepalive_s
         self.publish_timeout_s = publish_timeout_s
         self.reconnect_max_s = reconnect_max_s
+        self.discovery_prefix = discovery_prefix.rstrip("/") if discovery_prefix else None
+        self.node_id = homeassistant.node_id(node_id)
+        self._cameras = [topic_segment(c) for c in cameras]
+        self._removed: list[str] = []
         self._lock = threading.Lock()  # one write (or reset, or close) at a time
         self._connected = threading.Event()
         self._was_connected = False
@@ -121,6 +133,7 @@ class MqttSink:
         self._refused = ""
         # Queued ahead of any event: the broker sees "online" first.
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        self._publish_discovery(client)
         self._connected.set()
         log.info("mqtt_connected", host=self.host, port=self.port)
         self._was_connected = True
@@ -146,6 +159,30 @@ class MqttSink:
         self._stop_client()
         self._client = self._new_client()
         self._start()
+
+    # ------------------------------------------------------------------ discovery
+
+    def _publish_discovery(self, client: paho.Client) -> None:
+        if self.discovery_prefix is None:
+            return
+        for topic, payload in homeassistant.discovery(
+            discovery_prefix=self.discovery_prefix,
+            topic_prefix=self.topic_prefix,
+            node=self.node_id,
+            cameras=self._cameras,
+            removed=self._removed,
+        ):
+            client.publish(topic, payload, qos=1, retain=True)
+
+    def announce(self, cameras: Sequence[str]) -> None:
+        """The configured cameras changed (reload): publish discovery for the new
+        list and remove the entities of cameras no longer there."""
+        new = [topic_segment(c) for c in cameras]
+        with self._lock:
+            self._removed = sorted((set(self._cameras) | set(self._removed)) - set(new))
+            self._cameras = new
+            if self._connected.is_set() and not self._closed:
+                self._publish_discovery(self._client)
 
     # ------------------------------------------------------------------ sink
 

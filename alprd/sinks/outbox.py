@@ -97,6 +97,10 @@ class Outbox:
         for w in self._workers:
             w.thread.start()
 
+    @property
+    def sinks(self) -> list[Sink]:
+        return [w.sink for w in self._workers]
+
     # ------------------------------------------------------------------ producer side
 
     def put(self, sink_name: str, record: Record) -> None:

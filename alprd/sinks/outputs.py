@@ -3,14 +3,22 @@
 Local outputs (SQLite, JSONL) are written at once; network outputs (MQTT, webhook)
 go through the durable outbox, so an event is acknowledged once it is committed
 there. A failing output is logged once per change of state and never stops the
-pipeline or the other outputs.
+pipeline or the other outputs. Events an output could not take (a full or
+read-only state directory, a locked database) wait in memory, in order, up to
+`backlog_max` per output, and are written first, in order, as soon as it takes
+writes again (tried every `backlog_retry_s` and on each new event): a disk that
+fills up for a while delays reads, it does not lose them. Beyond `backlog_max`
+the oldest are dropped, with a warning. A snapshot that cannot be saved is not
+kept (the event goes out without it).
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
-from functools import partial
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from alprd import config as cfgmod
 from alprd.log import get_logger
@@ -28,41 +36,73 @@ log = get_logger("alprd.outputs")
 T = TypeVar("T")
 
 
+class _Opener(Generic[T]):
+    """An output's object (a sink, the outbox, the snapshot store), opened on first
+    use and again after a failed open: an output that cannot open at start (a
+    read-only or full state directory) opens once it can."""
+
+    def __init__(self, name: str, make: Callable[[], T]) -> None:
+        self.name, self._make = name, make
+        self.obj: T | None = None
+
+    def get(self) -> T:
+        if self.obj is None:
+            self.obj = self._make()
+        return self.obj
+
+
+@dataclass
+class _Output:
+    """One destination of records (a local sink, or the outbox queue of a network
+    sink) and the records it has not taken yet."""
+
+    name: str
+    write: Callable[[Record], None]
+    backlog: deque[Record] = field(default_factory=deque)
+    dropped: int = 0
+    failing: bool = False
+
+
 class Outputs:
     def __init__(
         self,
-        local: list[Sink],
-        outbox: Outbox | None,
-        queued: list[str],
-        snapshots: SnapshotStore | None = None,
+        local: list[_Opener[Sink]],
+        network: list[Sink],
+        outbox: _Opener[Outbox] | None,
+        snapshots: _Opener[SnapshotStore] | None = None,
+        *,
+        backlog_max: int = 10_000,
+        retry_s: float = 2.0,
     ) -> None:
-        self.local, self.outbox, self.queued = local, outbox, queued
-        self.snapshots = snapshots
-        self._failing: set[str] = set()
+        self._local, self._network, self._outbox = local, network, outbox
+        self._snapshots = snapshots
+        self.queued = [s.name for s in network]
+        self.backlog_max, self.retry_s = backlog_max, retry_s
+        self._outputs = [_Output(o.name, _write_to(o)) for o in local]
+        if outbox is not None:
+            for name in self.queued:
+                self._outputs.append(_Output(f"outbox:{name}", _queue(outbox, name)))
+        self._snapshots_failing = False
+        self._next_retry = 0.0
         self.written = 0
+
+    @property
+    def outbox(self) -> Outbox | None:
+        return self._outbox.obj if self._outbox is not None else None
 
     @classmethod
     def open(cls, config: cfgmod.Config) -> Outputs:
         """Open every enabled output. One that cannot be opened (a read-only or
-        full state directory, a bad path) is logged with the reason and left out:
-        the pipeline and the other outputs still run."""
+        full state directory, a bad path) is logged with the reason; its events
+        wait in memory and it is opened again until it can be: the pipeline and
+        the other outputs run on."""
         o = config.outputs
-
-        def opened(name: str, make: Callable[[], T]) -> T | None:
-            try:
-                return make()
-            except (SinkError, OSError, ValueError) as exc:
-                log.error("output_failed", output=name, reason=str(exc), action="left out")
-                return None
-
-        local: list[Sink] = []
-        if o.sqlite.enabled and (sq := opened("sqlite", lambda: SqliteSink(o.sqlite.path))):
-            local.append(sq)
-        j = o.jsonl
-        if j.enabled and (
-            js := opened("jsonl", lambda: JsonlSink(j.path, max_mb=j.max_mb, keep=j.keep))
-        ):
-            local.append(js)
+        j, box, snaps = o.jsonl, o.outbox, o.snapshots
+        local: list[_Opener[Sink]] = []
+        if o.sqlite.enabled:
+            local.append(_Opener("sqlite", lambda: SqliteSink(o.sqlite.path)))
+        if j.enabled:
+            local.append(_Opener("jsonl", lambda: JsonlSink(j.path, max_mb=j.max_mb, keep=j.keep)))
         network: list[Sink] = []
         if o.mqtt.enabled:
             m = o.mqtt
@@ -79,6 +119,9 @@ class Outputs:
                     keepalive_s=m.keepalive_s,
                     publish_timeout_s=m.publish_timeout_s,
                     reconnect_max_s=m.reconnect_max_s,
+                    discovery_prefix=m.discovery_prefix if m.homeassistant else None,
+                    node_id=m.node_id,
+                    cameras=[c.name for c in config.cameras if c.enabled],
                 )
             )
         if o.webhook.enabled:
@@ -86,67 +129,159 @@ class Outputs:
             network.append(WebhookSink(w.url, headers=w.headers, timeout_s=w.timeout_s))
         outbox = None
         if network:
-            box = o.outbox
-            outbox = opened(
-                "outbox",
-                lambda: Outbox(
-                    box.path,
-                    network,
-                    max_rows=box.max_rows,
-                    retry=Retry(box.retry_initial_s, box.retry_max_s),
-                ),
+            retry = Retry(box.retry_initial_s, box.retry_max_s)
+            outbox = _Opener(
+                "outbox", lambda: Outbox(box.path, network, max_rows=box.max_rows, retry=retry)
             )
-            if outbox is None:
-                for sink in network:
-                    sink.close()
-                network = []
-        snaps = o.snapshots
         store = None
         if snaps.enabled:
-            store = opened(
+            store = _Opener(
                 "snapshots", lambda: SnapshotStore(snaps.path, snaps.quota_mb, snaps.jpeg_quality)
             )
-        names = [s.name for s in local] + [s.name for s in network]
-        names += ["snapshots"] if store else []
+        outputs = cls(
+            local, network, outbox, store, backlog_max=o.backlog_max, retry_s=o.backlog_retry_s
+        )
+        outputs._open_all()
+        return outputs
+
+    def _open_all(self) -> None:
+        openers: list[_Opener[Any]] = [*self._local]
+        openers += [self._outbox] if self._outbox else []
+        openers += [self._snapshots] if self._snapshots else []
+        names = []
+        for opener in openers:
+            try:
+                opener.get()
+            except (SinkError, OSError, ValueError) as exc:
+                log.error(
+                    "output_failed", output=opener.name, reason=str(exc),
+                    action="events kept in memory; opened again until it works",
+                )  # fmt: skip
+                if opener is self._snapshots:
+                    self._snapshots_failing = True
+                else:
+                    for out in self._outputs:
+                        out.failing |= out.name == opener.name or (
+                            opener is self._outbox and out.name.startswith("outbox:")
+                        )
+                continue
+            if opener is self._outbox:
+                names += self.queued
+            else:
+                names.append(opener.name)
         log.info("outputs_opened", outputs=",".join(names) or "none")
-        return cls(local, outbox, [s.name for s in network], store)
+
+    def announce(self, cameras: list[str]) -> None:
+        """Tell the outputs that care (MQTT discovery) the configured cameras."""
+        for sink in self._network:
+            if isinstance(sink, MqttSink):
+                sink.announce(cameras)
 
     def emit(self, event: PlateEvent, snapshot: Snapshot | None = None) -> Record:
         record = event_to_dict(event, new_event_id())
-        if self.snapshots is not None and snapshot is not None:
-            store = self.snapshots
-
-            def save() -> None:
-                record["snapshots"] = store.save(
-                    record["id"], event.camera, snapshot.image, event.plate_box, event.vehicle_box
-                )
-
-            self._guard("snapshots", save)
-        for sink in self.local:
-            self._guard(sink.name, partial(sink.write, record))
-        if self.outbox is not None:
-            for name in self.queued:
-                self._guard(f"outbox:{name}", partial(self.outbox.put, name, record))
+        if self._snapshots is not None and snapshot is not None:
+            self._save_snapshots(record, event, snapshot)
+        for out in self._outputs:
+            if out.backlog:
+                self._queue_behind(out, record)
+            else:
+                self._write(out, record)
+        self.retry()
         self.written += 1
         return record
 
-    def _guard(self, name: str, write: Callable[[], None]) -> None:
-        try:
-            write()
-        except (SinkError, OSError) as exc:
-            if name not in self._failing:
-                self._failing.add(name)
-                log.error("output_failed", output=name, reason=str(exc))
+    def retry(self, now: float | None = None) -> None:
+        """Write what waits in the backlogs, in order (at most every `retry_s`
+        while an output keeps failing). The daemon calls it on its tick."""
+        waiting = [o for o in self._outputs if o.backlog]
+        if not waiting:
             return
-        if name in self._failing:
-            self._failing.discard(name)
-            log.info("output_recovered", output=name)
+        now = time.monotonic() if now is None else now
+        if now < self._next_retry:
+            return
+        self._next_retry = now + self.retry_s
+        for out in waiting:
+            replayed = 0
+            while out.backlog and self._write(out, out.backlog[0], queued=True):
+                out.backlog.popleft()
+                replayed += 1
+            if not out.backlog and out.failing:
+                out.failing = False
+                log.info("output_recovered", output=out.name, replayed=replayed,
+                         dropped=out.dropped)  # fmt: skip
+
+    def backlog(self) -> dict[str, int]:
+        """Records waiting per output that has any."""
+        return {o.name: len(o.backlog) for o in self._outputs if o.backlog}
+
+    def _write(self, out: _Output, record: Record, queued: bool = False) -> bool:
+        try:
+            out.write(record)
+        except (SinkError, OSError) as exc:
+            if not queued:
+                self._queue_behind(out, record)
+            if not out.failing:
+                out.failing = True
+                log.error(
+                    "output_failed", output=out.name, reason=str(exc),
+                    action="events kept in memory, written when it recovers",
+                )  # fmt: skip
+            return False
+        if out.failing and not queued:  # nothing was waiting: recovered at once
+            out.failing = False
+            log.info("output_recovered", output=out.name, replayed=0, dropped=out.dropped)
+        return True
+
+    def _queue_behind(self, out: _Output, record: Record) -> None:
+        out.backlog.append(record)
+        if len(out.backlog) > self.backlog_max:
+            out.backlog.popleft()
+            out.dropped += 1
+            if out.dropped == 1 or out.dropped % 1000 == 0:
+                log.warning(
+                    "output_backlog_dropped", output=out.name, dropped=out.dropped,
+                    backlog_max=self.backlog_max,
+                )  # fmt: skip
+
+    def _save_snapshots(self, record: Record, event: PlateEvent, snapshot: Snapshot) -> None:
+        assert self._snapshots is not None
+        try:
+            record["snapshots"] = self._snapshots.get().save(
+                record["id"], event.camera, snapshot.image, event.plate_box, event.vehicle_box
+            )
+        except (SinkError, OSError) as exc:
+            if not self._snapshots_failing:
+                self._snapshots_failing = True
+                log.error("output_failed", output="snapshots", reason=str(exc),
+                          action="events go out without snapshots")  # fmt: skip
+            return
+        if self._snapshots_failing:
+            self._snapshots_failing = False
+            log.info("output_recovered", output="snapshots")
 
     def close(self, timeout: float = 5.0) -> None:
+        self._next_retry = 0.0
+        self.retry()
+        for name, n in self.backlog().items():
+            log.error("output_backlog_lost", output=name, events=n,
+                      reason="still failing at stop")  # fmt: skip
         if self.outbox is not None:
-            self.outbox.close(timeout)
-        for sink in self.local:
+            self.outbox.close(timeout)  # it owns the network sinks
+        else:
+            for net in self._network:
+                net.close()
+        for opener in self._local:
+            if opener.obj is None:
+                continue
             try:
-                sink.close()
+                opener.obj.close()
             except (SinkError, OSError) as exc:
-                log.warning("output_close_failed", output=sink.name, reason=str(exc))
+                log.warning("output_close_failed", output=opener.name, reason=str(exc))
+
+
+def _queue(outbox: _Opener[Outbox], name: str) -> Callable[[Record], None]:
+    return lambda record: outbox.get().put(name, record)
+
+
+def _write_to(opener: _Opener[Sink]) -> Callable[[Record], None]:
+    return lambda record: opener.get().write(record)

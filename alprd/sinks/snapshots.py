@@ -83,7 +83,9 @@ class SnapshotStore:
                 self._files.append(Stored(path, len(jpeg), time.time()))
                 self._total += len(jpeg)
                 paths.append(str(path))
-        except OSError as exc:
+        except OSError as exc:  # e.g. a full disk: leave no partial file behind
+            for leftover in folder.glob(f".{event_id}-*.tmp"):
+                leftover.unlink(missing_ok=True)
             raise SinkError(f"{folder}: cannot write snapshots: {exc}") from exc
         self._enforce()
         return paths

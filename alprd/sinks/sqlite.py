@@ -7,7 +7,9 @@ applied once in its own transaction, and ``schema_version`` records how far a fi
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -41,8 +43,16 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def open_db(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (explicit BEGIN), WAL, fully synchronous."""
+    """A connection in autocommit mode (explicit BEGIN), WAL, fully synchronous.
+    A directory that cannot take the file raises OSError naming why (SQLite
+    itself only says "unable to open database file")."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            raise OSError(errno.EROFS, "Read-only file system", str(path.parent))
+        if not os.access(path.parent, os.W_OK):
+            raise OSError(errno.EACCES, "the directory is not writable by this user",
+                          str(path.parent))  # fmt: skip
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -96,7 +106,7 @@ class SqliteSink:
         try:
             self._conn = open_db(path)
             before, after = migrate(self._conn, MIGRATIONS, path)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise SinkError(f"{path}: cannot open the database: {exc}") from exc
         if before != after:
             log.info("sqlite_migrated", path=str(path), from_version=before, to_version=after)
