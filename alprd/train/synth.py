@@ -687,7 +687,9 @@ def _paint(
     elif style.region == "us":
         y1 -= round(0.1 * H)
 
-    # the characters
+    # the characters, a little clear of the bands and the border
+    pad = round(0.02 * W)
+    x0, x1 = x0 + pad, x1 - pad
     spacing = r.uniform(0.05, 0.16)
     stretch = r.uniform(0.88, 1.12)
     if n_lines == 1:
@@ -784,7 +786,7 @@ def _weathered(img: F32, r: random.Random) -> F32:
 def _crop(plate: U8, r: random.Random) -> U8:
     """Warp the plate onto a background, framed as a detector box would cut it."""
     H, W = plate.shape[:2]
-    pw = math.exp(r.uniform(math.log(48), math.log(270)))
+    pw = math.exp(r.uniform(math.log(60), math.log(280)))
     k = pw / W
     # corners: perspective (yaw, pitch), rotation, jitter, in output pixels around (0, 0)
     w2, h2 = W * k / 2, H * k / 2
@@ -874,7 +876,7 @@ def _photometric(img: F32, r: random.Random, plate_h: float) -> U8:
             cv2.merge([g * tint[0] + lift * 0.5, g * tint[1] + lift, g * tint[2] + lift * 0.5])
         )
     else:  # white balance
-        img *= np.array([r.uniform(0.9, 1.1) for _ in range(3)], np.float32)
+        img *= np.array([r.uniform(0.93, 1.07) for _ in range(3)], np.float32)
     # exposure and contrast
     c = r.uniform(0.55, 1.25)
     mean = float(img.mean())
@@ -883,8 +885,8 @@ def _photometric(img: F32, r: random.Random, plate_h: float) -> U8:
     if u < 0.45:
         s = r.uniform(0.2, 1.0) * max(0.5, plate_h / 50)
         img = _f32(cv2.GaussianBlur(img, (0, 0), s))
-    elif u < 0.65:  # motion blur
-        n = r.choice((3, 5, 7)[: 1 + int(plate_h > 40) + int(plate_h > 70)])
+    elif u < 0.6:  # motion blur
+        n = r.choice((3, 5, 7)[: 1 + int(plate_h > 45) + int(plate_h > 90)])
         kern = np.zeros((n, n), np.float32)
         a = r.uniform(0, math.pi)
         dx, dy = math.cos(a) * (n // 2), math.sin(a) * (n // 2)
@@ -897,7 +899,7 @@ def _photometric(img: F32, r: random.Random, plate_h: float) -> U8:
         )
         img = _f32(cv2.filter2D(img, -1, kern / kern.sum()))
     if r.random() < 0.15:  # low resolution
-        f = max(r.uniform(0.35, 0.75), min(1.0, 14 / plate_h))
+        f = max(r.uniform(0.35, 0.75), min(1.0, 18 / plate_h))
         small = cv2.resize(
             img, (max(4, round(W * f)), max(4, round(H * f))), interpolation=cv2.INTER_AREA
         )
@@ -961,6 +963,7 @@ class Generator:
         self._region_names = list(self.regions)
         self._region_cum = list(np.cumsum([self.regions[k] for k in self._region_names]))
         self._styles = {k: [s for s in STYLES if s.region == k] for k in self._region_names}
+        self._preferred: dict[str, list[str]] = {}
         self._next = 0
 
     def __call__(self) -> SynthPlate:
@@ -988,7 +991,11 @@ class Generator:
 
     def _font_for(self, style: Style, r: random.Random) -> str:
         if style.fonts and r.random() < 0.5:
-            preferred = [f for f in self.fonts if any(p in Path(f).name for p in style.fonts)]
+            preferred = self._preferred.get(style.key)
+            if preferred is None:
+                names = [(f, os.path.basename(f)) for f in self.fonts]
+                preferred = [f for f, n in names if any(p in n for p in style.fonts)]
+                self._preferred[style.key] = preferred
             if preferred:
                 return r.choice(preferred)
         return r.choice(self.fonts)
