@@ -186,3 +186,29 @@ def test_cli_writes_dataset_and_sheet(tmp_path: Path) -> None:
     assert rc == 0
     assert len(list((tmp_path / "o").glob("*.jpg"))) == 3
     assert (tmp_path / "s.png").is_file()
+
+
+def test_write_dataset_is_the_same_with_several_workers(tmp_path: Path, fonts: list[Path]) -> None:
+    one = write_dataset(tmp_path / "one", 6, seed=4, fonts=fonts, workers=1, chunk=2)
+    two = write_dataset(tmp_path / "two", 6, seed=4, fonts=fonts, workers=2, chunk=2)
+    assert one.read_text() == two.read_text()
+    for name in sorted(p.name for p in (tmp_path / "one").glob("*.jpg")):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_generator_pickles_for_dataloader_workers(gen: Generator) -> None:
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(gen))
+    assert clone.sample(5).image.tobytes() == gen.sample(5).image.tobytes()
+
+
+def test_find_fonts_prefers_known_names_then_falls_back(tmp_path: Path, fonts: list[Path]) -> None:
+    data = fonts[0].read_bytes()
+    bare = tmp_path / "bare" / "truetype" / "dejavu"
+    bare.mkdir(parents=True)
+    (bare / "DejaVuSans-Bold.ttf").write_bytes(data)
+    (bare / "SomethingElse.ttf").write_bytes(data)  # not a known name: ignored
+    assert find_fonts(system_dirs=[tmp_path / "bare"]) == [bare / "DejaVuSans-Bold.ttf"]
+    (bare / "OSP-DIN.ttf").write_bytes(data)  # a known plate font: the fallback is not used
+    assert find_fonts(system_dirs=[tmp_path / "bare"]) == [bare / "OSP-DIN.ttf"]

@@ -1035,6 +1035,7 @@ def write_dataset(
     regions: Mapping[str, float] | None = None,
     workers: int = 1,
     quality: int = 95,
+    chunk: int = 500,
 ) -> Path:
     """Render plates 0..n-1 of ``seed`` into ``out_dir`` as JPEG, with ``labels.csv``
     (``file,plate,kind``; kind ``synth-<region>``; files relative to ``out_dir``).
@@ -1045,7 +1046,8 @@ def write_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     font_list = [str(p) for p in (find_fonts() if fonts is None else fonts)]
     Generator(seed, [Path(f) for f in font_list], regions)  # validate arguments early
-    chunk = 500
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     jobs = [
         (out_dir, seed, font_list, regions, s, min(n, s + chunk), quality)
         for s in range(0, n, chunk)
