@@ -1,0 +1,1 @@
+"""Training a plate recogniser: synthetic plates, data sets and the training loop (issue #10)."""
