@@ -86,7 +86,9 @@ class EnginesConfig(_Section):
 
 # --------------------------------------------------------------------------- models
 
-InputSize = Annotated[int, Field(ge=32, le=4096, multiple_of=32)]
+Side = Annotated[int, Field(ge=32, le=4096, multiple_of=32)]
+#: A detector's input: 640 (640x640) or [height, width], e.g. [384, 640] for 16:9.
+InputSize = Side | tuple[Side, Side]
 Probability = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
@@ -99,6 +101,12 @@ class _Detector(_Section):
     backend: Backend | None = None
     precision: Precision | None = None
     batch_size: int | None = Field(None, ge=1, le=64)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        size = self.input_size
+        return (size, size) if isinstance(size, int) else (size[0], size[1])
 
 
 class VehicleModel(_Detector):

@@ -416,3 +416,61 @@ def test_a_broken_pt_is_refused_with_the_reason(site, damage):
     assert outcome.status == "failed"
     assert "not a loadable Ultralytics model" in outcome.message
     assert not list(pt.parent.glob("*.onnxruntime.onnx"))  # nothing installed
+
+
+# --------------------------------------------------------------------------- non-square input
+
+
+RO_FRAMES = SHARED_DATA / "plate-boxes-ro" / "images"
+
+
+@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+def test_a_fixed_640_onnx_is_rebuilt_non_square_and_finds_the_same_cars(site):
+    """The default vehicle ONNX is fixed at 640x640; asked for [384, 640] (16:9
+    cameras: 40% fewer pixels) it is rebuilt from its own weights at that size,
+    and finds the same vehicles as the 640x640 engine on real 16:9 dash-cam frames."""
+    import cv2
+
+    from alprd.pipeline.detect import Detector
+
+    photos = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:12]]
+    results = []
+    for extra, size in (("", 640), ("[models.vehicle]\ninput_size = [384, 640]\n", (384, 640))):
+        target = manager.plan(load(site(extra)), "vehicle")  # one engine path: built in turn
+        outcome = manager.ensure(target)
+        assert outcome.status == "built", outcome.message
+        engine, _ = manager.load(target)
+        detect = Detector(engine, size=size, batch=1, conf=0.4, iou=0.45, max_det=50,
+                          keep=[2, 3, 5, 7])  # fmt: skip
+        results.append([detect([image])[0] for image in photos])
+        engine.close()
+    assert target.request.shape.dims() == (1, 3, 384, 640)
+    found = both = 0
+    for a, b in zip(*results, strict=True):
+        for box in a.xyxy[a.confidence > 0.6]:  # the cars the square engine is sure of
+            found += 1
+            ious = [_iou(box, other) for other in b.xyxy]
+            both += bool(ious) and max(ious) > 0.7
+    assert found >= 8
+    assert both / found >= 0.9, (both, found)
+
+
+def _iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def test_a_fixed_onnx_that_is_not_an_ultralytics_export_says_what_to_do(site, tmp_path):
+    """An ONNX with a fixed input and no Ultralytics metadata cannot be rebuilt at
+    another size: the error names the key and the way out."""
+    proto = onnx.load(str(tmp_path / "models" / "vehicle-yolov8n-coco.onnx"))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "models" / "bare.onnx"))
+    path = site('[models.vehicle]\nsource = "bare.onnx"\ninput_size = [384, 640]\n')
+    outcome = manager.ensure(manager.plan(load(path), "vehicle"))
+    assert outcome.status == "failed"
+    assert "not an Ultralytics YOLO export" in outcome.message
+    assert "input_size" in outcome.message

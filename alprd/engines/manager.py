@@ -73,7 +73,7 @@ def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) 
     precision = effective_precision(backend, requested)
     batch = overrides.batch_size or rc.batch_size or e.batch_size
     if KIND[role] == "detector":
-        shape = InputShape(batch, rc.input_size, rc.input_size)
+        shape = InputShape(batch, *rc.input_hw)
     else:
         shape = InputShape(batch, rc.input_height, None)
     source = rc.source

@@ -16,21 +16,22 @@ class Detector:
         self,
         engine: Engine,
         *,
-        size: int,
+        size: int | tuple[int, int],  # side, or (height, width)
         batch: int,
         conf: float,
         iou: float,
         max_det: int,
         keep: Sequence[int] | None = None,  # class ids to keep; None = all
     ) -> None:
-        self.engine, self.size, self.batch = engine, size, batch
+        self.engine, self.batch = engine, batch
+        self.height, self.width = (size, size) if isinstance(size, int) else size
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.keep = None if keep is None else np.asarray(sorted(keep), np.int64)
 
     def __call__(self, images: Sequence[ops.Image]) -> list[ops.Detections]:
         if not images:
             return []
-        boxed = [ops.letterbox(img, self.size, self.size) for img in images]
+        boxed = [ops.letterbox(img, self.height, self.width) for img in images]
         tensor = ops.to_tensor([b for b, _ in boxed])
         outputs = []
         for start in range(0, len(images), self.batch):

@@ -108,13 +108,13 @@ class Recognizer:
                 raise EngineError(f"models.vehicle.classes: the model has no {', '.join(missing)}")
             self.vehicle_names = list(v.names)
             self.vehicle = Detector(
-                v.engine, size=m.vehicle.input_size, batch=v.batch, conf=m.vehicle.confidence,
+                v.engine, size=m.vehicle.input_hw, batch=v.batch, conf=m.vehicle.confidence,
                 iou=m.vehicle.iou, max_det=m.vehicle.max_detections,
                 keep=[v.names.index(c) for c in m.vehicle.classes],
             )  # fmt: skip
         p = self.engines["plate"]
         self.plate = Detector(
-            p.engine, size=m.plate.input_size, batch=p.batch, conf=m.plate.confidence,
+            p.engine, size=m.plate.input_hw, batch=p.batch, conf=m.plate.confidence,
             iou=m.plate.iou, max_det=m.plate.max_detections,
         )  # fmt: skip
         o = self.engines["ocr"]
