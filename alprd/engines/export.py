@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import ast
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from alprd.engines.base import BuildRequest, EngineError, Progress
 
@@ -87,108 +85,38 @@ def _needs_reshape(info: ModelInfo, request: BuildRequest) -> bool:
     return any(isinstance(h, int) and h != w for h, w in zip(have, want, strict=True))
 
 
-#: "Ultralytics YOLOv8n model trained on coco.yaml" -> the architecture's YAML.
-_ARCH = re.compile(r"\bYOLO(v\d+|\d+)([nsmlx])\b", re.IGNORECASE)
-
-
 def _reexport_onnx(request: BuildRequest, workdir: Path, progress: Progress) -> Path:
     """An Ultralytics detector ONNX exported at one fixed size, exported again at the
     size asked for (e.g. 384x640 for 16:9 cameras instead of 640x640): its weights
-    are loaded, by name, into the same architecture built by ultralytics, and the
-    result must reproduce the original at its own size before it is exported."""
-    import numpy as np
-
+    are loaded, by name, into the same architecture built by ultralytics (see
+    `lift`), checked to reproduce the original, and exported at the new size."""
     src = request.source
     h, w = request.shape.height, request.shape.width
     try:
         import onnx
         import torch
-        from onnx import numpy_helper
 
         _ultralytics_env(workdir)
-        from ultralytics.nn.tasks import DetectionModel
+        from alprd.engines import lift
     except ImportError as exc:
         raise EngineError(
             f"{src}: has a fixed input; building it at {h}x{w} needs torch and "
             f"ultralytics ({exc}): run `make install`, or set input_size to the model's size"
         ) from None
-    proto = onnx.load(str(src))
-    meta = {p.key: p.value for p in proto.metadata_props}
-    arch = _ARCH.search(meta.get("description", ""))
-    if "ultralytics" not in meta.get("author", "").lower() or arch is None:
-        raise EngineError(
-            f"{src}: has a fixed input and is not an Ultralytics YOLO export, so it cannot "
-            f"be rebuilt at {h}x{w}; set input_size to the model's own size or export it yourself"
-        )
-    yaml = f"yolo{arch.group(1).lower()}{arch.group(2).lower()}.yaml"
-    names = ast.literal_eval(meta.get("names", "{}"))
-    progress(f"rebuilding {src.name} at {h}x{w} ({yaml} architecture, its own weights)")
-    weights = {
-        i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
-        for i in proto.graph.initializer
-        if i.name.startswith("model.")
-    }
-    try:
-        model = DetectionModel(yaml, nc=len(names) or 80, verbose=False)
-        model.fuse(verbose=False)
-        state = model.state_dict()
-        missing = [
-            k for k in state if k not in weights and "anchors" not in k and "strides" not in k
-        ]
-        unused = [k for k in weights if k not in state]
-        if missing or unused:
-            raise ValueError(f"{len(missing)} tensors missing, {len(unused)} unused")
-        model.load_state_dict({**state, **weights})
-    except Exception as exc:
-        raise EngineError(
-            f"{src}: its weights do not fit the {yaml} architecture ({exc}); "
-            "set input_size to the model's own size or export it yourself"
-        ) from None
-    model.eval()
-    import onnxruntime as ort
-
-    original = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
-    fixed = original.get_inputs()[0].shape
-    probe = np.random.default_rng(0).random(fixed, dtype=np.float32)
-    with torch.no_grad():
-        ours = model(torch.from_numpy(probe))[0].numpy()
-    theirs = original.run(None, {original.get_inputs()[0].name: probe})[0]
-    if ours.shape != theirs.shape or float(np.abs(ours - theirs).max()) > 1e-2 * max(
-        1.0, float(np.abs(theirs).max())
-    ):
-        raise EngineError(f"{src}: rebuilt as {yaml} it does not reproduce the original model")
+    lifted = lift.yolo_from_onnx(src, hint="set input_size to the model's own size")
+    progress(f"rebuilt {src.name} as {lifted.arch} (its own weights); exporting at {h}x{w}")
     out = workdir / f"{src.stem}-{h}x{w}.onnx"
-    dummy = torch.zeros(request.shape.dims())
     with torch.no_grad():
         torch.onnx.export(
-            _FirstOutput(model), (dummy,), str(out), input_names=["images"],
-            output_names=["output0"], opset_version=17, dynamo=False,
+            lift.FirstOutput(lifted.module), (torch.zeros(request.shape.dims()),), str(out),
+            input_names=["images"], output_names=["output0"], opset_version=17, dynamo=False,
         )  # fmt: skip
     exported = onnx.load(str(out))
-    for key, value in meta.items():  # names, task, stride...: what inspect() reads
-        entry = exported.metadata_props.add()
+    for key, value in {**lifted.metadata, "imgsz": str([h, w])}.items():
+        entry = exported.metadata_props.add()  # names, task, stride: what inspect() reads
         entry.key, entry.value = key, value
-    entry = exported.metadata_props.add()
-    entry.key, entry.value = "imgsz", str([h, w])
     onnx.save(exported, str(out))
     return out
-
-
-class _FirstOutput:
-    """Wraps a DetectionModel so the export sees only its prediction tensor."""
-
-    def __new__(cls, model: Any) -> Any:
-        import torch
-
-        class Wrapped(torch.nn.Module):  # type: ignore[misc]
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return self.model(x)[0]
-
-        return Wrapped()
 
 
 def _ultralytics_env(workdir: Path) -> None:

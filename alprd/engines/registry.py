@@ -14,13 +14,14 @@ BACKENDS: dict[str, str] = {
     "tensorrt": "alprd.engines.backends.tensorrt:TensorRtBackend",
     "openvino": "alprd.engines.backends.openvino:OpenVinoBackend",
     "onnxruntime": "alprd.engines.backends.onnxruntime:OnnxRuntimeBackend",
+    "torch": "alprd.engines.backends.torch:TorchBackend",
 }
 
 _HINTS = {
     "tensorrt": "TensorRT comes with JetPack or NVIDIA's pip index (tensorrt), with a CUDA GPU",
     "openvino": "pip install 'alprd[openvino]'",
     "onnxruntime": "pip install onnxruntime",
-    "torch": "the torch backend is not available in this version; use auto",
+    "torch": "needs torch and ultralytics (`make install`; a CUDA build of torch for the GPU)",
 }
 
 

@@ -31,19 +31,13 @@ class Detector:
     def __call__(self, images: Sequence[ops.Image]) -> list[ops.Detections]:
         if not images:
             return []
-        boxed = [ops.letterbox(img, self.height, self.width) for img in images]
-        tensor = ops.to_tensor([b for b, _ in boxed])
-        outputs = []
-        for start in range(0, len(images), self.batch):
-            chunk = tensor[start : start + self.batch]
-            n = len(chunk)
-            if n < self.batch:  # fixed-batch engine: pad with copies, drop their results
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - n, axis=0)])
-            outputs.append(self.engine.run(chunk)[0][:n])
-        raw = np.concatenate(outputs)
+        if hasattr(self.engine, "run_frames"):  # letterboxed on the device (torch backend)
+            raw, boxes = self._run_frames(images)
+        else:
+            raw, boxes = self._run_cpu(images)
         results = []
-        for dets, (_, lb), img in zip(
-            ops.decode_yolo(raw, self.conf, self.iou, self.max_det), boxed, images, strict=True
+        for dets, lb, img in zip(
+            ops.decode_yolo(raw, self.conf, self.iou, self.max_det), boxes, images, strict=True
         ):
             if self.keep is not None and len(dets):
                 mask = np.isin(dets.class_id, self.keep)
@@ -54,3 +48,27 @@ class Detector:
             xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
             results.append(ops.Detections(xyxy, dets.confidence, dets.class_id))
         return results
+
+    def _run_cpu(self, images: Sequence[ops.Image]) -> tuple[np.ndarray, list[ops.Letterbox]]:
+        boxed = [ops.letterbox(img, self.height, self.width) for img in images]
+        tensor = ops.to_tensor([b for b, _ in boxed])
+        outputs = []
+        for start in range(0, len(images), self.batch):
+            chunk = tensor[start : start + self.batch]
+            n = len(chunk)
+            if n < self.batch:  # fixed-batch engine: pad with copies, drop their results
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - n, axis=0)])
+            outputs.append(self.engine.run(chunk)[0][:n])
+        return np.concatenate(outputs), [lb for _, lb in boxed]
+
+    def _run_frames(self, images: Sequence[ops.Image]) -> tuple[np.ndarray, list[ops.Letterbox]]:
+        run_frames = self.engine.run_frames  # type: ignore[attr-defined]
+        outputs, boxes = [], []
+        for start in range(0, len(images), self.batch):
+            chunk = list(images[start : start + self.batch])
+            n = len(chunk)
+            chunk += [chunk[-1]] * (self.batch - n)  # one shape per batch: one CUDA graph
+            raw, lbs = run_frames(chunk, self.height, self.width)
+            outputs.append(raw[:n])
+            boxes += lbs[:n]
+        return np.concatenate(outputs), boxes

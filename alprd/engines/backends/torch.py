@@ -1,0 +1,190 @@
+"""PyTorch (CUDA): for NVIDIA hosts without TensorRT, and to serve while a TensorRT
+engine builds. Detectors only (the recogniser runs on ONNX Runtime / OpenVINO:
+set ``models.ocr.backend``).
+
+The artefact is the detector's weights with the name of its Ultralytics
+architecture (`alprd.engines.lift` rebuilt it from the ONNX and checked it
+reproduces it). Loading builds that module once, fuses it, moves it to the GPU in
+fp16, and captures one **CUDA graph per input shape** on first use: a replay
+launches the whole network at once (about 1 ms for a YOLOv8n at batch 1 on an H100,
+against ~10 ms launching its kernels one by one). Inputs go through a pinned host
+buffer. `run_frames` letterboxes and normalises uint8 frames on the GPU.
+
+Measured on an H100 through the workplace's device tool (see BENCHMARKS.md); the
+CPU path (no CUDA) is what the tests here run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from alprd import ops
+from alprd.engines.backends._cpu import cpu_identity
+from alprd.engines.base import BuildRequest, EngineError, Progress
+
+ARTEFACT_FORMAT = "alprd-torch-1"
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class _Graph:
+    """One captured CUDA graph: static input, static outputs."""
+
+    def __init__(self, module: torch.nn.Module, x: torch.Tensor) -> None:
+        self.input = x.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(3):  # warm-up (cuDNN picks its kernels) off the capture
+                module(self.input)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.inference_mode():
+            self.output = module(self.input)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.input.copy_(x, non_blocking=True)
+        self.graph.replay()
+        return self.output
+
+
+class TorchEngine:
+    backend = "torch"
+
+    def __init__(self, module: torch.nn.Module, precision: str, graphs: bool = True) -> None:
+        self.device = _device()
+        self.dtype = torch.float16 if precision == "fp16" and self.device.type == "cuda" else None
+        module = module.to(self.device).eval()
+        if self.dtype is not None:
+            module = module.half()
+        self.module = module
+        self.precision = precision
+        self.graphs_enabled = graphs and self.device.type == "cuda"
+        self._graphs: dict[tuple[int, ...], _Graph] = {}
+        self._pinned: dict[tuple[tuple[int, ...], Any], torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ engine
+
+    def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        x = self._upload(np.ascontiguousarray(batch, dtype=np.float32))
+        return [self._infer(x).float().cpu().numpy()]
+
+    def run_frames(
+        self, images: Sequence[ops.Image], height: int, width: int, fill: int = 114
+    ) -> tuple[npt.NDArray[np.float32], list[ops.Letterbox]]:
+        """Letterbox uint8 BGR frames to height x width on the GPU (as
+        `ops.letterbox` + `ops.to_tensor` do on the CPU) and run them as one batch."""
+        dtype = self.dtype or torch.float32
+        x = torch.full((len(images), 3, height, width), fill / 255.0, dtype=dtype,
+                       device=self.device)  # fmt: skip
+        boxes = []
+        for i, image in enumerate(images):
+            h, w = image.shape[:2]
+            scale = min(height / h, width / w)
+            nh, nw = round(h * scale), round(w * scale)
+            top, left = (height - nh) // 2, (width - nw) // 2
+            frame = self._upload(np.ascontiguousarray(image), dtype=torch.uint8)
+            rgb = frame.permute(2, 0, 1).flip(0).unsqueeze(0).to(dtype) / 255.0
+            x[i, :, top : top + nh, left : left + nw] = F.interpolate(
+                rgb, size=(nh, nw), mode="bilinear", align_corners=False
+            )[0]
+            boxes.append(ops.Letterbox(scale, float(left), float(top)))
+        return self._infer(x).float().cpu().numpy(), boxes
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self._pinned.clear()
+        del self.module
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ internals
+
+    def _upload(self, array: np.ndarray, dtype: Any = None) -> torch.Tensor:
+        host = torch.from_numpy(array)
+        if self.device.type != "cuda":
+            return host if dtype is not None else host.to(self.dtype or torch.float32)
+        key = (tuple(array.shape), host.dtype)
+        pinned = self._pinned.get(key)
+        if pinned is None:
+            pinned = self._pinned[key] = torch.empty_like(host).pin_memory()
+        pinned.copy_(host)
+        out = pinned.to(self.device, non_blocking=True)
+        return out if dtype is not None else out.to(self.dtype or torch.float32)
+
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype or torch.float32)
+        if not self.graphs_enabled:
+            with torch.inference_mode():
+                out: torch.Tensor = self.module(x)
+            return out
+        key = tuple(x.shape)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._graphs[key] = _Graph(self.module, x)
+        return graph(x)
+
+
+class TorchBackend:
+    name: ClassVar[str] = "torch"
+    extension: ClassVar[str] = ".torch.pt"
+    precisions: ClassVar[tuple[str, ...]] = ("fp16", "fp32")
+
+    def runtime_version(self) -> str:
+        return f"{torch.__version__} cuda {torch.version.cuda or 'none'}"
+
+    def device_identity(self) -> dict[str, str]:
+        if not torch.cuda.is_available():
+            return {**cpu_identity(), "device": "cpu"}
+        major, minor = torch.cuda.get_device_capability()
+        return {"gpu": torch.cuda.get_device_name(), "capability": f"{major}.{minor}"}
+
+    def build(self, onnx: Path, request: BuildRequest, out: Path, progress: Progress) -> None:
+        if request.kind != "detector":
+            raise EngineError(
+                f"{request.source}: the torch backend serves detectors only; set "
+                f"models.{request.role}.backend to onnxruntime or openvino"
+            )
+        from alprd.engines import lift
+
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+        progress("rebuilding the detector as a torch module")
+        lifted = lift.yolo_from_onnx(onnx, hint="use the onnxruntime or openvino backend")
+        torch.save(
+            {
+                "format": ARTEFACT_FORMAT,
+                "arch": lifted.arch,
+                "names": lifted.names,
+                "state_dict": lifted.module.state_dict(),
+            },
+            out,
+        )
+
+    def load(self, path: Path, request: BuildRequest) -> TorchEngine:
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise EngineError(f"{path}: not a torch engine of this alprd: {exc}") from None
+        if not isinstance(saved, dict) or saved.get("format") != ARTEFACT_FORMAT:
+            raise EngineError(f"{path}: not a {ARTEFACT_FORMAT} artefact")
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+        from ultralytics.nn.tasks import DetectionModel
+
+        from alprd.engines.lift import FirstOutput
+
+        model = DetectionModel(saved["arch"], nc=len(saved["names"]) or 80, verbose=False)
+        model.fuse(verbose=False)
+        model.load_state_dict(saved["state_dict"])
+        return TorchEngine(FirstOutput(model.eval()), request.precision)

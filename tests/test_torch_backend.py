@@ -1,0 +1,105 @@
+"""The torch backend on this machine's CPU torch: real builds through the engine
+cache, real detections compared with ONNX Runtime on real frames. Its CUDA path
+(fp16, CUDA graphs, pinned buffers, letterbox on the GPU) cannot run here (no GPU):
+it is exercised and measured on an H100 by `make bench-gpu` through the device
+tool (BENCHMARKS.md), not in CI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO, SHARED_DATA
+
+from alprd import config as cfgmod
+from alprd.engines import manager
+
+pytest.importorskip("ultralytics")
+RO_FRAMES = SHARED_DATA / "plate-boxes-ro" / "images"
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt"):
+        shutil.copyfile(REPO / "models" / name, models / name)
+
+    def write(backend: str, extra: str = "") -> cfgmod.Config:
+        path = tmp_path / f"{backend}.toml"
+        path.write_text(f'[paths]\nroot = "."\n[engines]\nbackend = "{backend}"\n{extra}')
+        return cfgmod.load(path)
+
+    return write
+
+
+def detector(config: cfgmod.Config, role: str):
+    from alprd.pipeline.detect import Detector
+
+    target = manager.plan(config, role)  # type: ignore[arg-type]
+    outcome = manager.ensure(target)
+    assert outcome.status in ("built", "current"), outcome.message
+    engine, _ = manager.load(target)
+    rc = getattr(config.models, role)
+    keep = [2, 3, 5, 7] if role == "vehicle" else None
+    return engine, Detector(engine, size=rc.input_hw, batch=target.request.shape.batch,
+                            conf=0.3, iou=0.45, max_det=50, keep=keep)  # fmt: skip
+
+
+@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+@pytest.mark.parametrize("role", ["vehicle", "plate"])
+def test_torch_engines_find_what_onnxruntime_finds(site, role: str) -> None:
+    frames = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:6]]
+    extra = "[models.vehicle]\ninput_size = [384, 640]\n"
+    torch_engine, ours = detector(site("torch", extra), role)
+    assert torch_engine.backend == "torch"
+    assert hasattr(torch_engine, "run_frames")  # letterbox in torch, not cv2
+    ort_engine, theirs = detector(site("onnxruntime", extra), role)
+    matched = total = 0
+    for frame in frames:
+        a, b = ours([frame])[0], theirs([frame])[0]
+        for box, conf in zip(b.xyxy, b.confidence, strict=True):
+            if conf < 0.5:
+                continue
+            total += 1
+            if len(a):
+                iou = _ious(box, a.xyxy).max()
+                matched += iou > 0.9
+    assert total >= 3
+    assert matched / total >= 0.9, (matched, total)
+    torch_engine.close()
+    ort_engine.close()
+
+
+def test_the_torch_backend_refuses_a_recogniser_with_the_way_out(site) -> None:
+    shutil.copyfile(REPO / "models" / "ocr-ppocrv5-rec.onnx",
+                    Path(site("torch").paths.models_dir) / "ocr-ppocrv5-rec.onnx")  # fmt: skip
+    outcome = manager.ensure(manager.plan(site("torch"), "ocr"))
+    assert outcome.status == "failed"
+    assert "models.ocr.backend" in outcome.message
+
+
+def test_a_torch_engine_batches_and_matches_single_runs(site) -> None:
+    engine, _ = detector(site("torch", "[models.vehicle]\nbatch_size = 3\n"), "vehicle")
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (360, 640, 3), np.uint8) for _ in range(3)]
+    batched, boxes = engine.run_frames(frames, 640, 640)
+    singles = [engine.run_frames([f], 640, 640)[0][0] for f in frames]
+    assert batched.shape[0] == 3 and len(boxes) == 3
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], singles[i], rtol=1e-3, atol=1e-2)
+    engine.close()
+
+
+def _ious(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (area + areas - inter)
