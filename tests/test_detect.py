@@ -104,3 +104,25 @@ def test_per_track_skipping_reads_a_decided_plate_only_now_and_then():
     assert pipe.skipped > pipe.frames / 2  # most frames no longer search the decided car
     assert pipe.reads >= t.decided_after + (pipe.frames - 20) // t.recheck_every - 5  # rechecks
     assert pipe.reads < pipe.frames / 2
+
+
+@needs(BR)
+def test_frames_of_several_cameras_batched_read_the_same_as_one_by_one():
+    """`Recognizer.many` (each stage batched across cameras, as the GPU mode runs)
+    gives exactly what running the frames one at a time gives."""
+    from alprd import config as cfgmod
+    from alprd.pipeline.recognizer import Recognizer
+
+    config = cfgmod.load(cfgmod.find_config().path)
+    recognizer = Recognizer.load(config)
+    images = [cv2.imread(str(p)) for p in sorted(BR.glob("*.jpg"))[:5]]
+    together = recognizer.many(images)
+    alone = [recognizer(image) for image in images]
+    recognizer.close()
+    assert sum(len(r.plates) for r in alone) >= 4
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose([v.box for v in a.vehicles], [v.box for v in b.vehicles],
+                                   atol=0.5)  # fmt: skip
+        assert [t.text for _, t in a.plates] == [t.text for _, t in b.plates]
+        np.testing.assert_allclose([p.box for p, _ in a.plates], [p.box for p, _ in b.plates],
+                                   atol=0.5)  # fmt: skip

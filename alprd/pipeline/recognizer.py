@@ -146,12 +146,18 @@ class Recognizer:
     # ----------------------------------------------------------------- stages
 
     def vehicles(self, image: ops.Image) -> list[Vehicle]:
+        return self.vehicles_many([image])[0]
+
+    def vehicles_many(self, images: Sequence[ops.Image]) -> list[list[Vehicle]]:
+        """Vehicles in each image (one batched detector call)."""
         if self.vehicle is None:
-            return []
-        [dets] = self.vehicle([image])
+            return [[] for _ in images]
         return [
-            Vehicle(tuple(map(float, b)), float(c), self.vehicle_names[int(k)])  # type: ignore[arg-type]
-            for b, c, k in zip(dets.xyxy, dets.confidence, dets.class_id, strict=True)
+            [
+                Vehicle(tuple(map(float, b)), float(c), self.vehicle_names[int(k)])  # type: ignore[arg-type]
+                for b, c, k in zip(dets.xyxy, dets.confidence, dets.class_id, strict=True)
+            ]
+            for dets in self.vehicle(list(images))
         ]
 
     def plates(
@@ -159,33 +165,52 @@ class Recognizer:
     ) -> list[Plate]:
         """Plates on the vehicle crops (batched); on the full frame when there is no
         vehicle model, or when the vehicles gave no plate (and the fallback is on)."""
-        h, w = image.shape[:2]
-        found: list[Plate] = []
-        crops, owners, offsets = [], [], []
-        for v in vehicles:
-            x1, y1, x2, y2 = geometry.clip_box(
-                geometry.expand(v.box, self.search_margin, self.search_margin), w, h
-            )
-            if x2 - x1 < 8 or y2 - y1 < 8:
-                continue
-            crops.append(image[y1:y2, x1:x2])
-            owners.append(v)
-            offsets.append((x1, y1))
-        for dets, v, (ox, oy) in zip(self.plate(crops), owners, offsets, strict=True):
+        return self.plates_many([image], [vehicles], fallback=[fallback])[0]
+
+    def plates_many(
+        self,
+        images: Sequence[ops.Image],
+        vehicles: Sequence[Sequence[Vehicle]],
+        *,
+        fallback: Sequence[bool],
+    ) -> list[list[Plate]]:
+        """`plates` for several images: every vehicle crop of every image in one
+        batched detector call, then the full frames that need the fallback in one."""
+        crops, owners = [], []
+        for i, (image, vs) in enumerate(zip(images, vehicles, strict=True)):
+            h, w = image.shape[:2]
+            for v in vs:
+                x1, y1, x2, y2 = geometry.clip_box(
+                    geometry.expand(v.box, self.search_margin, self.search_margin), w, h
+                )
+                if x2 - x1 < 8 or y2 - y1 < 8:
+                    continue
+                crops.append(image[y1:y2, x1:x2])
+                owners.append((i, v, x1, y1))
+        found: list[list[Plate]] = [[] for _ in images]
+        for dets, (i, v, ox, oy) in zip(self.plate(crops), owners, strict=True):
             for b, c in zip(dets.xyxy, dets.confidence, strict=True):
                 box = (float(b[0] + ox), float(b[1] + oy), float(b[2] + ox), float(b[3] + oy))
-                found.append(Plate(box, float(c), v))
-        if not found and fallback and (self.vehicle is None or self.fallback):
-            [dets] = self.plate([image])
+                found[i].append(Plate(box, float(c), v))
+        full = [
+            i
+            for i in range(len(images))
+            if not found[i] and fallback[i] and (self.vehicle is None or self.fallback)
+        ]
+        for i, dets in zip(full, self.plate([images[i] for i in full]), strict=True):
             for b, c in zip(dets.xyxy, dets.confidence, strict=True):
                 box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
-                found.append(Plate(box, float(c), _owner(box, vehicles)))
-        return _dedupe(found)
+                found[i].append(Plate(box, float(c), _owner(box, vehicles[i])))
+        return [_dedupe(f) for f in found]
 
     def read(self, image: ops.Image, plates: Sequence[Plate]) -> list[Text]:
         """OCR on each plate, cut from the full-resolution frame."""
-        if not plates:
-            return []
+        return self.read_many([image], [plates])[0]
+
+    def read_many(
+        self, images: Sequence[ops.Image], plates: Sequence[Sequence[Plate]]
+    ) -> list[list[Text]]:
+        """`read` for several images: all their plates in batches of the engine's size."""
         o = self.ocr
         crops = [
             ocr.crop(
@@ -197,9 +222,10 @@ class Recognizer:
                 height=o.input_height,
                 max_width=o.max_width,
             )
-            for p in plates
+            for image, ps in zip(images, plates, strict=True)
+            for p in ps
         ]
-        texts = []
+        texts: list[Text] = []
         for start in range(0, len(crops), self.reader_batch):
             chunk = crops[start : start + self.reader_batch]
             x = ocr.batch(chunk)
@@ -209,7 +235,11 @@ class Recognizer:
             reduced = self.alphabet.reduce(self.reader.run(x)[0][:n])
             for seq in reduced:
                 texts.append(self.alphabet.decode(seq))
-        return texts
+        out, at = [], 0
+        for ps in plates:
+            out.append(texts[at : at + len(ps)])
+            at += len(ps)
+        return out
 
     def __call__(
         self,
@@ -220,20 +250,41 @@ class Recognizer:
         """All stages on one frame. `select(vehicles)` may narrow which vehicles
         are searched for plates (per-track skipping); the full-frame fallback then
         runs only if none was left out."""
+        return self.many([image], [zone], [select])[0]
+
+    def many(
+        self,
+        images: Sequence[ops.Image],
+        zones: Sequence[Sequence[tuple[float, float]] | None] | None = None,
+        selects: Sequence[Callable[[list[Vehicle]], list[Vehicle]] | None] | None = None,
+    ) -> list[FrameResult]:
+        """All stages on several frames (several cameras), each stage batched
+        across them: what a GPU needs to be busy."""
+        zones = zones or [None] * len(images)
+        selects = selects or [None] * len(images)
         t0 = time.perf_counter()
-        vehicles = self.vehicles(image)
+        vehicles = self.vehicles_many(images)
         t1 = time.perf_counter()
-        searched = vehicles if select is None else select(vehicles)
-        plates = self.plates(image, searched, fallback=len(searched) == len(vehicles))
-        if zone:
-            plates = [p for p in plates if geometry.inside(geometry.centre(p.box), zone)]
+        searched = [
+            vs if sel is None else sel(vs) for vs, sel in zip(vehicles, selects, strict=True)
+        ]
+        plates = self.plates_many(
+            images, searched,
+            fallback=[len(s) == len(v) for s, v in zip(searched, vehicles, strict=True)],
+        )  # fmt: skip
+        for i, zone in enumerate(zones):
+            if zone:
+                plates[i] = [p for p in plates[i] if geometry.inside(geometry.centre(p.box), zone)]
         t2 = time.perf_counter()
-        texts = self.read(image, plates)
+        texts = self.read_many(images, plates)
         t3 = time.perf_counter()
         self.times.add("vehicle", t1 - t0)
         self.times.add("plate", t2 - t1)
         self.times.add("ocr", t3 - t2)
-        return FrameResult(vehicles, list(zip(plates, texts, strict=True)))
+        return [
+            FrameResult(vs, list(zip(ps, ts, strict=True)))
+            for vs, ps, ts in zip(vehicles, plates, texts, strict=True)
+        ]
 
     def close(self) -> None:
         for engine in (
