@@ -452,7 +452,10 @@ class Service:
         outbox = {}
         if self.outputs is not None and self.outputs.outbox is not None:
             for name in self.outputs.queued:
-                outbox[name] = self.outputs.outbox.pending(name)
+                try:
+                    outbox[name] = self.outputs.outbox.pending(name)
+                except SinkError:  # closed (the final status at stop) or unreadable
+                    continue
                 m.outbox.labels(name).set(outbox[name])
         if self.rebuilder is not None:
             m.builds.set(self.rebuilder.builds)
