@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test models engines bench-engines bench-accuracy bench-pipeline bench-swap bench-outputs lint clean distclean
+.PHONY: install install-systemd run test test-faults models engines bench-engines bench-accuracy bench-pipeline bench-swap bench-outputs lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -69,6 +69,10 @@ bench-outputs: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# The fault-injection suite alone (README "Faults and hardening"); `make test` runs it too.
+test-faults: $(VENV)/.installed
+	$(PY) -m pytest -m faults -v
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check alprd tests benchmarks

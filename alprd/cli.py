@@ -216,6 +216,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = cfgmod.load(path)
     for warning in model_file_warnings(config):
         print(f"warning: {path}: {warning}", file=sys.stderr)
+    exposed = cfgmod.permission_warning(path, config)
+    if exposed:
+        print(f"warning: {exposed}", file=sys.stderr)
     print("ok")
     return ExitCode.OK
 

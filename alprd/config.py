@@ -159,6 +159,7 @@ class ModelsConfig(_Section):
     watch: Literal["inotify", "poll", "off"] = "inotify"
     watch_quiet_s: float = Field(2.0, gt=0)
     watch_poll_s: float = Field(2.0, gt=0)
+    allow_unsafe_permissions: bool = False
     vehicle: VehicleModel = Field(default_factory=VehicleModel)
     plate: PlateModel = Field(default_factory=PlateModel)
     ocr: OcrModel = Field(default_factory=OcrModel)
@@ -624,3 +625,39 @@ def _common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
             break
         n += 1
     return n
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def secret_keys(config: Config) -> list[str]:
+    """Key paths of the secrets `config` holds: passwords, webhook headers, URLs
+    with credentials or secret query parameters."""
+    out = []
+    for i, cam in enumerate(config.cameras):
+        if redact(cam.url) != cam.url:
+            out.append(f"cameras[{i}].url")
+    mqtt, hook = config.outputs.mqtt, config.outputs.webhook
+    if mqtt.password:
+        out.append("outputs.mqtt.password")
+    if hook.headers:
+        out.append("outputs.webhook.headers")
+    if redact(hook.url) != hook.url:
+        out.append("outputs.webhook.url")
+    return out
+
+
+def permission_warning(path: Path, config: Config) -> str | None:
+    """A warning when every user may read `path` and it holds secrets, else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    secrets = secret_keys(config)
+    if not (mode & 0o004 and secrets):
+        return None
+    return (
+        f"{path} is readable by every user and holds secrets ({', '.join(secrets)}); "
+        f"chmod 0640 {path} and give it a group the service runs in (for the systemd "
+        "unit: a static group added with SupplementaryGroups= in a drop-in)"
+    )

@@ -109,7 +109,10 @@ class Rebuilder:
             target,
             timeout_s=config.engines.build_timeout_s,
             nice=max(config.engines.build_nice, 10),  # never ahead of the running pipeline
+            cancel=lambda: self._halt,  # a stop kills the build child
         )
+        if outcome.status == "cancelled":
+            return
         self.builds += 1
         if outcome.status not in ("built", "current"):
             self._rejected.add(key)

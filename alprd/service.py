@@ -75,6 +75,7 @@ class Service:
         self._signals: deque[int] = deque()
         self._wake = threading.Event()
         self._stopping = False
+        self._stop_requested = False  # set by SIGTERM/SIGINT: cancels a build in progress
         self._swaps: deque[Built] = deque()
         self.cameras: dict[str, Camera] = {}
         self.watcher: ModelWatcher | None = None
@@ -97,6 +98,8 @@ class Service:
         # Only record it (no logging, no locks): the main loop decides.
         if signum == signal.SIGINT and self._stopping:
             os._exit(130)  # a second Ctrl-C forces the exit
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._stop_requested = True
         self._signals.append(signum)
         self._wake.set()
 
@@ -107,6 +110,7 @@ class Service:
             signal.signal(sig, self._on_signal)
 
     def request_stop(self) -> None:
+        self._stop_requested = True
         self._signals.append(signal.SIGTERM)
         self._wake.set()
 
@@ -126,6 +130,7 @@ class Service:
             for problem in exc.problems:
                 log.error("config_invalid", problem=str(problem))
             return ExitCode.CONFIG
+        self._warn_exposed(self.config)
         self.status_writer = StatusWriter(self.config.paths.state_dir)
         if self.config.metrics.enabled:
             try:
@@ -146,6 +151,8 @@ class Service:
         try:
             self.recognizer = self._start_engines(self.config)
         except EngineError as exc:
+            if self._stop_requested:  # a stop during a build cancelled it
+                return self._stop()
             log.error("engine_failed", reason=str(exc))
             return ExitCode.ENGINE
         if self._signals and self._signals[-1] in (signal.SIGTERM, signal.SIGINT):
@@ -168,6 +175,11 @@ class Service:
             self._stop()
             return ExitCode.FATAL
         return self._stop()
+
+    def _warn_exposed(self, config: cfgmod.Config) -> None:
+        exposed = cfgmod.permission_warning(self.config_path, config)
+        if exposed:
+            log.warning("config_world_readable", problem=exposed)
 
     def _summary(self) -> str:
         assert self.recognizer is not None
@@ -214,8 +226,9 @@ class Service:
         ticker.start()
         try:
             return manager.ensure(
-                target, timeout_s=config.engines.build_timeout_s, nice=config.engines.build_nice
-            )
+                target, timeout_s=config.engines.build_timeout_s, nice=config.engines.build_nice,
+                cancel=lambda: self._stop_requested,
+            )  # fmt: skip
         finally:
             done.set()
             ticker.join(timeout=5)
@@ -442,7 +455,10 @@ class Service:
         outbox = {}
         if self.outputs is not None and self.outputs.outbox is not None:
             for name in self.outputs.queued:
-                outbox[name] = self.outputs.outbox.pending(name)
+                try:
+                    outbox[name] = self.outputs.outbox.pending(name)
+                except SinkError:  # closed (the final status at stop) or unreadable
+                    continue
                 m.outbox.labels(name).set(outbox[name])
         backlog = self.outputs.backlog() if self.outputs is not None else {}
         for name in self._backlog_names | set(backlog):
@@ -472,6 +488,7 @@ class Service:
         log.info("reloading_config", config=str(self.config_path))
         try:
             new = cfgmod.load(self.config_path)
+            self._warn_exposed(new)
             self._apply(new)
         except cfgmod.ConfigError as exc:
             for problem in exc.problems:

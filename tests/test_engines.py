@@ -190,6 +190,8 @@ def test_backend_choice_keeps_separate_engines(site):
 # --------------------------------------------------------------------------- damaged engines
 
 
+# faults: Scenario 2: truncated, garbage and mismatched engines and sidecars
+@pytest.mark.faults
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
@@ -238,6 +240,8 @@ def _children() -> list[int]:
     return pids
 
 
+# faults: Scenario 1: kill -9 of the build child at random points
+@pytest.mark.faults
 def test_kill9_of_the_build_child_never_leaves_a_wrong_or_partial_engine(site):
     """SIGKILL the build child at random points of several builds (export, build,
     validation): the final path holds either nothing or a complete, current engine
@@ -368,6 +372,8 @@ def test_fp16_openvino_agrees_with_the_source_on_real_photos(site):
     assert metrics["matched_source"] >= 0.9 and metrics["mean_iou"] >= 0.9
 
 
+# faults: Scenario 4: an INT8 engine that disagrees with its source
+@pytest.mark.faults
 @needs_photos
 def test_int8_openvino_is_validated_honestly(site):
     path = site(backend="openvino")
@@ -405,6 +411,8 @@ def test_int8_openvino_is_validated_honestly(site):
     assert target.engine.read_bytes() == installed  # what served before still serves
 
 
+# faults: Scenario 3: garbage and truncated .pt
+@pytest.mark.faults
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_broken_pt_is_refused_with_the_reason(site, damage):
     path = site()

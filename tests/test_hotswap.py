@@ -138,6 +138,8 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
     assert len([t for t in running.frames if t >= started]) >= window  # >= 1 frame/s
 
 
+# faults: Scenario 3: bad models dropped into a running daemon's models/
+@pytest.mark.faults
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -200,6 +202,8 @@ def test_requests_during_a_build_coalesce_into_one_more_build_of_the_newest(site
     assert built[-1] == manager.fp.fingerprint(newest.inputs)  # the newest file's engine
 
 
+# faults: Scenario 4: an engine that disagrees with its source
+@pytest.mark.faults
 def test_an_engine_that_fails_validation_is_rejected_and_not_retried_until_changed(site):
     """OpenVINO runs the plate detector in bf16 here; with a zero tolerance the gate
     must refuse it: the engine disagrees with its source model."""

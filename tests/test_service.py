@@ -90,6 +90,8 @@ def sock(tmp_path):
     s.close()
 
 
+# faults: Scenario 11 (invalid config at reload) and 9 (SIGTERM while frames flow)
+@pytest.mark.faults
 def test_startup_builds_with_extend_then_ready_watchdog_reload_stop(site, sock):
     config = write_config(site, camera("yard", site / "clip.avi"))
     d = Daemon(config, sock)
@@ -144,6 +146,8 @@ def test_startup_builds_with_extend_then_ready_watchdog_reload_stop(site, sock):
     assert stopped[0]["within_deadline"] is True
 
 
+# faults: Scenario 11: invalid config at start
+@pytest.mark.faults
 def test_a_config_error_at_start_exits_with_the_config_code(site, sock):
     config = write_config(site, camera("yard", site / "clip.avi", fps=0))
     d = Daemon(config, sock)

@@ -303,6 +303,8 @@ def test_webhook_failures_raise_sink_error(endpoint: Endpoint) -> None:
     assert endpoint.received == []
 
 
+# faults: Scenario 6: webhook returning 500s
+@pytest.mark.faults
 def test_webhook_through_outbox_500s_then_200_exactly_once_in_order(
     tmp_path: Path, endpoint: Endpoint
 ) -> None:
@@ -321,6 +323,8 @@ def test_webhook_through_outbox_500s_then_200_exactly_once_in_order(
     assert events.count("sink_recovered") == 1
 
 
+# faults: Scenario 7 (clean restart; kill -9: test_faults.py)
+@pytest.mark.faults
 def test_outbox_survives_a_restart(tmp_path: Path, endpoint: Endpoint) -> None:
     path = tmp_path / "outbox.db"
     down = WebhookSink(f"http://127.0.0.1:{free_port()}/hook", timeout_s=2)
@@ -497,6 +501,8 @@ def test_mqtt_write_raises_when_the_broker_is_down() -> None:
     sink.close()
 
 
+# faults: Scenario 6: MQTT broker down for a while
+@pytest.mark.faults
 @needs_broker
 def test_mqtt_broker_down_for_a_while_all_events_arrive_in_order(
     tmp_path: Path, broker: Broker

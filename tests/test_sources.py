@@ -83,6 +83,8 @@ def test_latest_frame_drops_old_frames_and_counts_them():
     assert slot.take(timeout=0.01) is None
 
 
+# faults: Scenario 5: backoff, other cameras unaffected
+@pytest.mark.faults
 def test_an_unreachable_stream_reconnects_with_backoff_and_others_keep_running(video):
     """A stream on a closed port: the reader retries with growing delays, logs the
     loss once, and a second camera (a video file) keeps delivering frames."""

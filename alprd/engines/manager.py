@@ -4,8 +4,10 @@ ensure (lock, check, build in a child, validate, install), load."""
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +20,7 @@ from typing import Any, Literal
 
 from alprd import __version__
 from alprd import config as cfgmod
-from alprd.engines import cache, registry, samples, worker
+from alprd.engines import cache, registry, samples, trust, worker
 from alprd.engines import fingerprint as fp
 from alprd.engines.base import (
     ENGINE_FORMAT,
@@ -122,10 +124,32 @@ def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) 
         engine_format=ENGINE_FORMAT,
     )
     engine = cache.engine_path(source, backend.extension)
+    _check_trust(config, role, [source.parent, source, engine, cache.sidecar_path(engine)])
     return Target(request, backend, engine, inputs, choice.reason, requested)
 
 
-Status = Literal["current", "built", "rejected", "failed"]
+def _check_trust(config: cfgmod.Config, role: Role, files: list[Path]) -> None:
+    """Refuse a model another user could have written (a .pt is a pickle: loading
+    it runs code), unless models.allow_unsafe_permissions (see alprd.engines.trust)."""
+    paths = list(dict.fromkeys([config.paths.models_dir, *files]))
+    found = trust.problems(paths)
+    if not found:
+        return
+    if config.models.allow_unsafe_permissions:
+        log.warning(
+            "models_unsafe_permissions", model=role, problem="; ".join(found),
+            action="loaded anyway (models.allow_unsafe_permissions = true)",
+        )  # fmt: skip
+        return
+    raise EngineError(
+        f"models.{role}: refusing to load a model another user could have written: "
+        + "; ".join(found)
+        + " (a .pt is a pickle: loading it runs code). Fix the owner or mode "
+        "(chmod go-w, chown), or set models.allow_unsafe_permissions = true"
+    )
+
+
+Status = Literal["current", "built", "rejected", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -149,10 +173,12 @@ def ensure(
     timeout_s: float = 3600.0,
     nice: int = 0,
     on_progress: Callable[[str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> Outcome:
     """Make `target`'s engine current: build it unless it already is (or `force`).
     Never raises for a build that fails: the outcome says why; an engine already
-    installed is left untouched."""
+    installed is left untouched. `cancel()` turning true (a stop request) kills the
+    build child within a tenth of a second: status "cancelled", nothing installed."""
     req = target.request
 
     def outcome(status: Status, **kw: Any) -> Outcome:
@@ -182,8 +208,14 @@ def ensure(
                 source=str(req.source),
             )
             started = time.monotonic()
-            result = run_child(target, tmp, timeout_s=timeout_s, nice=nice, on_progress=on_progress)
+            result = run_child(
+                target, tmp, timeout_s=timeout_s, nice=nice, on_progress=on_progress,
+                cancel=cancel,
+            )  # fmt: skip
             build_s = round(time.monotonic() - started, 1)
+            if result.cancelled:
+                log.info("engine_build_cancelled", model=req.role, build_s=build_s)
+                return outcome("cancelled", reasons=reasons, build_s=build_s, message="cancelled")
             if result.error:
                 log.error("engine_build_failed", model=req.role, reason=result.error)
                 return outcome("failed", reasons=reasons, build_s=build_s, message=result.error)
@@ -224,6 +256,7 @@ def ensure(
 @dataclass
 class ChildResult:
     error: str = ""
+    cancelled: bool = False
     validation: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -235,15 +268,22 @@ def run_child(
     timeout_s: float,
     nice: int = 0,
     on_progress: Callable[[str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> ChildResult:
     """Build in ``python -m alprd.engines.worker``: a crash, OOM or segfault of the
-    runtime ends the child, not us. Its progress is logged as it comes."""
+    runtime ends the child, not us. Its progress is logged as it comes. The child
+    dies with us (PR_SET_PDEATHSIG), and when `cancel()` turns true."""
     req = target.request
+
+    def prepare() -> None:  # in the child, before exec
+        _die_with_parent()
+        if nice:
+            os.nice(nice)
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "alprd.engines.worker"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-        preexec_fn=(lambda: os.nice(nice)) if nice else None,
+        text=True, start_new_session=True, preexec_fn=prepare,
     )  # fmt: skip
     stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
 
@@ -265,6 +305,19 @@ def run_child(
 
     timer = threading.Timer(timeout_s, expire)
     timer.start()
+    cancelled = threading.Event()
+
+    def watch_cancel() -> None:
+        assert cancel is not None
+        while proc.poll() is None:
+            if cancel():
+                cancelled.set()
+                proc.kill()
+                return
+            time.sleep(0.1)
+
+    if cancel is not None:
+        threading.Thread(target=watch_cancel, name=f"build-{req.role}-cancel", daemon=True).start()
     result = ChildResult()
     try:
         assert proc.stdin is not None and proc.stdout is not None
@@ -296,7 +349,9 @@ def run_child(
     finally:
         timer.cancel()
         reader.join(timeout=5)
-    if code != 0 and not result.error:
+    if cancelled.is_set():
+        result.cancelled = True
+    elif code != 0 and not result.error:
         if timed_out.is_set():
             why = f"build took longer than engines.build_timeout_s ({timeout_s:.0f}s)"
         elif code < 0:
@@ -308,6 +363,24 @@ def run_child(
     elif code == 0 and not result.validation:
         result.error = "build process ended without a result"
     return result
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()  # resolved here: nothing is imported between fork and exec
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (an alprd killed with -9
+    leaves no build running on its own). Best effort elsewhere."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def load(target: Target) -> tuple[Engine, cache.Sidecar]:
