@@ -102,6 +102,7 @@ def stored(state: Path) -> tuple[list[str], list[str]]:
     return rows, [json.loads(line)["plate"] for line in lines]  # every line whole JSON
 
 
+@pytest.mark.faults  # faults: Scenario 8
 def test_a_full_state_dir_delays_events_and_loses_none(tmp_path: Path, disk: SmallDisk) -> None:
     outputs = outputs_on(tmp_path, disk.path)
     try:
@@ -129,6 +130,7 @@ def test_a_full_state_dir_delays_events_and_loses_none(tmp_path: Path, disk: Sma
     assert rows == want and lines == want  # all of them, once, in order
 
 
+@pytest.mark.faults  # faults: Scenario 8
 def test_a_read_only_state_dir_keeps_events_until_it_is_writable(
     tmp_path: Path, disk: SmallDisk
 ) -> None:
@@ -183,6 +185,7 @@ def test_a_backlog_beyond_its_bound_drops_the_oldest_with_a_warning(
     assert [json.loads(x)["plate"] for x in lines] == [f"ABC{i:04d}" for i in range(3, 8)]
 
 
+@pytest.mark.faults  # faults: Scenario 8
 @pytest.mark.skipif(not NL_VIDEO.is_file(), reason=f"video not available at {NL_VIDEO}")
 def test_the_daemon_keeps_reading_on_a_full_disk_and_stores_the_pass_when_space_returns(
     site: Path,  # noqa: F811
