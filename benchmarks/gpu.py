@@ -1,0 +1,230 @@
+"""`make bench-gpu`: alprd's GPU mode against the naive Ultralytics loop on the
+same NVIDIA card, one run, and the multi-camera throughput.
+
+Measures, side by side:
+- decode: frames/s OpenCV decodes the videos at (excluded from the rest: frames
+  are decoded into memory first);
+- naive loop: `benchmarks/naive_loop.py` on the GPU (Ultralytics `predict` per
+  frame and per vehicle crop, the recogniser per plate). The vehicle model is the
+  default ONNX's own weights as an Ultralytics `.pt` (`alprd.engines.lift`), so
+  both sides run the same networks;
+- alprd, one stream: `CameraPipeline` on the rear-view video with the torch
+  backend (fp16, CUDA graphs, letterbox on the GPU), with and without per-track
+  skipping; the speed ratio against the naive loop;
+- alprd, N streams: `Recognizer.many` on N frames at a time (N cameras replaying
+  the videos at different offsets), every stage batched across cameras, no
+  skipping: frames/s through vehicles + plates + OCR, stage p50/p99.
+
+Needs torch with CUDA, ultralytics and the alprd dependencies; writes the JSON of
+every figure to --out when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.update(YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", YOLO_VERBOSE="False")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000 if s else float("nan")
+
+
+def decode(video: Path, limit: int) -> tuple[list, float]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    frames, t = [], time.perf_counter()
+    while len(frames) < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    return frames, len(frames) / (time.perf_counter() - t)
+
+
+def site(root: Path, args: argparse.Namespace, batch: int) -> Path:
+    """A config with its own models dir (engines of one batch size each)."""
+    models = root / f"models-b{batch}"
+    models.mkdir(parents=True, exist_ok=True)
+    m = REPO / "models"
+    for name in (args.vehicle, args.plate, args.ocr, args.dictionary):
+        if not (models / name).exists():
+            shutil.copyfile(m / name, models / name)
+    config = root / f"alprd-b{batch}.toml"
+    config.write_text(
+        f'[paths]\nroot = "{root}"\nmodels_dir = "{models}"\n'
+        '[engines]\nbackend = "torch"\nprecision = "fp16"\n'
+        f'[models.vehicle]\nsource = "{args.vehicle}"\ninput_size = [384, 640]\n'
+        f"batch_size = {batch}\n"
+        f'[models.plate]\nsource = "{args.plate}"\nbatch_size = {batch}\n'
+        f'[models.ocr]\nsource = "{args.ocr}"\ndictionary = "{args.dictionary}"\n'
+        f'backend = "{args.ocr_backend}"\nbatch_size = {batch}\n'
+    )
+    return config
+
+
+def one_stream(config_path: Path, frames: list, skipping: bool) -> dict:
+    from alprd import config as cfgmod
+    from alprd.pipeline.recognizer import Recognizer
+    from alprd.pipeline.stream import CameraPipeline
+    from alprd.pipeline.types import Frame
+
+    config = cfgmod.load(config_path)
+    if not skipping:
+        config.tracking.decided_after = 10**9  # never decided: every frame fully read
+    recognizer = Recognizer.load(config)
+    pipe = CameraPipeline("bench", recognizer, config)
+    for i, image in enumerate(frames[:10]):  # CUDA graphs captured, cuDNN tuned
+        pipe.process(Frame("bench", i, i / 25.0, image))
+    pipe.finish()
+    recognizer.times.samples = {k: [] for k in recognizer.times.samples}
+    pipe = CameraPipeline("bench", recognizer, config)
+    events = []
+    t = time.perf_counter()
+    for i, image in enumerate(frames):
+        events += pipe.process(Frame("bench", i, i / 25.0, image))
+    events += pipe.finish()
+    wall = time.perf_counter() - t
+    out = {
+        "frames": len(frames), "fps": len(frames) / wall, "reads": pipe.reads,
+        "events": [e.plate for e in events], "stages": dict(recognizer.times.samples),
+    }  # fmt: skip
+    recognizer.close()
+    return out
+
+
+def many_streams(config_path: Path, streams: list[list], steps: int) -> dict:
+    import torch
+
+    from alprd import config as cfgmod
+    from alprd.pipeline.recognizer import Recognizer
+
+    recognizer = Recognizer.load(cfgmod.load(config_path))
+    n = len(streams)
+    batch = [s[0] for s in streams]
+    for _ in range(5):
+        recognizer.many(batch)
+    recognizer.times.samples = {k: [] for k in recognizer.times.samples}
+    plates = 0
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for step in range(steps):
+        batch = [s[step % len(s)] for s in streams]
+        plates += sum(len(r.plates) for r in recognizer.many(batch))
+    sync()
+    wall = time.perf_counter() - t
+    out = {
+        "streams": n, "frames": n * steps, "fps": n * steps / wall, "plates_read": plates,
+        "stages": dict(recognizer.times.samples),
+    }  # fmt: skip
+    recognizer.close()
+    return out
+
+
+def naive(root: Path, args: argparse.Namespace, video: Path) -> dict:
+    """The naive loop in a child process on the same GPU, with the vehicle ONNX's
+    weights as an Ultralytics .pt."""
+    import torch
+
+    from alprd.engines import lift
+
+    lifted = lift.yolo_from_onnx(REPO / "models" / args.vehicle)
+    model = lifted.module
+    model.names = lifted.names
+    model.args = {"imgsz": 640, "task": "detect"}
+    vehicle_pt = root / "vehicle-naive.pt"
+    torch.save({"model": model, "train_args": dict(model.args)}, vehicle_pt)
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "naive_loop.py"), str(video), str(vehicle_pt),
+         str(REPO / "models" / args.plate), str(REPO / "models" / args.naive_ocr),
+         str(REPO / "models" / args.naive_dictionary), str(args.frames)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    r = json.loads(run.stdout.strip().splitlines()[-1])
+    r["fps"] = r["frames"] / r["wall_s"]
+    return r
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--videos", type=Path, default=DATA / "videos")
+    p.add_argument("--frames", type=int, default=249)
+    p.add_argument("--streams", type=int, default=16)
+    p.add_argument("--steps", type=int, default=100, help="batches of --streams frames")
+    p.add_argument("--vehicle", default="vehicle-yolov8n-coco.onnx")
+    p.add_argument("--plate", default="plate-yolov8n.pt")
+    p.add_argument("--ocr", default="ocr-ppocrv5-rec.onnx")
+    p.add_argument("--dictionary", default="ocr-ppocrv5-dict.txt")
+    p.add_argument("--ocr-backend", default="onnxruntime")
+    p.add_argument("--naive-ocr", default="ocr-ppocrv5-rec.onnx")
+    p.add_argument("--naive-dictionary", default="ocr-ppocrv5-dict.txt")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--smoke", action="store_true", help="run on the CPU, no naive loop (a check)")
+    args = p.parse_args()
+
+    import torch
+
+    if not torch.cuda.is_available() and not args.smoke:
+        print("no CUDA device: bench-gpu measures the GPU mode only")
+        return 0
+    from alprd import log as logmod
+
+    logmod.configure("console", "warning")
+    rear = args.videos / "rear-nl-L417VS.mp4"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (smoke)"
+    results: dict = {"gpu": gpu, "torch": torch.__version__}
+    clips = {}
+    for video in sorted(args.videos.glob("*.mp4")):
+        clips[video.name], fps = decode(video, 10_000)
+        results.setdefault("decode_fps", {})[video.name] = fps
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        results["naive"] = naive(root, args, rear) if not args.smoke else {"fps": 1.0, "stages": {}}
+        one = site(root, args, 1)
+        frames = clips[rear.name][: args.frames]
+        results["alprd_skipping"] = one_stream(one, frames, skipping=True)
+        results["alprd_every_frame"] = one_stream(one, frames, skipping=False)
+        streams = []
+        names = sorted(clips)
+        for i in range(args.streams):  # cameras replaying the clips at other offsets
+            clip = clips[names[i % len(names)]]
+            offset = (i * 37) % len(clip)
+            streams.append(clip[offset:] + clip[:offset])
+        many = site(root, args, args.streams)
+        results["alprd_streams"] = many_streams(many, streams, args.steps)
+    naive_fps = results["naive"]["fps"]
+    print(f"GPU: {results['gpu']} (torch {results['torch']})")
+    print("decode fps (excluded below): " + ", ".join(
+        f"{k} {v:.0f}" for k, v in results["decode_fps"].items()))  # fmt: skip
+    print(f"{'':32} {'frames/s':>9} {'ratio':>6} {'vehicle p50/p99':>16} "
+          f"{'plate p50/p99':>14} {'ocr p50/p99':>12} {'reads':>6}")  # fmt: skip
+    for name in ("naive", "alprd_every_frame", "alprd_skipping", "alprd_streams"):
+        r = results[name]
+        st = r["stages"] or {"vehicle": [], "plate": [], "ocr": []}
+        stages = " ".join(
+            f"{pct(st[s], 0.5):>7.1f}/{pct(st[s], 0.99):<7.1f}" for s in ("vehicle", "plate", "ocr")
+        )
+        reads = r.get("reads", r.get("plates_read", ""))
+        print(f"{name:32} {r['fps']:9.1f} {r['fps'] / naive_fps:5.1f}x {stages} {reads:>6}")
+    print(f"alprd events (skipping): {results['alprd_skipping']['events']}")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
