@@ -72,6 +72,7 @@ class TorchEngine:
         self.graphs_enabled = graphs and self.device.type == "cuda"
         self._graphs: dict[tuple[int, ...], _Graph] = {}
         self._pinned: dict[tuple[tuple[int, ...], Any], torch.Tensor] = {}
+        self._staging: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ engine
 
@@ -83,23 +84,48 @@ class TorchEngine:
         self, images: Sequence[ops.Image], height: int, width: int, fill: int = 114
     ) -> tuple[npt.NDArray[np.float32], list[ops.Letterbox]]:
         """Letterbox uint8 BGR frames to height x width on the GPU (as
-        `ops.letterbox` + `ops.to_tensor` do on the CPU) and run them as one batch."""
+        `ops.letterbox` + `ops.to_tensor` do on the CPU) and run them as one batch.
+        The frames travel in one host-to-device copy from a reused pinned buffer."""
         dtype = self.dtype or torch.float32
+        frames = self._upload_frames(images)
         x = torch.full((len(images), 3, height, width), fill / 255.0, dtype=dtype,
                        device=self.device)  # fmt: skip
         boxes = []
-        for i, image in enumerate(images):
-            h, w = image.shape[:2]
+        for i, frame in enumerate(frames):
+            h, w = frame.shape[:2]
             scale = min(height / h, width / w)
             nh, nw = round(h * scale), round(w * scale)
             top, left = (height - nh) // 2, (width - nw) // 2
-            frame = self._upload(np.ascontiguousarray(image), dtype=torch.uint8)
             rgb = frame.permute(2, 0, 1).flip(0).unsqueeze(0).to(dtype) / 255.0
             x[i, :, top : top + nh, left : left + nw] = F.interpolate(
                 rgb, size=(nh, nw), mode="bilinear", align_corners=False
             )[0]
             boxes.append(ops.Letterbox(scale, float(left), float(top)))
         return self._infer(x).float().cpu().numpy(), boxes
+
+    def _upload_frames(self, images: Sequence[ops.Image]) -> list[torch.Tensor]:
+        """uint8 frames on the device: packed into one pinned staging buffer (grown
+        as needed, never re-pinned per shape), copied in one go, split into views."""
+        sizes = [int(img.size) for img in images]
+        total = sum(sizes)
+        if self.device.type != "cuda":
+            return [torch.from_numpy(np.ascontiguousarray(img)) for img in images]
+        if self._staging is None or self._staging.numel() < total:
+            self._staging = torch.empty(max(total, 2 * (self._staging.numel() if
+                                                       self._staging is not None else 0)),
+                                        dtype=torch.uint8).pin_memory()  # fmt: skip
+        host = self._staging.numpy()
+        at = 0
+        for img, n in zip(images, sizes, strict=True):
+            host[at : at + n] = np.ascontiguousarray(img).reshape(-1)
+            at += n
+        # synchronous from pinned memory: the buffer is reused by the next call
+        packed = self._staging[:total].to(self.device)
+        out, at = [], 0
+        for img, n in zip(images, sizes, strict=True):
+            out.append(packed[at : at + n].view(*img.shape))
+            at += n
+        return out
 
     def close(self) -> None:
         self._graphs.clear()
