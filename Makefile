@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test test-faults models engines bench-engines bench-accuracy bench-pipeline bench-swap bench-outputs lint clean distclean
+.PHONY: install install-systemd run test test-faults models engines bench bench-gpu bench-engines bench-accuracy bench-pipeline bench-swap bench-outputs lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -45,9 +45,21 @@ bench-engines: $(VENV)/.installed
 bench-accuracy: $(VENV)/.installed
 	$(PY) -m benchmarks.accuracy
 
-# alprd's pipeline against the naive Ultralytics loop on the same video, same run.
+# alprd against the naive Ultralytics loop on every video in ../shared/data/videos,
+# same run, then STREAMS replayed cameras; BENCH_ARGS adds e.g.
+# --set models.vehicle.input_size=[384,640]. `make bench-gpu` on an NVIDIA host.
+STREAMS ?= 4
+bench: $(VENV)/.installed .venv-naive/.installed
+	$(PY) -m benchmarks.pipeline --streams $(STREAMS) $(BENCH_ARGS)
+
+# The same on the rear-view video only.
 bench-pipeline: $(VENV)/.installed .venv-naive/.installed
-	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.pipeline --video ../shared/data/videos/rear-nl-L417VS.mp4 $(BENCH_ARGS)
+
+# GPU mode (torch backend, fp16, CUDA graphs) against the naive loop on the same
+# card, and 16 cameras batched: needs CUDA torch and ultralytics.
+bench-gpu: $(VENV)/.installed
+	$(PY) -m benchmarks.gpu
 
 # A running daemon while a retrained plate model is dropped in: frame gaps and drops.
 bench-swap: $(VENV)/.installed

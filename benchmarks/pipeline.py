@@ -1,10 +1,14 @@
-"""`make bench-pipeline`: alprd's pipeline against the naive loop, same video, same
-run, one process each: frames/s, per-stage latency (p50/p99), reads, peak RSS,
-start-up time to first result, and the speed ratio.
+"""`make bench` (and `make bench-pipeline`, one video): alprd's pipeline against the
+naive loop, same videos, same run, one process each: frames/s, per-stage latency
+(p50/p99), reads, peak RSS, start-up time to first result, and the speed ratio;
+then N synthetic cameras (the videos replayed at other offsets) through alprd's
+multi-camera loop.
 
 alprd runs every frame through `CameraPipeline` (vehicle detection, plates on
-the vehicle crops, OCR, tracking, voting) in the serving venv; the naive loop
-(benchmarks/naive_loop.py) runs in .venv-naive (`make .venv-naive`).
+the vehicle crops, OCR, tracking, voting, per-track skipping) in the serving
+venv; the naive loop (benchmarks/naive_loop.py) runs in .venv-naive (`make
+.venv-naive`). `--set models.vehicle.input_size=[384,640]` (repeatable) changes
+alprd's config for the run.
 """
 
 from __future__ import annotations
@@ -16,24 +20,44 @@ import resource
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 T0 = time.monotonic()
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
-VIDEO = DATA / "videos" / "rear-nl-L417VS.mp4"
+VIDEOS = DATA / "videos"
+VIDEO = VIDEOS / "rear-nl-L417VS.mp4"
 
 
-def ours(video: str, limit: int) -> None:
-    """Worker: the serving process, alone, so its RSS is what alprd costs."""
+def load_config(sets: list[str]) -> Any:
+    """The checkout's config with `--set section.key=TOML value` overrides."""
     from alprd import config as cfgmod
+
+    config = cfgmod.load(cfgmod.find_config().path)
+    for item in sets:
+        key, _, raw = item.partition("=")
+        config = _set(config, key.split("."), tomllib.loads(f"v = {raw}")["v"])
+    return config
+
+
+def _set(obj: Any, keys: list[str], value: Any) -> Any:
+    """`obj` with keys[0]...keys[-1] set to value; the table holding it re-validated."""
+    if len(keys) == 1:
+        return type(obj).model_validate({**obj.model_dump(), keys[0]: value})
+    return obj.model_copy(update={keys[0]: _set(getattr(obj, keys[0]), keys[1:], value)})
+
+
+def ours(video: str, limit: int, sets: list[str]) -> None:
+    """Worker: the serving process, alone, so its RSS is what alprd costs."""
     from alprd import log as logmod
     from alprd.pipeline.recognizer import Recognizer
     from alprd.pipeline.source import iter_file
     from alprd.pipeline.stream import CameraPipeline
 
     logmod.configure("console", "warning")
-    config = cfgmod.load(cfgmod.find_config().path)
+    config = load_config(sets)
     recognizer = Recognizer.load(config)
     pipe = CameraPipeline("bench", recognizer, config)
     events, first = [], None
@@ -54,6 +78,51 @@ def ours(video: str, limit: int) -> None:
     }))  # fmt: skip
 
 
+def streams(videos: list[str], n: int, limit: int, sets: list[str]) -> None:
+    """Worker: n cameras replaying the videos (other offsets), decoded up front
+    (decode is reported apart), served round-robin as the daemon's loop does."""
+    from alprd import log as logmod
+    from alprd.pipeline.recognizer import Recognizer
+    from alprd.pipeline.source import iter_file
+    from alprd.pipeline.stream import CameraPipeline
+    from alprd.pipeline.types import Frame
+
+    logmod.configure("console", "warning")
+    config = load_config(sets)
+    clips, decode_s, decoded = [], 0.0, 0
+    for v in videos:
+        t = time.perf_counter()
+        clip = [f.image for f in iter_file(v, "x") if f.index < limit]
+        decode_s += time.perf_counter() - t
+        decoded += len(clip)
+        clips.append(clip)
+    recognizer = Recognizer.load(config)
+    pipes = [CameraPipeline(f"cam{i}", recognizer, config) for i in range(n)]
+    events = []
+    started = time.monotonic()
+    for step in range(limit):
+        for i, pipe in enumerate(pipes):
+            clip = clips[i % len(clips)]
+            image = clip[(step + 37 * i) % len(clip)]
+            events += pipe.process(Frame(f"cam{i}", step, step / 25.0, image))
+    for pipe in pipes:
+        events += pipe.finish()
+    wall = time.monotonic() - started
+    print(json.dumps({
+        "frames": sum(p.frames for p in pipes), "wall_s": wall,
+        "stages": recognizer.times.samples, "reads": sum(p.reads for p in pipes),
+        "events": len(events), "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "first_result_s": float("nan"), "decode_fps": decoded / decode_s,
+    }))  # fmt: skip
+
+
+STAGES = ("vehicle", "plate", "ocr")
+
+
+def stage_cells(st: dict[str, list[float]]) -> list[str]:
+    return [f"{pct(st[s], 0.5):.0f}/{pct(st[s], 0.99):.0f}" for s in STAGES]
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -61,61 +130,103 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
 
+def _run(cmd: list[str]) -> dict:
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])}... failed:\n{run.stderr[-3000:]}")
+    result: dict = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--video", default=str(VIDEO))
-    parser.add_argument("--frames", type=int, default=250, help="frames of the video to run")
+    parser.add_argument("--video", action="append", help="video(s); default: all in --videos")
+    parser.add_argument("--videos", type=Path, default=VIDEOS)
+    parser.add_argument("--frames", type=int, default=250, help="frames of each video to run")
+    parser.add_argument("--streams", type=int, default=0, help="also N replayed cameras")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--naive-python", default=str(REPO / ".venv-naive" / "bin" / "python"))
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["one", "streams"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        ours(args.video, args.frames)
+    videos = args.video or sorted(str(p) for p in args.videos.glob("*.mp4"))
+    if args.worker == "one":
+        ours(videos[0], args.frames, args.set)
         return 0
-    if not Path(args.video).is_file():
-        print(f"no video at {args.video}: nothing to measure")
+    if args.worker == "streams":
+        streams(videos, args.streams, args.frames, args.set)
+        return 0
+    videos = [v for v in videos if Path(v).is_file()]
+    if not videos:
+        print(f"no videos at {args.videos}: nothing to measure")
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    from alprd import config as cfgmod
-
-    config = cfgmod.load(cfgmod.find_config().path)
+    config = load_config(args.set)
     m = config.models
-    results = {}
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.pipeline", "--worker", "--video", args.video,
-         "--frames", str(args.frames)],
-        capture_output=True, text=True, cwd=REPO, check=True,
-    )  # fmt: skip
-    results["alprd"] = json.loads(run.stdout.strip().splitlines()[-1])
-    if Path(args.naive_python).is_file():
-        run = subprocess.run(
-            [args.naive_python, str(REPO / "benchmarks" / "naive_loop.py"), args.video,
-             str(m.vehicle.source), str(m.plate.source), str(m.ocr.source),
-             str(m.ocr.dictionary), str(args.frames)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        results["naive ultralytics loop"] = json.loads(run.stdout.strip().splitlines()[-1])
-    else:
-        print(f"no naive venv at {args.naive_python} (make .venv-naive): alprd only")
-    table = Table(title=f"pipeline on {Path(args.video).name} ({os.cpu_count()} CPUs)")
-    cols = ["", "frames/s", "vehicle p50/p99 ms", "plate p50/p99 ms", "ocr p50/p99 ms",
-            "reads", "peak RSS MB", "first result s"]  # fmt: skip
+    sets = [a for s in args.set for a in ("--set", s)]
+    table = Table(title=f"pipeline ({os.cpu_count()} CPUs) {' '.join(args.set)}")
+    cols = ["video", "loop", "frames/s", "ratio", "vehicle p50/p99 ms", "plate p50/p99 ms",
+            "ocr p50/p99 ms", "reads", "events", "peak RSS MB", "first result s"]  # fmt: skip
     for c in cols:
-        table.add_column(c, justify="left" if not c else "right")
-    for name, r in results.items():
+        table.add_column(c, justify="left" if c in ("video", "loop") else "right")
+    naive_ok = Path(args.naive_python).is_file()
+    for video in videos:
+        results = {
+            "alprd": _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.pipeline",
+                    "--worker",
+                    "one",
+                    "--video",
+                    video,
+                    "--frames",
+                    str(args.frames),
+                    *sets,
+                ]
+            )
+        }
+        if naive_ok:
+            results["naive"] = _run(
+                [
+                    args.naive_python,
+                    str(REPO / "benchmarks" / "naive_loop.py"),
+                    video,
+                    str(m.vehicle.source),
+                    str(m.plate.source),
+                    str(m.ocr.source),
+                    str(m.ocr.dictionary),
+                    str(args.frames),
+                ]
+            )
+        base = results.get("naive")
+        for name, r in results.items():
+            fps = r["frames"] / r["wall_s"]
+            ratio = fps / (base["frames"] / base["wall_s"]) if base else float("nan")
+            st = r["stages"]
+            events = r.get("events", "")
+            table.add_row(
+                Path(video).name, name, f"{fps:.2f}", f"{ratio:.2f}x",
+                *stage_cells(st),
+                str(r["reads"]), ",".join(events) if isinstance(events, list) else str(events),
+                f"{r['rss_mb']:.0f}", f"{r['first_result_s']:.1f}",
+            )  # fmt: skip
+    if args.streams:
+        r = _run([sys.executable, "-m", "benchmarks.pipeline", "--worker", "streams",
+                  "--streams", str(args.streams), "--frames", str(args.frames), *sets,
+                  *[a for v in videos for a in ("--video", v)]])  # fmt: skip
         st = r["stages"]
         table.add_row(
-            name, f"{r['frames'] / r['wall_s']:.2f}",
-            *(f"{pct(st[s], 0.5):.0f}/{pct(st[s], 0.99):.0f}" for s in ("vehicle", "plate", "ocr")),
-            str(r["reads"]), f"{r['rss_mb']:.0f}", f"{r['first_result_s']:.1f}",
+            f"{args.streams} cameras (replays)", "alprd", f"{r['frames'] / r['wall_s']:.2f}", "",
+            *stage_cells(st),
+            str(r["reads"]), str(r["events"]), f"{r['rss_mb']:.0f}", "",
         )  # fmt: skip
-    Console(width=140).print(table)
-    if "naive ultralytics loop" in results:
-        a, b = results["alprd"], results["naive ultralytics loop"]
-        ratio = (a["frames"] / a["wall_s"]) / (b["frames"] / b["wall_s"])
-        print(f"speed ratio alprd / naive: {ratio:.2f}x")
-    print(f"alprd events: {results['alprd']['events']}")
+        print(f"decode (excluded from the cameras row): {r['decode_fps']:.0f} frames/s")
+    if not naive_ok:
+        print(f"no naive venv at {args.naive_python} (make .venv-naive): alprd only")
+    Console(width=180).print(table)
     return 0
 
 
