@@ -175,6 +175,7 @@ class CameraConfig(_Section):
     enabled: bool = True
     zone: list[tuple[float, float]] | None = None
     regions: list[str] | None = None
+    motion: bool | None = None  # motion gating for this camera; None = [motion] enabled
 
     @field_validator("zone")
     @classmethod
@@ -193,6 +194,13 @@ class SourcesConfig(_Section):
     reconnect_initial_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     open_timeout_s: float = Field(10.0, gt=0)
+
+
+class MotionConfig(_Section):
+    enabled: bool = True
+    pixel_threshold: int = Field(12, ge=0, le=255)
+    min_area: float = Field(0.003, ge=0.0, le=1.0)
+    max_skip_s: float = Field(2.0, ge=0.0)
 
 
 class TrackingConfig(_Section):
@@ -343,6 +351,7 @@ class Config(_Section):
     cameras: list[CameraConfig] = Field(default_factory=list)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
     voting: VotingConfig = Field(default_factory=VotingConfig)
     plates: PlatesConfig = Field(default_factory=PlatesConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)

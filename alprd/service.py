@@ -328,7 +328,7 @@ class Service:
         )  # fmt: skip
         pipeline = CameraPipeline(
             cam.name, self.recognizer, self.config, zone=cam.zone, regions=cam.regions,
-            keep_snapshots=self.config.outputs.snapshots.enabled,
+            keep_snapshots=self.config.outputs.snapshots.enabled, motion=cam.motion,
         )  # fmt: skip
         self.cameras[cam.name] = Camera(cam, slot, reader, pipeline)
         reader.start()
@@ -449,6 +449,7 @@ class Service:
                 "processed": cam.processed,
                 "dropped": cam.slot.dropped,
                 "reads": cam.pipeline.reads,
+                "still": cam.pipeline.gated,
                 "events": cam.events,
                 "reconnects": cam.reader.reconnects,
             }
@@ -531,6 +532,7 @@ class Service:
             cam.pipeline = CameraPipeline(
                 cam.config.name, self.recognizer, new, zone=cam.config.zone,
                 regions=cam.config.regions, keep_snapshots=new.outputs.snapshots.enabled,
+                motion=cam.config.motion,
             )  # fmt: skip
         for name, cam_config in wanted.items():
             if name not in self.cameras:

@@ -2,7 +2,9 @@
 naive loop, same videos, same run, one process each: frames/s, per-stage latency
 (p50/p99), reads, peak RSS, start-up time to first result, and the speed ratio;
 then N synthetic cameras (the videos replayed at other offsets) through alprd's
-multi-camera loop.
+multi-camera loop. "still/skipped": frames motion gating skipped (nothing moved)
+and vehicle searches per-track skipping saved (`--set motion.enabled=false` turns
+gating off).
 
 alprd runs every frame through `CameraPipeline` (vehicle detection, plates on
 the vehicle crops, OCR, tracking, voting, per-track skipping) in the serving
@@ -74,7 +76,7 @@ def ours(video: str, limit: int, sets: list[str]) -> None:
         "frames": pipe.frames, "wall_s": wall, "stages": recognizer.times.samples,
         "reads": pipe.reads, "events": [e.plate for e in events],
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "first_result_s": first,
+        "first_result_s": first, "gated": pipe.gated, "skipped": pipe.skipped,
     }))  # fmt: skip
 
 
@@ -112,6 +114,7 @@ def streams(videos: list[str], n: int, limit: int, sets: list[str]) -> None:
         "frames": sum(p.frames for p in pipes), "wall_s": wall,
         "stages": recognizer.times.samples, "reads": sum(p.reads for p in pipes),
         "events": len(events), "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gated": sum(p.gated for p in pipes), "skipped": sum(p.skipped for p in pipes),
         "first_result_s": float("nan"), "decode_fps": decoded / decode_s,
     }))  # fmt: skip
 
@@ -167,7 +170,8 @@ def main() -> int:
     sets = [a for s in args.set for a in ("--set", s)]
     table = Table(title=f"pipeline ({os.cpu_count()} CPUs) {' '.join(args.set)}")
     cols = ["video", "loop", "frames/s", "ratio", "vehicle p50/p99 ms", "plate p50/p99 ms",
-            "ocr p50/p99 ms", "reads", "events", "peak RSS MB", "first result s"]  # fmt: skip
+            "ocr p50/p99 ms", "reads", "events", "still/skipped", "peak RSS MB",
+            "first result s"]  # fmt: skip
     for c in cols:
         table.add_column(c, justify="left" if c in ("video", "loop") else "right")
     naive_ok = Path(args.naive_python).is_file()
@@ -211,6 +215,7 @@ def main() -> int:
                 Path(video).name, name, f"{fps:.2f}", f"{ratio:.2f}x",
                 *stage_cells(st),
                 str(r["reads"]), ",".join(events) if isinstance(events, list) else str(events),
+                f"{r['gated']}/{r['skipped']}" if "gated" in r else "-",
                 f"{r['rss_mb']:.0f}", f"{r['first_result_s']:.1f}",
             )  # fmt: skip
     if args.streams:
@@ -221,7 +226,8 @@ def main() -> int:
         table.add_row(
             f"{args.streams} cameras (replays)", "alprd", f"{r['frames'] / r['wall_s']:.2f}", "",
             *stage_cells(st),
-            str(r["reads"]), str(r["events"]), f"{r['rss_mb']:.0f}", "",
+            str(r["reads"]), str(r["events"]), f"{r['gated']}/{r['skipped']}",
+            f"{r['rss_mb']:.0f}", "",
         )  # fmt: skip
         print(f"decode (excluded from the cameras row): {r['decode_fps']:.0f} frames/s")
     if not naive_ok:

@@ -93,7 +93,7 @@ def test_per_track_skipping_reads_a_decided_plate_only_now_and_then():
 
     config = cfgmod.load(cfgmod.find_config().path)
     recognizer = Recognizer.load(config)
-    pipe = CameraPipeline("rear", recognizer, config, early=False)
+    pipe = CameraPipeline("rear", recognizer, config, early=False, motion=False)
     events = []
     for frame in iter_file(str(VIDEOS / "rear-nl-L417VS.mp4"), "rear"):
         events += pipe.process(frame)
@@ -126,3 +126,33 @@ def test_frames_of_several_cameras_batched_read_the_same_as_one_by_one():
         assert [t.text for _, t in a.plates] == [t.text for _, t in b.plates]
         np.testing.assert_allclose([p.box for p, _ in a.plates], [p.box for p, _ in b.plates],
                                    atol=0.5)  # fmt: skip
+
+
+@needs(BR)
+def test_a_parked_car_in_a_still_scene_is_one_event_and_most_frames_are_gated():
+    """A camera watching a parked car (the same picture for 12 s at 5 fps): motion
+    gating skips the still frames, the car's track is held across them, so the
+    pass stays one event; without gating every frame is searched."""
+    from alprd import config as cfgmod
+    from alprd.pipeline.recognizer import Recognizer
+    from alprd.pipeline.stream import CameraPipeline
+    from alprd.pipeline.types import Frame
+
+    config = cfgmod.load(cfgmod.find_config().path)
+    recognizer = Recognizer.load(config)
+    photo = sorted(BR.glob("*.jpg"))[0]
+    image = cv2.imread(str(photo))
+    runs = {}
+    for motion in (True, False):
+        pipe = CameraPipeline("gate", recognizer, config, regions=["br"], motion=motion)
+        events = []
+        for i in range(60):
+            events += pipe.process(Frame("gate", i, i / 5, image.copy()))
+        events += pipe.finish()
+        runs[motion] = (pipe, [e.plate for e in events])
+    recognizer.close()
+    gated, plates = runs[True]
+    assert len(plates) == 1, plates
+    assert plates == runs[False][1]
+    assert gated.gated >= 50  # searched every max_skip_s (2 s) only
+    assert runs[False][0].gated == 0

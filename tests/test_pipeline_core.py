@@ -280,3 +280,47 @@ def test_tick_ends_quiet_tracks():
     assert tr.update([], now=0.5) == ([], [])
     ids, ended = tr.update([], now=1.6)
     assert ids == [] and [t.id for t in ended] == [1]
+
+
+# --------------------------------------------------------------------------- motion gating
+
+
+def scene(shift: int = 0, size: int = 60) -> np.ndarray:
+    """A 16:9 frame: a textured background and a bright square `shift` px right."""
+    rng = np.random.default_rng(0)
+    img = (rng.integers(60, 90, (360, 640, 3))).astype(np.uint8)
+    img[150 : 150 + size, 100 + shift : 100 + shift + size] = 230
+    return img
+
+
+def test_motion_gate_skips_a_still_scene_and_not_a_moving_one():
+    from alprd.pipeline.motion import MotionGate
+
+    gate = MotionGate(pixel_threshold=12, min_area=0.003, max_skip_s=10)
+    assert not gate.still(scene(), 0.0)  # the first frame is always searched
+    assert all(gate.still(scene(), t / 10) for t in range(1, 20))  # nothing moved
+    assert not gate.still(scene(shift=40), 2.0)  # the square moved: search
+    assert gate.still(scene(shift=40), 2.1)  # the new reference is that frame
+
+
+def test_motion_gate_adds_up_a_slow_change_and_searches_at_least_every_max_skip():
+    from alprd.pipeline.motion import MotionGate
+
+    gate = MotionGate(pixel_threshold=12, min_area=0.003, max_skip_s=10)
+    gate.still(scene(), 0.0)
+    outcomes = [gate.still(scene(shift=s), s / 10) for s in range(1, 30)]  # 1 px a frame
+    assert not all(outcomes)  # against the last searched frame, the creep counts
+    assert outcomes[0]  # one pixel is not motion
+    timed = MotionGate(max_skip_s=1.0)
+    timed.still(scene(), 0.0)
+    assert timed.still(scene(), 0.5)
+    assert not timed.still(scene(), 1.5)  # searched anyway after max_skip_s
+
+
+def test_tracker_hold_keeps_still_tracks_alive():
+    t = Tracker(max_age_s=1.0)
+    [tid], _ = t.update([(0, 0, 10, 10)], 0.0)
+    for now in (0.8, 1.6, 2.4):  # gated frames: nothing moved
+        t.hold(now)
+    ids, ended = t.update([(0, 0, 10, 10)], 3.0)
+    assert ids == [tid] and ended == []

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from alprd import config as cfgmod
 from alprd.ops import Image
+from alprd.pipeline.motion import MotionGate
 from alprd.pipeline.recognizer import FrameResult, Recognizer
 from alprd.pipeline.rules import PlateRules
 from alprd.pipeline.track import Track, Tracker
@@ -47,6 +48,7 @@ class CameraPipeline:
         regions: Sequence[str] | None = None,
         keep_snapshots: bool = False,
         early: bool = True,
+        motion: bool | None = None,
     ) -> None:
         self.camera, self.recognizer, self.zone = camera, recognizer, zone
         self.rules = rules_for(config, regions)
@@ -65,16 +67,30 @@ class CameraPipeline:
         self.recheck_every = t.recheck_every
         self.decided_after = t.decided_after
         self.skipped = 0  # vehicle searches saved by per-track skipping
+        m = config.motion
+        self.motion = (
+            MotionGate(m.pixel_threshold, m.min_area, m.max_skip_s)
+            if (m.enabled if motion is None else motion)
+            else None
+        )
+        self.gated = 0  # frames not searched: nothing moved
         self.snapshots: dict[str, Snapshot] = {}  # by open pass
         self._event_snapshots: dict[int, Snapshot] = {}  # by emitted event, until taken
         self.frames = 0
         self.reads = 0
 
     def process(self, frame: Frame) -> list[PlateEvent]:
-        """Run one frame; returns the events it completes. Vehicles are tracked
+        """Run one frame; returns the events it completes. A frame in which nothing
+        moved since the last searched one is skipped (motion gating). Vehicles are tracked
         before the plate search, so a pass whose plate is decided (its reads agree
         `decided_after` times) is not searched again but every `recheck_every`-th
         frame."""
+        if self.motion is not None and self.motion.still(frame.image, frame.time):
+            self.frames += 1
+            self.gated += 1
+            self.vehicles.hold(frame.time)  # what was there is still there
+            self.orphans.hold(frame.time)
+            return []
         tracked: list[tuple[list[int], list[Track]]] = []
 
         def select(vehicles: list[Vehicle]) -> list[Vehicle]:

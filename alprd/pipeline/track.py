@@ -39,6 +39,12 @@ class Tracker:
     def live(self) -> list[Track]:
         return list(self._tracks.values())
 
+    def hold(self, now: float) -> None:
+        """A frame in which nothing moved (motion gating skipped it): every live
+        track is where it was, seen now."""
+        for t in self._tracks.values():
+            t.last_time = now
+
     def update(self, boxes: Sequence[Box], now: float) -> tuple[list[int], list[Track]]:
         """Assign each box a track id (same order as `boxes`); returns the ids and
         the tracks that ended (not seen for longer than max_age_s)."""
