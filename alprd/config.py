@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -86,9 +87,26 @@ class EnginesConfig(_Section):
 
 # --------------------------------------------------------------------------- models
 
-Side = Annotated[int, Field(ge=32, le=4096, multiple_of=32)]
+
+def _input_size(value: object) -> int | tuple[int, int]:
+    """640 (640x640) or [height, width]; each a multiple of 32 in 32..4096."""
+    sides = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(sides) not in (1, 2) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in sides
+    ):
+        raise ValueError("must be a size in pixels (640) or [height, width] ([384, 640])")
+    for v in sides:
+        if not 32 <= v <= 4096 or v % 32:
+            raise ValueError(f"{v} is not a multiple of 32 between 32 and 4096")
+    return (
+        sides[0]
+        if len(sides) == 1 and not isinstance(value, (list, tuple))
+        else (sides[0], sides[-1])
+    )
+
+
 #: A detector's input: 640 (640x640) or [height, width], e.g. [384, 640] for 16:9.
-InputSize = Side | tuple[Side, Side]
+InputSize = Annotated[int | tuple[int, int], PlainValidator(_input_size)]
 Probability = Annotated[float, Field(gt=0.0, le=1.0)]
 
 

@@ -287,6 +287,7 @@ def test_toml_parse_of_the_default_file_has_no_surprises():
         "models",
         "sources",
         "tracking",
+        "motion",
         "voting",
         "plates",
         "outputs",
