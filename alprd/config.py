@@ -91,18 +91,13 @@ class EnginesConfig(_Section):
 def _input_size(value: object) -> int | tuple[int, int]:
     """640 (640x640) or [height, width]; each a multiple of 32 in 32..4096."""
     sides = list(value) if isinstance(value, (list, tuple)) else [value]
-    if len(sides) not in (1, 2) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in sides
-    ):
+    ints = [v for v in sides if isinstance(v, int) and not isinstance(v, bool)]
+    if len(sides) not in (1, 2) or len(ints) != len(sides):
         raise ValueError("must be a size in pixels (640) or [height, width] ([384, 640])")
-    for v in sides:
+    for v in ints:
         if not 32 <= v <= 4096 or v % 32:
-            raise ValueError(f"{v} is not a multiple of 32 between 32 and 4096")
-    return (
-        sides[0]
-        if len(sides) == 1 and not isinstance(value, (list, tuple))
-        else (sides[0], sides[-1])
-    )
+            raise ValueError(f"must be a multiple of 32 between 32 and 4096; got {v}")
+    return ints[0] if not isinstance(value, (list, tuple)) else (ints[0], ints[-1])
 
 
 #: A detector's input: 640 (640x640) or [height, width], e.g. [384, 640] for 16:9.
