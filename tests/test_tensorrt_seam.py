@@ -171,5 +171,5 @@ def test_an_absent_runtime_is_a_clear_error_not_an_import_crash():
     registry.load_backend.cache_clear()
     with pytest.raises(registry.BackendUnavailable, match="backend 'tensorrt' cannot be used"):
         registry.load_backend("tensorrt")
-    with pytest.raises(registry.BackendUnavailable, match="torch backend is not available"):
-        registry.load_backend("torch")
+    with pytest.raises(registry.BackendUnavailable, match="backend 'nope' is not available"):
+        registry.load_backend("nope")

@@ -30,8 +30,11 @@ def to_onnx(request: BuildRequest, workdir: Path, progress: Progress) -> Path:
         raise EngineError(f"{source}: model file not found")
     suffix = source.suffix.lower()
     if suffix == ".onnx":
-        if request.kind == "detector" and _needs_reshape(inspect(source), request):
-            return _reexport_onnx(request, workdir, progress)
+        if request.kind == "detector":
+            info = inspect(source)
+            _check_detector(info, request)  # what it is, before how it is shaped
+            if _needs_reshape(info, request):
+                return _reexport_onnx(request, workdir, progress)
         return source
     if suffix == ".pt":
         if request.kind != "detector":
