@@ -475,7 +475,9 @@ def test_a_fixed_onnx_that_is_not_an_ultralytics_export_says_what_to_do(site, tm
     """An ONNX with a fixed input and no Ultralytics metadata cannot be rebuilt at
     another size: the error names the key and the way out."""
     proto = onnx.load(str(tmp_path / "models" / "vehicle-yolov8n-coco.onnx"))
+    kept = [p for p in proto.metadata_props if p.key not in ("author", "description")]
     del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)  # its classes stay: only its origin is unknown
     onnx.save(proto, str(tmp_path / "models" / "bare.onnx"))
     path = site('[models.vehicle]\nsource = "bare.onnx"\ninput_size = [384, 640]\n')
     outcome = manager.ensure(manager.plan(load(path), "vehicle"))
