@@ -135,6 +135,8 @@ class OcrModel(_Section):
     crop_trim: float = Field(0.0, ge=0.0, le=0.4)
     stretch: float = Field(1.5, ge=0.5, le=4.0)
     max_width: int = Field(480, ge=32, le=4096)
+    input_width: int | None = Field(None, ge=16, le=4096)
+    two_line_aspect: float = Field(1.3, ge=0.0, le=4.0)
     backend: Backend | None = None
     precision: Precision | None = None
     batch_size: int | None = Field(None, ge=1, le=64)
