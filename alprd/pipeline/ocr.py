@@ -133,7 +133,9 @@ def unfold_lines(patch: Image, two_line_aspect: float) -> Image:
     if ph < 2 or pw >= two_line_aspect * ph:
         return patch
     half = ph // 2
-    unfolded: Image = np.ascontiguousarray(np.concatenate([patch[:half], patch[half : 2 * half]], axis=1))
+    unfolded: Image = np.ascontiguousarray(
+        np.concatenate([patch[:half], patch[half : 2 * half]], axis=1)
+    )
     return unfolded
 
 

@@ -115,20 +115,23 @@ class Recipe:
         }
 
 
+Row = tuple[Path, str, str]
+
+
+def split_rows(rows: Sequence[Row], val_fraction: float) -> tuple[list[Row], list[Row], list[Row]]:
+    """(real train, real validation, renders): real rows split by plate text; renders
+    of a validation plate are dropped."""
+    val_plates = {p for _, p, k in rows if k != "synthetic" and is_validation(p, val_fraction)}
+    train = [r for r in rows if r[2] != "synthetic" and r[1] not in val_plates]
+    val = [r for r in rows if r[2] != "synthetic" and r[1] in val_plates]
+    rendered = [r for r in rows if r[2] == "synthetic" and r[1] not in val_plates]
+    return train, val, rendered
+
+
 def load(data: Path, val_fraction: float = 0.2, limit: int | None = None) -> Recipe:
     """Read ``<data>/labels.csv`` and its images. ``limit`` caps each list (smoke runs)."""
-    train: list[Item] = []
-    val: list[Item] = []
-    rendered: list[Item] = []
-    rows = read_labels(data)
-    val_plates = {p for _, p, k in rows if k != "synthetic" and is_validation(p, val_fraction)}
-    for path, plate, kind in rows:
-        if kind == "synthetic":
-            target = None if plate in val_plates else rendered
-        else:
-            target = val if plate in val_plates else train
-        if target is not None and (limit is None or len(target) < limit):
-            target.append(Item(_read(path), plate, kind))
+    parts = split_rows(read_labels(data), val_fraction)
+    train, val, rendered = ([Item(_read(p), t, k) for p, t, k in rows[:limit]] for rows in parts)
     return Recipe(train, val, rendered)
 
 
@@ -150,6 +153,18 @@ def plain(item_image: Image, spec: CropSpec) -> FloatArray:
     """The evaluation input: the whole (tight) crop through the serving crop."""
     h, w = item_image.shape[:2]
     return spec(item_image, (0.0, 0.0, float(w), float(h)))
+
+
+def detector_view(image: Image) -> tuple[Image, tuple[float, float, float, float]]:
+    """A crop on a replicated-border canvas and a centred box 1.4x its height and
+    1.1x its width: about what the plate detector gives (evaluation)."""
+    h, w = image.shape[:2]
+    py, px = h, w // 2
+    canvas: Image = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE).astype(
+        np.uint8, copy=False
+    )
+    cx, cy, bw, bh = px + w / 2, py + h / 2, 1.1 * w, 1.4 * h
+    return canvas, (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
 
 
 def augment(image: Image, rng: np.random.Generator, spec: CropSpec) -> FloatArray:
@@ -176,11 +191,15 @@ def augment(image: Image, rng: np.random.Generator, spec: CropSpec) -> FloatArra
     m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
     m[0, 1] += shear
     m[0, 2] -= shear * cy
-    canvas = cv2.warpAffine(canvas, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    canvas = cv2.warpAffine(
+        canvas, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     # camera degradations
     if rng.random() < 0.35:
         f = float(rng.uniform(0.3, 0.8))
-        small = cv2.resize(canvas, (max(4, int(cw * f)), max(4, int(ch * f))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            canvas, (max(4, int(cw * f)), max(4, int(ch * f))), interpolation=cv2.INTER_AREA
+        )
         canvas = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.3:
         k = int(rng.choice([3, 5]))
@@ -201,8 +220,9 @@ def augment(image: Image, rng: np.random.Generator, spec: CropSpec) -> FloatArra
     if rng.random() < 0.3:
         q = int(rng.integers(20, 80))
         ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, q])
-        if ok:
-            canvas = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            canvas = decoded.astype(np.uint8, copy=False)
     # the box a detector might give: taller and a little wider than the plate, off
     # centre (the plate detector's boxes on plates-br: 1.15-2.0x the plate's height,
     # median 1.4; 1.03-1.3x its width)
@@ -211,7 +231,7 @@ def augment(image: Image, rng: np.random.Generator, spec: CropSpec) -> FloatArra
     bx = cx + float(rng.normal(0, 0.03)) * w
     by = cy + float(rng.normal(0, 0.06)) * h
     box = (bx - ws * w / 2, by - hs * h / 2, bx + ws * w / 2, by + hs * h / 2)
-    return spec(canvas, box)
+    return spec(canvas.astype(np.uint8, copy=False), box)
 
 
 class Mixer:
@@ -256,7 +276,9 @@ class Mixer:
         assert self.generator is not None
         s = self.generator.sample(self.next_synth)
         self.next_synth += self.stride
-        item = Item(np.ascontiguousarray(s.image, dtype=np.uint8), clean(s.text), f"synth:{s.region}")
+        item = Item(
+            np.ascontiguousarray(s.image, dtype=np.uint8), clean(s.text), f"synth:{s.region}"
+        )
         if len(self.pool) < self.pool_size:
             self.pool.append(item)
         else:

@@ -14,6 +14,7 @@ is a hash of the plate text.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import platform
@@ -90,7 +91,9 @@ def parse_mix(text: str) -> dict[str, float]:
     for part in filter(None, text.split(",")):
         name, _, value = part.partition("=")
         if name not in data.SOURCES:
-            raise argparse.ArgumentTypeError(f"--mix: unknown source {name!r}; one of {data.SOURCES}")
+            raise argparse.ArgumentTypeError(
+                f"--mix: unknown source {name!r}; one of {data.SOURCES}"
+            )
         out[name] = float(value)
         if out[name] < 0:
             raise argparse.ArgumentTypeError("--mix: weights must be >= 0")
@@ -103,12 +106,8 @@ def validation_inputs(items: Sequence[data.Item], spec: data.CropSpec) -> dict[s
     what the plate detector gives)."""
     tight, loose = [], []
     for item in items:
-        h, w = item.image.shape[:2]
         tight.append(data.plain(item.image, spec))
-        py, px = h, w // 2
-        canvas = cv2.copyMakeBorder(item.image, py, py, px, px, cv2.BORDER_REPLICATE)
-        cx, cy, bw, bh = px + w / 2, py + h / 2, 1.1 * w, 1.4 * h
-        loose.append(spec(canvas, (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)))
+        loose.append(spec(*data.detector_view(item.image)))
     return {"tight": np.stack(tight), "detector": np.stack(loose)}
 
 
@@ -235,7 +234,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                     f" val_exact tight {metrics['tight']['exact']:.4f}"
                     f" detector {metrics['detector']['exact']:.4f}"
                 )
-                history.append({"step": step, "loss": float(loss.detach()), **{k: v["exact"] for k, v in metrics.items()}})
+                history.append(
+                    {
+                        "step": step,
+                        "loss": float(loss.detach()),
+                        **{k: v["exact"] for k, v in metrics.items()},
+                    }
+                )
                 if score > best:
                     best, best_step = score, step
                     _save(checkpoint, net, args, step, metrics)
@@ -261,7 +266,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         "lr": args.lr,
         "seed": args.seed,
-        "device": str(device) + (f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""),
+        "device": str(device)
+        + (f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""),
         "amp": amp,
         "workers": args.workers,
         "train_s": round(train_s, 1),
@@ -275,7 +281,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return {"net": net, "run": run}
 
 
-def _save(path: Path, net: CRNN, args: argparse.Namespace, step: int, metrics: dict[str, Any]) -> None:
+def _save(
+    path: Path, net: CRNN, args: argparse.Namespace, step: int, metrics: dict[str, Any]
+) -> None:
     torch.save(
         {
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
@@ -338,7 +346,9 @@ def export(net: CRNN, out: Path, name: str) -> dict[str, Any]:
             times.append(time.perf_counter() - t)
         info[f"latency_ms_batch1_threads{threads}"] = round(1000 * statistics.median(times), 3)
     if info["ort_max_abs_diff"] > 1e-4:
-        raise RuntimeError(f"ONNX Runtime output differs from torch by {info['ort_max_abs_diff']:.2e}")
+        raise RuntimeError(
+            f"ONNX Runtime output differs from torch by {info['ort_max_abs_diff']:.2e}"
+        )
     return info
 
 
@@ -350,10 +360,8 @@ def versions() -> dict[str, str]:
         "opencv": cv2.__version__,
     }
     for mod in ("onnx", "onnxruntime"):
-        try:
+        with contextlib.suppress(ImportError):
             out[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
     return out
 
 
@@ -367,14 +375,16 @@ def model_card(name: str, run: dict[str, Any], exported: dict[str, Any], command
         "",
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- command: `{command}`",
-        f"- input: {run['input'][0]} x {run['input'][1]} x {run['input'][2]} (BGR scaled to [-1, 1], "
+        f"- input: {run['input'][0]} x {run['input'][1]} x {run['input'][2]} "
+        "(BGR scaled to [-1, 1], "
         f"the serving crop with `input_width = {run['input'][2]}`, `two_line_aspect = "
         f"{run['two_line_aspect']}`); output: N x {run['input'][2] // 4} x 38 softmax "
         "(blank, A-Z0-9 in the dictionary's order, space never trained)",
         f"- parameters: {run['params']:,}; ONNX: {exported.get('onnx_bytes', 0) / 1e6:.2f} MB",
         f"- training: {run['steps']} steps, batch {run['batch']}, AdamW one-cycle lr {run['lr']}, "
         f"seed {run['seed']}, device {run['device']}, AMP {run['amp']}, {run['workers']} workers, "
-        f"{run['train_s']} s; checkpoint of step {run['best_step']} kept (best validation exact rate)",
+        f"{run['train_s']} s; checkpoint of step {run['best_step']} kept "
+        "(best validation exact rate)",
         f"- versions: {json.dumps(versions())}",
         "",
         "## Data",
@@ -406,7 +416,11 @@ def model_card(name: str, run: dict[str, Any], exported: dict[str, Any], command
         for kind, km in m["per_kind"].items():
             lines.append(f"| {view} | {kind} | {km['exact']:.4f} | {km['n']} |")
     if v:
-        lines += ["", f"Character confusions (truth->read, detector view): {json.dumps(v['detector']['confusions'])}"]
+        lines += [
+            "",
+            "Character confusions (truth->read, detector view): "
+            + json.dumps(v["detector"]["confusions"]),
+        ]
     lines += [
         "",
         "## Latency (ONNX Runtime, CPU of the training machine, batch 1, median of 200)",
@@ -430,9 +444,21 @@ def parser() -> argparse.ArgumentParser:
         description="Train the plate recogniser; write <out>/<name>.onnx, <name>-dict.txt, "
         "MODEL_CARD.md and metrics.json.",
     )
-    p.add_argument("--data", type=Path, required=True, help="folder with labels.csv (file,plate,kind) and images")
-    p.add_argument("--out", type=Path, default=Path("models/trained"), help="output folder (default models/trained)")
-    p.add_argument("--name", default="ocr-alprd-crnn", help="model file stem (default ocr-alprd-crnn)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with labels.csv (file,plate,kind) and images",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("models/trained"),
+        help="output folder (default models/trained)",
+    )
+    p.add_argument(
+        "--name", default="ocr-alprd-crnn", help="model file stem (default ocr-alprd-crnn)"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu; AMP on cuda)")
     p.add_argument("--steps", type=int, default=6000, help="optimiser steps (default 6000)")
     p.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
@@ -441,16 +467,47 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--mix", default=DEFAULT_MIX, help=f"source weights (default {DEFAULT_MIX})")
-    p.add_argument("--synth-reuse", type=int, default=4, help="times each generated plate is reused, augmented anew (default 4)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of real plate texts held out (default 0.2)")
-    p.add_argument("--val-every", type=int, default=500, help="validate every N steps (default 500)")
-    p.add_argument("--log-every", type=int, default=100, help="print a progress line every N steps (default 100)")
-    p.add_argument("--height", type=int, default=32, help="input height, multiple of 16 (default 32)")
-    p.add_argument("--width", type=int, default=128, help="input width, multiple of 4 (default 128; T = width/4)")
-    p.add_argument("--two-line-aspect", type=float, default=1.3, help="models.ocr.two_line_aspect to train with (default 1.3)")
+    p.add_argument(
+        "--synth-reuse",
+        type=int,
+        default=4,
+        help="times each generated plate is reused, augmented anew (default 4)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of real plate texts held out (default 0.2)",
+    )
+    p.add_argument(
+        "--val-every", type=int, default=500, help="validate every N steps (default 500)"
+    )
+    p.add_argument(
+        "--log-every",
+        type=int,
+        default=100,
+        help="print a progress line every N steps (default 100)",
+    )
+    p.add_argument(
+        "--height", type=int, default=32, help="input height, multiple of 16 (default 32)"
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        default=128,
+        help="input width, multiple of 4 (default 128; T = width/4)",
+    )
+    p.add_argument(
+        "--two-line-aspect",
+        type=float,
+        default=1.3,
+        help="models.ocr.two_line_aspect to train with (default 1.3)",
+    )
     p.add_argument("--limit", type=int, help="at most N crops per list (smoke runs)")
     p.add_argument("--no-amp", action="store_true", help="fp32 on cuda")
-    p.add_argument("--export-only", type=Path, metavar="CHECKPOINT", help="export a saved .pt and exit")
+    p.add_argument(
+        "--export-only", type=Path, metavar="CHECKPOINT", help="export a saved .pt and exit"
+    )
     return p
 
 
@@ -475,14 +532,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         exported = export(result["net"], args.out, args.name)
     except ImportError as exc:
-        print(f"note: not exported ({exc}); run again with --export-only {args.out / (args.name + '.pt')}")
+        again = args.out / f"{args.name}.pt"
+        print(f"note: not exported ({exc}); run again with --export-only {again}")
         exported = {}
     metrics = {**run, "export": exported, "versions": versions(), "command": command}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (args.out / "MODEL_CARD.md").write_text(model_card(args.name, run, exported, command), encoding="utf-8")
+    (args.out / "MODEL_CARD.md").write_text(
+        model_card(args.name, run, exported, command), encoding="utf-8"
+    )
     v = run["validation"]
     summary = {k: round(m["exact"], 4) for k, m in v.items()}
-    print(f"done: {args.out / (args.name + '.onnx')} val_exact {summary} export {exported}", flush=True)
+    print(
+        f"done: {args.out / (args.name + '.onnx')} val_exact {summary} export {exported}",
+        flush=True,
+    )
     return 0
 
 
