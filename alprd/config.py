@@ -134,9 +134,9 @@ OCR_PRESETS: dict[str, dict[str, Any]] = {
         "input_height": 48,
         "input_width": None,
     },
-    "alprd-crnn": {
-        "source": "trained/ocr-alprd-crnn.onnx",
-        "dictionary": "trained/ocr-alprd-crnn-dict.txt",
+    "alprd": {
+        "source": "trained/ocr-alprd-plate.onnx",
+        "dictionary": "trained/ocr-alprd-plate-dict.txt",
         "input_height": 32,
         "input_width": 128,
     },

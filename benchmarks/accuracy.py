@@ -66,7 +66,7 @@ def readers(config: cfgmod.Config, base: Recognizer, trained: Path | None) -> di
     out = {}
     detectors = {r: e for r, e in base.engines.items() if r != "ocr"}
     for preset in cfgmod.OCR_PRESETS:
-        variant = ocr_variant(config, preset, trained if preset == "alprd-crnn" else None)
+        variant = ocr_variant(config, preset, trained if preset == "alprd" else None)
         if not variant.models.ocr.source.is_file():
             print(f"note: {variant.models.ocr.source} not there: {preset} not measured")
             continue
@@ -233,7 +233,7 @@ def main() -> int:
     parser.add_argument(
         "--ocr-model",
         type=Path,
-        help="the alprd-crnn ONNX to measure (default models/trained/ocr-alprd-crnn.onnx; "
+        help="the alprd ONNX to measure (default models/trained/ocr-alprd-plate.onnx; "
         "its dictionary beside it)",
     )
     args = parser.parse_args()

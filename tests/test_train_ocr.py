@@ -179,7 +179,7 @@ def trained(tmp_path_factory) -> Path:
 def test_training_writes_model_dictionary_card_and_metrics(trained):
     import json
 
-    name = "ocr-alprd-crnn"
+    name = "ocr-alprd-plate"
     model = onnx.load(str(trained / f"{name}.onnx"))
     [x] = model.graph.input
     dims = [d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim]
@@ -205,7 +205,7 @@ def test_the_trained_model_builds_and_reads_through_the_pipeline(trained, tmp_pa
 
     models = tmp_path / "models"
     (models / "trained").mkdir(parents=True)
-    for f in ("ocr-alprd-crnn.onnx", "ocr-alprd-crnn-dict.txt"):
+    for f in ("ocr-alprd-plate.onnx", "ocr-alprd-plate-dict.txt"):
         shutil.copyfile(trained / f, models / "trained" / f)
     for f in os.listdir(REPO / "models"):  # the default detectors and their engines
         if f.startswith("plate-yolov8n"):
@@ -214,8 +214,8 @@ def test_the_trained_model_builds_and_reads_through_the_pipeline(trained, tmp_pa
     path = tmp_path / "etc" / "alprd.toml"
     path.write_text(
         '[paths]\nroot = ".."\n[models.vehicle]\nenabled = false\n'
-        '[models.ocr]\nsource = "trained/ocr-alprd-crnn.onnx"\n'
-        'dictionary = "trained/ocr-alprd-crnn-dict.txt"\ninput_height = 32\ninput_width = 128\n'
+        '[models.ocr]\nsource = "trained/ocr-alprd-plate.onnx"\n'
+        'dictionary = "trained/ocr-alprd-plate-dict.txt"\ninput_height = 32\ninput_width = 128\n'
     )
     config = cfgmod.load(path)
     for backend in ("onnxruntime", "openvino"):
@@ -244,3 +244,16 @@ def test_train_ocr_is_a_command():
 
     proc = run_alprd("train-ocr", "--help")
     assert proc.returncode == 0 and "--data" in proc.stdout and "--device" in proc.stdout
+
+
+def test_generated_plates_mix_in_when_the_generator_is_installed():
+    pytest.importorskip("alprd.train.synth", reason="the synthetic plate generator is not merged")
+    from alprd.train.data import CropSpec, Mixer, synth_generator
+
+    generator = synth_generator(0)
+    assert generator is not None
+    mixer = Mixer([], [], {"synth": 1.0}, CropSpec(32, 128, 1.3), 0, generator=generator)
+    for _ in range(8):
+        x, text, source = mixer()
+        assert x.shape == (3, 32, 128) and source == "synth"
+        assert text and set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")

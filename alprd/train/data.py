@@ -167,27 +167,31 @@ def detector_view(image: Image) -> tuple[Image, tuple[float, float, float, float
     return canvas, (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
 
 
-def augment(image: Image, rng: np.random.Generator, spec: CropSpec) -> FloatArray:
-    """A plate image as the pipeline would see it: on a canvas, tilted and sheared a
+def augment(
+    image: Image, rng: np.random.Generator, spec: CropSpec, mild: bool = False
+) -> FloatArray:
+    """A plate image as the pipeline would see it: on a canvas (its own border
+    replicated, or a textured colour), tilted and sheared a
     little, degraded (resolution, blur, light, colour, noise, JPEG), then cut with a
-    box jittered like a detector's and prepared by the serving crop."""
+    box jittered like a detector's and prepared by the serving crop. ``mild``: light
+    changes only and a box close to the plate (easy samples, which get CTC training
+    past its all-blank plateau sooner)."""
     h, w = image.shape[:2]
     py, px = int(h * 0.8) + 2, int(w * 0.3) + 2
-    mode = int(rng.integers(3))
-    if mode == 0:
+    if rng.random() < 0.5:
         canvas = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE)
-    elif mode == 1:
-        canvas = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REFLECT_101)
-    else:
-        colour = rng.integers(0, 256, 3)
-        canvas = np.empty((h + 2 * py, w + 2 * px, 3), np.uint8)
-        canvas[:] = colour.astype(np.uint8)
+    else:  # a car-body colour with some texture
+        size = (h + 2 * py, w + 2 * px, 3)
+        colour = rng.integers(0, 256, 3).astype(np.float32)
+        texture = rng.normal(0, rng.uniform(2, 25), (size[0] // 8 + 1, size[1] // 8 + 1, 1))
+        texture = cv2.resize(texture.astype(np.float32), (size[1], size[0]))[..., None]
+        canvas = np.clip(colour + texture, 0, 255).astype(np.uint8)
         canvas[py : py + h, px : px + w] = image
     ch, cw = canvas.shape[:2]
     cx, cy = px + w / 2, py + h / 2
     # small rotation and shear about the plate centre
-    angle = float(np.clip(rng.normal(0, 2.5), -8, 8))
-    shear = float(rng.uniform(-0.15, 0.15)) if rng.random() < 0.5 else 0.0
+    angle = float(np.clip(rng.normal(0, 2.5), -8, 8)) * (0.3 if mild else 1.0)
+    shear = float(rng.uniform(-0.15, 0.15)) if rng.random() < 0.5 and not mild else 0.0
     m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
     m[0, 1] += shear
     m[0, 2] -= shear * cy
@@ -195,13 +199,17 @@ def augment(image: Image, rng: np.random.Generator, spec: CropSpec) -> FloatArra
         canvas, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
     # camera degradations
-    if rng.random() < 0.35:
+    if mild:
+        pass
+    elif rng.random() < 0.35:
         f = float(rng.uniform(0.3, 0.8))
         small = cv2.resize(
             canvas, (max(4, int(cw * f)), max(4, int(ch * f))), interpolation=cv2.INTER_AREA
         )
         canvas = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
-    if rng.random() < 0.3:
+    if mild:
+        pass
+    elif rng.random() < 0.3:
         k = int(rng.choice([3, 5]))
         canvas = cv2.GaussianBlur(canvas, (k, k), 0)
     elif rng.random() < 0.15:
@@ -217,7 +225,7 @@ def augment(image: Image, rng: np.random.Generator, spec: CropSpec) -> FloatArra
     if rng.random() < 0.5:
         work = work + rng.normal(0, rng.uniform(1, 12), work.shape).astype(np.float32)
     canvas = np.clip(work, 0, 255).astype(np.uint8)
-    if rng.random() < 0.3:
+    if rng.random() < 0.3 and not mild:
         q = int(rng.integers(20, 80))
         ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, q])
         decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
@@ -226,8 +234,12 @@ def augment(image: Image, rng: np.random.Generator, spec: CropSpec) -> FloatArra
     # the box a detector might give: taller and a little wider than the plate, off
     # centre (the plate detector's boxes on plates-br: 1.15-2.0x the plate's height,
     # median 1.4; 1.03-1.3x its width)
-    hs = float(rng.uniform(1.0, 2.0)) if rng.random() < 0.7 else float(rng.uniform(0.9, 1.2))
-    ws = float(rng.uniform(0.97, 1.28))
+    if mild:
+        hs, ws = float(rng.uniform(0.95, 1.15)), float(rng.uniform(0.98, 1.08))
+    elif rng.random() < 0.7:
+        hs, ws = float(rng.uniform(1.0, 2.0)), float(rng.uniform(0.97, 1.28))
+    else:
+        hs, ws = float(rng.uniform(0.9, 1.2)), float(rng.uniform(0.97, 1.28))
     bx = cx + float(rng.normal(0, 0.03)) * w
     by = cy + float(rng.normal(0, 0.06)) * h
     box = (bx - ws * w / 2, by - hs * h / 2, bx + ws * w / 2, by + hs * h / 2)
@@ -236,7 +248,7 @@ def augment(image: Image, rng: np.random.Generator, spec: CropSpec) -> FloatArra
 
 class Mixer:
     """Draws training samples from the sources by weight (one per worker process,
-    seeded per worker). Generated plates are kept in a pool and each is reused
+    seeded per worker); a ``mild`` share of them lightly augmented. Generated plates are kept in a pool and each is reused
     about ``synth_reuse`` times with fresh augmentation, so the generator is not the
     bottleneck of a GPU run."""
 
@@ -253,6 +265,7 @@ class Mixer:
         synth_stride: int = 1,
         synth_reuse: int = 4,
         synth_pool: int = 2048,
+        mild: float = 0.3,
     ) -> None:
         have = {"real": bool(real), "rendered": bool(rendered), "synth": generator is not None}
         self.names = [s for s in SOURCES if have[s] and weights.get(s, 0.0) > 0]
@@ -268,6 +281,7 @@ class Mixer:
         self.reuse = max(1, synth_reuse)
         self.pool: list[Item] = []
         self.pool_size = synth_pool
+        self.mild = mild
 
     def _synth(self) -> Item:
         fresh = len(self.pool) < self.pool_size or self.rng.random() < 1.0 / self.reuse
@@ -293,4 +307,5 @@ class Mixer:
         else:
             items = self.real if source == "real" else self.rendered
             item = items[int(self.rng.integers(len(items)))]
-        return augment(item.image, self.rng, self.spec), item.text, source
+        mild = self.rng.random() < self.mild
+        return augment(item.image, self.rng, self.spec, mild), item.text, source

@@ -1,5 +1,6 @@
-"""The plate recogniser: a small CRNN (conv blocks collapsing the height, a BiLSTM
-over the width, CTC).
+"""The plate recogniser: a small convolutional CTC recogniser (conv blocks collapsing
+the height, then 1-D convolutions along the width for context; no recurrence, so
+it trains fast, exports to plain ONNX and runs well on every backend).
 
 Input N x 3 x H x W (BGR scaled to [-1, 1], as `alprd.pipeline.ocr.crop` makes it),
 H a multiple of 16, W a multiple of 4. Output N x W/4 x (1 + len(charset) + 1):
@@ -20,14 +21,14 @@ def _block(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
 
 
-class CRNN(nn.Module):
+class PlateNet(nn.Module):
     def __init__(
         self,
         height: int = 32,
         width: int = 128,
         charset: str = CHARSET,
         channels: tuple[int, int, int, int] = (32, 64, 96, 160),
-        hidden: int = 96,
+        hidden: int = 192,
     ) -> None:
         super().__init__()
         if height % 16 or width % 4:
@@ -49,8 +50,18 @@ class CRNN(nn.Module):
             nn.BatchNorm2d(c4),
             nn.ReLU(True),
         )
-        self.rnn = nn.LSTM(c4, hidden, batch_first=True, bidirectional=True)
-        self.head = nn.Linear(2 * hidden, len(charset) + 2)
+        self.context = nn.Sequential(  # along the width: 3 x kernel 3 (7 steps, 28 px)
+            nn.Conv1d(c4, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(True),
+            nn.Conv1d(hidden, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(True),
+            nn.Conv1d(hidden, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(True),
+        )
+        self.head = nn.Conv1d(hidden, len(charset) + 2, 1)
 
     @property
     def steps(self) -> int:
@@ -58,16 +69,15 @@ class CRNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W -> N x T x classes (logits)."""
-        f = self.features(x).squeeze(2).permute(0, 2, 1)  # N x T x C
-        f, _ = self.rnn(f)
-        out: torch.Tensor = self.head(f)
+        f = self.features(x).squeeze(2)  # N x C x T
+        out: torch.Tensor = self.head(self.context(f)).permute(0, 2, 1)  # N x T x classes
         return out
 
 
 class Exported(nn.Module):
     """The served graph: probabilities, not logits."""
 
-    def __init__(self, net: CRNN) -> None:
+    def __init__(self, net: PlateNet) -> None:
         super().__init__()
         self.net = net
 

@@ -22,6 +22,7 @@ import random
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from alprd.train import data
-from alprd.train.model import CHARSET, CRNN, Exported, encode, greedy
+from alprd.train.model import CHARSET, Exported, PlateNet, encode, greedy
 
 DEFAULT_MIX = "real=0.5,rendered=0.15,synth=0.35"
 
@@ -52,9 +53,10 @@ class Stream(IterableDataset[tuple[np.ndarray, str, str]]):
         spec: data.CropSpec,
         seed: int,
         synth_reuse: int,
+        mild: float,
     ) -> None:
         self.recipe, self.weights, self.spec = recipe, weights, spec
-        self.seed, self.synth_reuse = seed, synth_reuse
+        self.seed, self.synth_reuse, self.mild = seed, synth_reuse, mild
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, str, str]]:
         info = torch.utils.data.get_worker_info()
@@ -71,6 +73,7 @@ class Stream(IterableDataset[tuple[np.ndarray, str, str]]):
             synth_offset=wid,
             synth_stride=n,
             synth_reuse=self.synth_reuse,
+            mild=self.mild,
         )
         while True:
             yield mixer()
@@ -175,10 +178,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if not recipe.validation:
         print("note: no validation crops; the last checkpoint is kept")
 
-    net = CRNN(args.height, args.width).to(device)
+    net = PlateNet(args.height, args.width).to(device)
     params = sum(p.numel() for p in net.parameters())
     loader = DataLoader(
-        Stream(recipe, weights, spec, args.seed, args.synth_reuse),
+        Stream(recipe, weights, spec, args.seed, args.synth_reuse, args.mild),
         batch_size=args.batch,
         num_workers=args.workers,
         collate_fn=collate,
@@ -275,6 +278,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "params": params,
         "input": [3, args.height, args.width],
         "two_line_aspect": args.two_line_aspect,
+        "mild": args.mild,
         "validation": final,
         "history": history,
     }
@@ -282,7 +286,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _save(
-    path: Path, net: CRNN, args: argparse.Namespace, step: int, metrics: dict[str, Any]
+    path: Path, net: PlateNet, args: argparse.Namespace, step: int, metrics: dict[str, Any]
 ) -> None:
     torch.save(
         {
@@ -300,7 +304,7 @@ def _save(
 # --------------------------------------------------------------------------- export
 
 
-def export(net: CRNN, out: Path, name: str) -> dict[str, Any]:
+def export(net: PlateNet, out: Path, name: str) -> dict[str, Any]:
     """``<out>/<name>.onnx`` (input ``x``: N x 3 x H x W, output ``probs``: N x T x
     38, softmax; batch dynamic) and ``<out>/<name>-dict.txt``; checks ONNX Runtime
     against torch and measures latency when onnxruntime is installed."""
@@ -309,16 +313,9 @@ def export(net: CRNN, out: Path, name: str) -> dict[str, Any]:
     onnx_path = out / f"{name}.onnx"
     (out / f"{name}-dict.txt").write_text("".join(f"{c}\n" for c in net.charset), encoding="utf-8")
     x = torch.zeros(1, 3, net.height, net.width)
-    torch.onnx.export(
-        served,
-        (x,),
-        str(onnx_path),
-        dynamo=False,
-        input_names=["x"],
-        output_names=["probs"],
-        dynamic_axes={"x": {0: "batch"}, "probs": {0: "batch"}},
-        opset_version=17,
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        _export(served, x, onnx_path)
     info: dict[str, Any] = {"onnx_bytes": onnx_path.stat().st_size}
     try:
         import onnxruntime as ort
@@ -352,6 +349,19 @@ def export(net: CRNN, out: Path, name: str) -> dict[str, Any]:
     return info
 
 
+def _export(served: nn.Module, x: torch.Tensor, onnx_path: Path) -> None:
+    torch.onnx.export(
+        served,
+        (x,),
+        str(onnx_path),
+        dynamo=False,
+        input_names=["x"],
+        output_names=["probs"],
+        dynamic_axes={"x": {0: "batch"}, "probs": {0: "batch"}},
+        opset_version=17,
+    )
+
+
 def versions() -> dict[str, str]:
     out = {
         "python": platform.python_version(),
@@ -370,7 +380,8 @@ def model_card(name: str, run: dict[str, Any], exported: dict[str, Any], command
     lines = [
         f"# {name}: alprd plate recogniser",
         "",
-        "A small CRNN (6 conv blocks with batch norm, a BiLSTM, CTC) trained by "
+        "A small convolutional CTC recogniser (7 conv blocks with batch norm collapsing the "
+        "height, 3 1-D convolutions along the width, CTC) trained by "
         "`alprd train-ocr` for the `models.ocr` role.",
         "",
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -398,10 +409,11 @@ def model_card(name: str, run: dict[str, Any], exported: dict[str, Any], command
         f"- mixing weights: {json.dumps(run['mix'])} (generated plates: "
         f"{'alprd.train.synth' if run['synth_module'] else 'module not installed, none'})",
         f"- samples drawn per source: {json.dumps(run['samples_drawn'])}",
-        "- augmentation: canvas (replicated, reflected or plain border), rotation (sd 2.5 "
+        "- augmentation: canvas (replicated border or a textured colour), rotation (sd 2.5 "
         "deg), shear, down/up-scaling, Gaussian or motion blur, grey, colour cast, "
         "brightness/contrast, noise, JPEG; box 1.0-2.0x the plate's height, 0.97-1.28x "
-        "its width, off-centre (like the plate detector's boxes)",
+        "its width, off-centre (like the plate detector's boxes); a share "
+        f"{run['mild']} only lightly augmented",
         "",
         "## Validation (real crops, held-out plates)",
         "",
@@ -457,7 +469,7 @@ def parser() -> argparse.ArgumentParser:
         help="output folder (default models/trained)",
     )
     p.add_argument(
-        "--name", default="ocr-alprd-crnn", help="model file stem (default ocr-alprd-crnn)"
+        "--name", default="ocr-alprd-plate", help="model file stem (default ocr-alprd-plate)"
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu; AMP on cuda)")
     p.add_argument("--steps", type=int, default=6000, help="optimiser steps (default 6000)")
@@ -472,6 +484,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=4,
         help="times each generated plate is reused, augmented anew (default 4)",
+    )
+    p.add_argument(
+        "--mild",
+        type=float,
+        default=0.3,
+        help="share of samples only lightly augmented (default 0.3)",
     )
     p.add_argument(
         "--val-fraction",
@@ -516,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "alprd train-ocr " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.export_only:
         state = torch.load(args.export_only, map_location="cpu", weights_only=False)
-        net = CRNN(state["height"], state["width"], state["charset"])
+        net = PlateNet(state["height"], state["width"], state["charset"])
         net.load_state_dict(state["model"])
         args.out.mkdir(parents=True, exist_ok=True)
         print(json.dumps(export(net, args.out, args.name)))
