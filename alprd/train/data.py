@@ -183,8 +183,8 @@ def augment(
     else:  # a car-body colour with some texture
         size = (h + 2 * py, w + 2 * px, 3)
         colour = rng.integers(0, 256, 3).astype(np.float32)
-        texture = rng.normal(0, rng.uniform(2, 25), (size[0] // 8 + 1, size[1] // 8 + 1, 1))
-        texture = cv2.resize(texture.astype(np.float32), (size[1], size[0]))[..., None]
+        coarse = rng.normal(0, rng.uniform(2, 25), (size[0] // 8 + 1, size[1] // 8 + 1))
+        texture = cv2.resize(coarse.astype(np.float32), (size[1], size[0]))[..., None]
         canvas = np.clip(colour + texture, 0, 255).astype(np.uint8)
         canvas[py : py + h, px : px + w] = image
     ch, cw = canvas.shape[:2]
@@ -248,9 +248,9 @@ def augment(
 
 class Mixer:
     """Draws training samples from the sources by weight (one per worker process,
-    seeded per worker); a ``mild`` share of them lightly augmented. Generated plates are kept in a pool and each is reused
-    about ``synth_reuse`` times with fresh augmentation, so the generator is not the
-    bottleneck of a GPU run."""
+    seeded per worker); a ``mild`` share of them lightly augmented. Generated
+    plates are kept in a pool and each is reused about ``synth_reuse`` times with
+    fresh augmentation, so the generator is not the bottleneck of a GPU run."""
 
     def __init__(
         self,
