@@ -139,6 +139,24 @@ def test_augmentation_goes_through_the_serving_crop_and_is_seeded():
     assert a.min() >= -1.0 and a.max() <= 1.0
 
 
+def test_the_curriculum_starts_on_renders_and_ends_on_the_mix():
+    from alprd.train.data import CropSpec, Item, Mixer
+
+    real, rendered = (
+        Item(two_tone(40, 120), "ABC1234", "camera"),
+        Item(two_tone(40, 120), "XYZ9876", "synthetic"),
+    )
+    progress = [0.0]
+    mixer = Mixer(
+        [real], [rendered], {"real": 0.9, "rendered": 0.1}, CropSpec(), 0,
+        progress=lambda: progress[0], curriculum=0.2,
+    )  # fmt: skip
+    assert {mixer()[2] for _ in range(30)} == {"rendered"}
+    progress[0] = 1.0
+    drawn = [mixer()[2] for _ in range(200)]
+    assert 0.8 < drawn.count("real") / 200 < 0.97
+
+
 # --------------------------------------------------------------------------- a real run
 
 

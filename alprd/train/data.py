@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,7 +248,10 @@ def augment(
 
 class Mixer:
     """Draws training samples from the sources by weight (one per worker process,
-    seeded per worker); a ``mild`` share of them lightly augmented. Generated
+    seeded per worker); a ``mild`` share of them lightly augmented. For the first
+    ``curriculum`` share of training (``progress()`` in [0, 1]) the mix moves from
+    lightly augmented clean renders to the configured one: CTC gets past its
+    all-blank plateau far sooner on easy samples. Generated
     plates are kept in a pool and each is reused about ``synth_reuse`` times with
     fresh augmentation, so the generator is not the bottleneck of a GPU run."""
 
@@ -266,6 +269,8 @@ class Mixer:
         synth_reuse: int = 4,
         synth_pool: int = 2048,
         mild: float = 0.3,
+        progress: Callable[[], float] | None = None,
+        curriculum: float = 0.0,
     ) -> None:
         have = {"real": bool(real), "rendered": bool(rendered), "synth": generator is not None}
         self.names = [s for s in SOURCES if have[s] and weights.get(s, 0.0) > 0]
@@ -273,6 +278,11 @@ class Mixer:
             raise ValueError("no training data: every source with a weight > 0 is empty")
         p = np.array([weights[s] for s in self.names], np.float64)
         self.p = p / p.sum()
+        # the easy start: clean renders (else whatever there is), lightly augmented
+        easy = np.array([s == "rendered" for s in self.names], np.float64)
+        self.p_easy = easy / easy.sum() if easy.sum() else self.p
+        self.progress = progress or (lambda: 1.0)
+        self.curriculum = curriculum
         self.real, self.rendered, self.spec = real, rendered, spec
         self.rng = np.random.default_rng(seed)
         self.generator = generator
@@ -301,11 +311,13 @@ class Mixer:
 
     def __call__(self) -> tuple[FloatArray, str, str]:
         """(input 3 x H x W, text, source name)."""
-        source = self.names[int(self.rng.choice(len(self.names), p=self.p))]
+        t = min(1.0, self.progress() / self.curriculum) if self.curriculum > 0 else 1.0
+        p = (1 - t) * self.p_easy + t * self.p
+        source = self.names[int(self.rng.choice(len(self.names), p=p / p.sum()))]
         if source == "synth":
             item = self._synth()
         else:
             items = self.real if source == "real" else self.rendered
             item = items[int(self.rng.integers(len(items)))]
-        mild = self.rng.random() < self.mild
+        mild = self.rng.random() < (1 - t) + t * self.mild
         return augment(item.image, self.rng, self.spec, mild), item.text, source

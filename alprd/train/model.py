@@ -69,6 +69,11 @@ class PlateNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W -> N x T x classes (logits)."""
+        # each crop normalised to zero mean and unit spread: dark infrared crops and
+        # bright renders look alike to the first layer
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = ((x - mean) ** 2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+        x = (x - mean) / (std + 0.05)
         f = self.features(x).squeeze(2)  # N x C x T
         out: torch.Tensor = self.head(self.context(f)).permute(0, 2, 1)  # N x T x classes
         return out

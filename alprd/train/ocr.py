@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import multiprocessing
 import platform
 import random
 import statistics
@@ -54,9 +55,13 @@ class Stream(IterableDataset[tuple[np.ndarray, str, str]]):
         seed: int,
         synth_reuse: int,
         mild: float,
+        curriculum: float,
     ) -> None:
         self.recipe, self.weights, self.spec = recipe, weights, spec
         self.seed, self.synth_reuse, self.mild = seed, synth_reuse, mild
+        self.curriculum = curriculum
+        #: training progress in [0, 1], shared with the worker processes
+        self.progress = multiprocessing.Value("d", 0.0, lock=False)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, str, str]]:
         info = torch.utils.data.get_worker_info()
@@ -74,6 +79,8 @@ class Stream(IterableDataset[tuple[np.ndarray, str, str]]):
             synth_stride=n,
             synth_reuse=self.synth_reuse,
             mild=self.mild,
+            progress=lambda: float(self.progress.value),
+            curriculum=self.curriculum,
         )
         while True:
             yield mixer()
@@ -180,8 +187,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     net = PlateNet(args.height, args.width).to(device)
     params = sum(p.numel() for p in net.parameters())
+    stream = Stream(recipe, weights, spec, args.seed, args.synth_reuse, args.mild, args.curriculum)
     loader = DataLoader(
-        Stream(recipe, weights, spec, args.seed, args.synth_reuse, args.mild),
+        stream,
         batch_size=args.batch,
         num_workers=args.workers,
         collate_fn=collate,
@@ -206,6 +214,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     step = 0
     for x, targets, lengths, names in loader:
         step += 1
+        stream.progress.value = step / args.steps
         for s in names:
             sources[s] = sources.get(s, 0) + 1
         net.train()
@@ -213,8 +222,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             logits = net(x)
         logp = logits.float().log_softmax(-1).permute(1, 0, 2)  # T x N x C
-        steps_in = torch.full((x.shape[0],), logp.shape[0], dtype=torch.long)
-        loss = ctc(logp, targets, steps_in, lengths)
+        steps_in = torch.full((x.shape[0],), logp.shape[0], dtype=torch.long, device=device)
+        loss = ctc(logp, targets.to(device), steps_in, lengths.to(device))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -279,6 +288,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "input": [3, args.height, args.width],
         "two_line_aspect": args.two_line_aspect,
         "mild": args.mild,
+        "curriculum": args.curriculum,
         "validation": final,
         "history": history,
     }
@@ -413,7 +423,8 @@ def model_card(name: str, run: dict[str, Any], exported: dict[str, Any], command
         "deg), shear, down/up-scaling, Gaussian or motion blur, grey, colour cast, "
         "brightness/contrast, noise, JPEG; box 1.0-2.0x the plate's height, 0.97-1.28x "
         "its width, off-centre (like the plate detector's boxes); a share "
-        f"{run['mild']} only lightly augmented",
+        f"{run['mild']} only lightly augmented; over the first {run['curriculum']} of the "
+        "steps the mix moves from lightly augmented renders to these weights",
         "",
         "## Validation (real crops, held-out plates)",
         "",
@@ -490,6 +501,13 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=0.3,
         help="share of samples only lightly augmented (default 0.3)",
+    )
+    p.add_argument(
+        "--curriculum",
+        type=float,
+        default=0.15,
+        help="share of the steps over which the mix moves from lightly augmented renders "
+        "to --mix (default 0.15)",
     )
     p.add_argument(
         "--val-fraction",
