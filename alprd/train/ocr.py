@@ -1,11 +1,11 @@
 """`alprd train-ocr` (or ``python -m alprd.train.ocr``): train the plate recogniser,
 export it to ONNX, write its dictionary, model card and metrics.
 
-Needs numpy, OpenCV and torch; ``onnx`` for the export and ``onnxruntime`` to check
-the export and measure its latency (both optional: without them the checkpoint is
-kept and ``--export-only`` exports it later). Reproducible: the seed fixes the
-weights, the data order and every augmentation (per DataLoader worker); the split
-is a hash of the plate text.
+Needs numpy, OpenCV and torch; ``onnx`` for the export (torch's exporter imports
+it; without it the checkpoint is kept and ``--export-only`` exports it later) and
+``onnxruntime`` to check the export and measure its latency (optional).
+Reproducible: the seed fixes the weights, the data order and every augmentation
+(per DataLoader worker); the split is a hash of the plate text.
 
     python -m alprd.train.ocr --data ../shared/data/ocr-train --out models/trained \\
         --device cuda --workers 15 --steps 6000 --batch 256
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import multiprocessing
 import platform
@@ -565,12 +566,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     result = train(args)
     run = result["run"]
-    try:
-        exported = export(result["net"], args.out, args.name)
-    except ImportError as exc:
+    if importlib.util.find_spec("onnx") is None:  # torch.onnx.export needs it
         again = args.out / f"{args.name}.pt"
-        print(f"note: not exported ({exc}); run again with --export-only {again}")
+        print(f"note: onnx is not installed: not exported; install it, then --export-only {again}")
         exported = {}
+    else:
+        exported = export(result["net"], args.out, args.name)
     metrics = {**run, "export": exported, "versions": versions(), "command": command}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (args.out / "MODEL_CARD.md").write_text(
