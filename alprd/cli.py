@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="plate format region (e.g. br); repeatable; default: plates.regions",
     )
     p.set_defaults(func=cmd_detect)
+
+    # Parsed by alprd.train.ocr (see main); listed here for `alprd --help`.
+    sub.add_parser(
+        "train-ocr",
+        add_help=False,
+        help="train the plate recogniser (needs torch; `alprd train-ocr --help`)",
+    )
     return parser
 
 
@@ -175,6 +182,11 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["train-ocr"]:
+        from alprd.train import ocr as train_ocr  # torch: only for this command
+
+        return train_ocr.main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

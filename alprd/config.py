@@ -146,16 +146,38 @@ class PlateModel(_Detector):
     full_frame_fallback: bool = True
 
 
+#: The recognisers alprd ships settings for: the model files and input size each
+#: needs in [models.ocr] (relative to models_dir). OCR_DEFAULT names the defaults.
+OCR_PRESETS: dict[str, dict[str, Any]] = {
+    "ppocrv5": {
+        "source": "ocr-ppocrv5-rec.onnx",
+        "dictionary": "ocr-ppocrv5-dict.txt",
+        "input_height": 48,
+        "input_width": None,
+    },
+    "alprd": {
+        "source": "trained/ocr-alprd-plate.onnx",
+        "dictionary": "trained/ocr-alprd-plate-dict.txt",
+        "input_height": 32,
+        "input_width": 128,
+    },
+}
+OCR_DEFAULT = "ppocrv5"
+_OCR = OCR_PRESETS[OCR_DEFAULT]
+
+
 class OcrModel(_Section):
-    source: Path = Path("ocr-ppocrv5-rec.onnx")
-    dictionary: Path = Path("ocr-ppocrv5-dict.txt")
-    input_height: int = Field(48, ge=16, le=256)
+    source: Path = Path(_OCR["source"])
+    dictionary: Path = Path(_OCR["dictionary"])
+    input_height: int = Field(_OCR["input_height"], ge=16, le=256)
     charset: str = Field("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_length=1)
     min_char_confidence: float = Field(0.5, ge=0.0, le=1.0)
     crop_margin: float = Field(0.0, ge=-0.4, le=1.0)
     crop_trim: float = Field(0.0, ge=0.0, le=0.4)
     stretch: float = Field(1.5, ge=0.5, le=4.0)
     max_width: int = Field(480, ge=32, le=4096)
+    input_width: int | None = Field(_OCR["input_width"], ge=16, le=4096)
+    two_line_aspect: float = Field(1.3, ge=0.0, le=4.0)
     backend: Backend | None = None
     precision: Precision | None = None
     batch_size: int | None = Field(None, ge=1, le=64)

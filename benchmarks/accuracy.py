@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,10 +23,12 @@ from rich.table import Table
 from alprd import config as cfgmod
 from alprd import log as logmod
 from alprd.pipeline import geometry
-from alprd.pipeline.recognizer import Recognizer
+from alprd.pipeline.recognizer import Recognizer, load_engine
 from alprd.pipeline.stream import rules_for
 from alprd.pipeline.types import Box, Plate
 
+#: The validation share `alprd train-ocr` holds out by default (--val-fraction).
+VAL_FRACTION = 0.2
 DATA = Path(
     os.environ.get("ALPRD_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
@@ -39,79 +42,161 @@ def best_match(plates: list[Plate], gt: Box) -> tuple[int, float]:
     return i, ious[i]
 
 
+def ocr_variant(config: cfgmod.Config, preset: str, source: Path | None = None) -> cfgmod.Config:
+    """`config` with [models.ocr] set to one of `cfgmod.OCR_PRESETS` (model files,
+    input size); `source` overrides the model file (its dictionary beside it,
+    ``<stem>-dict.txt``)."""
+    p = cfgmod.OCR_PRESETS[preset]
+    md = config.paths.models_dir
+    update = {
+        "source": source or md / p["source"],
+        "dictionary": (
+            source.with_name(source.stem + "-dict.txt") if source else md / p["dictionary"]
+        ),
+        "input_height": p["input_height"],
+        "input_width": p["input_width"],
+    }
+    ocr = config.models.ocr.model_copy(update=update)
+    return config.model_copy(update={"models": config.models.model_copy(update={"ocr": ocr})})
+
+
+def readers(config: cfgmod.Config, base: Recognizer, trained: Path | None) -> dict[str, Recognizer]:
+    """One Recognizer per OCR preset whose model file is there, sharing `base`'s
+    detector engines."""
+    out = {}
+    detectors = {r: e for r, e in base.engines.items() if r != "ocr"}
+    for preset in cfgmod.OCR_PRESETS:
+        variant = ocr_variant(config, preset, trained if preset == "alprd" else None)
+        if not variant.models.ocr.source.is_file():
+            print(f"note: {variant.models.ocr.source} not there: {preset} not measured")
+            continue
+        out[preset] = Recognizer(variant, {**detectors, "ocr": load_engine(variant, "ocr")})
+    return out
+
+
 def brazil(
-    recognizer: Recognizer, config: cfgmod.Config, console: Console
-) -> list[tuple[str, str]]:
+    base: Recognizer,
+    named: dict[str, Recognizer],
+    config: cfgmod.Config,
+    table: Table,
+) -> dict[str, list[tuple[str, str]]]:
+    """End to end on plates-br: the plates the pipeline finds (detection once),
+    read by each recogniser; and each recogniser alone on the ground-truth boxes."""
     folder = DATA / "plates-br"
     rules = {"br": rules_for(config, ["br"]), "none": rules_for(config, [])}
     n = found = found_loose = 0
-    exact = {"br": 0, "none": 0}
-    ocr_only = {"br": 0, "none": 0}
-    errors = []
+    exact = {(v, k): 0 for v in named for k in rules}
+    ocr_only = {(v, k): 0 for v in named for k in rules}
+    spent = dict.fromkeys(named, 0.0)
+    reads = dict.fromkeys(named, 0)
+    errors: dict[str, list[tuple[str, str]]] = {v: [] for v in named}
     for txt in sorted(folder.glob("*.txt")):
         name, x, y, w, h, truth = txt.read_text().strip().split("\t")
         gt = (float(x), float(y), float(x) + float(w), float(y) + float(h))
         image = cv2.imread(str(folder / name))
         n += 1
-        result = recognizer(image)
-        plates = [p for p, _ in result.plates]
+        plates = base.plates(image, base.vehicles(image))
         i, best_iou = best_match(plates, gt)
         found += best_iou >= 0.5
         found_loose += best_iou >= 0.3
-        [gt_text] = recognizer.read(image, [Plate(gt, 1.0, None)])
-        for key, r in rules.items():
-            got = r.apply(result.plates[i][1]) if i >= 0 and best_iou >= 0.3 else None
-            exact[key] += bool(got) and got[0].text == truth
-            on_gt = r.apply(gt_text)
-            ocr_only[key] += bool(on_gt) and on_gt[0].text == truth
-            if key == "br" and not (got and got[0].text == truth):
-                why = (
-                    "no plate at the box"
-                    if best_iou < 0.3
-                    else f"read {got[0].text if got else None}"
-                )
-                errors.append((name, f"{truth}: {why} (IoU {best_iou:.2f})"))
-    rows = [
-        ("BR photos", "plate detection recall @IoU0.5", f"{found}/{n}", f"{found / n:.0%}"),
-        (
+        for v, reader in named.items():
+            t = time.perf_counter()
+            texts = reader.read(image, plates)
+            spent[v] += time.perf_counter() - t
+            reads[v] += len(plates)
+            [gt_text] = reader.read(image, [Plate(gt, 1.0, None)])
+            for key, r in rules.items():
+                got = r.apply(texts[i]) if i >= 0 and best_iou >= 0.3 else None
+                exact[v, key] += bool(got) and got[0].text == truth
+                on_gt = r.apply(gt_text)
+                ocr_only[v, key] += bool(on_gt) and on_gt[0].text == truth
+                if key == "br" and not (got and got[0].text == truth):
+                    why = (
+                        "no plate at the box"
+                        if best_iou < 0.3
+                        else f"read {got[0].text if got else None}"
+                    )
+                    errors[v].append((name, f"{truth}: {why} (IoU {best_iou:.2f})"))
+    table.add_row(
+        "BR photos", "-", "plate detection recall @IoU0.5", f"{found}/{n}", f"{found / n:.0%}"
+    )
+    table.add_row(
+        "BR photos",
+        "-",
+        "plate detection recall @IoU0.3",
+        f"{found_loose}/{n}",
+        f"{found_loose / n:.0%}",
+    )
+    for v in named:
+        for key in rules:
+            e = exact[v, key]
+            table.add_row(
+                "BR photos", v, f"exact reads end to end, rules {key}", f"{e}/{n}", f"{e / n:.0%}"
+            )
+        for key in rules:
+            o = ocr_only[v, key]
+            table.add_row(
+                "BR photos",
+                v,
+                f"OCR alone on ground-truth boxes, {key}",
+                f"{o}/{n}",
+                f"{o / n:.0%}",
+            )
+        ms = 1000 * spent[v] / max(1, reads[v])
+        table.add_row(
             "BR photos",
-            "plate detection recall @IoU0.3",
-            f"{found_loose}/{n}",
-            f"{found_loose / n:.0%}",
-        ),
-        (
-            "BR photos",
-            "exact reads, rules region=br",
-            f"{exact['br']}/{n}",
-            f"{exact['br'] / n:.0%}",
-        ),
-        (
-            "BR photos",
-            "exact reads, no region rules",
-            f"{exact['none']}/{n}",
-            f"{exact['none'] / n:.0%}",
-        ),
-        (
-            "BR photos",
-            "OCR alone on ground-truth boxes, br",
-            f"{ocr_only['br']}/{n}",
-            f"{ocr_only['br'] / n:.0%}",
-        ),
-        (
-            "BR photos",
-            "OCR alone on ground-truth boxes, none",
-            f"{ocr_only['none']}/{n}",
-            f"{ocr_only['none'] / n:.0%}",
-        ),
-    ]
-    table = Table(title="accuracy")
-    for col in ("set", "measure", "count", "rate"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    romania(recognizer, table)
-    console.print(table)
+            v,
+            "OCR time per plate (batch of a frame's plates)",
+            f"{reads[v]} plates",
+            f"{ms:.1f} ms",
+        )
     return errors
+
+
+def real_crops(
+    named: dict[str, Recognizer], config: cfgmod.Config, table: Table, console: Console
+) -> None:
+    """Each recogniser on the validation split of the real crops (the plates
+    `alprd train-ocr` never trains on), per kind, on the labelled crop (tight) and on
+    a detector-like box; then the confusion pairs left."""
+    from alprd.train.data import _read, detector_view, read_labels, split_rows
+
+    folder = DATA / "ocr-train"
+    if not (folder / "labels.csv").is_file():
+        return
+    _, val, _ = split_rows(read_labels(folder), VAL_FRACTION)
+    rules = rules_for(config, ["br"])
+    for v, reader in named.items():
+        confusions: dict[str, int] = {}
+        for view in ("tight", "detector"):
+            per_kind: dict[str, list[int]] = {}
+            for path, truth, kind in val:
+                image = _read(path)
+                if view == "tight":
+                    box = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
+                else:
+                    image, box = detector_view(image)
+                [text] = reader.read(image, [Plate(box, 1.0, None)])
+                got = rules.apply(text)
+                read = got[0].text if got else ""
+                c = per_kind.setdefault(kind, [0, 0])
+                c[0] += read == truth
+                c[1] += 1
+                if view == "detector" and read != truth and len(read) == len(truth):
+                    for a, b in zip(truth, read, strict=True):
+                        if a != b:
+                            confusions[f"{a}->{b}"] = confusions.get(f"{a}->{b}", 0) + 1
+            total = [sum(c[0] for c in per_kind.values()), sum(c[1] for c in per_kind.values())]
+            for kind, (ok, k) in [("all", total), *sorted(per_kind.items())]:
+                table.add_row(
+                    "real crops, validation",
+                    v,
+                    f"exact, rules br, {view}, {kind}",
+                    f"{ok}/{k}",
+                    f"{ok / max(1, k):.1%}",
+                )
+        top = sorted(confusions.items(), key=lambda kv: -kv[1])[:8]
+        console.print(f"  {v}: confusions left on real crops (truth->read, detector box): {top}")
 
 
 def romania(recognizer: Recognizer, table: Table) -> None:
@@ -131,27 +216,45 @@ def romania(recognizer: Recognizer, table: Table) -> None:
             hit += iou >= 0.5
             loose += iou >= 0.3
     table.add_row(
-        "RO dash-cam", "plate recall @IoU0.5", f"{hit}/{total}", f"{hit / max(1, total):.0%}"
+        "RO dash-cam", "-", "plate recall @IoU0.5", f"{hit}/{total}", f"{hit / max(1, total):.0%}"
     )
     table.add_row(
-        "RO dash-cam", "plate recall @IoU0.3", f"{loose}/{total}", f"{loose / max(1, total):.0%}"
+        "RO dash-cam",
+        "-",
+        "plate recall @IoU0.3",
+        f"{loose}/{total}",
+        f"{loose / max(1, total):.0%}",
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config")
+    parser.add_argument(
+        "--ocr-model",
+        type=Path,
+        help="the alprd ONNX to measure (default models/trained/ocr-alprd-plate.onnx; "
+        "its dictionary beside it)",
+    )
     args = parser.parse_args()
     logmod.configure("console", "warning")
     if not (DATA / "plates-br").is_dir():
         print(f"no test data at {DATA}: nothing to measure")
         return 0
     config = cfgmod.load(cfgmod.find_config(args.config).path)
-    recognizer = Recognizer.load(config)
-    console = Console(width=120)
-    errors = brazil(recognizer, config, console)
-    for name, why in errors:
-        console.print(f"  miss {name}: {why}")
+    base = Recognizer.load(config)
+    named = readers(config, base, args.ocr_model.resolve() if args.ocr_model else None)
+    console = Console(width=140)
+    table = Table(title="accuracy")
+    for col in ("set", "recogniser", "measure", "count", "rate"):
+        table.add_column(col)
+    errors = brazil(base, named, config, table)
+    real_crops(named, config, table, console)
+    romania(base, table)
+    console.print(table)
+    for v, errs in errors.items():
+        for name, why in errs:
+            console.print(f"  {v} miss {name}: {why}")
     return 0
 
 

@@ -77,7 +77,7 @@ def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) 
     if KIND[role] == "detector":
         shape = InputShape(batch, *rc.input_hw)
     else:
-        shape = InputShape(batch, rc.input_height, None)
+        shape = InputShape(batch, rc.input_height, rc.input_width)
     source = rc.source
     if not source.is_file():
         raise EngineError(

@@ -95,24 +95,48 @@ def crop(
     stretch: float,
     height: int,
     max_width: int,
+    width: int | None = None,
+    two_line_aspect: float = 0.0,
 ) -> FloatArray:
     """The plate as the recogniser wants it: cut from the full-resolution frame
     (``margin`` of the box width added left and right, ``trim_y`` of its height
-    removed top and bottom), stretched ``stretch`` times horizontally (so repeated
-    characters keep a blank between them at W/8 time steps), resized to
-    ``height``, scaled to [-1, 1]. Returns 3 x height x width (BGR)."""
+    removed top and bottom); a cut narrower than ``two_line_aspect`` (width /
+    height) is taken for a two-line plate and its halves are put side by side
+    (`unfold_lines`); then resized to exactly ``width`` x ``height`` when ``width``
+    is given (a fixed-size recogniser), else stretched ``stretch`` times
+    horizontally (so repeated characters keep a blank between them at W/8 time
+    steps) and resized to ``height`` keeping that aspect (at most ``max_width``).
+    Scaled to [-1, 1]. Returns 3 x height x width (BGR). Training uses this same
+    function, so serving and training never prepare crops differently."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = clip_box(expand(box, margin, -trim_y), w, h)
     if x2 - x1 < 2 or y2 - y1 < 2:
         x1, y1, x2, y2 = clip_box(box, w, h)
     patch = image[y1:y2, x1:x2]
     if patch.size == 0:
-        return np.zeros((3, height, height), np.float32)
+        return np.zeros((3, height, width or height), np.float32)
+    patch = unfold_lines(patch, two_line_aspect)
     ph, pw = patch.shape[:2]
-    width = int(min(max_width, max(height, round(pw * stretch * height / ph))))
+    if width is None:
+        width = int(min(max_width, max(height, round(pw * stretch * height / ph))))
     resized = cv2.resize(patch, (width, height), interpolation=cv2.INTER_CUBIC)
     out: FloatArray = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
     return out / np.float32(127.5) - np.float32(1.0)
+
+
+def unfold_lines(patch: Image, two_line_aspect: float) -> Image:
+    """A patch whose width / height is below ``two_line_aspect`` (a two-line plate:
+    motorcycles, some trailers) becomes one line: its top half, then its bottom
+    half, side by side. Wider patches (and ``two_line_aspect`` 0) are returned as
+    they are."""
+    ph, pw = patch.shape[:2]
+    if ph < 2 or pw >= two_line_aspect * ph:
+        return patch
+    half = ph // 2
+    unfolded: Image = np.ascontiguousarray(
+        np.concatenate([patch[:half], patch[half : 2 * half]], axis=1)
+    )
+    return unfolded
 
 
 #: Recogniser inputs are padded to a multiple of this width: a runtime that
@@ -121,11 +145,11 @@ def crop(
 WIDTH_STEP = 96
 
 
-def batch(crops: Sequence[FloatArray]) -> FloatArray:
+def batch(crops: Sequence[FloatArray], fixed: bool = False) -> FloatArray:
     """Crops of one height, right-padded with zeros to the widest, rounded up to a
-    multiple of WIDTH_STEP."""
+    multiple of WIDTH_STEP; ``fixed`` (crops of one fixed width): stacked as they are."""
     widest = max(c.shape[2] for c in crops)
-    width = -(-widest // WIDTH_STEP) * WIDTH_STEP
+    width = widest if fixed else -(-widest // WIDTH_STEP) * WIDTH_STEP
     out = np.zeros((len(crops), 3, crops[0].shape[1], width), np.float32)
     for i, c in enumerate(crops):
         out[i, :, :, : c.shape[2]] = c

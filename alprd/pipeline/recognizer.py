@@ -221,6 +221,8 @@ class Recognizer:
                 stretch=o.stretch,
                 height=o.input_height,
                 max_width=o.max_width,
+                width=o.input_width,
+                two_line_aspect=o.two_line_aspect,
             )
             for image, ps in zip(images, plates, strict=True)
             for p in ps
@@ -228,7 +230,7 @@ class Recognizer:
         texts: list[Text] = []
         for start in range(0, len(crops), self.reader_batch):
             chunk = crops[start : start + self.reader_batch]
-            x = ocr.batch(chunk)
+            x = ocr.batch(chunk, fixed=o.input_width is not None)
             n = len(chunk)
             if n < self.reader_batch:
                 x = np.concatenate([x, np.repeat(x[-1:], self.reader_batch - n, axis=0)])

@@ -1,1 +1,3 @@
-"""Training a plate recogniser: synthetic plates, data sets and the training loop (issue #10)."""
+"""Training of alprd's own models: synthetic plates (`synth`), data sets (`data`),
+the plate recogniser (`model`) and its training loop (`ocr`, `alprd train-ocr`).
+Needs torch; the serving path never imports this package."""

@@ -1,0 +1,323 @@
+"""Training data for the plate recogniser: the data recipe, the split, augmentation.
+
+Sources (mixing weights on the command line):
+
+- ``real``: real plate crops (``<data>/labels.csv`` rows ``file,plate,kind`` whose
+  kind is not ``synthetic``), split into train and validation **by plate text**
+  (`is_validation`: a hash of the plate string, so a plate seen in training never
+  appears in validation, and the split is the same on every machine);
+- ``rendered``: the clean renders (kind ``synthetic``), training only, less any
+  whose text is a validation plate;
+- ``synth``: the project's plate generator (`alprd.train.synth`), when installed.
+
+Every sample, augmented or not, goes through the serving crop function
+(`alprd.pipeline.ocr.crop`): a plate image is put on a canvas, a jittered box (like
+a detector's: up to about twice the plate's height) is cut from it exactly as the
+pipeline cuts a detected plate from a frame. Only numpy and OpenCV here.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from alprd.pipeline.ocr import crop
+
+FloatArray = npt.NDArray[np.float32]
+Image = npt.NDArray[np.uint8]
+
+SOURCES = ("real", "rendered", "synth")
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a plate becomes the recogniser's input (mirrors models.ocr)."""
+
+    height: int = 32
+    width: int = 128
+    two_line_aspect: float = 1.3
+
+    def __call__(self, image: Image, box: tuple[float, float, float, float]) -> FloatArray:
+        return crop(
+            image,
+            box,
+            margin=0.0,
+            trim_y=0.0,
+            stretch=1.0,
+            height=self.height,
+            max_width=self.width,
+            width=self.width,
+            two_line_aspect=self.two_line_aspect,
+        )
+
+
+@dataclass(frozen=True)
+class Item:
+    image: Image  # the plate, BGR, cut tight
+    text: str  # A-Z0-9 only
+    kind: str  # camera_CC, synthetic, synth:<region>, ...
+
+
+def clean(text: str) -> str:
+    """Upper case, A-Z and 0-9 only (how plate text is compared everywhere)."""
+    return "".join(c for c in text.upper() if c.isascii() and c.isalnum())
+
+
+def is_validation(plate: str, fraction: float = 0.2) -> bool:
+    """Whether a plate string belongs to the validation split: a fixed hash, so every
+    crop of one plate lands on the same side, on any machine."""
+    digest = hashlib.sha256(clean(plate).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def read_labels(data: Path) -> list[tuple[Path, str, str]]:
+    """(image path, plate, kind) per row of ``<data>/labels.csv`` whose file exists."""
+    rows = []
+    with (data / "labels.csv").open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            path = data / row["file"]
+            if path.is_file():
+                rows.append((path, clean(row["plate"]), row["kind"]))
+    return rows
+
+
+def _read(path: Path) -> Image:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    return image.astype(np.uint8, copy=False)
+
+
+@dataclass
+class Recipe:
+    """The loaded data: real crops split by plate text, and the clean renders."""
+
+    train: list[Item]
+    validation: list[Item]
+    rendered: list[Item]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "real_train": len(self.train),
+            "real_train_plates": len({i.text for i in self.train}),
+            "real_validation": len(self.validation),
+            "real_validation_plates": len({i.text for i in self.validation}),
+            "rendered": len(self.rendered),
+        }
+
+
+Row = tuple[Path, str, str]
+
+
+def split_rows(rows: Sequence[Row], val_fraction: float) -> tuple[list[Row], list[Row], list[Row]]:
+    """(real train, real validation, renders): real rows split by plate text; renders
+    of a validation plate are dropped."""
+    val_plates = {p for _, p, k in rows if k != "synthetic" and is_validation(p, val_fraction)}
+    train = [r for r in rows if r[2] != "synthetic" and r[1] not in val_plates]
+    val = [r for r in rows if r[2] != "synthetic" and r[1] in val_plates]
+    rendered = [r for r in rows if r[2] == "synthetic" and r[1] not in val_plates]
+    return train, val, rendered
+
+
+def load(data: Path, val_fraction: float = 0.2, limit: int | None = None) -> Recipe:
+    """Read ``<data>/labels.csv`` and its images. ``limit`` caps each list (smoke runs)."""
+    parts = split_rows(read_labels(data), val_fraction)
+    train, val, rendered = ([Item(_read(p), t, k) for p, t, k in rows[:limit]] for rows in parts)
+    return Recipe(train, val, rendered)
+
+
+def synth_generator(seed: int) -> Any | None:
+    """The project's plate generator (`alprd.train.synth.Generator(seed)`, whose
+    ``sample(i)`` gives an object with ``image``, ``text``, ``region``, ``lines``), or
+    None when that module is not installed."""
+    try:
+        module = importlib.import_module("alprd.train.synth")
+    except ImportError:
+        return None
+    return module.Generator(seed)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def plain(item_image: Image, spec: CropSpec) -> FloatArray:
+    """The evaluation input: the whole (tight) crop through the serving crop."""
+    h, w = item_image.shape[:2]
+    return spec(item_image, (0.0, 0.0, float(w), float(h)))
+
+
+def detector_view(image: Image) -> tuple[Image, tuple[float, float, float, float]]:
+    """A crop on a replicated-border canvas and a centred box 1.4x its height and
+    1.1x its width: about what the plate detector gives (evaluation)."""
+    h, w = image.shape[:2]
+    py, px = h, w // 2
+    canvas: Image = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE).astype(
+        np.uint8, copy=False
+    )
+    cx, cy, bw, bh = px + w / 2, py + h / 2, 1.1 * w, 1.4 * h
+    return canvas, (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
+
+
+def augment(
+    image: Image, rng: np.random.Generator, spec: CropSpec, mild: bool = False
+) -> FloatArray:
+    """A plate image as the pipeline would see it: on a canvas (its own border
+    replicated, or a textured colour), tilted and sheared a
+    little, degraded (resolution, blur, light, colour, noise, JPEG), then cut with a
+    box jittered like a detector's and prepared by the serving crop. ``mild``: light
+    changes only and a box close to the plate (easy samples, which get CTC training
+    past its all-blank plateau sooner)."""
+    h, w = image.shape[:2]
+    py, px = int(h * 0.8) + 2, int(w * 0.3) + 2
+    if rng.random() < 0.5:
+        canvas = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE)
+    else:  # a car-body colour with some texture
+        size = (h + 2 * py, w + 2 * px, 3)
+        colour = rng.integers(0, 256, 3).astype(np.float32)
+        coarse = rng.normal(0, rng.uniform(2, 25), (size[0] // 8 + 1, size[1] // 8 + 1))
+        texture = cv2.resize(coarse.astype(np.float32), (size[1], size[0]))[..., None]
+        canvas = np.clip(colour + texture, 0, 255).astype(np.uint8)
+        canvas[py : py + h, px : px + w] = image
+    ch, cw = canvas.shape[:2]
+    cx, cy = px + w / 2, py + h / 2
+    # small rotation and shear about the plate centre
+    angle = float(np.clip(rng.normal(0, 2.5), -8, 8)) * (0.3 if mild else 1.0)
+    shear = float(rng.uniform(-0.15, 0.15)) if rng.random() < 0.5 and not mild else 0.0
+    m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+    m[0, 1] += shear
+    m[0, 2] -= shear * cy
+    canvas = cv2.warpAffine(
+        canvas, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    # camera degradations
+    if mild:
+        pass
+    elif rng.random() < 0.35:
+        f = float(rng.uniform(0.3, 0.8))
+        small = cv2.resize(
+            canvas, (max(4, int(cw * f)), max(4, int(ch * f))), interpolation=cv2.INTER_AREA
+        )
+        canvas = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    if mild:
+        pass
+    elif rng.random() < 0.3:
+        k = int(rng.choice([3, 5]))
+        canvas = cv2.GaussianBlur(canvas, (k, k), 0)
+    elif rng.random() < 0.15:
+        k = int(rng.integers(3, 8))
+        kernel = np.zeros((k, k), np.float32)
+        kernel[k // 2, :] = 1.0 / k
+        canvas = cv2.filter2D(canvas, -1, kernel)
+    work = canvas.astype(np.float32)
+    if rng.random() < 0.2:
+        work = work.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    work = work * rng.uniform(0.85, 1.15, 3).astype(np.float32)  # colour cast
+    work = work * np.float32(rng.uniform(0.55, 1.4)) + np.float32(rng.uniform(-45, 45))
+    if rng.random() < 0.5:
+        work = work + rng.normal(0, rng.uniform(1, 12), work.shape).astype(np.float32)
+    canvas = np.clip(work, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3 and not mild:
+        q = int(rng.integers(20, 80))
+        ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, q])
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            canvas = decoded.astype(np.uint8, copy=False)
+    # the box a detector might give: taller and a little wider than the plate, off
+    # centre (the plate detector's boxes on plates-br: 1.15-2.0x the plate's height,
+    # median 1.4; 1.03-1.3x its width)
+    if mild:
+        hs, ws = float(rng.uniform(0.95, 1.15)), float(rng.uniform(0.98, 1.08))
+    elif rng.random() < 0.7:
+        hs, ws = float(rng.uniform(1.0, 2.0)), float(rng.uniform(0.97, 1.28))
+    else:
+        hs, ws = float(rng.uniform(0.9, 1.2)), float(rng.uniform(0.97, 1.28))
+    bx = cx + float(rng.normal(0, 0.03)) * w
+    by = cy + float(rng.normal(0, 0.06)) * h
+    box = (bx - ws * w / 2, by - hs * h / 2, bx + ws * w / 2, by + hs * h / 2)
+    return spec(canvas.astype(np.uint8, copy=False), box)
+
+
+class Mixer:
+    """Draws training samples from the sources by weight (one per worker process,
+    seeded per worker); a ``mild`` share of them lightly augmented. For the first
+    ``curriculum`` share of training (``progress()`` in [0, 1]) the mix moves from
+    lightly augmented clean renders to the configured one: CTC gets past its
+    all-blank plateau far sooner on easy samples. Generated
+    plates are kept in a pool and each is reused about ``synth_reuse`` times with
+    fresh augmentation, so the generator is not the bottleneck of a GPU run."""
+
+    def __init__(
+        self,
+        real: Sequence[Item],
+        rendered: Sequence[Item],
+        weights: dict[str, float],
+        spec: CropSpec,
+        seed: int,
+        *,
+        generator: Any | None = None,
+        synth_offset: int = 0,
+        synth_stride: int = 1,
+        synth_reuse: int = 4,
+        synth_pool: int = 2048,
+        mild: float = 0.3,
+        progress: Callable[[], float] | None = None,
+        curriculum: float = 0.0,
+    ) -> None:
+        have = {"real": bool(real), "rendered": bool(rendered), "synth": generator is not None}
+        self.names = [s for s in SOURCES if have[s] and weights.get(s, 0.0) > 0]
+        if not self.names:
+            raise ValueError("no training data: every source with a weight > 0 is empty")
+        p = np.array([weights[s] for s in self.names], np.float64)
+        self.p = p / p.sum()
+        # the easy start: clean renders (else whatever there is), lightly augmented
+        easy = np.array([s == "rendered" for s in self.names], np.float64)
+        self.p_easy = easy / easy.sum() if easy.sum() else self.p
+        self.progress = progress or (lambda: 1.0)
+        self.curriculum = curriculum
+        self.real, self.rendered, self.spec = real, rendered, spec
+        self.rng = np.random.default_rng(seed)
+        self.generator = generator
+        self.next_synth = synth_offset
+        self.stride = synth_stride
+        self.reuse = max(1, synth_reuse)
+        self.pool: list[Item] = []
+        self.pool_size = synth_pool
+        self.mild = mild
+
+    def _synth(self) -> Item:
+        fresh = len(self.pool) < self.pool_size or self.rng.random() < 1.0 / self.reuse
+        if not fresh:
+            return self.pool[int(self.rng.integers(len(self.pool)))]
+        assert self.generator is not None
+        s = self.generator.sample(self.next_synth)
+        self.next_synth += self.stride
+        item = Item(
+            np.ascontiguousarray(s.image, dtype=np.uint8), clean(s.text), f"synth:{s.region}"
+        )
+        if len(self.pool) < self.pool_size:
+            self.pool.append(item)
+        else:
+            self.pool[int(self.rng.integers(self.pool_size))] = item
+        return item
+
+    def __call__(self) -> tuple[FloatArray, str, str]:
+        """(input 3 x H x W, text, source name)."""
+        t = min(1.0, self.progress() / self.curriculum) if self.curriculum > 0 else 1.0
+        p = (1 - t) * self.p_easy + t * self.p
+        source = self.names[int(self.rng.choice(len(self.names), p=p / p.sum()))]
+        if source == "synth":
+            item = self._synth()
+        else:
+            items = self.real if source == "real" else self.rendered
+            item = items[int(self.rng.integers(len(items)))]
+        mild = self.rng.random() < (1 - t) + t * self.mild
+        return augment(item.image, self.rng, self.spec, mild), item.text, source

@@ -1,0 +1,590 @@
+"""`alprd train-ocr` (or ``python -m alprd.train.ocr``): train the plate recogniser,
+export it to ONNX, write its dictionary, model card and metrics.
+
+Needs numpy, OpenCV and torch; ``onnx`` for the export (torch's exporter imports
+it; without it the checkpoint is kept and ``--export-only`` exports it later) and
+``onnxruntime`` to check the export and measure its latency (optional).
+Reproducible: the seed fixes the weights, the data order and every augmentation
+(per DataLoader worker); the split is a hash of the plate text.
+
+    python -m alprd.train.ocr --data ../shared/data/ocr-train --out models/trained \\
+        --device cuda --workers 15 --steps 6000 --batch 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import multiprocessing
+import platform
+import random
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from alprd.train import data
+from alprd.train.model import CHARSET, Exported, PlateNet, encode, greedy
+
+DEFAULT_MIX = "real=0.5,rendered=0.15,synth=0.35"
+
+
+# --------------------------------------------------------------------------- data
+
+
+class Stream(IterableDataset[tuple[np.ndarray, str, str]]):
+    """Endless training samples; each DataLoader worker draws its own seeded stream
+    (and its own share of generated plates)."""
+
+    def __init__(
+        self,
+        recipe: data.Recipe,
+        weights: dict[str, float],
+        spec: data.CropSpec,
+        seed: int,
+        synth_reuse: int,
+        mild: float,
+        curriculum: float,
+    ) -> None:
+        self.recipe, self.weights, self.spec = recipe, weights, spec
+        self.seed, self.synth_reuse, self.mild = seed, synth_reuse, mild
+        self.curriculum = curriculum
+        #: training progress in [0, 1], shared with the worker processes
+        self.progress = multiprocessing.Value("d", 0.0, lock=False)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, str, str]]:
+        info = torch.utils.data.get_worker_info()
+        wid, n = (info.id, info.num_workers) if info is not None else (0, 1)
+        cv2.setNumThreads(1)
+        generator = data.synth_generator(self.seed) if self.weights.get("synth", 0) > 0 else None
+        mixer = data.Mixer(
+            self.recipe.train,
+            self.recipe.rendered,
+            self.weights,
+            self.spec,
+            self.seed * 1000 + wid,
+            generator=generator,
+            synth_offset=wid,
+            synth_stride=n,
+            synth_reuse=self.synth_reuse,
+            mild=self.mild,
+            progress=lambda: float(self.progress.value),
+            curriculum=self.curriculum,
+        )
+        while True:
+            yield mixer()
+
+
+def collate(
+    batch: Sequence[tuple[np.ndarray, str, str]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    x = torch.from_numpy(np.stack([b[0] for b in batch]))
+    labels = [encode(b[1]) for b in batch]
+    targets = torch.tensor([c for lab in labels for c in lab], dtype=torch.long)
+    lengths = torch.tensor([len(lab) for lab in labels], dtype=torch.long)
+    return x, targets, lengths, [b[2] for b in batch]
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        if name not in data.SOURCES:
+            raise argparse.ArgumentTypeError(
+                f"--mix: unknown source {name!r}; one of {data.SOURCES}"
+            )
+        out[name] = float(value)
+        if out[name] < 0:
+            raise argparse.ArgumentTypeError("--mix: weights must be >= 0")
+    return out
+
+
+def validation_inputs(items: Sequence[data.Item], spec: data.CropSpec) -> dict[str, np.ndarray]:
+    """Two views of each validation crop: ``tight`` (the crop as labelled) and
+    ``detector`` (a box 1.4x the plate's height and 1.1x its width, centred, about
+    what the plate detector gives)."""
+    tight, loose = [], []
+    for item in items:
+        tight.append(data.plain(item.image, spec))
+        loose.append(spec(*data.detector_view(item.image)))
+    return {"tight": np.stack(tight), "detector": np.stack(loose)}
+
+
+@torch.no_grad()
+def predict(net: nn.Module, x: np.ndarray, device: torch.device, batch: int = 256) -> list[str]:
+    net.eval()
+    out: list[str] = []
+    for i in range(0, len(x), batch):
+        out += greedy(net(torch.from_numpy(x[i : i + batch]).to(device)).float().cpu())
+    return out
+
+
+def evaluate(
+    net: nn.Module, items: Sequence[data.Item], views: dict[str, np.ndarray], device: torch.device
+) -> dict[str, Any]:
+    """Exact-read rates per view and per kind, and the character confusions."""
+    result: dict[str, Any] = {}
+    for view, x in views.items():
+        got = predict(net, x, device)
+        per_kind: dict[str, list[int]] = {}
+        confusions: dict[str, int] = {}
+        for item, text in zip(items, got, strict=True):
+            ok = per_kind.setdefault(item.kind, [0, 0])
+            ok[0] += text == item.text
+            ok[1] += 1
+            if text != item.text and len(text) == len(item.text):
+                for a, b in zip(item.text, text, strict=True):
+                    if a != b:
+                        key = f"{a}->{b}"
+                        confusions[key] = confusions.get(key, 0) + 1
+        total = sum(v[0] for v in per_kind.values()), sum(v[1] for v in per_kind.values())
+        result[view] = {
+            "exact": total[0] / max(1, total[1]),
+            "n": total[1],
+            "per_kind": {k: {"exact": v[0] / v[1], "n": v[1]} for k, v in sorted(per_kind.items())},
+            "confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1])[:10]),
+        }
+    return result
+
+
+# --------------------------------------------------------------------------- training
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    seed_everything(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    spec = data.CropSpec(args.height, args.width, args.two_line_aspect)
+    weights = parse_mix(args.mix)
+    recipe = data.load(args.data, args.val_fraction, limit=args.limit)
+    synth_available = data.synth_generator(args.seed) is not None
+    if weights.get("synth", 0) > 0 and not synth_available:
+        print("note: alprd.train.synth is not installed; training without generated plates")
+        weights["synth"] = 0.0
+    counts = recipe.counts()
+    print(f"data {args.data}: {counts}, mix {weights}", flush=True)
+    if not recipe.validation:
+        print("note: no validation crops; the last checkpoint is kept")
+
+    net = PlateNet(args.height, args.width).to(device)
+    params = sum(p.numel() for p in net.parameters())
+    stream = Stream(recipe, weights, spec, args.seed, args.synth_reuse, args.mild, args.curriculum)
+    loader = DataLoader(
+        stream,
+        batch_size=args.batch,
+        num_workers=args.workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=args.workers > 0,
+        prefetch_factor=4 if args.workers > 0 else None,
+    )
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.15
+    )
+    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    amp = device.type == "cuda" and not args.no_amp
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    views = validation_inputs(recipe.validation, spec) if recipe.validation else {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    checkpoint = args.out / f"{args.name}.pt"
+    best, best_step, history = -1.0, 0, []
+    sources: dict[str, int] = {}
+    started = time.monotonic()
+    running: list[float] = []
+    step = 0
+    for x, targets, lengths, names in loader:
+        step += 1
+        stream.progress.value = step / args.steps
+        for s in names:
+            sources[s] = sources.get(s, 0) + 1
+        net.train()
+        x = x.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            logits = net(x)
+        logp = logits.float().log_softmax(-1).permute(1, 0, 2)  # T x N x C
+        steps_in = torch.full((x.shape[0],), logp.shape[0], dtype=torch.long, device=device)
+        loss = ctc(logp, targets.to(device), steps_in, lengths.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        running.append(float(loss.detach()))
+        last = step == args.steps
+        if step % args.log_every == 0 or last:
+            line = (
+                f"step {step}/{args.steps} loss {statistics.fmean(running):.4f} "
+                f"lr {schedule.get_last_lr()[0]:.2e} {time.monotonic() - started:.0f}s"
+            )
+            running = []
+            if views and (step % args.val_every == 0 or last):
+                metrics = evaluate(net, recipe.validation, views, device)
+                score = (metrics["tight"]["exact"] + metrics["detector"]["exact"]) / 2
+                line += (
+                    f" val_exact tight {metrics['tight']['exact']:.4f}"
+                    f" detector {metrics['detector']['exact']:.4f}"
+                )
+                history.append(
+                    {
+                        "step": step,
+                        "loss": float(loss.detach()),
+                        **{k: v["exact"] for k, v in metrics.items()},
+                    }
+                )
+                if score > best:
+                    best, best_step = score, step
+                    _save(checkpoint, net, args, step, metrics)
+                    line += " (best)"
+            print(line, flush=True)
+        if last:
+            break
+    if not views:
+        _save(checkpoint, net, args, step, {})
+        best_step = step
+    train_s = time.monotonic() - started
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    net.load_state_dict(state["model"])
+    net = net.cpu()
+    final = evaluate(net, recipe.validation, views, torch.device("cpu")) if views else {}
+    run = {
+        "data": str(args.data),
+        "counts": counts,
+        "mix": weights,
+        "samples_drawn": sources,
+        "synth_module": synth_available,
+        "steps": args.steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "seed": args.seed,
+        "device": str(device)
+        + (f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""),
+        "amp": amp,
+        "workers": args.workers,
+        "train_s": round(train_s, 1),
+        "best_step": best_step,
+        "params": params,
+        "input": [3, args.height, args.width],
+        "two_line_aspect": args.two_line_aspect,
+        "mild": args.mild,
+        "curriculum": args.curriculum,
+        "validation": final,
+        "history": history,
+    }
+    return {"net": net, "run": run}
+
+
+def _save(
+    path: Path, net: PlateNet, args: argparse.Namespace, step: int, metrics: dict[str, Any]
+) -> None:
+    torch.save(
+        {
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "height": args.height,
+            "width": args.width,
+            "charset": CHARSET,
+            "step": step,
+            "metrics": metrics,
+        },
+        path,
+    )
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export(net: PlateNet, out: Path, name: str) -> dict[str, Any]:
+    """``<out>/<name>.onnx`` (input ``x``: N x 3 x H x W, output ``probs``: N x T x
+    38, softmax; batch dynamic) and ``<out>/<name>-dict.txt``; checks ONNX Runtime
+    against torch and measures latency when onnxruntime is installed."""
+    net = net.cpu()
+    served = Exported(net).eval()
+    onnx_path = out / f"{name}.onnx"
+    (out / f"{name}-dict.txt").write_text("".join(f"{c}\n" for c in net.charset), encoding="utf-8")
+    x = torch.zeros(1, 3, net.height, net.width)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        _export(served, x, onnx_path)
+    info: dict[str, Any] = {"onnx_bytes": onnx_path.stat().st_size}
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("note: onnxruntime not installed: export not checked, latency not measured")
+        return info
+    rng = np.random.default_rng(0)
+    probe = rng.uniform(-1, 1, (4, 3, net.height, net.width)).astype(np.float32)
+    with torch.no_grad():
+        want = served.eval()(torch.from_numpy(probe)).numpy()
+    for threads in (1, 2):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        got = session.run(None, {"x": probe})[0]
+        info["ort_max_abs_diff"] = float(np.abs(got - want).max())
+        one = probe[:1]
+        for _ in range(20):
+            session.run(None, {"x": one})
+        times = []
+        for _ in range(200):
+            t = time.perf_counter()
+            session.run(None, {"x": one})
+            times.append(time.perf_counter() - t)
+        info[f"latency_ms_batch1_threads{threads}"] = round(1000 * statistics.median(times), 3)
+    if info["ort_max_abs_diff"] > 1e-4:
+        raise RuntimeError(
+            f"ONNX Runtime output differs from torch by {info['ort_max_abs_diff']:.2e}"
+        )
+    return info
+
+
+def _export(served: nn.Module, x: torch.Tensor, onnx_path: Path) -> None:
+    torch.onnx.export(
+        served,
+        (x,),
+        str(onnx_path),
+        dynamo=False,
+        input_names=["x"],
+        output_names=["probs"],
+        dynamic_axes={"x": {0: "batch"}, "probs": {0: "batch"}},
+        opset_version=17,
+    )
+
+
+def versions() -> dict[str, str]:
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+    }
+    for mod in ("onnx", "onnxruntime"):
+        with contextlib.suppress(ImportError):
+            out[mod] = __import__(mod).__version__
+    return out
+
+
+def model_card(name: str, run: dict[str, Any], exported: dict[str, Any], command: str) -> str:
+    v = run.get("validation", {})
+    lines = [
+        f"# {name}: alprd plate recogniser",
+        "",
+        "A small convolutional CTC recogniser (7 conv blocks with batch norm collapsing the "
+        "height, 3 1-D convolutions along the width, CTC) trained by "
+        "`alprd train-ocr` for the `models.ocr` role.",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- command: `{command}`",
+        f"- input: {run['input'][0]} x {run['input'][1]} x {run['input'][2]} "
+        "(BGR scaled to [-1, 1], "
+        f"the serving crop with `input_width = {run['input'][2]}`, `two_line_aspect = "
+        f"{run['two_line_aspect']}`); output: N x {run['input'][2] // 4} x 38 softmax "
+        "(blank, A-Z0-9 in the dictionary's order, space never trained)",
+        f"- parameters: {run['params']:,}; ONNX: {exported.get('onnx_bytes', 0) / 1e6:.2f} MB",
+        f"- training: {run['steps']} steps, batch {run['batch']}, AdamW one-cycle lr {run['lr']}, "
+        f"seed {run['seed']}, device {run['device']}, AMP {run['amp']}, {run['workers']} workers, "
+        f"{run['train_s']} s; checkpoint of step {run['best_step']} kept "
+        "(best validation exact rate)",
+        f"- versions: {json.dumps(versions())}",
+        "",
+        "## Data",
+        "",
+        f"From `{run['data']}`. Real crops are split by plate text (sha256 of the plate "
+        "string, validation fraction below); the validation plates are never trained on, "
+        "and renders of validation plates are left out. `../shared/data/plates-br` is "
+        "never used for training or selection.",
+        "",
+        f"- counts: {json.dumps(run['counts'])}",
+        f"- mixing weights: {json.dumps(run['mix'])} (generated plates: "
+        f"{'alprd.train.synth' if run['synth_module'] else 'module not installed, none'})",
+        f"- samples drawn per source: {json.dumps(run['samples_drawn'])}",
+        "- augmentation: canvas (replicated border or a textured colour), rotation (sd 2.5 "
+        "deg), shear, down/up-scaling, Gaussian or motion blur, grey, colour cast, "
+        "brightness/contrast, noise, JPEG; box 1.0-2.0x the plate's height, 0.97-1.28x "
+        "its width, off-centre (like the plate detector's boxes); a share "
+        f"{run['mild']} only lightly augmented; over the first {run['curriculum']} of the "
+        "steps the mix moves from lightly augmented renders to these weights",
+        "",
+        "## Validation (real crops, held-out plates)",
+        "",
+        "Greedy CTC, no region rules. `tight`: the labelled crop; `detector`: a box 1.4x "
+        "taller and 1.1x wider. Optimistic by the checkpoint selection on the same split.",
+        "",
+        "| view | kind | exact | n |",
+        "|---|---|---|---|",
+    ]
+    for view, m in v.items():
+        lines.append(f"| {view} | all | {m['exact']:.4f} | {m['n']} |")
+        for kind, km in m["per_kind"].items():
+            lines.append(f"| {view} | {kind} | {km['exact']:.4f} | {km['n']} |")
+    if v:
+        lines += [
+            "",
+            "Character confusions (truth->read, detector view): "
+            + json.dumps(v["detector"]["confusions"]),
+        ]
+    lines += [
+        "",
+        "## Latency (ONNX Runtime, CPU of the training machine, batch 1, median of 200)",
+        "",
+        f"{json.dumps({k: v for k, v in exported.items() if k.startswith('latency')})}",
+        "",
+        "## Licence",
+        "",
+        "AGPL-3.0: the real training crops (openalpr/train-detector) are AGPL-3.0, as is alprd.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="alprd train-ocr",
+        description="Train the plate recogniser; write <out>/<name>.onnx, <name>-dict.txt, "
+        "MODEL_CARD.md and metrics.json.",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with labels.csv (file,plate,kind) and images",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("models/trained"),
+        help="output folder (default models/trained)",
+    )
+    p.add_argument(
+        "--name", default="ocr-alprd-plate", help="model file stem (default ocr-alprd-plate)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu; AMP on cuda)")
+    p.add_argument("--steps", type=int, default=6000, help="optimiser steps (default 6000)")
+    p.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--mix", default=DEFAULT_MIX, help=f"source weights (default {DEFAULT_MIX})")
+    p.add_argument(
+        "--synth-reuse",
+        type=int,
+        default=4,
+        help="times each generated plate is reused, augmented anew (default 4)",
+    )
+    p.add_argument(
+        "--mild",
+        type=float,
+        default=0.3,
+        help="share of samples only lightly augmented (default 0.3)",
+    )
+    p.add_argument(
+        "--curriculum",
+        type=float,
+        default=0.15,
+        help="share of the steps over which the mix moves from lightly augmented renders "
+        "to --mix (default 0.15)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of real plate texts held out (default 0.2)",
+    )
+    p.add_argument(
+        "--val-every", type=int, default=500, help="validate every N steps (default 500)"
+    )
+    p.add_argument(
+        "--log-every",
+        type=int,
+        default=100,
+        help="print a progress line every N steps (default 100)",
+    )
+    p.add_argument(
+        "--height", type=int, default=32, help="input height, multiple of 16 (default 32)"
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        default=128,
+        help="input width, multiple of 4 (default 128; T = width/4)",
+    )
+    p.add_argument(
+        "--two-line-aspect",
+        type=float,
+        default=1.3,
+        help="models.ocr.two_line_aspect to train with (default 1.3)",
+    )
+    p.add_argument("--limit", type=int, help="at most N crops per list (smoke runs)")
+    p.add_argument("--no-amp", action="store_true", help="fp32 on cuda")
+    p.add_argument(
+        "--export-only", type=Path, metavar="CHECKPOINT", help="export a saved .pt and exit"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command = "alprd train-ocr " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.export_only:
+        state = torch.load(args.export_only, map_location="cpu", weights_only=False)
+        net = PlateNet(state["height"], state["width"], state["charset"])
+        net.load_state_dict(state["model"])
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(export(net, args.out, args.name)))
+        return 0
+    if args.steps < 1 or args.batch < 1:
+        print("error: --steps and --batch must be >= 1", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    result = train(args)
+    run = result["run"]
+    if importlib.util.find_spec("onnx") is None:  # torch.onnx.export needs it
+        again = args.out / f"{args.name}.pt"
+        print(f"note: onnx is not installed: not exported; install it, then --export-only {again}")
+        exported = {}
+    else:
+        exported = export(result["net"], args.out, args.name)
+    metrics = {**run, "export": exported, "versions": versions(), "command": command}
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (args.out / "MODEL_CARD.md").write_text(
+        model_card(args.name, run, exported, command), encoding="utf-8"
+    )
+    v = run["validation"]
+    summary = {k: round(m["exact"], 4) for k, m in v.items()}
+    print(
+        f"done: {args.out / (args.name + '.onnx')} val_exact {summary} export {exported}",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

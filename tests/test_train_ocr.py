@@ -1,0 +1,277 @@
+"""The plate recogniser: crop preparation shared by training and serving, the data
+split, the config keys, and a real (tiny) CPU training run whose ONNX goes through
+the engine cache and the pipeline's read path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from conftest import REPO, SHARED_DATA
+
+from alprd import config as cfgmod
+from alprd.pipeline import ocr
+from alprd.pipeline.types import Plate
+
+OCR_TRAIN = SHARED_DATA / "ocr-train"
+needs_ocr_data = pytest.mark.skipif(
+    not (OCR_TRAIN / "labels.csv").is_file(), reason=f"no OCR training data at {OCR_TRAIN}"
+)
+
+
+# --------------------------------------------------------------------------- crops
+
+
+def two_tone(h: int, w: int) -> np.ndarray:
+    """Top half red, bottom half blue."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[: h // 2] = (0, 0, 255)
+    img[h // 2 :] = (255, 0, 0)
+    return img
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "aspect", "unfolded"),
+    [
+        (40, 40, 1.3, True),  # square two-line plate: read side by side
+        (40, 48, 1.3, True),
+        (40, 52, 1.3, False),  # 1.3 exactly: one line
+        (40, 120, 1.3, False),  # one-line plate
+        (40, 40, 0.0, False),  # off
+    ],
+)
+def test_unfold_lines(h, w, aspect, unfolded):
+    out = ocr.unfold_lines(two_tone(h, w), aspect)
+    if not unfolded:
+        assert out.shape == (h, w, 3)
+        return
+    assert out.shape == (h // 2, 2 * w, 3)
+    assert (out[:, :w] == (0, 0, 255)).all()  # the top line first
+    assert (out[:, w:] == (255, 0, 0)).all()  # then the bottom line
+
+
+def test_an_odd_height_loses_at_most_one_row():
+    out = ocr.unfold_lines(two_tone(41, 30), 1.3)
+    assert out.shape == (20, 60, 3)
+
+
+def test_fixed_width_crop_has_exactly_the_input_size():
+    frame = np.full((300, 400, 3), 200, np.uint8)
+    for box in [(10, 10, 200, 60), (10, 10, 60, 60), (100, 100, 110, 240)]:
+        x = ocr.crop(
+            frame, box, margin=0.0, trim_y=0.0, stretch=1.5, height=32, max_width=480,
+            width=128, two_line_aspect=1.3,
+        )  # fmt: skip
+        assert x.shape == (3, 32, 128) and x.dtype == np.float32
+        assert np.allclose(x, 200 / 127.5 - 1, atol=1e-4)
+    stacked = ocr.batch([x, x], fixed=True)
+    assert stacked.shape == (2, 3, 32, 128)  # no padding to WIDTH_STEP
+
+
+def test_a_square_crop_is_unfolded_before_the_resize():
+    frame = np.zeros((100, 100, 3), np.uint8)
+    frame[20:40, 20:60] = (0, 0, 255)
+    frame[40:60, 20:60] = (255, 0, 0)
+    x = ocr.crop(
+        frame, (20, 20, 60, 60), margin=0.0, trim_y=0.0, stretch=1.0, height=32,
+        max_width=480, width=128, two_line_aspect=1.3,
+    )  # fmt: skip
+    assert x[2, :, :60].mean() > 0.9 and x[0, :, :60].mean() < -0.9  # left: top (red)
+    assert x[0, :, 68:].mean() > 0.9 and x[2, :, 68:].mean() < -0.9  # right: bottom (blue)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_new_ocr_keys_defaults_and_bounds(tmp_path):
+    c = cfgmod.parse("", tmp_path / "a.toml")
+    assert c.models.ocr.input_width is None and c.models.ocr.two_line_aspect == 1.3
+    c = cfgmod.parse("[models.ocr]\ninput_width = 128\ntwo_line_aspect = 0\n", tmp_path / "a.toml")
+    assert c.models.ocr.input_width == 128 and c.models.ocr.two_line_aspect == 0
+    with pytest.raises(cfgmod.ConfigError) as info:
+        cfgmod.parse("[models.ocr]\ninput_width = 8\ntwo_line_aspect = -1\n", tmp_path / "a.toml")
+    keys = sorted(p.key for p in info.value.problems)
+    assert keys == ["models.ocr.input_width", "models.ocr.two_line_aspect"]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_the_split_is_by_plate_text_and_stable():
+    from alprd.train.data import is_validation, split_rows
+
+    plates = [f"AB{i:05d}" for i in range(2000)]
+    rows = [(Path(f"{p}-{k}.jpg"), p, "camera") for p in plates for k in range(3)]
+    rows += [(Path(f"r{p}.png"), p, "synthetic") for p in plates[:500]]
+    train, val, rendered = split_rows(rows, 0.2)
+    train_plates, val_plates = {r[1] for r in train}, {r[1] for r in val}
+    assert not train_plates & val_plates
+    assert not {r[1] for r in rendered} & val_plates
+    assert len(train) + len(val) == 6000
+    assert 0.17 < len(val_plates) / 2000 < 0.23
+    assert is_validation("abc-1234") == is_validation("ABC1234")  # compared cleaned
+
+
+@needs_ocr_data
+def test_the_real_crops_split_shares_no_plate():
+    from alprd.train.data import read_labels, split_rows
+
+    train, val, rendered = split_rows(read_labels(OCR_TRAIN), 0.2)
+    assert train and val
+    assert not {r[1] for r in train} & {r[1] for r in val}
+    assert not {r[1] for r in rendered} & {r[1] for r in val}
+    assert not {r[0] for r in train} & {r[0] for r in val}
+
+
+def test_augmentation_goes_through_the_serving_crop_and_is_seeded():
+    from alprd.train.data import CropSpec, augment
+
+    plate = two_tone(40, 120)
+    spec = CropSpec(32, 128, 1.3)
+    a = augment(plate, np.random.default_rng(3), spec)
+    b = augment(plate, np.random.default_rng(3), spec)
+    assert a.shape == (3, 32, 128) and np.array_equal(a, b)
+    assert a.min() >= -1.0 and a.max() <= 1.0
+
+
+def test_the_curriculum_starts_on_renders_and_ends_on_the_mix():
+    from alprd.train.data import CropSpec, Item, Mixer
+
+    real, rendered = (
+        Item(two_tone(40, 120), "ABC1234", "camera"),
+        Item(two_tone(40, 120), "XYZ9876", "synthetic"),
+    )
+    progress = [0.0]
+    mixer = Mixer(
+        [real], [rendered], {"real": 0.9, "rendered": 0.1}, CropSpec(), 0,
+        progress=lambda: progress[0], curriculum=0.2,
+    )  # fmt: skip
+    assert {mixer()[2] for _ in range(30)} == {"rendered"}
+    progress[0] = 1.0
+    drawn = [mixer()[2] for _ in range(200)]
+    assert 0.8 < drawn.count("real") / 200 < 0.97
+
+
+# --------------------------------------------------------------------------- a real run
+
+
+def _rendered_data(root: Path, n: int = 48) -> Path:
+    """A stand-in for ocr-train when the shared data is absent: plates drawn by OpenCV."""
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    lines = ["file,plate,kind"]
+    for i in range(n):
+        text = "".join(rng.choice(list("ABCDEFGHJKLMNPRSTUVWXYZ0123456789"), 7))
+        img = np.full((60, 200, 3), 235, np.uint8)
+        cv2.putText(img, text, (8, 44), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (15, 15, 15), 3)
+        cv2.imwrite(str(root / "img" / f"{i}.png"), img)
+        lines.append(f"img/{i}.png,{text},{'synthetic' if i % 2 else 'camera'}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """30 steps of batch 16 on CPU (real crops where present), exported."""
+    from alprd.train import ocr as train_ocr
+
+    tmp = tmp_path_factory.mktemp("train")
+    data = OCR_TRAIN if (OCR_TRAIN / "labels.csv").is_file() else _rendered_data(tmp / "data")
+    out = tmp / "out"
+    rc = train_ocr.main(
+        [
+            "--data", str(data), "--out", str(out), "--steps", "30", "--batch", "16",
+            "--threads", "1", "--limit", "64", "--val-every", "30", "--log-every", "10",
+            "--mix", "real=0.7,rendered=0.3",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    return out
+
+
+def test_training_writes_model_dictionary_card_and_metrics(trained):
+    import json
+
+    name = "ocr-alprd-plate"
+    model = onnx.load(str(trained / f"{name}.onnx"))
+    [x] = model.graph.input
+    dims = [d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim]
+    assert x.name == "x" and dims == ["batch", 3, 32, 128]
+    out_dims = [
+        d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim
+    ]
+    assert out_dims == ["batch", 32, 38]  # T = W/4; blank + A-Z0-9 + space
+    assert (trained / f"{name}.onnx").stat().st_size < 10e6
+    dictionary = (trained / f"{name}-dict.txt").read_text().splitlines()
+    assert "".join(dictionary) == "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["steps"] == 30 and metrics["export"]["ort_max_abs_diff"] < 1e-4
+    assert metrics["history"][0]["loss"] > 0
+    card = (trained / "MODEL_CARD.md").read_text()
+    for words in ("AGPL-3.0", "seed 0", "30 steps", "torch", "| tight | all |"):
+        assert words in card
+
+
+def test_the_trained_model_builds_and_reads_through_the_pipeline(trained, tmp_path):
+    from alprd.engines import manager
+    from alprd.pipeline.recognizer import Recognizer, load_engine
+
+    models = tmp_path / "models"
+    (models / "trained").mkdir(parents=True)
+    for f in ("ocr-alprd-plate.onnx", "ocr-alprd-plate-dict.txt"):
+        shutil.copyfile(trained / f, models / "trained" / f)
+    for f in os.listdir(REPO / "models"):  # the default detectors and their engines
+        if f.startswith("plate-yolov8n"):
+            os.symlink((REPO / "models" / f).resolve(), models / f)
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "alprd.toml"
+    path.write_text(
+        '[paths]\nroot = ".."\n[models.vehicle]\nenabled = false\n'
+        '[models.ocr]\nsource = "trained/ocr-alprd-plate.onnx"\n'
+        'dictionary = "trained/ocr-alprd-plate-dict.txt"\ninput_height = 32\ninput_width = 128\n'
+    )
+    config = cfgmod.load(path)
+    for backend in ("onnxruntime", "openvino"):
+        outcome = manager.ensure(manager.plan(config, "ocr", manager.Overrides(backend=backend)))
+        assert outcome.status == "built", outcome.message
+    recognizer = Recognizer(
+        config, {"plate": load_engine(config, "plate"), "ocr": load_engine(config, "ocr")}
+    )
+    frame = np.full((240, 320, 3), 90, np.uint8)
+    frame[100:140, 60:180] = 230
+    cv2.putText(frame, "ABC1234", (66, 130), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (10, 10, 10), 2)
+    plates = [
+        Plate((60.0, 100.0, 180.0, 140.0), 1.0, None),
+        Plate((60.0, 80.0, 110.0, 140.0), 1.0, None),
+    ]
+    texts = recognizer.read(frame, plates)
+    assert len(texts) == 2
+    for t in texts:  # a 30-step model reads little; the contract is what is checked
+        assert set(t.text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+        assert len(t.char_confidences) == len(t.text) == len(t.candidates)
+    recognizer.close()
+
+
+def test_train_ocr_is_a_command():
+    from conftest import run_alprd
+
+    proc = run_alprd("train-ocr", "--help")
+    assert proc.returncode == 0 and "--data" in proc.stdout and "--device" in proc.stdout
+
+
+def test_generated_plates_mix_in_when_the_generator_is_installed():
+    pytest.importorskip("alprd.train.synth", reason="the synthetic plate generator is not merged")
+    from alprd.train.data import CropSpec, Mixer, synth_generator
+
+    generator = synth_generator(0)
+    assert generator is not None
+    mixer = Mixer([], [], {"synth": 1.0}, CropSpec(32, 128, 1.3), 0, generator=generator)
+    for _ in range(8):
+        x, text, source = mixer()
+        assert x.shape == (3, 32, 128) and source == "synth"
+        assert text and set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
