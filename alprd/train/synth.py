@@ -397,9 +397,13 @@ def _usable(path: Path) -> bool:
 def find_fonts(
     extra_dirs: Sequence[Path] = (), *, system_dirs: Sequence[Path] = FONT_DIRS
 ) -> list[Path]:
-    """Usable plate fonts: every TTF/OTF under ``extra_dirs``, plus the known-good
-    files (``KNOWN_FONTS``) under ``system_dirs``; when none of those is found, a
-    DejaVu Sans (Condensed) Bold. Raises ``NoFontsError`` when nothing usable is found."""
+    """Usable plate fonts: every TTF/OTF under ``extra_dirs`` (and the folders in
+    ``$ALPRD_FONTS``, colon-separated: a training machine without the Debian font
+    packages), plus the known-good files (``KNOWN_FONTS``) under ``system_dirs``;
+    when none of those is found, a DejaVu Sans (Condensed) Bold. Raises
+    ``NoFontsError`` when nothing usable is found."""
+    env = os.environ.get("ALPRD_FONTS", "")
+    extra_dirs = [*extra_dirs, *(Path(d) for d in env.split(":") if d)]
     found: dict[str, Path] = {}
     rejected: list[Path] = []
     for d in extra_dirs:
