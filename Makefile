@@ -105,6 +105,9 @@ install-systemd:
 	test -e /etc/alprd/alprd.toml || sed 's#^root = "\.\."#root = "/var/lib/alprd"#' etc/alprd.toml > /etc/alprd/alprd.toml
 	$(PREFIX)/venv/bin/alprd check-config /etc/alprd/alprd.toml
 	$(PREFIX)/venv/bin/alprd models fetch --config /etc/alprd/alprd.toml
+	install -d -m 0755 /var/lib/alprd/models/trained
+	install -m 0644 models/trained/ocr-alprd-plate.onnx models/trained/ocr-alprd-plate-dict.txt \
+	  models/trained/MODEL_CARD.md /var/lib/alprd/models/trained/
 	install -m 0644 systemd/alprd.service systemd/alprd-warmup.service /etc/systemd/system/
 	for unit in alprd alprd-warmup; do \
 	  if getent group render >/dev/null; then \

@@ -162,7 +162,7 @@ OCR_PRESETS: dict[str, dict[str, Any]] = {
         "input_width": 128,
     },
 }
-OCR_DEFAULT = "ppocrv5"
+OCR_DEFAULT = "alprd"
 _OCR = OCR_PRESETS[OCR_DEFAULT]
 
 

@@ -175,7 +175,7 @@ def test_relative_paths_follow_the_one_rule(write_config, tmp_path):
     assert c.paths.cache_dir == tmp_path / "cache"
     assert c.models.plate.source == tmp_path / "m" / "sub" / "best.pt"
     assert c.models.ocr.source == Path("/opt/ocr.onnx")
-    assert c.models.ocr.dictionary == tmp_path / "m" / "ocr-ppocrv5-dict.txt"
+    assert c.models.ocr.dictionary == tmp_path / "m" / "trained" / "ocr-alprd-plate-dict.txt"
     assert c.engines.calibration == tmp_path / "calib"
     assert c.outputs.jsonl.path == Path("/var/tmp/st/reads.jsonl")
 

@@ -26,8 +26,8 @@ from alprd.exitcodes import ExitCode
 DEFAULT_FILES = (
     "vehicle-yolov8n-coco.onnx",
     "plate-yolov8n.pt",
-    "ocr-ppocrv5-rec.onnx",
-    "ocr-ppocrv5-dict.txt",
+    "trained/ocr-alprd-plate.onnx",
+    "trained/ocr-alprd-plate-dict.txt",
 )
 BR_PHOTOS = SHARED_DATA / "plates-br"
 
@@ -38,6 +38,7 @@ def site(tmp_path: Path):
     models = tmp_path / "models"
     models.mkdir()
     for name in DEFAULT_FILES:
+        (models / name).parent.mkdir(exist_ok=True)
         shutil.copyfile(REPO / "models" / name, models / name)
     etc = tmp_path / "etc"
     etc.mkdir()
@@ -88,8 +89,8 @@ def test_warmup_builds_every_engine_once_then_only_loads(site):
     assert sorted(e["model"] for e in built) == ["ocr", "plate", "vehicle"]
     assert {e["backend"] for e in built} == {"openvino"}
     models = path.parent.parent / "models"
-    assert sorted(p.name for p in models.glob("*.openvino.blob")) == [
-        "ocr-ppocrv5-rec.openvino.blob",
+    assert sorted(p.name for p in models.rglob("*.openvino.blob")) == [
+        "ocr-alprd-plate.openvino.blob",
         "plate-yolov8n.openvino.blob",
         "vehicle-yolov8n-coco.openvino.blob",
     ]

@@ -42,7 +42,7 @@ from alprd.systemd import Notifier
 
 pytestmark = pytest.mark.faults
 
-SOURCES = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "ocr-ppocrv5-rec.onnx")
+SOURCES = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx")
 NOBODY = 65534
 
 
@@ -64,13 +64,14 @@ def copy_models(models: Path, engines: bool = True) -> None:
     """The default models, and (engines=True) their OpenVINO engines as `make
     install` left them (current here: the daemon starts without building)."""
     models.mkdir(exist_ok=True)
-    names = [*SOURCES, "ocr-ppocrv5-dict.txt"]
+    names = [*SOURCES, "trained/ocr-alprd-plate-dict.txt"]
     if engines:
         for src in SOURCES:
-            blob = Path(src).stem + ".openvino.blob"
+            blob = str(Path(src).with_suffix("")) + ".openvino.blob"
             names += [blob, blob + ".json"]
     for name in names:
         if (REPO / "models" / name).exists():
+            (models / name).parent.mkdir(exist_ok=True)
             shutil.copyfile(REPO / "models" / name, models / name)
 
 

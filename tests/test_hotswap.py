@@ -24,7 +24,11 @@ from alprd.rebuild import Rebuilder
 from alprd.service import Service
 from alprd.systemd import Notifier
 
-MODELS = ("vehicle-yolov8n-coco.onnx", "ocr-ppocrv5-rec.onnx", "ocr-ppocrv5-dict.txt")
+MODELS = (
+    "vehicle-yolov8n-coco.onnx",
+    "trained/ocr-alprd-plate.onnx",
+    "trained/ocr-alprd-plate-dict.txt",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +55,7 @@ def site(tmp_path, plate_onnx):
     models = tmp_path / "models"
     models.mkdir()
     for name in MODELS:
+        (models / name).parent.mkdir(exist_ok=True)
         shutil.copyfile(REPO / "models" / name, models / name)
     shutil.copyfile(plate_onnx, models / "plate.onnx")
     clip = tmp_path / "clip.avi"

@@ -26,8 +26,8 @@ from alprd.exitcodes import ExitCode
 DEFAULT_FILES = (
     "vehicle-yolov8n-coco.onnx",
     "plate-yolov8n.pt",
-    "ocr-ppocrv5-rec.onnx",
-    "ocr-ppocrv5-dict.txt",
+    "trained/ocr-alprd-plate.onnx",
+    "trained/ocr-alprd-plate-dict.txt",
 )
 NL_VIDEO = SHARED_DATA / "videos" / "rear-nl-L417VS.mp4"
 
@@ -37,6 +37,7 @@ def site(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     for name in DEFAULT_FILES:
+        (models / name).parent.mkdir(exist_ok=True)
         shutil.copyfile(REPO / "models" / name, models / name)
     clip = tmp_path / "clip.avi"
     out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))

@@ -24,8 +24,8 @@ UNITS = ("alprd.service", "alprd-warmup.service")
 MODELS = (
     "vehicle-yolov8n-coco.onnx",
     "plate-yolov8n.pt",
-    "ocr-ppocrv5-rec.onnx",
-    "ocr-ppocrv5-dict.txt",
+    "trained/ocr-alprd-plate.onnx",
+    "trained/ocr-alprd-plate-dict.txt",
 )
 
 
@@ -72,6 +72,7 @@ def site():
     (root / "models").mkdir(parents=True)
     (root / "etc").mkdir()
     for name in MODELS:
+        (root / "models" / name).parent.mkdir(exist_ok=True)
         shutil.copyfile(REPO / "models" / name, root / "models" / name)
     clip = root / "clip.avi"
     out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
