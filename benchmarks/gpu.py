@@ -5,9 +5,9 @@ Measures, side by side:
 - decode: frames/s OpenCV decodes the videos at (excluded from the rest: frames
   are decoded into memory first);
 - naive loop: `benchmarks/naive_loop.py` on the GPU (Ultralytics `predict` per
-  frame and per vehicle crop, the recogniser per plate). The vehicle model is the
-  default ONNX's own weights as an Ultralytics `.pt` (`alprd.engines.lift`), so
-  both sides run the same networks;
+  frame and per vehicle crop, the recogniser per plate on ONNX Runtime). The
+  vehicle model is the default ONNX's own weights as an Ultralytics `.pt`
+  (`alprd.engines.lift`), so both sides run the same three networks;
 - alprd, one stream: `CameraPipeline` on the rear-view video with the torch
   backend (fp16, CUDA graphs, letterbox on the GPU), with and without per-track
   skipping; the speed ratio against the naive loop;
@@ -62,6 +62,7 @@ def site(root: Path, args: argparse.Namespace, batch: int) -> Path:
     m = REPO / "models"
     for name in (args.vehicle, args.plate, args.ocr, args.dictionary):
         if not (models / name).exists():
+            (models / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(m / name, models / name)
     config = root / f"alprd-b{batch}.toml"
     config.write_text(
@@ -150,8 +151,8 @@ def naive(root: Path, args: argparse.Namespace, video: Path) -> dict:
     torch.save({"model": model, "train_args": dict(model.args)}, vehicle_pt)
     run = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "naive_loop.py"), str(video), str(vehicle_pt),
-         str(REPO / "models" / args.plate), str(REPO / "models" / args.naive_ocr),
-         str(REPO / "models" / args.naive_dictionary), str(args.frames)],
+         str(REPO / "models" / args.plate), str(REPO / "models" / args.ocr),
+         str(REPO / "models" / args.dictionary), str(args.frames), "32", "128"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     r = json.loads(run.stdout.strip().splitlines()[-1])
@@ -167,11 +168,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=100, help="batches of --streams frames")
     p.add_argument("--vehicle", default="vehicle-yolov8n-coco.onnx")
     p.add_argument("--plate", default="plate-yolov8n.pt")
-    p.add_argument("--ocr", default="ocr-ppocrv5-rec.onnx")
-    p.add_argument("--dictionary", default="ocr-ppocrv5-dict.txt")
+    p.add_argument("--ocr", default="trained/ocr-alprd-plate.onnx")
+    p.add_argument("--dictionary", default="trained/ocr-alprd-plate-dict.txt")
     p.add_argument("--ocr-backend", default="onnxruntime")
-    p.add_argument("--naive-ocr", default="ocr-ppocrv5-rec.onnx")
-    p.add_argument("--naive-dictionary", default="ocr-ppocrv5-dict.txt")
     p.add_argument("--out", type=Path)
     p.add_argument("--smoke", action="store_true", help="run on the CPU, no naive loop (a check)")
     args = p.parse_args()

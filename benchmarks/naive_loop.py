@@ -22,6 +22,9 @@ from ultralytics import YOLO  # noqa: E402
 
 def main() -> None:
     video, vehicle, plate, rec, dictionary, limit = sys.argv[1:7]
+    # the recogniser's input: height, and a fixed width (0: keep the aspect, PP-OCR)
+    height = int(sys.argv[7]) if len(sys.argv) > 7 else 48
+    fixed_width = int(sys.argv[8]) if len(sys.argv) > 8 else 0
     vmodel = YOLO(vehicle, task="detect")
     pmodel = YOLO(plate, task="detect")
     ocr = ort.InferenceSession(rec, providers=["CPUExecutionProvider"])
@@ -50,8 +53,8 @@ def main() -> None:
         for p in plates:
             if p.size == 0:
                 continue
-            w = max(8, int(48 * p.shape[1] / p.shape[0]))
-            x = cv2.resize(p, (w, 48)).astype(np.float32) / 127.5 - 1.0
+            w = fixed_width or max(8, int(height * p.shape[1] / p.shape[0]))
+            x = cv2.resize(p, (w, height)).astype(np.float32) / 127.5 - 1.0
             out = ocr.run(None, {"x": x.transpose(2, 0, 1)[None]})[0][0]
             best = out.argmax(axis=1)
             text = "".join(

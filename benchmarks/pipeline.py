@@ -203,6 +203,8 @@ def main() -> int:
                     str(m.ocr.source),
                     str(m.ocr.dictionary),
                     str(args.frames),
+                    str(m.ocr.input_height),
+                    str(m.ocr.input_width or 0),
                 ]
             )
         base = results.get("naive")
