@@ -1,0 +1,45 @@
+"""Where the time of the GPU mode's N-stream loop goes: a cProfile of
+`benchmarks.gpu.many_streams` (16 cameras batched), top functions by own time.
+Run where `make bench-gpu` runs: python -m benchmarks.profile_gpu."""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+from pathlib import Path
+
+from benchmarks import gpu
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--videos", type=Path, default=gpu.DATA / "videos")
+    p.add_argument("--streams", type=int, default=16)
+    p.add_argument("--steps", type=int, default=40)
+    args = p.parse_args()
+    from alprd import log as logmod
+
+    logmod.configure("console", "warning")
+    ns = argparse.Namespace(
+        vehicle="vehicle-yolov8n-coco.onnx", plate="plate-yolov8n.pt",
+        ocr="trained/ocr-alprd-plate.onnx", dictionary="trained/ocr-alprd-plate-dict.txt",
+        ocr_backend="onnxruntime",
+    )  # fmt: skip
+    clips = [gpu.decode(v, 300)[0] for v in sorted(args.videos.glob("*.mp4"))]
+    streams = [clips[i % len(clips)] for i in range(args.streams)]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = gpu.site(Path(tmp), ns, args.streams)
+        gpu.many_streams(config, streams, 5)  # engines built, graphs captured
+        prof = cProfile.Profile()
+        prof.enable()
+        r = gpu.many_streams(config, streams, args.steps)
+        prof.disable()
+    print(f"{r['fps']:.1f} frames/s over {r['frames']} frames (profiled)")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(22)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
