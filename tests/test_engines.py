@@ -332,7 +332,7 @@ def test_a_detector_without_the_configured_classes_is_refused(site):
 
 
 def test_a_recogniser_given_as_plate_detector_is_refused(site):
-    path = site('[models.plate]\nsource = "ocr-ppocrv5-rec.onnx"\n')
+    path = site('[models.plate]\nsource = "trained/ocr-alprd-plate.onnx"\n')
     outcome = manager.ensure(manager.plan(load(path), "plate"))
     assert outcome.status == "failed"
     assert "input" in outcome.message or "detection head" in outcome.message

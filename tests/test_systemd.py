@@ -250,7 +250,7 @@ def test_a_slow_build_extends_the_start_timeout(sd, site):
     """TimeoutStartSec=2 and every engine stale (the warm-up skipped): the daemon
     builds for longer than that, and the start succeeds thanks to EXTEND_TIMEOUT_USEC."""
     # Inside the container: what the daemon wrote lives in its overlay, not on the host.
-    sd("sh", "-c", f"rm -f {site}/models/*.openvino.blob*")
+    sd("sh", "-c", f"rm -f {site}/models/*.openvino.blob* {site}/models/trained/*.openvino.blob*")
     slow = "/etc/systemd/system/alprd.service.d/zz-slow.conf"
     skip = "/etc/systemd/system/alprd-warmup.service.d/zz-skip.conf"
     sd("sh", "-c", f"printf '[Service]\\nTimeoutStartSec=2\\n' > {slow}")

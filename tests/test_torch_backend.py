@@ -75,8 +75,10 @@ def test_torch_engines_find_what_onnxruntime_finds(site, role: str) -> None:
 
 
 def test_the_torch_backend_refuses_a_recogniser_with_the_way_out(site) -> None:
-    shutil.copyfile(REPO / "models" / "ocr-ppocrv5-rec.onnx",
-                    Path(site("torch").paths.models_dir) / "ocr-ppocrv5-rec.onnx")  # fmt: skip
+    trained = Path(site("torch").paths.models_dir) / "trained"
+    trained.mkdir()
+    for name in ("ocr-alprd-plate.onnx", "ocr-alprd-plate-dict.txt"):
+        shutil.copyfile(REPO / "models" / "trained" / name, trained / name)
     outcome = manager.ensure(manager.plan(site("torch"), "ocr"))
     assert outcome.status == "failed"
     assert "models.ocr.backend" in outcome.message

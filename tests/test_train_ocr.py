@@ -90,7 +90,7 @@ def test_a_square_crop_is_unfolded_before_the_resize():
 
 def test_new_ocr_keys_defaults_and_bounds(tmp_path):
     c = cfgmod.parse("", tmp_path / "a.toml")
-    assert c.models.ocr.input_width is None and c.models.ocr.two_line_aspect == 1.3
+    assert c.models.ocr.input_width == 128 and c.models.ocr.two_line_aspect == 1.3  # alprd's
     c = cfgmod.parse("[models.ocr]\ninput_width = 128\ntwo_line_aspect = 0\n", tmp_path / "a.toml")
     assert c.models.ocr.input_width == 128 and c.models.ocr.two_line_aspect == 0
     with pytest.raises(cfgmod.ConfigError) as info:
