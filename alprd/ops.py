@@ -3,6 +3,7 @@ output decoding, NMS, CTC greedy decoding. No I/O, no clock, no runtime imports.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -67,11 +68,11 @@ class Detections:
 
 
 def decode_yolo(
-    output: FloatArray, conf: float, iou: float, max_det: int = 100
+    output: FloatArray | Sequence[FloatArray], conf: float, iou: float, max_det: int = 100
 ) -> list[Detections]:
     """YOLOv8/11 head output (B x (4 + classes) x anchors, boxes as cx, cy, w, h in
-    input pixels, class scores already sigmoid) -> per-image detections after
-    class-aware NMS."""
+    input pixels, class scores already sigmoid; or one (4 + classes) x k array per
+    image, anchors already filtered) -> per-image detections after class-aware NMS."""
     results = []
     for pred in output:
         pred = pred.T  # anchors x (4 + nc)

@@ -90,9 +90,28 @@ def test_a_torch_engine_batches_and_matches_single_runs(site) -> None:
     frames = [rng.integers(0, 255, (360, 640, 3), np.uint8) for _ in range(3)]
     batched, boxes = engine.run_frames(frames, 640, 640)
     singles = [engine.run_frames([f], 640, 640)[0][0] for f in frames]
-    assert batched.shape[0] == 3 and len(boxes) == 3
+    assert len(batched) == 3 and len(boxes) == 3
     for i in range(3):
         np.testing.assert_allclose(batched[i], singles[i], rtol=1e-3, atol=1e-2)
+    engine.close()
+
+
+@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+def test_the_score_filter_on_the_device_keeps_exactly_what_decoding_keeps(site) -> None:
+    """run_frames(min_score=...) sends back only the anchors decode_yolo would
+    keep: the detections are the same as from the whole output."""
+    from alprd import ops
+
+    engine, _ = detector(site("torch"), "vehicle")
+    frames = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:3]]
+    whole, _ = engine.run_frames(frames, 640, 640)
+    picked, _ = engine.run_frames(frames, 640, 640, min_score=0.25)
+    assert sum(p.shape[1] for p in picked) < sum(w.shape[1] for w in whole) / 50
+    for a, b in zip(ops.decode_yolo(whole, 0.25, 0.45), ops.decode_yolo(picked, 0.25, 0.45),
+                    strict=True):  # fmt: skip
+        assert len(a) >= 1
+        np.testing.assert_array_equal(a.class_id, b.class_id)
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-4)
     engine.close()
 
 

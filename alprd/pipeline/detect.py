@@ -31,6 +31,7 @@ class Detector:
     def __call__(self, images: Sequence[ops.Image]) -> list[ops.Detections]:
         if not images:
             return []
+        raw: np.ndarray | list[np.ndarray]
         if hasattr(self.engine, "run_frames"):  # letterboxed on the device (torch backend)
             raw, boxes = self._run_frames(images)
         else:
@@ -61,14 +62,19 @@ class Detector:
             outputs.append(self.engine.run(chunk)[0][:n])
         return np.concatenate(outputs), [lb for _, lb in boxed]
 
-    def _run_frames(self, images: Sequence[ops.Image]) -> tuple[np.ndarray, list[ops.Letterbox]]:
+    def _run_frames(
+        self, images: Sequence[ops.Image]
+    ) -> tuple[list[np.ndarray], list[ops.Letterbox]]:
+        """Letterbox, inference and the score filter on the device; only the
+        candidates of each frame come back (a list: their counts differ)."""
         run_frames = self.engine.run_frames  # type: ignore[attr-defined]
-        outputs, boxes = [], []
+        outputs: list[np.ndarray] = []
+        boxes: list[ops.Letterbox] = []
         for start in range(0, len(images), self.batch):
             chunk = list(images[start : start + self.batch])
             n = len(chunk)
             chunk += [chunk[-1]] * (self.batch - n)  # one shape per batch: one CUDA graph
-            raw, lbs = run_frames(chunk, self.height, self.width)
-            outputs.append(raw[:n])
+            raw, lbs = run_frames(chunk, self.height, self.width, min_score=self.conf)
+            outputs += raw[:n]
             boxes += lbs[:n]
-        return np.concatenate(outputs), boxes
+        return outputs, boxes
