@@ -33,7 +33,7 @@ from alprd.observe import Metrics, Status, StatusWriter
 from alprd.ops import Image
 from alprd.pipeline.recognizer import LoadedEngine, Recognizer, load_engine, roles_of
 from alprd.pipeline.source import CameraReader, LatestFrame
-from alprd.pipeline.stream import CameraPipeline
+from alprd.pipeline.stream import CameraPipeline, process_many
 from alprd.pipeline.types import PlateEvent
 from alprd.rebuild import Built, Rebuilder
 from alprd.sinks.base import SinkError
@@ -81,6 +81,7 @@ class Service:
         self.watcher: ModelWatcher | None = None
         self.outputs: Outputs | None = None
         self._backlog_names: set[str] = set()
+        self._stage_seen: dict[str, int] = {}
         self.metrics = Metrics()
         self.status_writer: StatusWriter | None = None
         self.started_at = time.time()
@@ -359,24 +360,25 @@ class Service:
                 if sig == signal.SIGHUP:
                     self._reload()
             self._apply_swaps()
-            busy = False
-            for cam in list(self.cameras.values()):
-                frame = cam.slot.take(timeout=0)
-                if frame is None:
-                    continue
-                busy = True
-                for event in cam.pipeline.process(frame):
-                    self._emit(cam, event)
-                cam.processed += 1
-                cam.window_frames += 1
-                self._keep_sample(cam, frame.image)
-                self.metrics.frames.labels(cam.config.name).inc()
-                times = self.recognizer.times.samples if self.recognizer else {}
-                for stage, values in times.items():
-                    if values:
-                        self.metrics.stage.labels(stage).observe(values[-1])
-                if self.on_frame is not None:
-                    self.on_frame(cam.config.name, frame.index)
+            ready = [
+                (cam, frame)
+                for cam in list(self.cameras.values())
+                if (frame := cam.slot.take(timeout=0)) is not None
+            ]
+            busy = bool(ready)
+            if ready and self.recognizer is not None:
+                # one frame of every camera that has one, each stage batched across them
+                results = process_many(self.recognizer, [(c.pipeline, f) for c, f in ready])
+                for (cam, frame), events in zip(ready, results, strict=True):
+                    for event in events:
+                        self._emit(cam, event)
+                    cam.processed += 1
+                    cam.window_frames += 1
+                    self._keep_sample(cam, frame.image)
+                    self.metrics.frames.labels(cam.config.name).inc()
+                    if self.on_frame is not None:
+                        self.on_frame(cam.config.name, frame.index)
+                self._observe_stages()
             now = time.monotonic()
             if ping is not None and now >= next_ping:
                 self.notifier.watchdog()
@@ -397,6 +399,17 @@ class Service:
             if not busy:
                 self._wake.wait(0.01)
                 self._wake.clear()
+
+    def _observe_stages(self) -> None:
+        """Each stage time measured since the last call, into the histogram (one
+        per batch of cameras)."""
+        assert self.recognizer is not None
+        times = self.recognizer.times
+        for stage, values in times.samples.items():
+            new = times.count[stage] - self._stage_seen.get(stage, 0)
+            for value in values[-new:] if new > 0 else []:
+                self.metrics.stage.labels(stage).observe(value)
+            self._stage_seen[stage] = times.count[stage]
 
     def _emit(self, cam: Camera, event: PlateEvent) -> None:
         cam.events += 1

@@ -156,3 +156,35 @@ def test_a_parked_car_in_a_still_scene_is_one_event_and_most_frames_are_gated():
     assert plates == runs[False][1]
     assert gated.gated >= 50  # searched every max_skip_s (2 s) only
     assert runs[False][0].gated == 0
+
+
+@needs(VIDEOS / "rear-nl-L417VS.mp4")
+def test_two_cameras_batched_by_the_daemon_loop_give_what_each_gives_alone():
+    """`process_many` (the daemon's loop: one frame of each camera, stages batched
+    across cameras) gives each camera the events and reads it gets alone."""
+    from alprd import config as cfgmod
+    from alprd.pipeline.recognizer import Recognizer
+    from alprd.pipeline.source import iter_file
+    from alprd.pipeline.stream import CameraPipeline, process_many
+
+    config = cfgmod.load(cfgmod.find_config().path)
+    recognizer = Recognizer.load(config)
+    names = ["rear-nl-L417VS.mp4", "dashcam-in-KA22P3368.mp4"]
+    clips = [list(iter_file(str(VIDEOS / n), n)) for n in names]
+    alone = []
+    for clip in clips:
+        pipe = CameraPipeline("cam", recognizer, config)
+        events = [e.plate for f in clip for e in pipe.process(f)] + [e.plate for e in pipe.finish()]
+        alone.append((events, pipe.reads, pipe.gated))
+    pipes = [CameraPipeline("cam", recognizer, config) for _ in clips]
+    together: list[list[str]] = [[], []]
+    for step in range(max(len(c) for c in clips)):
+        items = [(p, c[step]) for p, c in zip(pipes, clips, strict=True) if step < len(c)]
+        owners = [i for i, c in enumerate(clips) if step < len(c)]
+        for i, events in zip(owners, process_many(recognizer, items), strict=True):
+            together[i] += [e.plate for e in events]
+    for i, pipe in enumerate(pipes):
+        together[i] += [e.plate for e in pipe.finish()]
+    recognizer.close()
+    assert [a[0] for a in alone] == together == [["L417VS"], ["KA22P3368"]]
+    assert [(p.reads, p.gated) for p in pipes] == [(a[1], a[2]) for a in alone]

@@ -34,8 +34,10 @@ class StageTimes:
     def __init__(self, keep: int = 10_000) -> None:
         self.keep = keep
         self.samples: dict[str, list[float]] = {"vehicle": [], "plate": [], "ocr": []}
+        self.count: dict[str, int] = {"vehicle": 0, "plate": 0, "ocr": 0}  # ever added
 
     def add(self, stage: str, seconds: float) -> None:
+        self.count[stage] += 1
         s = self.samples[stage]
         s.append(seconds)
         if len(s) > self.keep:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from alprd import config as cfgmod
@@ -85,13 +85,23 @@ class CameraPipeline:
         before the plate search, so a pass whose plate is decided (its reads agree
         `decided_after` times) is not searched again but every `recheck_every`-th
         frame."""
-        if self.motion is not None and self.motion.still(frame.image, frame.time):
-            self.frames += 1
-            self.gated += 1
-            self.vehicles.hold(frame.time)  # what was there is still there
-            self.orphans.hold(frame.time)
-            return []
-        tracked: list[tuple[list[int], list[Track]]] = []
+        return process_many(self.recognizer, [(self, frame)])[0]
+
+    def _gated(self, frame: Frame) -> bool:
+        """True (and the frame counted) when motion gating skips it."""
+        if self.motion is None or not self.motion.still(frame.image, frame.time):
+            return False
+        self.frames += 1
+        self.gated += 1
+        self.vehicles.hold(frame.time)  # what was there is still there
+        self.orphans.hold(frame.time)
+        return True
+
+    def _selector(
+        self, frame: Frame, tracked: list[tuple[list[int], list[Track]]]
+    ) -> Callable[[list[Vehicle]], list[Vehicle]]:
+        """Per-track skipping: tracks this frame's vehicles (into `tracked`) and
+        keeps those whose plate is not decided yet (all of them on recheck frames)."""
 
         def select(vehicles: list[Vehicle]) -> list[Vehicle]:
             ids, ended = self.vehicles.update([v.box for v in vehicles], frame.time)
@@ -102,8 +112,7 @@ class CameraPipeline:
             self.skipped += len(vehicles) - len(keep)
             return keep
 
-        result = self.recognizer(frame.image, self.zone, select)
-        return self.feed(frame, result, tracked[0] if tracked else None)
+        return select
 
     def _decided(self, key: str) -> bool:
         return self.voter.agreeing(key) >= self.decided_after
@@ -185,3 +194,25 @@ class CameraPipeline:
     def take_snapshot(self, event: PlateEvent) -> Snapshot | None:
         """The frame of `event`'s most confident read (when snapshots are kept)."""
         return self._event_snapshots.pop(id(event), None)
+
+
+def process_many(
+    recognizer: Recognizer, items: Sequence[tuple[CameraPipeline, Frame]]
+) -> list[list[PlateEvent]]:
+    """One frame of each of several cameras, each stage batched across them
+    (`Recognizer.many`: what keeps a GPU busy); per camera, exactly what
+    `CameraPipeline.process` does. Returns each item's events, in order."""
+    events: list[list[PlateEvent]] = [[] for _ in items]
+    todo = [i for i, (pipe, frame) in enumerate(items) if not pipe._gated(frame)]
+    if not todo:
+        return events
+    tracked: dict[int, list[tuple[list[int], list[Track]]]] = {i: [] for i in todo}
+    results = recognizer.many(
+        [items[i][1].image for i in todo],
+        [items[i][0].zone for i in todo],
+        [items[i][0]._selector(items[i][1], tracked[i]) for i in todo],
+    )
+    for i, result in zip(todo, results, strict=True):
+        pipe, frame = items[i]
+        events[i] = pipe.feed(frame, result, tracked[i][0] if tracked[i] else None)
+    return events
