@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alprd.pipeline.ocr import crop
+from alprd.pipeline.source import read_image
 
 FloatArray = npt.NDArray[np.float32]
 Image = npt.NDArray[np.uint8]
@@ -90,13 +91,6 @@ def read_labels(data: Path) -> list[tuple[Path, str, str]]:
     return rows
 
 
-def _read(path: Path) -> Image:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return image.astype(np.uint8, copy=False)
-
-
 @dataclass
 class Recipe:
     """The loaded data: real crops split by plate text, and the clean renders."""
@@ -131,7 +125,9 @@ def split_rows(rows: Sequence[Row], val_fraction: float) -> tuple[list[Row], lis
 def load(data: Path, val_fraction: float = 0.2, limit: int | None = None) -> Recipe:
     """Read ``<data>/labels.csv`` and its images. ``limit`` caps each list (smoke runs)."""
     parts = split_rows(read_labels(data), val_fraction)
-    train, val, rendered = ([Item(_read(p), t, k) for p, t, k in rows[:limit]] for rows in parts)
+    train, val, rendered = (
+        [Item(read_image(p), t, k) for p, t, k in rows[:limit]] for rows in parts
+    )
     return Recipe(train, val, rendered)
 
 
