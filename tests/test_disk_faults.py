@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,21 +45,35 @@ class SmallDisk:
         self.filler = path / ".filler"
 
     def fill(self) -> None:
-        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            for size in (1 << 16, 1 << 12, 1 << 8, 1):  # to the last byte
-                with contextlib.suppress(OSError):
-                    while True:
-                        os.write(fd, b"\0" * size)
-        finally:
-            os.close(fd)
+        """Take every free byte, and keep taking what gets freed (a failed write
+        cut back, a temporary file removed) until `free()`: full stays full."""
+        self._fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._take()
         probe = self.path / ".probe"
         with pytest.raises(OSError) as exc:
             probe.write_bytes(b"x" * 8192)
         assert exc.value.errno == errno.ENOSPC
         probe.unlink(missing_ok=True)
+        self._stop = threading.Event()
+        self._keeper = threading.Thread(target=self._keep_full, daemon=True)
+        self._keeper.start()
+
+    def _take(self) -> None:
+        for size in (1 << 16, 1 << 12, 1 << 8, 1):  # to the last byte
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(self._fd, b"\0" * size)
+
+    def _keep_full(self) -> None:
+        while not self._stop.wait(0.02):
+            self._take()
 
     def free(self) -> None:
+        if getattr(self, "_keeper", None) is not None:
+            self._stop.set()
+            self._keeper.join()
+            self._keeper = None
+            os.close(self._fd)
         self.filler.unlink(missing_ok=True)
 
     def readonly(self, on: bool) -> None:
@@ -66,6 +81,7 @@ class SmallDisk:
         subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True)
 
     def close(self) -> None:
+        self.free()
         subprocess.run(["umount", "-l", str(self.path)], check=False)
 
 
