@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,6 +15,21 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 #: Real test data beside the checkout (never copied into it); ALPRD_TEST_DATA overrides.
 SHARED_DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
+#: The default models (fetched by `make install`, or committed under trained/),
+#: relative to models/.
+DEFAULT_MODELS = (
+    "vehicle-yolov8n-coco.onnx",
+    "plate-yolov8n.pt",
+    "trained/ocr-alprd-plate.onnx",
+    "trained/ocr-alprd-plate-dict.txt",
+)
+
+
+def copy_models(dest: Path, names: tuple[str, ...] = DEFAULT_MODELS) -> None:
+    """Copies of the checkout's model files `names` under `dest` (sub-folders kept)."""
+    for name in names:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / "models" / name, dest / name)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,30 +15,20 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import REPO, SHARED_DATA, run_alprd
+from conftest import SHARED_DATA, copy_models, run_alprd
 
 from alprd import config as cfgmod
 from alprd.engines import cache, manager, registry
 from alprd.engines.base import EngineError
 from alprd.exitcodes import ExitCode
 
-DEFAULT_FILES = (
-    "vehicle-yolov8n-coco.onnx",
-    "plate-yolov8n.pt",
-    "trained/ocr-alprd-plate.onnx",
-    "trained/ocr-alprd-plate-dict.txt",
-)
 BR_PHOTOS = SHARED_DATA / "plates-br"
 
 
 @pytest.fixture
 def site(tmp_path: Path):
     """A config rooted in tmp_path with copies of the default models."""
-    models = tmp_path / "models"
-    models.mkdir()
-    for name in DEFAULT_FILES:
-        (models / name).parent.mkdir(exist_ok=True)
-        shutil.copyfile(REPO / "models" / name, models / name)
+    copy_models(tmp_path / "models")
     etc = tmp_path / "etc"
     etc.mkdir()
 

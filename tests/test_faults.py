@@ -26,10 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import conftest
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, run_alprd
+from conftest import DEFAULT_MODELS, REPO, run_alprd
 from notify_socket import NotifySocket
 from structlog.testing import capture_logs
 
@@ -64,15 +65,12 @@ def copy_models(models: Path, engines: bool = True) -> None:
     """The default models, and (engines=True) their OpenVINO engines as `make
     install` left them (current here: the daemon starts without building)."""
     models.mkdir(exist_ok=True)
-    names = [*SOURCES, "trained/ocr-alprd-plate-dict.txt"]
+    names = list(DEFAULT_MODELS)
     if engines:
         for src in SOURCES:
             blob = str(Path(src).with_suffix("")) + ".openvino.blob"
             names += [blob, blob + ".json"]
-    for name in names:
-        if (REPO / "models" / name).exists():
-            (models / name).parent.mkdir(exist_ok=True)
-            shutil.copyfile(REPO / "models" / name, models / name)
+    conftest.copy_models(models, tuple(n for n in names if (REPO / "models" / n).exists()))
 
 
 def clip(path: Path, seconds: int = 120, fps: int = 10) -> Path:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO
+from conftest import DEFAULT_MODELS, REPO, copy_models
 from structlog.testing import capture_logs
 
 from alprd import config as cfgmod
@@ -24,11 +24,7 @@ from alprd.rebuild import Rebuilder
 from alprd.service import Service
 from alprd.systemd import Notifier
 
-MODELS = (
-    "vehicle-yolov8n-coco.onnx",
-    "trained/ocr-alprd-plate.onnx",
-    "trained/ocr-alprd-plate-dict.txt",
-)
+MODELS = tuple(m for m in DEFAULT_MODELS if m != "plate-yolov8n.pt")  # plate: plate.onnx
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +49,7 @@ def variant(src: Path, dest: Path, rev: str) -> None:
 @pytest.fixture
 def site(tmp_path, plate_onnx):
     models = tmp_path / "models"
-    models.mkdir()
-    for name in MODELS:
-        (models / name).parent.mkdir(exist_ok=True)
-        shutil.copyfile(REPO / "models" / name, models / name)
+    copy_models(models, MODELS)
     shutil.copyfile(plate_onnx, models / "plate.onnx")
     clip = tmp_path / "clip.avi"
     out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))

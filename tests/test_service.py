@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,27 +17,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_DATA
+from conftest import SHARED_DATA, copy_models
 from notify_socket import NotifySocket
 
 from alprd.exitcodes import ExitCode
 
-DEFAULT_FILES = (
-    "vehicle-yolov8n-coco.onnx",
-    "plate-yolov8n.pt",
-    "trained/ocr-alprd-plate.onnx",
-    "trained/ocr-alprd-plate-dict.txt",
-)
 NL_VIDEO = SHARED_DATA / "videos" / "rear-nl-L417VS.mp4"
 
 
 @pytest.fixture
 def site(tmp_path):
-    models = tmp_path / "models"
-    models.mkdir()
-    for name in DEFAULT_FILES:
-        (models / name).parent.mkdir(exist_ok=True)
-        shutil.copyfile(REPO / "models" / name, models / name)
+    copy_models(tmp_path / "models")
     clip = tmp_path / "clip.avi"
     out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
     for i in range(600):

@@ -17,16 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, copy_models
 
 HERE = REPO / "tests" / "systemd"
 UNITS = ("alprd.service", "alprd-warmup.service")
-MODELS = (
-    "vehicle-yolov8n-coco.onnx",
-    "plate-yolov8n.pt",
-    "trained/ocr-alprd-plate.onnx",
-    "trained/ocr-alprd-plate-dict.txt",
-)
 
 
 def _can_boot() -> str | None:
@@ -71,9 +65,7 @@ def site():
     root = REPO / ".systemd-test" / uuid.uuid4().hex[:8]
     (root / "models").mkdir(parents=True)
     (root / "etc").mkdir()
-    for name in MODELS:
-        (root / "models" / name).parent.mkdir(exist_ok=True)
-        shutil.copyfile(REPO / "models" / name, root / "models" / name)
+    copy_models(root / "models")
     clip = root / "clip.avi"
     out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
     for i in range(3000):

@@ -6,13 +6,12 @@ tool (BENCHMARKS.md), not in CI."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_DATA
+from conftest import SHARED_DATA, copy_models
 
 from alprd import config as cfgmod
 from alprd.engines import manager
@@ -23,10 +22,7 @@ RO_FRAMES = SHARED_DATA / "plate-boxes-ro" / "images"
 
 @pytest.fixture
 def site(tmp_path: Path):
-    models = tmp_path / "models"
-    models.mkdir()
-    for name in ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt"):
-        shutil.copyfile(REPO / "models" / name, models / name)
+    copy_models(tmp_path / "models")
 
     def write(backend: str, extra: str = "") -> cfgmod.Config:
         path = tmp_path / f"{backend}.toml"
@@ -75,10 +71,6 @@ def test_torch_engines_find_what_onnxruntime_finds(site, role: str) -> None:
 
 
 def test_the_torch_backend_refuses_a_recogniser_with_the_way_out(site) -> None:
-    trained = Path(site("torch").paths.models_dir) / "trained"
-    trained.mkdir()
-    for name in ("ocr-alprd-plate.onnx", "ocr-alprd-plate-dict.txt"):
-        shutil.copyfile(REPO / "models" / "trained" / name, trained / name)
     outcome = manager.ensure(manager.plan(site("torch"), "ocr"))
     assert outcome.status == "failed"
     assert "models.ocr.backend" in outcome.message
