@@ -58,6 +58,7 @@ class _Output:
 
     name: str
     write: Callable[[Record], None]
+    opener: _Opener[Any]  # what must be open for `write` to work
     backlog: deque[Record] = field(default_factory=deque)
     dropped: int = 0
     failing: bool = False
@@ -78,10 +79,10 @@ class Outputs:
         self._snapshots = snapshots
         self.queued = [s.name for s in network]
         self.backlog_max, self.retry_s = backlog_max, retry_s
-        self._outputs = [_Output(o.name, _write_to(o)) for o in local]
+        self._outputs = [_Output(o.name, _write_to(o), o) for o in local]
         if outbox is not None:
             for name in self.queued:
-                self._outputs.append(_Output(f"outbox:{name}", _queue(outbox, name)))
+                self._outputs.append(_Output(f"outbox:{name}", _queue(outbox, name), outbox))
         self._snapshots_failing = False
         self._next_retry = 0.0
         self.written = 0
@@ -157,13 +158,9 @@ class Outputs:
                     "output_failed", output=opener.name, reason=str(exc),
                     action="events kept in memory; opened again until it works",
                 )  # fmt: skip
-                if opener is self._snapshots:
-                    self._snapshots_failing = True
-                else:
-                    for out in self._outputs:
-                        out.failing |= out.name == opener.name or (
-                            opener is self._outbox and out.name.startswith("outbox:")
-                        )
+                self._snapshots_failing |= opener is self._snapshots
+                for out in self._outputs:  # said once: not again at its first write
+                    out.failing |= out.opener is opener
                 continue
             if opener is self._outbox:
                 names += self.queued
