@@ -474,3 +474,17 @@ def test_a_fixed_onnx_that_is_not_an_ultralytics_export_says_what_to_do(site, tm
     assert outcome.status == "failed"
     assert "not an Ultralytics YOLO export" in outcome.message
     assert "input_size" in outcome.message
+
+
+def test_a_build_cancelled_before_the_child_reads_its_job_is_just_cancelled(
+    site, tmp_path, monkeypatch
+):
+    """Stop during a build (scenario 9) can kill the build child before it has read
+    its job: the job's write then meets a closed pipe. That is a cancelled build,
+    not a crash of the daemon. (A job larger than the pipe buffer makes the write
+    outlast the child for sure.)"""
+    target = manager.plan(load(site()), "vehicle")
+    job = manager.worker.encode_job(target.request, tmp_path / "out")
+    monkeypatch.setattr(manager.worker, "encode_job", lambda *_: job + " " * 4_000_000)
+    result = manager.run_child(target, tmp_path / "out", timeout_s=60, cancel=lambda: True)
+    assert result.cancelled

@@ -4,6 +4,7 @@ ensure (lock, check, build in a child, validate, install), load."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import json
 import os
@@ -321,8 +322,12 @@ def run_child(
     result = ChildResult()
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(worker.encode_job(req, tmp))
-        proc.stdin.close()
+        try:
+            proc.stdin.write(worker.encode_job(req, tmp))
+            proc.stdin.close()
+        except BrokenPipeError:  # killed (cancel, timeout) before it read its job:
+            with contextlib.suppress(OSError):  # its exit status below says why
+                proc.stdin.close()
         for line in proc.stdout:
             try:
                 msg = json.loads(line)
