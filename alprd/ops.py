@@ -72,27 +72,40 @@ def decode_yolo(
 ) -> list[Detections]:
     """YOLOv8/11 head output (B x (4 + classes) x anchors, boxes as cx, cy, w, h in
     input pixels, class scores already sigmoid; or one (4 + classes) x k array per
-    image, anchors already filtered) -> per-image detections after class-aware NMS."""
-    results = []
-    for pred in output:
+    image, anchors already filtered) -> per-image detections after class-aware NMS
+    (one NMS call for the whole batch: each image's classes are its own)."""
+    boxes, scores, classes, owners = [], [], [], []
+    offsets, offset = [], 0  # image i's classes are offsets[i]... in the joint NMS
+    for i, pred in enumerate(output):
         pred = pred.T  # anchors x (4 + nc)
-        scores = pred[:, 4:]
-        class_id = scores.argmax(axis=1)
-        confidence = scores[np.arange(len(scores)), class_id]
+        offsets.append(offset)
+        offset += pred.shape[1] - 4
+        class_scores = pred[:, 4:]
+        class_id = class_scores.argmax(axis=1)
+        confidence = class_scores[np.arange(len(class_scores)), class_id]
         keep = confidence >= conf
-        if not keep.any():
-            results.append(Detections.empty())
-            continue
-        cxcywh, confidence, class_id = pred[keep, :4], confidence[keep], class_id[keep]
+        cxcywh = pred[keep, :4]
         xyxy = np.empty_like(cxcywh)
         xyxy[:, :2] = cxcywh[:, :2] - cxcywh[:, 2:] / 2
         xyxy[:, 2:] = cxcywh[:, :2] + cxcywh[:, 2:] / 2
-        idx = nms(xyxy, confidence, class_id, iou)[:max_det]
+        boxes.append(xyxy)
+        scores.append(confidence[keep])
+        classes.append(class_id[keep] + offsets[i])
+        owners.append(np.full(len(xyxy), i))
+    if not boxes:
+        return []
+    xyxy, confidence, class_id, owner = (
+        np.concatenate(a) for a in (boxes, scores, classes, owners)
+    )
+    kept = nms(xyxy, confidence, class_id, iou)  # best first
+    results = []
+    for i, offset in enumerate(offsets):
+        idx = kept[owner[kept] == i][:max_det]
         results.append(
             Detections(
                 xyxy[idx].astype(np.float32),
                 confidence[idx].astype(np.float32),
-                class_id[idx].astype(np.int64),
+                (class_id[idx] - offset).astype(np.int64),
             )
         )
     return results

@@ -326,6 +326,7 @@ class Service:
         reader = CameraReader(
             cam.name, cam.url, slot, fps=cam.fps, initial_s=s.reconnect_initial_s,
             max_s=s.reconnect_max_s, open_timeout_s=s.open_timeout_s,
+            allocate=self.recognizer.frame_allocator(),
         )  # fmt: skip
         pipeline = CameraPipeline(
             cam.name, self.recognizer, self.config, zone=cam.zone, regions=cam.regions,

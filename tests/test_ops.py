@@ -72,3 +72,24 @@ def test_ctc_greedy(path, expected):
     [(ids, conf)] = ops.ctc_greedy(probs)
     assert ids == expected
     assert conf == pytest.approx([0.97] * len(expected))
+
+
+def test_decoding_a_batch_is_decoding_each_image():
+    """One NMS call serves the whole batch: the same box in two images is kept in
+    both, and each image's result is what decoding it alone gives."""
+    rng = np.random.default_rng(3)
+    preds = []
+    for _ in range(4):
+        n = 40
+        cxcy = rng.uniform(50, 500, (n, 2))
+        wh = rng.uniform(20, 120, (n, 2))
+        scores = rng.uniform(0, 1, (n, 3)) ** 3
+        preds.append(np.concatenate([cxcy, wh, scores], axis=1).T.astype(np.float32))
+    preds[1] = preds[0].copy()  # identical images must not suppress each other
+    together = ops.decode_yolo(preds, 0.2, 0.5, max_det=5)
+    for pred, joint in zip(preds, together, strict=True):
+        alone = ops.decode_yolo([pred], 0.2, 0.5, max_det=5)[0]
+        assert len(alone) >= 1
+        np.testing.assert_array_equal(joint.xyxy, alone.xyxy)
+        np.testing.assert_array_equal(joint.class_id, alone.class_id)
+    assert len(together[0]) == len(together[1])

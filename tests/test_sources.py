@@ -124,3 +124,33 @@ def test_a_file_camera_ends(video):
         reader.join(timeout=10)
     assert reader.state == "ended" and reader.frames == 20
     assert [e["event"] for e in logs] == ["camera_connected", "camera_ended"]
+
+
+def test_a_camera_decodes_into_the_buffers_it_is_given(video):
+    """With an allocator (the torch backend's page-locked buffers on a GPU; plain
+    arrays here: pinning needs CUDA), every frame after the first is decoded in
+    place into a fresh buffer of the frame's shape, with the right pixels."""
+    given: list[np.ndarray] = []
+
+    def allocate(shape):
+        given.append(np.empty(shape, np.uint8))
+        return given[-1]
+
+    slot = LatestFrame()
+    reader = CameraReader("yard", str(video), slot, fps=1000, allocate=allocate)
+    frames = []
+    reader.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        frame = slot.take(timeout=0.05)
+        if frame is not None:
+            frames.append(frame)
+        elif not reader.is_alive():
+            break
+    reader.join(timeout=5)
+    assert reader.state == "ended" and len(given) >= 19  # first frame: OpenCV's own array
+    assert all(g.shape == (48, 64, 3) for g in given)
+    later = [f for f in frames if f.index > 0]
+    assert later and all(any(f.image is g for g in given) for f in later)
+    for f in later:  # the video's frame i is grey i * 10 (MJPEG: nearly)
+        assert abs(float(f.image.mean()) - f.index * 10) < 3

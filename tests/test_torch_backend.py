@@ -18,6 +18,7 @@ from alprd.engines import manager
 
 pytest.importorskip("ultralytics")
 RO_FRAMES = SHARED_DATA / "plate-boxes-ro" / "images"
+OCR_CROPS = SHARED_DATA / "ocr-train"
 
 
 @pytest.fixture
@@ -70,10 +71,43 @@ def test_torch_engines_find_what_onnxruntime_finds(site, role: str) -> None:
     ort_engine.close()
 
 
-def test_the_torch_backend_refuses_a_recogniser_with_the_way_out(site) -> None:
-    outcome = manager.ensure(manager.plan(site("torch"), "ocr"))
+def test_the_torch_backend_refuses_a_recogniser_it_cannot_rebuild_with_the_way_out(
+    site,
+) -> None:
+    copy_models(Path(site("torch").paths.models_dir), ("ocr-ppocrv5-rec.onnx", "ocr-ppocrv5-dict.txt"))
+    config = site("torch", '[models.ocr]\nsource = "ocr-ppocrv5-rec.onnx"\n'
+                  'dictionary = "ocr-ppocrv5-dict.txt"\ninput_height = 48\n')  # fmt: skip
+    outcome = manager.ensure(manager.plan(config, "ocr"))
     assert outcome.status == "failed"
+    assert "not an alprd plate recogniser" in outcome.message
     assert "models.ocr.backend" in outcome.message
+
+
+@pytest.mark.skipif(not OCR_CROPS.is_dir(), reason=f"crops not available at {OCR_CROPS}")
+def test_alprds_recogniser_on_torch_reads_what_onnxruntime_reads(site) -> None:
+    """The trained recogniser rebuilt as a torch module (BN folded, as in its ONNX)
+    through a real build (validated against the ONNX like every engine): the same
+    probabilities and the same texts as ONNX Runtime on real plate crops."""
+    from alprd.pipeline import ocr
+
+    engines = {}
+    for backend in ("torch", "onnxruntime"):
+        target = manager.plan(site(backend), "ocr")
+        outcome = manager.ensure(target)
+        assert outcome.status in ("built", "current"), outcome.message
+        engines[backend] = manager.load(target)[0]
+        batch = target.request.shape.batch
+    assert engines["torch"].backend == "torch"
+    images = sorted(OCR_CROPS.rglob("*.jpg"))[:batch]
+    x = ocr.batch([ocr.crop(cv2.imread(str(p)), (0, 0, 10**4, 10**4), margin=0.0, trim_y=0.0,
+                            stretch=1.0, height=32, max_width=128, width=128)
+                   for p in images], fixed=True)  # fmt: skip
+    ours, theirs = engines["torch"].run(x)[0], engines["onnxruntime"].run(x)[0]
+    assert ours.shape == theirs.shape == (len(images), 32, 38)
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+    for engine in engines.values():
+        engine.close()
 
 
 def test_a_torch_engine_batches_and_matches_single_runs(site) -> None:

@@ -1,5 +1,6 @@
-"""An Ultralytics YOLO detector ONNX back into the torch module it was exported
-from (build child and torch backend only: imports torch and ultralytics).
+"""An Ultralytics YOLO detector ONNX (or alprd's own plate recogniser) back into the
+torch module it was exported from (build child and torch backend only: imports
+torch, and ultralytics for detectors).
 
 An Ultralytics export names its weights after the fused module's parameters
 (``model.0.conv.weight``...) and says which model it is in its metadata
@@ -85,7 +86,7 @@ def yolo_from_onnx(path: Path, hint: str = "") -> Lifted:
     return Lifted(model, yaml, meta, names)
 
 
-def _check_reproduces(model: torch.nn.Module, path: Path, yaml: str) -> None:
+def _check_reproduces(model: torch.nn.Module, path: Path, yaml: str, first: bool = True) -> None:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -93,7 +94,8 @@ def _check_reproduces(model: torch.nn.Module, path: Path, yaml: str) -> None:
     shape = [d if isinstance(d, int) else 1 for d in spec.shape]
     probe = np.random.default_rng(0).random(shape, dtype=np.float32)
     with torch.no_grad():
-        ours = model(torch.from_numpy(probe))[0].numpy()
+        ours = model(torch.from_numpy(probe))
+        ours = (ours[0] if first else ours).numpy()
     theirs = session.run(None, {spec.name: probe})[0]
     scale = max(1.0, float(np.abs(theirs).max()))
     if ours.shape != theirs.shape or float(np.abs(ours - theirs).max()) > 1e-2 * scale:
@@ -110,3 +112,67 @@ class FirstOutput(torch.nn.Module):  # type: ignore[misc]
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.model(x)[0]
+
+
+# ---------------------------------------------------------------------- recogniser
+
+PLATENET = "alprd-platenet"
+
+
+def fused_platenet(dims: dict[str, Any]) -> torch.nn.Module:
+    """alprd's plate recogniser (`alprd.train.model.PlateNet`) as its ONNX export
+    holds it: every batch norm folded into the convolution before it (the convs
+    carry biases, the norms are identities), softmax on top."""
+    from alprd.train.model import Exported, PlateNet
+
+    net = PlateNet(
+        height=int(dims["height"]), width=int(dims["width"]), charset="?" * (int(dims["classes"]) - 2),
+        channels=tuple(dims["channels"]), hidden=int(dims["hidden"]),
+    )  # fmt: skip
+    for seq in (net.features, net.context):
+        for i, m in enumerate(seq):
+            if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d) and m.bias is None:
+                m.bias = torch.nn.Parameter(torch.zeros(m.out_channels))
+                seq[i + 1] = torch.nn.Identity()  # its batch norm, folded into m
+    return Exported(net).eval()
+
+
+def _conv_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in module.modules() if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d)]
+
+
+def platenet_from_onnx(path: Path, hint: str = "") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """alprd's own plate recogniser back from its ONNX (`alprd train-ocr` wrote it),
+    with the dimensions that rebuild it. Other recognisers (PP-OCRv5...) raise
+    EngineError ending with `hint`. Checked against the ONNX before it is used."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    try:
+        weights = [inits[n.input[1]] for n in convs]
+        biases = [inits[n.input[2]] for n in convs]
+        if len(convs) != 11 or len(shape) != 4 or not shape[2] or not shape[3]:
+            raise ValueError(f"{len(convs)} convolutions, input {shape}")
+        dims: dict[str, Any] = {
+            "height": shape[2], "width": shape[3], "classes": int(weights[-1].shape[0]),
+            "channels": [int(weights[i].shape[0]) for i in (0, 1, 2, 4)],
+            "hidden": int(weights[7].shape[0]),
+        }  # fmt: skip
+        module = fused_platenet(dims)
+        targets = _conv_modules(module)
+        for conv, w, b in zip(targets, weights, biases, strict=True):
+            if tuple(conv.weight.shape) != w.shape:
+                raise ValueError(f"weight {w.shape} where {tuple(conv.weight.shape)} fits")
+            conv.weight.data = torch.from_numpy(w.copy())
+            conv.bias.data = torch.from_numpy(b.copy())
+    except (KeyError, IndexError, ValueError) as exc:
+        raise EngineError(
+            f"{path}: not an alprd plate recogniser (alprd train-ocr), so the torch "
+            f"backend cannot rebuild it ({exc}); {hint}"
+        ) from None
+    _check_reproduces(module, path, "alprd's plate recogniser", first=False)
+    return module, dims

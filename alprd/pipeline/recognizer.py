@@ -137,6 +137,16 @@ class Recognizer:
         self.configure(self.config)
         return old
 
+    def frame_allocator(self) -> Callable[[tuple[int, ...]], ops.Image] | None:
+        """What cameras should decode frames into for the first stage's engine
+        (page-locked buffers for the torch backend on a GPU: uploaded without a
+        copy); None for plain arrays. The function stays valid across swaps."""
+        first = self.vehicle or self.plate
+        allocate: Callable[[tuple[int, ...]], ops.Image] | None = getattr(
+            first.engine, "allocate_frame", None
+        )
+        return allocate
+
     def summary(self) -> str:
         """`vehicle=openvino plate=openvino#2 ...`: backend per role, and the engine
         generation where a swap made it more than 1."""

@@ -177,8 +177,12 @@ class CameraReader(threading.Thread):
         max_s: float = 30.0,
         open_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        allocate: Callable[[tuple[int, ...]], Image] | None = None,
     ) -> None:
         super().__init__(name=f"camera-{name}", daemon=True)
+        #: where frames are decoded into once their shape is known (the serving
+        #: engine's page-locked buffers on a GPU); None: OpenCV allocates
+        self.allocate = allocate
         self.camera, self.url, self.slot, self.fps = name, url, slot, fps
         self.kind = classify(url)
         self.initial_s, self.max_s, self.open_timeout_s = initial_s, max_s, open_timeout_s
@@ -242,14 +246,19 @@ class CameraReader(threading.Thread):
         try:
             native = cap.get(cv2.CAP_PROP_FPS) or 25.0
             started, n, last = time.monotonic(), 0, -1e9
+            shape: tuple[int, ...] | None = None
             while not self._halt.is_set():
-                ok, image = cap.read()
+                if self.allocate is not None and shape is not None:
+                    ok, image = cap.read(self.allocate(shape))  # decoded in place
+                else:
+                    ok, image = cap.read()
                 if not ok:
                     if self.kind == "video":
                         self._set_state("ended", frames=self.frames)
                         return
                     raise SourceError(f"{redact(self.url)}: read failed (stream interrupted)")
                 self.attempts = 0
+                shape = image.shape
                 self._set_state("streaming")
                 if self.kind == "video":  # replay a file at its own rate
                     self._halt.wait(max(0.0, started + n / native - time.monotonic()))
