@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.update(YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", YOLO_VERBOSE="False")
 
@@ -119,7 +120,9 @@ def one_stream(config_path: Path, frames: list, skipping: bool) -> dict:
     return out
 
 
-def many_streams(config_path: Path, streams: list[list], steps: int) -> dict:
+def many_streams(config_path: Path, streams: list[list], steps: int, prof: Any = None) -> dict:
+    """N cameras batched: `steps` batches of one frame of each. `prof`: a
+    cProfile.Profile to run over the timed batches only (not loading, not warm-up)."""
     import torch
 
     from alprd import config as cfgmod
@@ -134,12 +137,16 @@ def many_streams(config_path: Path, streams: list[list], steps: int) -> dict:
     plates = 0
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     sync()
+    if prof is not None:
+        prof.enable()
     t = time.perf_counter()
     for step in range(steps):
         batch = [s[step % len(s)] for s in streams]
         plates += sum(len(r.plates) for r in recognizer.many(batch))
     sync()
     wall = time.perf_counter() - t
+    if prof is not None:
+        prof.disable()
     out = {
         "streams": n, "frames": n * steps, "fps": n * steps / wall, "plates_read": plates,
         "stages": dict(recognizer.times.samples),

@@ -39,11 +39,9 @@ def main() -> int:
         streams.append(clip[offset:] + clip[:offset])
     with tempfile.TemporaryDirectory() as tmp:
         config = gpu.site(Path(tmp), ns, args.streams)
-        gpu.many_streams(config, streams, 5)  # engines built, graphs captured
+        gpu.many_streams(config, streams, 5)  # engines built
         prof = cProfile.Profile()
-        prof.enable()
-        r = gpu.many_streams(config, streams, args.steps)
-        prof.disable()
+        r = gpu.many_streams(config, streams, args.steps, prof)
     print(f"{r['fps']:.1f} frames/s over {r['frames']} frames (profiled)")
     pstats.Stats(prof).sort_stats("tottime").print_stats(22)
     return 0

@@ -141,6 +141,54 @@ def test_the_score_filter_on_the_device_keeps_exactly_what_decoding_keeps(site) 
     engine.close()
 
 
+@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+def test_regions_sampled_on_the_device_find_what_their_crops_find(site) -> None:
+    """Plate search on vehicle regions sampled from the frames already uploaded
+    (one grid_sample per frame shape, the GPU path's crops) gives the detections
+    of the same crops cut on the host and letterboxed one by one."""
+    engine, plates = detector(site("torch", "[models.plate]\nbatch_size = 4\n"), "plate")
+    frames = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:3]]
+    frames.append(cv2.resize(frames[0], (640, 360)))  # a second frame shape
+    regions = []
+    for i, f in enumerate(frames):
+        h, w = f.shape[:2]
+        regions += [(i, 0, h // 3, w // 2, h), (i, w // 3, h // 2, w, h - 1),
+                    (i, w // 4, h // 4, 3 * w // 4, 3 * h // 4)]  # fmt: skip
+    sampled = plates.regions(engine.upload(frames), regions)
+    cut = plates([frames[i][y1:y2, x1:x2] for i, x1, y1, x2, y2 in regions])
+    assert sum(len(d) for d in cut) >= 3
+    for a, b in zip(sampled, cut, strict=True):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1.0)
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=0.02)
+    engine.close()
+
+
+@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+def test_all_stages_on_torch_read_what_onnxruntime_reads(site) -> None:
+    """The whole recogniser on the torch backend (frames uploaded once, vehicles,
+    plates sampled from the frames there, OCR), several frames in one batch: the
+    plates and texts ONNX Runtime gives on the same frames."""
+    from alprd.pipeline.recognizer import Recognizer
+
+    frames = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:8]]
+    extra = "[models.vehicle]\ninput_size = [384, 640]\nbatch_size = 4\n"
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        recognizer = Recognizer.load(site(backend, extra))
+        results[backend] = [
+            sorted(t.text for _, t in r.plates if t.text) for r in recognizer.many(frames)
+        ]
+        if backend == "torch":
+            assert recognizer.upload(frames) is not None  # the GPU path's shape, on CPU torch
+            assert {e.backend for e in recognizer.engines.values()} == {"torch"}
+        recognizer.close()
+    ours, theirs = results["torch"], results["onnxruntime"]
+    assert sum(map(len, theirs)) >= 4
+    same = sum(len(set(a) & set(b)) for a, b in zip(ours, theirs, strict=True))
+    assert same >= 0.9 * sum(map(len, theirs)), (ours, theirs)
+
+
 def _ious(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     x1 = np.maximum(box[0], boxes[:, 0])
     y1 = np.maximum(box[1], boxes[:, 1])

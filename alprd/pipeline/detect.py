@@ -4,11 +4,15 @@ pixels out."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from alprd import ops
 from alprd.engines.base import Engine
+
+#: (frame index, x1, y1, x2, y2): a region of a frame to search, whole pixels
+Region = tuple[int, int, int, int, int]
 
 
 class Detector:
@@ -28,23 +32,48 @@ class Detector:
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.keep = None if keep is None else np.asarray(sorted(keep), np.int64)
 
-    def __call__(self, images: Sequence[ops.Image]) -> list[ops.Detections]:
-        if not images:
+    @property
+    def on_device(self) -> bool:
+        """Letterboxes on the device and takes frames already there (torch backend)."""
+        return hasattr(self.engine, "run_regions")
+
+    def __call__(self, images: Sequence[ops.Image] | Any) -> list[ops.Detections]:
+        """Detections in each image. `images` may be the engine's own frames on the
+        device (`TorchEngine.upload`, when `on_device`)."""
+        if not len(images):
             return []
-        raw: np.ndarray | list[np.ndarray]
-        if hasattr(self.engine, "run_frames"):  # letterboxed on the device (torch backend)
-            raw, boxes = self._run_frames(images)
+        sizes = [img.shape[:2] for img in getattr(images, "arrays", images)]
+        if self.on_device:
+            raw, boxes = self._on_device(images, range(len(images)), None)
         else:
             raw, boxes = self._run_cpu(images)
+        return self._finish(raw, boxes, sizes)
+
+    def regions(self, images: Sequence[ops.Image] | Any, regions: Sequence[Region]
+                ) -> list[ops.Detections]:  # fmt: skip
+        """Detections in each region, in the region's own pixels (what calling the
+        detector on ``image[y1:y2, x1:x2]`` gives). On the device the regions are
+        sampled from the frames there: no crop is copied or uploaded."""
+        if not regions:
+            return []
+        sizes = [(y2 - y1, x2 - x1) for _, x1, y1, x2, y2 in regions]
+        if self.on_device and hasattr(images, "arrays"):
+            raw, boxes = self._on_device(images, range(len(regions)), regions)
+        else:
+            crops = [images[i][y1:y2, x1:x2] for i, x1, y1, x2, y2 in regions]
+            return self(crops)
+        return self._finish(raw, boxes, sizes)
+
+    def _finish(self, raw: Any, boxes: list[ops.Letterbox], sizes: Sequence[tuple[int, int]]
+                ) -> list[ops.Detections]:  # fmt: skip
         results = []
-        for dets, lb, img in zip(
-            ops.decode_yolo(raw, self.conf, self.iou, self.max_det), boxes, images, strict=True
+        for dets, lb, (h, w) in zip(
+            ops.decode_yolo(raw, self.conf, self.iou, self.max_det), boxes, sizes, strict=True
         ):
             if self.keep is not None and len(dets):
                 mask = np.isin(dets.class_id, self.keep)
                 dets = ops.Detections(dets.xyxy[mask], dets.confidence[mask], dets.class_id[mask])
             xyxy = lb.to_image(dets.xyxy) if len(dets) else dets.xyxy
-            h, w = img.shape[:2]
             xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
             xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
             results.append(ops.Detections(xyxy, dets.confidence, dets.class_id))
@@ -62,19 +91,27 @@ class Detector:
             outputs.append(self.engine.run(chunk)[0][:n])
         return np.concatenate(outputs), [lb for _, lb in boxed]
 
-    def _run_frames(
-        self, images: Sequence[ops.Image]
+    def _on_device(
+        self, images: Any, items: range, regions: Sequence[Region] | None
     ) -> tuple[list[np.ndarray], list[ops.Letterbox]]:
-        """Letterbox, inference and the score filter on the device; only the
-        candidates of each frame come back (a list: their counts differ)."""
-        run_frames = self.engine.run_frames  # type: ignore[attr-defined]
+        """Letterbox, inference and the score filter on the device, in batches of
+        the engine's size (the last one padded with repeats: one shape per batch,
+        one CUDA graph); only the candidates of each image come back (a list: their
+        counts differ)."""
+        engine: Any = self.engine
+        frames = images if hasattr(images, "arrays") else engine.upload(list(images))
         outputs: list[np.ndarray] = []
         boxes: list[ops.Letterbox] = []
-        for start in range(0, len(images), self.batch):
-            chunk = list(images[start : start + self.batch])
+        for start in range(0, len(items), self.batch):
+            chunk = list(items[start : start + self.batch])
             n = len(chunk)
-            chunk += [chunk[-1]] * (self.batch - n)  # one shape per batch: one CUDA graph
-            raw, lbs = run_frames(chunk, self.height, self.width, min_score=self.conf)
+            chunk += [chunk[-1]] * (self.batch - n)
+            if regions is None:
+                raw, lbs = engine.run_frames(frames.take(chunk), self.height, self.width,
+                                             min_score=self.conf)  # fmt: skip
+            else:
+                raw, lbs = engine.run_regions(frames, [regions[i] for i in chunk], self.height,
+                                              self.width, min_score=self.conf)  # fmt: skip
             outputs += raw[:n]
             boxes += lbs[:n]
         return outputs, boxes

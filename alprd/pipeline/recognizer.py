@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from alprd.engines import manager
 from alprd.engines.base import Engine, EngineError, Role
 from alprd.log import get_logger
 from alprd.pipeline import geometry, ocr
-from alprd.pipeline.detect import Detector
+from alprd.pipeline.detect import Detector, Region
 from alprd.pipeline.types import Plate, Text, Vehicle
 
 log = get_logger("alprd.pipeline")
@@ -160,16 +161,19 @@ class Recognizer:
     def vehicles(self, image: ops.Image) -> list[Vehicle]:
         return self.vehicles_many([image])[0]
 
-    def vehicles_many(self, images: Sequence[ops.Image]) -> list[list[Vehicle]]:
-        """Vehicles in each image (one batched detector call)."""
+    def vehicles_many(self, images: Sequence[ops.Image], frames: Any = None
+                      ) -> list[list[Vehicle]]:  # fmt: skip
+        """Vehicles in each image (one batched detector call); `frames`: the images
+        already on the device (`upload`)."""
         if self.vehicle is None:
             return [[] for _ in images]
+        source = frames if frames is not None and self.vehicle.on_device else images
         return [
             [
                 Vehicle(tuple(map(float, b)), float(c), self.vehicle_names[int(k)])  # type: ignore[arg-type]
                 for b, c, k in zip(dets.xyxy, dets.confidence, dets.class_id, strict=True)
             ]
-            for dets in self.vehicle(list(images))
+            for dets in self.vehicle(source)
         ]
 
     def plates(
@@ -185,10 +189,14 @@ class Recognizer:
         vehicles: Sequence[Sequence[Vehicle]],
         *,
         fallback: Sequence[bool],
+        frames: Any = None,
     ) -> list[list[Plate]]:
         """`plates` for several images: every vehicle crop of every image in one
-        batched detector call, then the full frames that need the fallback in one."""
-        crops, owners = [], []
+        batched detector call, then the full frames that need the fallback in one.
+        `frames`: the images already on the device (`upload`), which the plate
+        detector then samples its crops from."""
+        regions: list[Region] = []
+        owners = []
         for i, (image, vs) in enumerate(zip(images, vehicles, strict=True)):
             h, w = image.shape[:2]
             for v in vs:
@@ -197,10 +205,13 @@ class Recognizer:
                 )
                 if x2 - x1 < 8 or y2 - y1 < 8:
                     continue
-                crops.append(image[y1:y2, x1:x2])
-                owners.append((i, v, x1, y1))
+                regions.append((i, x1, y1, x2, y2))
+                owners.append(v)
+        source = frames if frames is not None and self.plate.on_device else images
         found: list[list[Plate]] = [[] for _ in images]
-        for dets, (i, v, ox, oy) in zip(self.plate(crops), owners, strict=True):
+        for dets, (i, ox, oy, _, _), v in zip(
+            self.plate.regions(source, regions), regions, owners, strict=True
+        ):
             for b, c in zip(dets.xyxy, dets.confidence, strict=True):
                 box = (float(b[0] + ox), float(b[1] + oy), float(b[2] + ox), float(b[3] + oy))
                 found[i].append(Plate(box, float(c), v))
@@ -209,11 +220,20 @@ class Recognizer:
             for i in range(len(images))
             if not found[i] and fallback[i] and (self.vehicle is None or self.fallback)
         ]
-        for i, dets in zip(full, self.plate([images[i] for i in full]), strict=True):
+        whole = source.take(full) if source is frames else [images[i] for i in full]
+        for i, dets in zip(full, self.plate(whole) if full else [], strict=True):
             for b, c in zip(dets.xyxy, dets.confidence, strict=True):
                 box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
                 found[i].append(Plate(box, float(c), _owner(box, vehicles[i])))
         return [_dedupe(f) for f in found]
+
+    def upload(self, images: Sequence[ops.Image]) -> Any:
+        """The images on the device once for the detector stages of a batch, when
+        the first stage's engine works there (torch backend); else None."""
+        first = self.vehicle or self.plate
+        if not first.on_device or not images:
+            return None
+        return first.engine.upload(list(images))  # type: ignore[attr-defined]
 
     def read(self, image: ops.Image, plates: Sequence[Plate]) -> list[Text]:
         """OCR on each plate, cut from the full-resolution frame."""
@@ -277,7 +297,8 @@ class Recognizer:
         zones = zones or [None] * len(images)
         selects = selects or [None] * len(images)
         t0 = time.perf_counter()
-        vehicles = self.vehicles_many(images)
+        frames = self.upload(images)
+        vehicles = self.vehicles_many(images, frames)
         t1 = time.perf_counter()
         searched = [
             vs if sel is None else sel(vs) for vs, sel in zip(vehicles, selects, strict=True)
@@ -285,6 +306,7 @@ class Recognizer:
         plates = self.plates_many(
             images, searched,
             fallback=[len(s) == len(v) for s, v in zip(searched, vehicles, strict=True)],
+            frames=frames,
         )  # fmt: skip
         for i, zone in enumerate(zones):
             if zone:

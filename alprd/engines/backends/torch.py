@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,6 +69,43 @@ class _Graph:
         return self.output
 
 
+@dataclass
+class DeviceFrames:
+    """A batch's frames on the device, shared by the stages of one batch (see
+    `TorchEngine.upload`). Frames of one shape are one G x H x W x 3 uint8 tensor."""
+
+    arrays: list[ops.Image]  # the host frames (alive until the copies are done)
+    slots: list[tuple[int, int]]  # frame i -> (group, position in the group)
+    groups: list[torch.Tensor]
+    _rgb: dict[tuple[int, Any], torch.Tensor] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def take(self, indices: Sequence[int]) -> DeviceFrames:
+        """These frames (repeats allowed), sharing the tensors."""
+        return DeviceFrames([self.arrays[i] for i in indices], [self.slots[i] for i in indices],
+                            self.groups, self._rgb)  # fmt: skip
+
+    def by_group(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """group -> (indices of its frames here, their positions in the group)."""
+        out: dict[int, tuple[list[int], list[int]]] = {}
+        for i, (g, pos) in enumerate(self.slots):
+            idx, at = out.setdefault(g, ([], []))
+            idx.append(i)
+            at.append(pos)
+        device = self.groups[0].device
+        return {g: (torch.tensor(i, device=device), torch.tensor(p, device=device))
+                for g, (i, p) in out.items()}  # fmt: skip
+
+    def rgb(self, group: int, dtype: Any) -> torch.Tensor:
+        """Group `group` as G x 3 x H x W RGB in [0, 1] (made once per dtype)."""
+        key = (group, dtype)
+        if key not in self._rgb:
+            self._rgb[key] = self.groups[group].permute(0, 3, 1, 2).flip(1).to(dtype) / 255.0
+        return self._rgb[key]
+
+
 class TorchEngine:
     backend = "torch"
 
@@ -92,9 +130,36 @@ class TorchEngine:
         x = self._upload(np.ascontiguousarray(batch, dtype=np.float32))
         return [self._infer(x).float().cpu().numpy()]
 
+    def upload(self, images: Sequence[ops.Image]) -> DeviceFrames:
+        """The frames on the device, once for every stage of a batch (the vehicle
+        letterbox, then the plate crops). Frames in page-locked memory
+        (`pinned_frame`: cameras decode into those when this backend serves) are
+        copied straight from there; others are first packed into one reused pinned
+        staging buffer and copied in one go. The same array twice is copied once."""
+        groups: dict[tuple[int, ...], list[int]] = {}  # shape -> ids, first-seen order
+        unique: dict[int, ops.Image] = {}
+        for img in images:
+            if id(img) not in unique:
+                unique[id(img)] = img
+                groups.setdefault(tuple(img.shape), []).append(id(img))
+        if self.device.type != "cuda":
+            sources = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in unique.items()}
+        else:
+            sources = {k: torch.from_numpy(v) for k, v in unique.items() if v.flags.c_contiguous}
+            if len(sources) < len(unique) or not all(t.is_pinned() for t in sources.values()):
+                sources = self._staged(list(unique.values()))
+        tensors, where = [], {}
+        for g, (shape, ids) in enumerate(groups.items()):
+            group = torch.empty((len(ids), *shape), dtype=torch.uint8, device=self.device)
+            for pos, k in enumerate(ids):
+                group[pos].copy_(sources[k], non_blocking=True)  # DMA from pinned frames
+                where[k] = (g, pos)
+            tensors.append(group)
+        return DeviceFrames(list(images), [where[id(img)] for img in images], tensors, {})
+
     def run_frames(
         self,
-        images: Sequence[ops.Image],
+        images: Sequence[ops.Image] | DeviceFrames,
         height: int,
         width: int,
         fill: int = 114,
@@ -107,25 +172,84 @@ class TorchEngine:
         `min_score`, only the anchors whose best class scores at least that (what
         `ops.decode_yolo` keeps) come back to the host: a few columns instead of
         thousands."""
+        frames = images if isinstance(images, DeviceFrames) else self.upload(images)
         dtype = self.dtype or torch.float32
-        x = torch.full((len(images), 3, height, width), fill / 255.0, dtype=dtype,
+        x = torch.full((len(frames), 3, height, width), fill / 255.0, dtype=dtype,
                        device=self.device)  # fmt: skip
-        boxes: list[ops.Letterbox] = [ops.Letterbox(1.0, 0.0, 0.0)] * len(images)
-        for idx, frames in self._frames_on_device(images):
-            h, w = frames.shape[1:3]
+        boxes: list[ops.Letterbox] = [ops.Letterbox(1.0, 0.0, 0.0)] * len(frames)
+        for g, (idx, pos) in frames.by_group().items():
+            h, w = frames.groups[g].shape[1:3]
             scale = min(height / h, width / w)
             nh, nw = round(h * scale), round(w * scale)
             top, left = (height - nh) // 2, (width - nw) // 2
-            rgb = frames.permute(0, 3, 1, 2).flip(1).to(dtype) / 255.0
+            rgb = frames.rgb(g, dtype)[pos]
             resized = F.interpolate(rgb, size=(nh, nw), mode="bilinear", align_corners=False)
-            x[torch.as_tensor(idx, device=self.device), :, top : top + nh, left : left + nw] = resized
-            for i in idx:
+            x[idx, :, top : top + nh, left : left + nw] = resized
+            for i in idx.tolist():
                 boxes[i] = ops.Letterbox(scale, float(left), float(top))
-        out = self._infer(x)  # N x (4 + classes) x anchors, on the device
-        # (both ways below wait for the device: the frames' copies are done before
-        # the caller may reuse their host buffers)
+        return self._results(self._infer(x), min_score), boxes
+
+    def run_regions(
+        self,
+        frames: DeviceFrames,
+        regions: Sequence[tuple[int, int, int, int, int]],
+        height: int,
+        width: int,
+        fill: int = 114,
+        min_score: float | None = None,
+    ) -> tuple[list[npt.NDArray[np.float32]], list[ops.Letterbox]]:
+        """`run_frames` on regions of frames already on the device (frame index,
+        x1, y1, x2, y2 in whole pixels): each region letterboxed as
+        ``ops.letterbox(frame[y1:y2, x1:x2])`` would be (bilinear, edges clamped to
+        the region), all in one sampling call per frame shape; no crop is copied
+        or uploaded. Letterboxes are relative to the region."""
+        x = torch.full((len(regions), 3, height, width), fill / 255.0,
+                       dtype=torch.float32, device=self.device)  # fmt: skip
+        boxes = []
+        plan = []  # per region: x1, y1, w, h, nw, nh, left, top
+        for _, x1, y1, x2, y2 in regions:
+            w, h = x2 - x1, y2 - y1
+            scale = min(height / h, width / w)
+            nh, nw = round(h * scale), round(w * scale)
+            top, left = (height - nh) // 2, (width - nw) // 2
+            plan.append((x1, y1, w, h, nw, nh, left, top))
+            boxes.append(ops.Letterbox(scale, float(left), float(top)))
+        slots = [frames.slots[r[0]] for r in regions]
+        u = torch.arange(width, device=self.device, dtype=torch.float32)
+        v = torch.arange(height, device=self.device, dtype=torch.float32)
+        for g in sorted({g for g, _ in slots}):
+            mine = [k for k, (gg, _) in enumerate(slots) if gg == g]
+            G, H, W = frames.groups[g].shape[:3]
+            x1, y1, w, h, nw, nh, left, top = (
+                torch.tensor(c, device=self.device, dtype=torch.float32)[:, None]
+                for c in zip(*(plan[k] for k in mine), strict=True)
+            )
+            y1 = y1 + H * torch.tensor([slots[k][1] for k in mine], device=self.device)[:, None]
+            # the source pixel each output pixel samples (interpolate's convention)
+            sx = (x1 + (u - left + 0.5) * (w / nw) - 0.5).clamp(min=x1, max=x1 + w - 1)
+            sy = (y1 + (v - top + 0.5) * (h / nh) - 0.5).clamp(min=y1, max=y1 + h - 1)
+            inside = ((u >= left) & (u < left + nw))[:, None, :] & ((v >= top) & (v < top + nh))[:, :, None]
+            n = len(mine)
+            grid = torch.stack(
+                [((2 * sx + 1) / W - 1)[:, None, :].expand(n, height, width),
+                 ((2 * sy + 1) / (G * H) - 1)[:, :, None].expand(n, height, width)], dim=-1,
+            ).reshape(1, n * height, width, 2)  # fmt: skip
+            # the group's frames stacked into one tall image: one call for all regions
+            atlas = frames.rgb(g, torch.float32).permute(1, 0, 2, 3).reshape(1, 3, G * H, W)
+            sampled = F.grid_sample(atlas, grid, mode="bilinear", padding_mode="border",
+                                    align_corners=False)  # fmt: skip
+            sampled = sampled.reshape(3, n, height, width).permute(1, 0, 2, 3)
+            x[mine] = torch.where(inside[:, None], sampled, x[mine])
+        return self._results(self._infer(x), min_score), boxes
+
+    def _results(
+        self, out: torch.Tensor, min_score: float | None
+    ) -> list[npt.NDArray[np.float32]]:
+        """Each image's output on the host (N x (4 + classes) x anchors on the
+        device); with `min_score`, only the anchors that pass it. Both wait for the
+        device: the frames' copies are done before the caller reuses their buffers."""
         if min_score is None:
-            return list(out.float().cpu().numpy()), boxes
+            return list(out.float().cpu().numpy())
         keep = out[:, 4:, :].amax(dim=1) >= min_score  # N x anchors
         counts = keep.sum(dim=1).tolist()
         picked = out.permute(0, 2, 1)[keep].float().cpu().numpy()  # kept anchors x (4 + C)
@@ -133,40 +257,7 @@ class TorchEngine:
         for n in counts:
             preds.append(np.ascontiguousarray(picked[at : at + n].T))
             at += n
-        return preds, boxes
-
-    def _frames_on_device(
-        self, images: Sequence[ops.Image]
-    ) -> list[tuple[list[int], torch.Tensor]]:
-        """The uint8 frames on the device, grouped by shape: (indices into
-        `images`, G x H x W x 3). Frames in page-locked memory (`pinned_frame`: a
-        camera decodes into those when this backend serves) are copied straight
-        from there; others are first packed into one reused pinned staging buffer
-        and copied in one go. The same array passed twice is copied once."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, img in enumerate(images):
-            groups.setdefault(tuple(img.shape), []).append(i)
-        first: dict[int, int] = {}  # id(array) -> index of its first occurrence
-        for i, img in enumerate(images):
-            first.setdefault(id(img), i)
-        if self.device.type != "cuda":
-            return [
-                (idx, torch.stack([torch.from_numpy(np.ascontiguousarray(images[i])) for i in idx]))
-                for idx in groups.values()
-            ]
-        unique = [images[i] for i in sorted(set(first.values()))]
-        hosts = {id(img): torch.from_numpy(img) for img in unique if img.flags.c_contiguous}
-        if len(hosts) == len(unique) and all(t.is_pinned() for t in hosts.values()):
-            device = {k: t.to(self.device, non_blocking=True) for k, t in hosts.items()}
-        else:
-            device = self._staged(unique)
-        out = []
-        for shape, idx in groups.items():
-            batch = torch.empty((len(idx), *shape), dtype=torch.uint8, device=self.device)
-            for j, i in enumerate(idx):
-                batch[j].copy_(device[id(images[i])])
-            out.append((idx, batch))
-        return out
+        return preds
 
     def _staged(self, images: Sequence[ops.Image]) -> dict[int, torch.Tensor]:
         """Pageable arrays to the device through one pinned staging buffer (grown
