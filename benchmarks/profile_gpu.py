@@ -19,6 +19,8 @@ def main() -> int:
     p.add_argument("--streams", type=int, default=16)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--ocr-backend", default="torch")
+    p.add_argument("--kernels", action="store_true",
+                   help="torch.profiler instead of cProfile: host and device time per op")
     args = p.parse_args()
     import torch
 
@@ -40,6 +42,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = gpu.site(Path(tmp), ns, args.streams)
         gpu.many_streams(config, streams, 5)  # engines built
+        if args.kernels:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+            kprof = profile(activities=activities)
+            kprof.enable, kprof.disable = kprof.start, kprof.stop  # as cProfile's
+            r = gpu.many_streams(config, streams, args.steps, kprof)
+            print(f"{r['fps']:.1f} frames/s over {r['frames']} frames (profiled)")
+            table = kprof.key_averages().table
+            print(table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=50))
+            print(table(sort_by="self_cuda_time_total", row_limit=20, max_name_column_width=50))
+            return 0
         prof = cProfile.Profile()
         r = gpu.many_streams(config, streams, args.steps, prof)
     print(f"{r['fps']:.1f} frames/s over {r['frames']} frames (profiled)")

@@ -39,6 +39,13 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _small(values: Any, device: torch.device, dtype: Any = torch.int64) -> torch.Tensor:
+    """A few numbers to the device without waiting for it (a plain
+    ``torch.tensor(..., device=cuda)`` synchronises the stream: with a dozen such
+    per batch the host and the GPU took turns instead of working together)."""
+    return torch.as_tensor(np.asarray(values), dtype=dtype).to(device, non_blocking=True)
+
+
 def pinned_frame(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
     """A uint8 host buffer the GPU copies from directly (page-locked). It comes
     from torch's caching host allocator: a freed buffer (the array is garbage) is
@@ -87,16 +94,16 @@ class DeviceFrames:
         return DeviceFrames([self.arrays[i] for i in indices], [self.slots[i] for i in indices],
                             self.groups, self._rgb)  # fmt: skip
 
-    def by_group(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """group -> (indices of its frames here, their positions in the group)."""
+    def by_group(self) -> dict[int, tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """group -> indices of its frames here (a list, and on the device), their
+        positions in the group (on the device)."""
         out: dict[int, tuple[list[int], list[int]]] = {}
         for i, (g, pos) in enumerate(self.slots):
             idx, at = out.setdefault(g, ([], []))
             idx.append(i)
             at.append(pos)
         device = self.groups[0].device
-        return {g: (torch.tensor(i, device=device), torch.tensor(p, device=device))
-                for g, (i, p) in out.items()}  # fmt: skip
+        return {g: (i, _small(i, device), _small(p, device)) for g, (i, p) in out.items()}
 
     def rgb(self, group: int, dtype: Any) -> torch.Tensor:
         """Group `group` as G x 3 x H x W RGB in [0, 1] (made once per dtype)."""
@@ -115,6 +122,11 @@ class TorchEngine:
         module = module.to(self.device).eval()
         if self.dtype is not None:
             module = module.half()
+        #: NHWC on the GPU: cuDNN's tensor-core kernels want it (with NCHW each
+        #: convolution transposes its input and output: ~17% of the GPU's time)
+        self.memory_format = torch.channels_last if self.device.type == "cuda" else None
+        if self.memory_format is not None:
+            module = module.to(memory_format=self.memory_format)
         self.module = module
         self.precision = precision
         self.graphs_enabled = graphs and self.device.type == "cuda"
@@ -177,15 +189,18 @@ class TorchEngine:
         x = torch.full((len(frames), 3, height, width), fill / 255.0, dtype=dtype,
                        device=self.device)  # fmt: skip
         boxes: list[ops.Letterbox] = [ops.Letterbox(1.0, 0.0, 0.0)] * len(frames)
-        for g, (idx, pos) in frames.by_group().items():
+        for g, (indices, idx, pos) in frames.by_group().items():
             h, w = frames.groups[g].shape[1:3]
             scale = min(height / h, width / w)
             nh, nw = round(h * scale), round(w * scale)
             top, left = (height - nh) // 2, (width - nw) // 2
             rgb = frames.rgb(g, dtype)[pos]
             resized = F.interpolate(rgb, size=(nh, nw), mode="bilinear", align_corners=False)
-            x[idx, :, top : top + nh, left : left + nw] = resized
-            for i in idx.tolist():
+            if len(indices) == len(frames):  # one shape: every frame, in order
+                x[:, :, top : top + nh, left : left + nw] = resized
+            else:
+                x[idx, :, top : top + nh, left : left + nw] = resized
+            for i in indices:
                 boxes[i] = ops.Letterbox(scale, float(left), float(top))
         return self._results(self._infer(x), min_score), boxes
 
@@ -217,14 +232,15 @@ class TorchEngine:
         slots = [frames.slots[r[0]] for r in regions]
         u = torch.arange(width, device=self.device, dtype=torch.float32)
         v = torch.arange(height, device=self.device, dtype=torch.float32)
-        for g in sorted({g for g, _ in slots}):
+        groups = sorted({g for g, _ in slots})
+        for g in groups:
             mine = [k for k, (gg, _) in enumerate(slots) if gg == g]
             G, H, W = frames.groups[g].shape[:3]
-            x1, y1, w, h, nw, nh, left, top = (
-                torch.tensor(c, device=self.device, dtype=torch.float32)[:, None]
-                for c in zip(*(plan[k] for k in mine), strict=True)
-            )
-            y1 = y1 + H * torch.tensor([slots[k][1] for k in mine], device=self.device)[:, None]
+            table = [(*plan[k], slots[k][1]) for k in mine]
+            x1, y1, w, h, nw, nh, left, top, pos = _small(table, self.device, torch.float32).T[
+                :, :, None
+            ]
+            y1 = y1 + H * pos  # the group's frames stacked into one tall image (the atlas)
             # the source pixel each output pixel samples (interpolate's convention)
             sx = (x1 + (u - left + 0.5) * (w / nw) - 0.5).clamp(min=x1, max=x1 + w - 1)
             sy = (y1 + (v - top + 0.5) * (h / nh) - 0.5).clamp(min=y1, max=y1 + h - 1)
@@ -234,12 +250,15 @@ class TorchEngine:
                 [((2 * sx + 1) / W - 1)[:, None, :].expand(n, height, width),
                  ((2 * sy + 1) / (G * H) - 1)[:, :, None].expand(n, height, width)], dim=-1,
             ).reshape(1, n * height, width, 2)  # fmt: skip
-            # the group's frames stacked into one tall image: one call for all regions
             atlas = frames.rgb(g, torch.float32).permute(1, 0, 2, 3).reshape(1, 3, G * H, W)
             sampled = F.grid_sample(atlas, grid, mode="bilinear", padding_mode="border",
                                     align_corners=False)  # fmt: skip
             sampled = sampled.reshape(3, n, height, width).permute(1, 0, 2, 3)
-            x[mine] = torch.where(inside[:, None], sampled, x[mine])
+            boxed = torch.where(inside[:, None], sampled, fill / 255.0)
+            if len(groups) == 1:
+                x = boxed
+            else:
+                x[_small(mine, self.device)] = boxed
         return self._results(self._infer(x), min_score), boxes
 
     def _results(
@@ -303,6 +322,8 @@ class TorchEngine:
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype or torch.float32)
+        if self.memory_format is not None and x.dim() == 4:
+            x = x.contiguous(memory_format=self.memory_format)
         if not self.graphs_enabled:
             with torch.inference_mode():
                 out: torch.Tensor = self.module(x)
