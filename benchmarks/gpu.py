@@ -68,7 +68,10 @@ def decode(video: Path, limit: int, pinned: bool = False) -> tuple[list, float]:
 
 
 def site(root: Path, args: argparse.Namespace, batch: int) -> Path:
-    """A config with its own models dir (engines of one batch size each)."""
+    """A config with its own models dir (engines of one batch size each): `batch`
+    frames per vehicle batch; up to 4 vehicles (plates) per frame in one plate
+    (OCR) batch (the torch backend pads to powers of two up to that, not to it)."""
+    crops = min(64, 4 * batch)
     models = root / f"models-b{batch}"
     models.mkdir(parents=True, exist_ok=True)
     m = REPO / "models"
@@ -82,9 +85,9 @@ def site(root: Path, args: argparse.Namespace, batch: int) -> Path:
         '[engines]\nbackend = "torch"\nprecision = "fp16"\n'
         f'[models.vehicle]\nsource = "{args.vehicle}"\ninput_size = [384, 640]\n'
         f"batch_size = {batch}\n"
-        f'[models.plate]\nsource = "{args.plate}"\nbatch_size = {batch}\n'
+        f'[models.plate]\nsource = "{args.plate}"\nbatch_size = {crops}\n'
         f'[models.ocr]\nsource = "{args.ocr}"\ndictionary = "{args.dictionary}"\n'
-        f'backend = "{args.ocr_backend}"\nbatch_size = {batch}\n'
+        f'backend = "{args.ocr_backend}"\nbatch_size = {crops}\n'
     )
     return config
 

@@ -19,8 +19,11 @@ def main() -> int:
     p.add_argument("--streams", type=int, default=16)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--ocr-backend", default="torch")
-    p.add_argument("--kernels", action="store_true",
-                   help="torch.profiler instead of cProfile: host and device time per op")
+    p.add_argument(
+        "--kernels",
+        action="store_true",
+        help="torch.profiler instead of cProfile: host and device time per op",
+    )
     args = p.parse_args()
     import torch
 

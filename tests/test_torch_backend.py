@@ -74,7 +74,9 @@ def test_torch_engines_find_what_onnxruntime_finds(site, role: str) -> None:
 def test_the_torch_backend_refuses_a_recogniser_it_cannot_rebuild_with_the_way_out(
     site,
 ) -> None:
-    copy_models(Path(site("torch").paths.models_dir), ("ocr-ppocrv5-rec.onnx", "ocr-ppocrv5-dict.txt"))
+    copy_models(
+        Path(site("torch").paths.models_dir), ("ocr-ppocrv5-rec.onnx", "ocr-ppocrv5-dict.txt")
+    )
     config = site("torch", '[models.ocr]\nsource = "ocr-ppocrv5-rec.onnx"\n'
                   'dictionary = "ocr-ppocrv5-dict.txt"\ninput_height = 48\n')  # fmt: skip
     outcome = manager.ensure(manager.plan(config, "ocr"))

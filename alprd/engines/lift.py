@@ -126,7 +126,8 @@ def fused_platenet(dims: dict[str, Any]) -> torch.nn.Module:
     from alprd.train.model import Exported, PlateNet
 
     net = PlateNet(
-        height=int(dims["height"]), width=int(dims["width"]), charset="?" * (int(dims["classes"]) - 2),
+        height=int(dims["height"]), width=int(dims["width"]),
+        charset="?" * (int(dims["classes"]) - 2),  # the head's size; names live in the dictionary
         channels=tuple(dims["channels"]), hidden=int(dims["hidden"]),
     )  # fmt: skip
     for seq in (net.features, net.context):

@@ -15,6 +15,16 @@ from alprd.engines.base import Engine
 Region = tuple[int, int, int, int, int]
 
 
+def bucket(n: int, batch: int) -> int:
+    """The batch `n` items run as on an engine that takes any batch (one CUDA
+    graph per size, `any_batch`): the next power of two, at most `batch`. A few
+    sizes to capture, and little padding."""
+    size = 1
+    while size < n:
+        size *= 2
+    return min(size, batch)
+
+
 class Detector:
     def __init__(
         self,
@@ -43,6 +53,7 @@ class Detector:
         if not len(images):
             return []
         sizes = [img.shape[:2] for img in getattr(images, "arrays", images)]
+        raw: np.ndarray | list[np.ndarray]
         if self.on_device:
             raw, boxes = self._on_device(images, range(len(images)), None)
         else:
@@ -95,9 +106,9 @@ class Detector:
         self, images: Any, items: range, regions: Sequence[Region] | None
     ) -> tuple[list[np.ndarray], list[ops.Letterbox]]:
         """Letterbox, inference and the score filter on the device, in batches of
-        the engine's size (the last one padded with repeats: one shape per batch,
-        one CUDA graph); only the candidates of each image come back (a list: their
-        counts differ)."""
+        at most the engine's size, each padded with repeats to a `bucket` size (a
+        few shapes, one CUDA graph each); only the candidates of each image come
+        back (a list: their counts differ)."""
         engine: Any = self.engine
         frames = images if hasattr(images, "arrays") else engine.upload(list(images))
         outputs: list[np.ndarray] = []
@@ -105,7 +116,8 @@ class Detector:
         for start in range(0, len(items), self.batch):
             chunk = list(items[start : start + self.batch])
             n = len(chunk)
-            chunk += [chunk[-1]] * (self.batch - n)
+            size = bucket(n, self.batch) if getattr(engine, "any_batch", False) else self.batch
+            chunk += [chunk[-1]] * (size - n)
             if regions is None:
                 raw, lbs = engine.run_frames(frames.take(chunk), self.height, self.width,
                                              min_score=self.conf)  # fmt: skip

@@ -17,7 +17,7 @@ from alprd.engines import manager
 from alprd.engines.base import Engine, EngineError, Role
 from alprd.log import get_logger
 from alprd.pipeline import geometry, ocr
-from alprd.pipeline.detect import Detector, Region
+from alprd.pipeline.detect import Detector, Region, bucket
 from alprd.pipeline.types import Plate, Text, Vehicle
 
 log = get_logger("alprd.pipeline")
@@ -196,7 +196,8 @@ class Recognizer:
         `frames`: the images already on the device (`upload`), which the plate
         detector then samples its crops from."""
         regions: list[Region] = []
-        owners = []
+        owners: list[Vehicle | None] = []  # None: a whole frame
+        whole_frames = self.vehicle is None or self.fallback
         for i, (image, vs) in enumerate(zip(images, vehicles, strict=True)):
             h, w = image.shape[:2]
             for v in vs:
@@ -207,18 +208,22 @@ class Recognizer:
                     continue
                 regions.append((i, x1, y1, x2, y2))
                 owners.append(v)
+            if not vs and fallback[i] and whole_frames:  # no vehicle: the whole frame,
+                regions.append((i, 0, 0, w, h))  # searched in the same batch
+                owners.append(None)
         source = frames if frames is not None and self.plate.on_device else images
         found: list[list[Plate]] = [[] for _ in images]
-        for dets, (i, ox, oy, _, _), v in zip(
+        for dets, (i, ox, oy, _, _), owner in zip(
             self.plate.regions(source, regions), regions, owners, strict=True
         ):
             for b, c in zip(dets.xyxy, dets.confidence, strict=True):
                 box = (float(b[0] + ox), float(b[1] + oy), float(b[2] + ox), float(b[3] + oy))
-                found[i].append(Plate(box, float(c), v))
+                found[i].append(Plate(box, float(c), owner or _owner(box, vehicles[i])))
+        # vehicles searched, no plate on any: the whole frame too
         full = [
             i
             for i in range(len(images))
-            if not found[i] and fallback[i] and (self.vehicle is None or self.fallback)
+            if vehicles[i] and not found[i] and fallback[i] and whole_frames
         ]
         whole = source.take(full) if source is frames else [images[i] for i in full]
         for i, dets in zip(full, self.plate(whole) if full else [], strict=True):
@@ -264,8 +269,13 @@ class Recognizer:
             chunk = crops[start : start + self.reader_batch]
             x = ocr.batch(chunk, fixed=o.input_width is not None)
             n = len(chunk)
-            if n < self.reader_batch:
-                x = np.concatenate([x, np.repeat(x[-1:], self.reader_batch - n, axis=0)])
+            size = (
+                bucket(n, self.reader_batch)
+                if getattr(self.reader, "any_batch", False)
+                else self.reader_batch
+            )
+            if n < size:
+                x = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
             reduced = self.alphabet.reduce(self.reader.run(x)[0][:n])
             for seq in reduced:
                 texts.append(self.alphabet.decode(seq))

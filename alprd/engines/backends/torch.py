@@ -5,11 +5,17 @@ engine builds. Detectors (Ultralytics YOLO) and alprd's own plate recogniser
 
 The artefact is the network's weights with the name of its architecture (an
 Ultralytics YAML, or alprd's recogniser with its dimensions): `alprd.engines.lift`
-rebuilt it from the ONNX and checked it reproduces it. Loading builds that module once, fuses it, moves it to the GPU in
-fp16, and captures one **CUDA graph per input shape** on first use: a replay
-launches the whole network at once (about 1 ms for a YOLOv8n at batch 1 on an H100,
-against ~10 ms launching its kernels one by one). Inputs go through a pinned host
-buffer. `run_frames` letterboxes and normalises uint8 frames on the GPU.
+rebuilt it from the ONNX and checked it reproduces it. Loading builds that module
+once, fuses it, moves it to the GPU in fp16 and NHWC, and captures one **CUDA
+graph per input shape** (batch sizes are powers of two: `any_batch`) on first use:
+a replay launches the whole network at once (about 1 ms for a YOLOv8n at batch 1
+on an H100, against ~10 ms launching its kernels one by one).
+
+Frames reach the GPU once per batch (`upload`: straight from the page-locked
+buffers cameras decode into, `pinned_frame`), are letterboxed there for the
+vehicle detector (`run_frames`), and the plate detector samples its vehicle
+regions from them (`run_regions`): no crop is cut or copied on the host. Only the
+candidates above the score threshold come back.
 
 Measured on an H100 through the workplace's device tool (see BENCHMARKS.md); the
 CPU path (no CUDA) is what the tests here run.
@@ -133,6 +139,9 @@ class TorchEngine:
         self._graphs: dict[tuple[int, ...], _Graph] = {}
         self._pinned: dict[tuple[tuple[int, ...], Any], torch.Tensor] = {}
         self._staging: torch.Tensor | None = None
+        #: any batch size runs (a CUDA graph per size): callers pad to `bucket`
+        #: sizes up to the configured batch instead of always to it
+        self.any_batch = True
         #: what a camera should decode frames into (None: plain numpy arrays)
         self.allocate_frame = pinned_frame if self.device.type == "cuda" else None
 
@@ -244,7 +253,9 @@ class TorchEngine:
             # the source pixel each output pixel samples (interpolate's convention)
             sx = (x1 + (u - left + 0.5) * (w / nw) - 0.5).clamp(min=x1, max=x1 + w - 1)
             sy = (y1 + (v - top + 0.5) * (h / nh) - 0.5).clamp(min=y1, max=y1 + h - 1)
-            inside = ((u >= left) & (u < left + nw))[:, None, :] & ((v >= top) & (v < top + nh))[:, :, None]
+            inside = ((u >= left) & (u < left + nw))[:, None, :] & ((v >= top) & (v < top + nh))[
+                :, :, None
+            ]
             n = len(mine)
             grid = torch.stack(
                 [((2 * sx + 1) / W - 1)[:, None, :].expand(n, height, width),
@@ -261,9 +272,7 @@ class TorchEngine:
                 x[_small(mine, self.device)] = boxed
         return self._results(self._infer(x), min_score), boxes
 
-    def _results(
-        self, out: torch.Tensor, min_score: float | None
-    ) -> list[npt.NDArray[np.float32]]:
+    def _results(self, out: torch.Tensor, min_score: float | None) -> list[npt.NDArray[np.float32]]:
         """Each image's output on the host (N x (4 + classes) x anchors on the
         device); with `min_score`, only the anchors that pass it. Both wait for the
         device: the frames' copies are done before the caller reuses their buffers."""
@@ -358,7 +367,7 @@ class TorchBackend:
         if request.kind != "detector":
             progress("rebuilding the recogniser as a torch module")
             module, dims = lift.platenet_from_onnx(onnx, hint=hint)
-            saved = {"arch": lift.PLATENET, "dims": dims, "names": {}}
+            saved: dict[str, Any] = {"arch": lift.PLATENET, "dims": dims, "names": {}}
         else:
             progress("rebuilding the detector as a torch module")
             lifted = lift.yolo_from_onnx(onnx, hint=hint)
