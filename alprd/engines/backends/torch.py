@@ -75,6 +75,13 @@ class _Graph:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.inference_mode():
             self.output = module(self.input)
+        # Tensors the modules computed and cached for this input (Ultralytics' head
+        # caches its anchors per input shape, batch included): the graph reads
+        # them at every replay, so they must outlive the module's next cache
+        # (another batch size's graph), or the replay reads freed memory.
+        self.cached = [
+            v for m in module.modules() for v in vars(m).values() if isinstance(v, torch.Tensor)
+        ]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.input.copy_(x, non_blocking=True)
