@@ -24,6 +24,7 @@ CPU path (no CUDA) is what the tests here run.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ def pinned_frame(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
     return array
 
 
+_CAPTURE = threading.Lock()
+
+
 class _Graph:
     """One captured CUDA graph: static input, static outputs."""
 
@@ -73,7 +77,13 @@ class _Graph:
                 module(self.input)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.inference_mode():
+        # one capture at a time; thread_local: the serving thread keeps working
+        # while a swapped-in engine is warmed in the thread that loaded it
+        with (
+            _CAPTURE,
+            torch.cuda.graph(self.graph, capture_error_mode="thread_local"),
+            torch.inference_mode(),
+        ):
             self.output = module(self.input)
         # Tensors the modules computed and cached for this input (Ultralytics' head
         # caches its anchors per input shape, batch included): the graph reads
@@ -153,6 +163,23 @@ class TorchEngine:
         self.allocate_frame = pinned_frame if self.device.type == "cuda" else None
 
     # ------------------------------------------------------------------ engine
+
+    def warm(self, shape: tuple[int, int, int], batch: int) -> None:
+        """Capture the CUDA graphs of every batch size callers pad to (powers of
+        two up to `batch`: `alprd.pipeline.detect.bucket`) for inputs of `shape`:
+        a capture takes a few hundred ms, better at load (or in the thread that
+        loads a swapped-in engine) than in the middle of a stream."""
+        if not self.graphs_enabled:
+            return
+        size = 1
+        while True:
+            b = min(size, batch)
+            x = torch.zeros((b, *shape), dtype=self.dtype or torch.float32, device=self.device)
+            self._infer(x)
+            if b == batch:
+                break
+            size *= 2
+        torch.cuda.synchronize()
 
     def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
         x = self._upload(np.ascontiguousarray(batch, dtype=np.float32))
