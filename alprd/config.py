@@ -79,6 +79,9 @@ class EnginesConfig(_Section):
     precision: Precision = "fp16"
     workspace_gb: float = Field(2.0, gt=0, le=1024)
     batch_size: int = Field(1, ge=1, le=64)
+    #: inferences a CPU engine (OpenVINO, ONNX Runtime) runs at once, the cores
+    #: shared between them; "auto": see `alprd.engines.manager.cpu_streams`
+    streams: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     calibration: Path | None = None
     build_timeout_s: float = Field(3600.0, gt=0)
     build_nice: int = Field(10, ge=0, le=19)

@@ -82,15 +82,21 @@ def ours(video: str, limit: int, sets: list[str]) -> None:
 
 def streams(videos: list[str], n: int, limit: int, sets: list[str]) -> None:
     """Worker: n cameras replaying the videos (other offsets), decoded up front
-    (decode is reported apart), served round-robin as the daemon's loop does."""
+    (decode is reported apart), one frame of each per step through `process_many`
+    as the daemon's loop does."""
+    from alprd import config as cfgmod
     from alprd import log as logmod
     from alprd.pipeline.recognizer import Recognizer
     from alprd.pipeline.source import iter_file
-    from alprd.pipeline.stream import CameraPipeline
+    from alprd.pipeline.stream import CameraPipeline, process_many
     from alprd.pipeline.types import Frame
 
     logmod.configure("console", "warning")
     config = load_config(sets)
+    if config.engines.streams == "auto":  # as the daemon resolves it for n cameras
+        config.cameras = [
+            cfgmod.CameraConfig(name=f"cam{i}", url=videos[i % len(videos)]) for i in range(n)
+        ]
     clips, decode_s, decoded = [], 0.0, 0
     for v in videos:
         t = time.perf_counter()
@@ -102,11 +108,15 @@ def streams(videos: list[str], n: int, limit: int, sets: list[str]) -> None:
     pipes = [CameraPipeline(f"cam{i}", recognizer, config) for i in range(n)]
     events = []
     started = time.monotonic()
-    for step in range(limit):
+    for step in range(limit):  # one frame of every camera, batched as the daemon's loop does
+        batch = []
         for i, pipe in enumerate(pipes):
             clip = clips[i % len(clips)]
-            image = clip[(step + 37 * i) % len(clip)]
-            events += pipe.process(Frame(f"cam{i}", step, step / 25.0, image))
+            batch.append(
+                (pipe, Frame(f"cam{i}", step, step / 25.0, clip[(step + 37 * i) % len(clip)]))
+            )
+        for found in process_many(recognizer, batch):
+            events += found
     for pipe in pipes:
         events += pipe.finish()
     wall = time.monotonic() - started

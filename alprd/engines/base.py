@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
@@ -72,6 +72,7 @@ class BuildRequest:
     validation: tuple[Path, ...]  # sample images to compare engine and source on
     tolerances: Tolerances
     classes: tuple[str, ...] = ()  # class names the role needs from a detector
+    streams: int = 1  # inferences a CPU engine runs at once (`run_many`); not in the build
 
     @property
     def kind(self) -> Kind:
@@ -87,6 +88,18 @@ class Engine(Protocol):
     def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]: ...
 
     def close(self) -> None: ...
+
+
+def run_all(
+    engine: Engine, batches: Sequence[npt.NDArray[np.float32]]
+) -> list[list[npt.NDArray[np.float32]]]:
+    """`engine.run` on each batch: at once where the engine can (`run_many`: CPU
+    engines with `engines.streams` > 1), else one after another."""
+    run_many = getattr(engine, "run_many", None)
+    if run_many is not None and len(batches) > 1:
+        outputs: list[list[npt.NDArray[np.float32]]] = run_many(batches)
+        return outputs
+    return [engine.run(b) for b in batches]
 
 
 class Backend(Protocol):

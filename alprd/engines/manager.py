@@ -23,6 +23,7 @@ from alprd import __version__
 from alprd import config as cfgmod
 from alprd.engines import cache, registry, samples, trust, worker
 from alprd.engines import fingerprint as fp
+from alprd.engines.backends._cpu import cpu_threads
 from alprd.engines.base import (
     ENGINE_FORMAT,
     KIND,
@@ -111,6 +112,7 @@ def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) 
             conf=v.conf, iou_min=v.iou_min, score_tol=v.score_tol, min_match=v.min_match
         ),
         classes=tuple(getattr(rc, "classes", ())),
+        streams=cpu_streams(config, backend.name),
     )
     inputs = fp.FingerprintInputs(
         source_sha256=sha256_file(source),
@@ -127,6 +129,25 @@ def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) 
     engine = cache.engine_path(source, backend.extension)
     _check_trust(config, role, [source.parent, source, engine, cache.sidecar_path(engine)])
     return Target(request, backend, engine, inputs, choice.reason, requested)
+
+
+#: backends whose "auto" streams follow the camera count. Measured with 4 cameras
+#: on 2 cores (`make bench`, BENCHMARKS.md): ONNX Runtime 1.37x faster with two
+#: 1-thread inferences at once than one 2-thread inference after another;
+#: OpenVINO 0.87x (its single stream already keeps both cores busy): it stays at 1.
+_STREAMS_PER_CAMERA = ("onnxruntime",)
+
+
+def cpu_streams(config: cfgmod.Config, backend: str = "onnxruntime") -> int:
+    """`engines.streams` resolved for `backend`: "auto" runs one inference per
+    camera at once, up to the cores this process may use, where that was measured
+    to pay (ONNX Runtime); one (on every core) elsewhere and for a single camera."""
+    streams = config.engines.streams
+    if streams != "auto":
+        return streams
+    if backend not in _STREAMS_PER_CAMERA:
+        return 1
+    return max(1, min(len(config.cameras), cpu_threads()))
 
 
 def _check_trust(config: cfgmod.Config, role: Role, files: list[Path]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from alprd import ops
-from alprd.engines.base import Engine
+from alprd.engines.base import Engine, run_all
 
 #: (frame index, x1, y1, x2, y2): a region of a frame to search, whole pixels
 Region = tuple[int, int, int, int, int]
@@ -93,13 +93,15 @@ class Detector:
     def _run_cpu(self, images: Sequence[ops.Image]) -> tuple[np.ndarray, list[ops.Letterbox]]:
         boxed = [ops.letterbox(img, self.height, self.width) for img in images]
         tensor = ops.to_tensor([b for b, _ in boxed])
-        outputs = []
+        chunks, sizes = [], []
         for start in range(0, len(images), self.batch):
             chunk = tensor[start : start + self.batch]
             n = len(chunk)
             if n < self.batch:  # fixed-batch engine: pad with copies, drop their results
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - n, axis=0)])
-            outputs.append(self.engine.run(chunk)[0][:n])
+            chunks.append(chunk)
+            sizes.append(n)
+        outputs = [out[0][:n] for out, n in zip(run_all(self.engine, chunks), sizes, strict=True)]
         return np.concatenate(outputs), [lb for _, lb in boxed]
 
     def _on_device(

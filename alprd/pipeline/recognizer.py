@@ -14,7 +14,7 @@ import numpy as np
 from alprd import config as cfgmod
 from alprd import ops
 from alprd.engines import manager
-from alprd.engines.base import Engine, EngineError, Role
+from alprd.engines.base import Engine, EngineError, Role, run_all
 from alprd.log import get_logger
 from alprd.pipeline import geometry, ocr
 from alprd.pipeline.detect import Detector, Region, bucket
@@ -268,26 +268,26 @@ class Recognizer:
             for image, ps in zip(images, plates, strict=True)
             for p in ps
         ]
-        texts: list[Text] = []
+        chunks, sizes = [], []
         for start in range(0, len(crops), self.reader_batch):
             chunk = crops[start : start + self.reader_batch]
             x = ocr.batch(chunk, fixed=o.input_width is not None)
             n = len(chunk)
-            size = (
-                bucket(n, self.reader_batch)
-                if getattr(self.reader, "any_batch", False)
-                else self.reader_batch
-            )
+            any_batch = getattr(self.reader, "any_batch", False)
+            size = bucket(n, self.reader_batch) if any_batch else self.reader_batch
             if n < size:
                 x = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
-            reduced = self.alphabet.reduce(self.reader.run(x)[0][:n])
-            for seq in reduced:
+            chunks.append(x)
+            sizes.append(n)
+        texts: list[Text] = []
+        for outputs, n in zip(run_all(self.reader, chunks), sizes, strict=True):
+            for seq in self.alphabet.reduce(outputs[0][:n]):
                 texts.append(self.alphabet.decode(seq))
-        out, at = [], 0
+        per_image, at = [], 0
         for ps in plates:
-            out.append(texts[at : at + len(ps)])
+            per_image.append(texts[at : at + len(ps)])
             at += len(ps)
-        return out
+        return per_image
 
     def __call__(
         self,

@@ -1,7 +1,8 @@
-"""Identity of the CPU, for fingerprints of CPU-specific artefacts."""
+"""Identity of the CPU, for fingerprints of CPU-specific artefacts; its cores."""
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import cache
 
@@ -28,3 +29,12 @@ def cpu_identity() -> dict[str, str]:
         "cpu": model or platform.processor() or "unknown",
         "isa": ",".join(f for f in _FLAGS if f in flags),
     }
+
+
+def cpu_threads() -> int:
+    """CPU cores this process may run on (its affinity: a systemd CPUAffinity= or a
+    container limit counts, unlike os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

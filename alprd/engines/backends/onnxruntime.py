@@ -5,6 +5,8 @@ Uses the CUDA provider first when the installed onnxruntime build has it."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from alprd.engines.backends._cpu import cpu_identity
+from alprd.engines.backends._cpu import cpu_identity, cpu_threads
 from alprd.engines.base import BuildRequest, EngineError, Progress
 
 
@@ -24,9 +26,12 @@ def _providers() -> list[str]:
 class OnnxRuntimeEngine:
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, precision: str, threads: int = 0) -> None:
+    def __init__(self, path: Path, precision: str, threads: int = 0, streams: int = 1) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        # several inferences at once (run_many): the cores shared between them
+        options.intra_op_num_threads = threads or (cpu_threads() // streams if streams > 1 else 0)
+        self.streams = streams
+        self._pool = ThreadPoolExecutor(streams, "ort") if streams > 1 else None
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(path), options, providers=_providers())
@@ -39,7 +44,18 @@ class OnnxRuntimeEngine:
         outputs = self._session.run(None, {self._input: batch})
         return [np.asarray(o, dtype=np.float32) for o in outputs]
 
+    def run_many(
+        self, batches: Sequence[npt.NDArray[np.float32]]
+    ) -> list[list[npt.NDArray[np.float32]]]:
+        """`run` on each batch, `streams` at a time (ONNX Runtime sessions are
+        thread-safe and release the GIL while they run)."""
+        if self._pool is None:
+            return [self.run(b) for b in batches]
+        return list(self._pool.map(self.run, batches))
+
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         del self._session
 
 
@@ -59,4 +75,4 @@ class OnnxRuntimeBackend:
         shutil.copyfile(onnx, out)
 
     def load(self, path: Path, request: BuildRequest) -> OnnxRuntimeEngine:
-        return OnnxRuntimeEngine(path, request.precision)
+        return OnnxRuntimeEngine(path, request.precision, streams=request.streams)
