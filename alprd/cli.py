@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=["all"],
         help="which engines (default: all)",
     )
-    p.add_argument("--backend", choices=("auto", "tensorrt", "openvino", "onnxruntime"))
+    p.add_argument("--backend", choices=("auto", "tensorrt", "openvino", "onnxruntime", "torch"))
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"))
     p.add_argument("--workspace", type=_positive_float, metavar="GB", help="TensorRT workspace")
     p.add_argument("--batch-size", type=_positive_int, metavar="N")
