@@ -129,6 +129,41 @@ def test_frames_of_several_cameras_batched_read_the_same_as_one_by_one():
 
 
 @needs(BR)
+def test_frames_without_vehicles_are_searched_whole_in_the_same_batch():
+    """A frame whose vehicles gave nothing to search has its whole frame searched
+    with the other frames' vehicle regions (one plate batch); a frame whose
+    vehicles were searched without a plate is searched whole afterwards. Both find
+    what searching each frame whole on its own finds."""
+    from alprd import config as cfgmod
+    from alprd.pipeline.recognizer import Recognizer
+
+    config = cfgmod.load(cfgmod.find_config().path)
+    recognizer = Recognizer.load(config)
+    images = [cv2.imread(str(p)) for p in sorted(BR.glob("*.jpg"))[:4]]
+    vehicles = recognizer.vehicles_many(images)
+    assert all(vehicles)
+    # frame 0: no vehicle; frame 1: a vehicle region with no plate in it (a corner)
+    corner = type(vehicles[1][0])((0.0, 0.0, 40.0, 40.0), 0.9, "car")
+    given = [[], [corner], *vehicles[2:]]
+    calls = []
+    original = recognizer.plate.regions
+
+    def counting(source, regions):
+        calls.append(len(regions))
+        return original(source, regions)
+
+    recognizer.plate.regions = counting
+    found = recognizer.plates_many(images, given, fallback=[True] * 4)
+    whole = [recognizer.plate([img])[0] for img in images[:2]]
+    recognizer.close()
+    assert calls == [1 + 1 + len(vehicles[2]) + len(vehicles[3])]  # one batch of regions
+    for i in (0, 1):
+        assert len(found[i]) == len(whole[i]) >= 1
+        np.testing.assert_allclose([p.box for p in found[i]], whole[i].xyxy, atol=0.5)
+    assert found[0][0].vehicle is None and found[1][0].vehicle is None
+
+
+@needs(BR)
 def test_a_parked_car_in_a_still_scene_is_one_event_and_most_frames_are_gated():
     """A camera watching a parked car (the same picture for 12 s at 5 fps): motion
     gating skips the still frames, the car's track is held across them, so the
