@@ -154,3 +154,20 @@ def test_a_camera_decodes_into_the_buffers_it_is_given(video):
     assert later and all(any(f.image is g for g in given) for f in later)
     for f in later:  # the video's frame i is grey i * 10 (MJPEG: nearly)
         assert abs(float(f.image.mean()) - f.index * 10) < 3
+
+
+def test_a_failing_frame_allocator_is_dropped_and_the_camera_goes_on(video):
+    """Page-locked memory can run out: the camera then decodes into plain arrays,
+    says so once, and loses no frame."""
+
+    def exhausted(shape):
+        raise RuntimeError("cudaHostAlloc: out of memory")
+
+    slot = LatestFrame()
+    with capture_logs() as logs:
+        reader = CameraReader("yard", str(video), slot, fps=1000, allocate=exhausted)
+        reader.start()
+        reader.join(timeout=10)
+    assert reader.state == "ended" and reader.frames == 20 and reader.allocate is None
+    warnings = [e for e in logs if e["event"] == "camera_frame_buffers_off"]
+    assert len(warnings) == 1 and "out of memory" in warnings[0]["reason"]

@@ -248,8 +248,9 @@ class CameraReader(threading.Thread):
             started, n, last = time.monotonic(), 0, -1e9
             shape: tuple[int, ...] | None = None
             while not self._halt.is_set():
-                if self.allocate is not None and shape is not None:
-                    ok, image = cap.read(self.allocate(shape))  # decoded in place
+                buffer = self._buffer(shape) if shape is not None else None
+                if buffer is not None:
+                    ok, image = cap.read(buffer)  # decoded in place
                 else:
                     ok, image = cap.read()
                 if not ok:
@@ -269,6 +270,22 @@ class CameraReader(threading.Thread):
                     self._publish(image.astype(np.uint8, copy=False))
         finally:
             cap.release()
+
+    def _buffer(self, shape: tuple[int, ...]) -> Image | None:
+        """A buffer to decode the next frame into, or None (OpenCV allocates). An
+        allocator that fails (page-locked memory exhausted) is dropped with one
+        warning: the camera goes on with plain arrays."""
+        if self.allocate is None:
+            return None
+        try:
+            return self.allocate(shape)
+        except Exception as exc:
+            log.warning(
+                "camera_frame_buffers_off", camera=self.camera, reason=str(exc),
+                hint="frames are decoded into plain memory (one more copy per frame)",
+            )  # fmt: skip
+            self.allocate = None
+            return None
 
     def _publish(self, image: Image) -> None:
         self.slot.put(Frame(self.camera, self.frames, self.clock(), image))
