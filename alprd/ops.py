@@ -31,16 +31,23 @@ class Letterbox:
         return out
 
 
+def fit(h: int, w: int, height: int, width: int) -> tuple[Letterbox, int, int]:
+    """Where an h x w image goes in a height x width letterbox: the Letterbox, and
+    the resized height and width. The one geometry of every letterbox (host, GPU)."""
+    scale = min(height / h, width / w)
+    nh, nw = round(h * scale), round(w * scale)
+    return Letterbox(scale, float((width - nw) // 2), float((height - nh) // 2)), nh, nw
+
+
 def letterbox(image: Image, height: int, width: int, fill: int = 114) -> tuple[Image, Letterbox]:
     """Resize keeping the aspect ratio and pad (centred) to exactly height x width."""
     h, w = image.shape[:2]
-    scale = min(height / h, width / w)
-    nh, nw = round(h * scale), round(w * scale)
+    lb, nh, nw = fit(h, w, height, width)
     resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    top, left = (height - nh) // 2, (width - nw) // 2
+    top, left = int(lb.pad_y), int(lb.pad_x)
     out = np.full((height, width, 3), fill, dtype=np.uint8)
     out[top : top + nh, left : left + nw] = resized
-    return out, Letterbox(scale, float(left), float(top))
+    return out, lb
 
 
 def to_tensor(images: list[Image]) -> FloatArray:

@@ -234,9 +234,8 @@ class TorchEngine:
         boxes: list[ops.Letterbox] = [ops.Letterbox(1.0, 0.0, 0.0)] * len(frames)
         for g, (indices, idx, pos) in frames.by_group().items():
             h, w = frames.groups[g].shape[1:3]
-            scale = min(height / h, width / w)
-            nh, nw = round(h * scale), round(w * scale)
-            top, left = (height - nh) // 2, (width - nw) // 2
+            lb, nh, nw = ops.fit(h, w, height, width)
+            top, left = int(lb.pad_y), int(lb.pad_x)
             rgb = frames.rgb(g, dtype)[pos]
             resized = F.interpolate(rgb, size=(nh, nw), mode="bilinear", align_corners=False)
             if len(indices) == len(frames):  # one shape: every frame, in order
@@ -244,7 +243,7 @@ class TorchEngine:
             else:
                 x[idx, :, top : top + nh, left : left + nw] = resized
             for i in indices:
-                boxes[i] = ops.Letterbox(scale, float(left), float(top))
+                boxes[i] = lb
         return self._results(self._infer(x), min_score), boxes
 
     def run_regions(
@@ -267,11 +266,9 @@ class TorchEngine:
         plan = []  # per region: x1, y1, w, h, nw, nh, left, top
         for _, x1, y1, x2, y2 in regions:
             w, h = x2 - x1, y2 - y1
-            scale = min(height / h, width / w)
-            nh, nw = round(h * scale), round(w * scale)
-            top, left = (height - nh) // 2, (width - nw) // 2
-            plan.append((x1, y1, w, h, nw, nh, left, top))
-            boxes.append(ops.Letterbox(scale, float(left), float(top)))
+            lb, nh, nw = ops.fit(h, w, height, width)
+            plan.append((x1, y1, w, h, nw, nh, lb.pad_x, lb.pad_y))
+            boxes.append(lb)
         slots = [frames.slots[r[0]] for r in regions]
         u = torch.arange(width, device=self.device, dtype=torch.float32)
         v = torch.arange(height, device=self.device, dtype=torch.float32)
