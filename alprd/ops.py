@@ -74,48 +74,105 @@ class Detections:
         )
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Boxes of a batch of images, flat: the image each belongs to (N), xyxy
+    (N x 4), confidence (N), class_id (N). What passed the score threshold (before
+    NMS), or what NMS kept (`suppress`: grouped by image, best first)."""
+
+    image: IntArray
+    xyxy: FloatArray
+    confidence: FloatArray
+    class_id: IntArray
+
+    def __len__(self) -> int:
+        return len(self.confidence)
+
+    @staticmethod
+    def from_table(table: FloatArray) -> Candidates:
+        """From rows of [image, cx, cy, w, h, score, class] (what a device filter
+        sends back in one copy)."""
+        cxcy, wh = table[:, 1:3], table[:, 3:5]
+        xyxy = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1).astype(np.float32)
+        return Candidates(
+            table[:, 0].astype(np.int64), xyxy, table[:, 5].astype(np.float32),
+            table[:, 6].astype(np.int64),
+        )  # fmt: skip
+
+    @staticmethod
+    def empty() -> Candidates:
+        return Candidates(np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
+                          np.zeros(0, np.float32), np.zeros(0, np.int64))  # fmt: skip
+
+    @staticmethod
+    def concat(parts: Sequence[Candidates]) -> Candidates:
+        """One batch of several (their `image` already numbered in the batch)."""
+        if not parts:
+            return Candidates.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return Candidates(*(np.concatenate(a) for a in zip(*(
+            (p.image, p.xyxy, p.confidence, p.class_id) for p in parts))))  # fmt: skip
+
+    def take(self, idx: IntArray) -> Candidates:
+        return Candidates(self.image[idx], self.xyxy[idx], self.confidence[idx], self.class_id[idx])
+
+    def split(self, images: int) -> list[Detections]:
+        """Per-image Detections (the rows must be grouped by image, as `suppress`
+        leaves them)."""
+        bounds = np.searchsorted(self.image, np.arange(images + 1))
+        return [
+            Detections(self.xyxy[a:b], self.confidence[a:b], self.class_id[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+
+
+def candidates(
+    output: FloatArray | Sequence[FloatArray], conf: float, keep: IntArray | None = None
+) -> Candidates:
+    """YOLOv8/11 head output (B x (4 + classes) x anchors, boxes as cx, cy, w, h in
+    input pixels, class scores already sigmoid; or one (4 + classes) x k array per
+    image) -> the anchors whose best class scores at least `conf` (and, with
+    `keep`, is one of those class ids), the whole batch at once."""
+    if not isinstance(output, np.ndarray):  # per-image arrays of their own lengths
+        parts = [candidates(pred[None], conf, keep) for pred in output]
+        return Candidates.concat([
+            Candidates(np.full(len(p), i, np.int64), p.xyxy, p.confidence, p.class_id)
+            for i, p in enumerate(parts)
+        ])  # fmt: skip
+    scores = output[:, 4:, :]
+    class_id = scores.argmax(axis=1)  # B x anchors
+    best = np.take_along_axis(scores, class_id[:, None, :], axis=1)[:, 0]
+    mask = best >= conf
+    if keep is not None:
+        mask &= np.isin(class_id, keep)
+    b, a = np.nonzero(mask)
+    cxcy, wh = output[b, :2, a], output[b, 2:4, a]
+    xyxy = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1).astype(np.float32)
+    return Candidates(b.astype(np.int64), xyxy, best[b, a].astype(np.float32),
+                      class_id[b, a].astype(np.int64))  # fmt: skip
+
+
+def suppress(c: Candidates, iou: float, max_det: int = 100) -> Candidates:
+    """Class-aware NMS of a batch's candidates in one call (each image's classes
+    are its own): what is kept, grouped by image in order, best first within
+    each, at most `max_det` per image."""
+    if not len(c):
+        return c
+    classes = int(c.class_id.max()) + 1
+    kept = nms(c.xyxy, c.confidence, c.image * classes + c.class_id, iou)  # best first
+    kept = kept[np.argsort(c.image[kept], kind="stable")]
+    image = c.image[kept]
+    first = np.searchsorted(image, image)  # each row's image's first row
+    return c.take(kept[np.arange(len(kept)) - first < max_det])
+
+
 def decode_yolo(
     output: FloatArray | Sequence[FloatArray], conf: float, iou: float, max_det: int = 100
 ) -> list[Detections]:
-    """YOLOv8/11 head output (B x (4 + classes) x anchors, boxes as cx, cy, w, h in
-    input pixels, class scores already sigmoid; or one (4 + classes) x k array per
-    image, anchors already filtered) -> per-image detections after class-aware NMS
-    (one NMS call for the whole batch: each image's classes are its own)."""
-    boxes, scores, classes, owners = [], [], [], []
-    offsets, offset = [], 0  # image i's classes are offsets[i]... in the joint NMS
-    for i, pred in enumerate(output):
-        pred = pred.T  # anchors x (4 + nc)
-        offsets.append(offset)
-        offset += pred.shape[1] - 4
-        class_scores = pred[:, 4:]
-        class_id = class_scores.argmax(axis=1)
-        confidence = class_scores[np.arange(len(class_scores)), class_id]
-        keep = confidence >= conf
-        cxcywh = pred[keep, :4]
-        xyxy = np.empty_like(cxcywh)
-        xyxy[:, :2] = cxcywh[:, :2] - cxcywh[:, 2:] / 2
-        xyxy[:, 2:] = cxcywh[:, :2] + cxcywh[:, 2:] / 2
-        boxes.append(xyxy)
-        scores.append(confidence[keep])
-        classes.append(class_id[keep] + offsets[i])
-        owners.append(np.full(len(xyxy), i))
-    if not boxes:
-        return []
-    xyxy, confidence, class_id, owner = (
-        np.concatenate(a) for a in (boxes, scores, classes, owners)
-    )
-    kept = nms(xyxy, confidence, class_id, iou)  # best first
-    results = []
-    for i, offset in enumerate(offsets):
-        idx = kept[owner[kept] == i][:max_det]
-        results.append(
-            Detections(
-                xyxy[idx].astype(np.float32),
-                confidence[idx].astype(np.float32),
-                (class_id[idx] - offset).astype(np.int64),
-            )
-        )
-    return results
+    """YOLOv8/11 head output (see `candidates`) -> per-image detections after
+    class-aware NMS (one NMS call for the whole batch)."""
+    return suppress(candidates(output, conf), iou, max_det).split(len(output))
 
 
 def nms(xyxy: FloatArray, scores: FloatArray, class_id: IntArray, iou: float) -> IntArray:

@@ -136,6 +136,11 @@ def many_streams(config_path: Path, streams: list[list], steps: int, prof: Any =
     batch = [s[0] for s in streams]
     for _ in range(5):
         recognizer.many(batch)
+    if os.environ.get("ALPRD_BENCH_GC") == "freeze":  # an experiment: no GC pauses
+        import gc
+
+        gc.collect()
+        gc.freeze()
     recognizer.times.samples = {k: [] for k in recognizer.times.samples}
     plates = 0
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
@@ -156,6 +161,69 @@ def many_streams(config_path: Path, streams: list[list], steps: int, prof: Any =
     }  # fmt: skip
     recognizer.close()
     return out
+
+
+def _worker(config_path: Path, videos: list[Path], cameras: list[int], total: int, steps: int,
+            barrier: Any, out: Any) -> None:
+    """One process of `processes`: its share of the cameras, batched."""
+    import torch
+
+    from alprd import config as cfgmod
+    from alprd import log as logmod
+    from alprd.pipeline.recognizer import Recognizer
+
+    logmod.configure("console", "warning")
+    clips = [decode(v, 10_000, pinned=torch.cuda.is_available())[0] for v in videos]
+    streams = []
+    for i in cameras:  # the same cameras as `many_streams`' i-th
+        clip = clips[i % len(clips)]
+        offset = (i * 37) % len(clip)
+        streams.append(clip[offset:] + clip[:offset])
+    recognizer = Recognizer.load(cfgmod.load(config_path))
+    batch = [s[0] for s in streams]
+    for _ in range(5):
+        recognizer.many(batch)
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    barrier.wait()
+    t = time.perf_counter()
+    plates = 0
+    for step in range(steps):
+        batch = [s[step % len(s)] for s in streams]
+        plates += sum(len(r.plates) for r in recognizer.many(batch))
+    sync()
+    out.put((len(streams) * steps, plates, t, time.perf_counter()))
+    recognizer.close()
+
+
+def processes(root: Path, args: argparse.Namespace, videos: list[Path], n: int, total: int,
+              steps: int) -> dict:
+    """`total` cameras split over `n` processes sharing the GPU (each its own
+    engines and CUDA context, batching its cameras): frames/s of all together."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    per = total // n
+    config = site(root, args, per)
+    warm_barrier, warm_out = ctx.Barrier(1), ctx.Queue()
+    warm = ctx.Process(target=_worker, args=(
+        config, videos, list(range(per)), total, 1, warm_barrier, warm_out))  # fmt: skip
+    warm.start()  # engines built once, before the timed processes
+    warm_out.get(timeout=600)
+    warm.join()
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(
+        config, videos, list(range(k * per, (k + 1) * per)), total, steps, barrier, out))
+        for k in range(n)]  # fmt: skip
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    frames = sum(g[0] for g in got)
+    wall = max(g[3] for g in got) - min(g[2] for g in got)
+    return {"processes": n, "streams": per * n, "frames": frames, "fps": frames / wall,
+            "plates_read": sum(g[1] for g in got), "stages": {}}  # fmt: skip
 
 
 def naive(root: Path, args: argparse.Namespace, video: Path) -> dict:
@@ -193,6 +261,9 @@ def main() -> int:
     p.add_argument("--ocr", default="trained/ocr-alprd-plate.onnx")
     p.add_argument("--dictionary", default="trained/ocr-alprd-plate-dict.txt")
     p.add_argument("--ocr-backend", default="torch", help="onnxruntime: the recogniser on the CPU")
+    p.add_argument("--processes", type=int, nargs="*", default=[],
+                   help="also run the --streams cameras split over this many processes")
+    p.add_argument("--only-streams", action="store_true", help="skip the one-stream rows")
     p.add_argument("--out", type=Path)
     p.add_argument("--smoke", action="store_true", help="run on the CPU, no naive loop (a check)")
     args = p.parse_args()
@@ -214,11 +285,16 @@ def main() -> int:
         results.setdefault("decode_fps", {})[video.name] = fps
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        results["naive"] = naive(root, args, rear) if not args.smoke else {"fps": 1.0, "stages": {}}
+        quick = args.smoke or args.only_streams
+        results["naive"] = naive(root, args, rear) if not quick else {"fps": 1.0, "stages": {}}
         one = site(root, args, 1)
         frames = clips[rear.name][: args.frames]
-        results["alprd_default"] = one_stream(one, frames, skipping=True)
-        results["alprd_every_frame"] = one_stream(one, frames, skipping=False)
+        rows = ["naive", "alprd_every_frame", "alprd_default", "alprd_streams"]
+        if not args.only_streams:
+            results["alprd_default"] = one_stream(one, frames, skipping=True)
+            results["alprd_every_frame"] = one_stream(one, frames, skipping=False)
+        else:
+            rows = ["alprd_streams"]
         streams = []
         names = sorted(clips)
         for i in range(args.streams):  # cameras replaying the clips at other offsets
@@ -227,13 +303,18 @@ def main() -> int:
             streams.append(clip[offset:] + clip[:offset])
         many = site(root, args, args.streams)
         results["alprd_streams"] = many_streams(many, streams, args.steps)
+        videos = sorted(args.videos.glob("*.mp4"))
+        for n in args.processes:
+            name = f"alprd_streams_{n}_processes"
+            results[name] = processes(root, args, videos, n, args.streams, args.steps)
+            rows.append(name)
     naive_fps = results["naive"]["fps"]
     print(f"GPU: {results['gpu']} (torch {results['torch']})")
     print("decode fps (excluded below): " + ", ".join(
         f"{k} {v:.0f}" for k, v in results["decode_fps"].items()))  # fmt: skip
     print(f"{'':32} {'frames/s':>9} {'ratio':>6} {'vehicle p50/p99':>16} "
           f"{'plate p50/p99':>14} {'ocr p50/p99':>12} {'reads':>6}")  # fmt: skip
-    for name in ("naive", "alprd_every_frame", "alprd_default", "alprd_streams"):
+    for name in rows:
         r = results[name]
         st = r["stages"] or {"vehicle": [], "plate": [], "ocr": []}
         stages = " ".join(
@@ -241,7 +322,8 @@ def main() -> int:
         )
         reads = r.get("reads", r.get("plates_read", ""))
         print(f"{name:32} {r['fps']:9.1f} {r['fps'] / naive_fps:5.1f}x {stages} {reads:>6}")
-    print(f"alprd events (default): {results['alprd_default']['events']}")
+    if "alprd_default" in results:
+        print(f"alprd events (default): {results['alprd_default']['events']}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1, default=str))
     return 0

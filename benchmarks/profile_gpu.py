@@ -60,7 +60,8 @@ def main() -> int:
         prof = cProfile.Profile()
         r = gpu.many_streams(config, streams, args.steps, prof)
     print(f"{r['fps']:.1f} frames/s over {r['frames']} frames (profiled)")
-    pstats.Stats(prof).sort_stats("tottime").print_stats(22)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(40)
+    pstats.Stats(prof).sort_stats("cumulative").print_stats("alprd|ops|torch/nn/functional", 40)
     return 0
 
 

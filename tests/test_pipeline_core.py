@@ -80,6 +80,24 @@ def test_decode_keeps_runner_up_candidates():
     assert [c for c, _ in text.candidates[0][:2]] == ["O", "0"]
 
 
+def test_a_character_takes_the_confidence_of_its_most_likely_step():
+    """A character spread over several steps gets the probability (and the
+    runner-ups) of the step where it is most likely; a batch decodes as each
+    sequence alone."""
+    alphabet = Alphabet(DICT, "AB01O")
+    p = probs(["A", "A", "A", "", "B"])
+    p[:3, DICT.index("A") + 1] = [0.6, 0.9, 0.7]
+    p[2, DICT.index("B") + 1] = 0.25  # runner-up only at the third step
+    text = alphabet.decode(alphabet.reduce(p[None])[0])
+    assert text.text == "AB"
+    assert text.char_confidences[0] == pytest.approx(0.9, abs=0.01)
+    assert text.candidates[0][0] == ("A", pytest.approx(0.9, abs=0.01))
+    other = probs(["1", "", "0", "O"])
+    batch = alphabet.decode_many(alphabet.reduce(np.stack([p, np.pad(other, ((0, 1), (0, 0)))])))
+    assert batch[0] == text
+    assert batch[1].text == alphabet.decode(alphabet.reduce(other[None])[0]).text == "10O"
+
+
 def test_alphabet_rejects_a_foreign_dictionary():
     with pytest.raises(ValueError, match="does not belong"):
         Alphabet(DICT, "AB").reduce(np.zeros((1, 3, 5), np.float32))

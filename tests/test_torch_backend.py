@@ -116,30 +116,43 @@ def test_a_torch_engine_batches_and_matches_single_runs(site) -> None:
     engine, _ = detector(site("torch", "[models.vehicle]\nbatch_size = 3\n"), "vehicle")
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 255, (360, 640, 3), np.uint8) for _ in range(3)]
-    batched, boxes = engine.run_frames(frames, 640, 640)
-    singles = [engine.run_frames([f], 640, 640)[0][0] for f in frames]
-    assert len(batched) == 3 and len(boxes) == 3
-    for i in range(3):
-        np.testing.assert_allclose(batched[i], singles[i], rtol=1e-3, atol=1e-2)
+    batched, boxes = engine.run_frames(frames, 640, 640)  # min_score 0: every anchor
+    assert len(boxes) == 3 and len(batched) == 3 * 8400
+    for i, frame in enumerate(frames):
+        single, _ = engine.run_frames([frame], 640, 640)
+        mine = batched.take(np.flatnonzero(batched.image == i))
+        np.testing.assert_array_equal(single.image, 0)
+        np.testing.assert_allclose(mine.xyxy, single.xyxy, rtol=1e-3, atol=1e-2)
+        np.testing.assert_allclose(mine.confidence, single.confidence, rtol=1e-3, atol=1e-3)
     engine.close()
 
 
 @pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
 def test_the_score_filter_on_the_device_keeps_exactly_what_decoding_keeps(site) -> None:
-    """run_frames(min_score=...) sends back only the anchors decode_yolo would
-    keep: the detections are the same as from the whole output."""
+    """run_frames(min_score=...) sends back only the anchors decoding would keep
+    (the filter runs on the device): the detections are the same as from the
+    whole output."""
     from alprd import ops
 
     engine, _ = detector(site("torch"), "vehicle")
     frames = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:3]]
     whole, _ = engine.run_frames(frames, 640, 640)
     picked, _ = engine.run_frames(frames, 640, 640, min_score=0.25)
-    assert sum(p.shape[1] for p in picked) < sum(w.shape[1] for w in whole) / 50
-    for a, b in zip(ops.decode_yolo(whole, 0.25, 0.45), ops.decode_yolo(picked, 0.25, 0.45),
-                    strict=True):  # fmt: skip
+    assert len(picked) < len(whole) / 50
+    on_host = whole.take(np.flatnonzero(whole.confidence >= 0.25))
+    np.testing.assert_array_equal(picked.image, on_host.image)
+    np.testing.assert_array_equal(picked.class_id, on_host.class_id)
+    kept = [ops.suppress(c, 0.45).split(3) for c in (on_host, picked)]
+    for a, b in zip(*kept, strict=True):
         assert len(a) >= 1
         np.testing.assert_array_equal(a.class_id, b.class_id)
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-4)
+    cars, _ = engine.run_frames(frames, 640, 640, min_score=0.25, keep=[2])  # class filter
+    assert len(cars) > 0
+    absent = min(set(range(80)) - set(picked.class_id.tolist()))
+    assert len(engine.run_frames(frames, 640, 640, min_score=0.25, keep=[absent])[0]) == 0
+    np.testing.assert_array_equal(cars.class_id, 2)
+    np.testing.assert_array_equal(cars.xyxy, picked.take(np.flatnonzero(picked.class_id == 2)).xyxy)
     engine.close()
 
 
@@ -163,6 +176,37 @@ def test_regions_sampled_on_the_device_find_what_their_crops_find(site) -> None:
         assert len(a) == len(b)
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1.0)
         np.testing.assert_allclose(a.confidence, b.confidence, atol=0.02)
+    engine.close()
+
+
+@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+def test_plate_crops_sampled_on_the_device_are_the_host_crops(site) -> None:
+    """The recogniser's crops sampled from the frames already uploaded (bicubic
+    grid_sample, two-line cuts unfolded, uint8 levels) are the crops `ocr.crop`
+    cuts and resizes with OpenCV on the host: one-line, two-line, at the frame's
+    edge, empty."""
+    from alprd.pipeline import ocr
+
+    config = site("torch")
+    target = manager.plan(config, "ocr")
+    assert manager.ensure(target).status in ("built", "current")
+    engine, _ = manager.load(target)
+    frames = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:2]]
+    frames.append(cv2.resize(frames[0], (640, 360)))  # a second frame shape
+    boxes = [(0, (300.0, 200.0, 420.0, 230.0)), (1, (50.5, 80.2, 92.7, 118.9)),  # two lines
+             (2, (600.0, 340.0, 700.0, 370.0)), (2, (10.0, 10.0, 100.0, 60.0)),
+             (0, (5000.0, 10.0, 5100.0, 40.0))]  # fmt: skip  # edge; empty
+    o = config.models.ocr
+    kw = {"margin": o.crop_margin, "trim_y": o.crop_trim, "two_line_aspect": 1.3}
+    cuts = [(i, ocr.cut(frames[i].shape[:2], box, **kw)) for i, box in boxes]
+    assert [c[4] for _, c in cuts] == [False, True, False, False, False]
+    ours = engine.cut_batch(engine.upload(frames), cuts, 32, 128).numpy()
+    host = ocr.batch([ocr.crop(frames[i], box, stretch=1.0, height=32, max_width=128, width=128,
+                               **kw) for i, box in boxes], fixed=True)  # fmt: skip
+    levels = np.abs(ours - host) * 127.5  # in uint8 levels
+    assert ours.shape == host.shape == (5, 3, 32, 128)
+    assert levels.mean() < 0.1 and levels.max() <= 4.01, (levels.mean(), levels.max())
+    np.testing.assert_array_equal(ours[4], 0.0)
     engine.close()
 
 

@@ -53,12 +53,11 @@ class Detector:
         if not len(images):
             return []
         sizes = [img.shape[:2] for img in getattr(images, "arrays", images)]
-        raw: np.ndarray | list[np.ndarray]
         if self.on_device:
-            raw, boxes = self._on_device(images, range(len(images)), None)
+            found, boxes = self._on_device(images, range(len(images)), None)
         else:
-            raw, boxes = self._run_cpu(images)
-        return self._finish(raw, boxes, sizes)
+            found, boxes = self._run_cpu(images)
+        return self._finish(found, boxes, sizes)
 
     def regions(self, images: Sequence[ops.Image] | Any, regions: Sequence[Region]
                 ) -> list[ops.Detections]:  # fmt: skip
@@ -69,28 +68,27 @@ class Detector:
             return []
         sizes = [(y2 - y1, x2 - x1) for _, x1, y1, x2, y2 in regions]
         if self.on_device and hasattr(images, "arrays"):
-            raw, boxes = self._on_device(images, range(len(regions)), regions)
+            found, boxes = self._on_device(images, range(len(regions)), regions)
         else:
             crops = [images[i][y1:y2, x1:x2] for i, x1, y1, x2, y2 in regions]
             return self(crops)
-        return self._finish(raw, boxes, sizes)
+        return self._finish(found, boxes, sizes)
 
-    def _finish(self, raw: Any, boxes: list[ops.Letterbox], sizes: Sequence[tuple[int, int]]
-                ) -> list[ops.Detections]:  # fmt: skip
-        results = []
-        for dets, lb, (h, w) in zip(
-            ops.decode_yolo(raw, self.conf, self.iou, self.max_det), boxes, sizes, strict=True
-        ):
-            if self.keep is not None and len(dets):
-                mask = np.isin(dets.class_id, self.keep)
-                dets = ops.Detections(dets.xyxy[mask], dets.confidence[mask], dets.class_id[mask])
-            xyxy = lb.to_image(dets.xyxy) if len(dets) else dets.xyxy
-            xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
-            xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
-            results.append(ops.Detections(xyxy, dets.confidence, dets.class_id))
-        return results
+    def _finish(self, found: ops.Candidates, boxes: list[ops.Letterbox],
+                sizes: Sequence[tuple[int, int]]) -> list[ops.Detections]:  # fmt: skip
+        """NMS over the whole batch, then every kept box back to its image's pixels
+        (clipped to it), all at once; split per image."""
+        kept = ops.suppress(found, self.iou, self.max_det)
+        if len(kept):
+            lb = np.array([(b.scale, b.pad_x, b.pad_y) for b in boxes], np.float32)[kept.image]
+            hw = np.array(sizes, np.float32)[kept.image]
+            xyxy = np.empty_like(kept.xyxy)
+            xyxy[:, 0::2] = np.clip((kept.xyxy[:, 0::2] - lb[:, 1:2]) / lb[:, :1], 0, hw[:, 1:])
+            xyxy[:, 1::2] = np.clip((kept.xyxy[:, 1::2] - lb[:, 2:]) / lb[:, :1], 0, hw[:, :1])
+            kept = ops.Candidates(kept.image, xyxy, kept.confidence, kept.class_id)
+        return kept.split(len(sizes))
 
-    def _run_cpu(self, images: Sequence[ops.Image]) -> tuple[np.ndarray, list[ops.Letterbox]]:
+    def _run_cpu(self, images: Sequence[ops.Image]) -> tuple[ops.Candidates, list[ops.Letterbox]]:
         boxed = [ops.letterbox(img, self.height, self.width) for img in images]
         tensor = ops.to_tensor([b for b, _ in boxed])
         chunks, sizes = [], []
@@ -102,18 +100,18 @@ class Detector:
             chunks.append(chunk)
             sizes.append(n)
         outputs = [out[0][:n] for out, n in zip(run_all(self.engine, chunks), sizes, strict=True)]
-        return np.concatenate(outputs), [lb for _, lb in boxed]
+        found = ops.candidates(np.concatenate(outputs), self.conf, self.keep)
+        return found, [lb for _, lb in boxed]
 
     def _on_device(
         self, images: Any, items: range, regions: Sequence[Region] | None
-    ) -> tuple[list[np.ndarray], list[ops.Letterbox]]:
+    ) -> tuple[ops.Candidates, list[ops.Letterbox]]:
         """Letterbox, inference and the score filter on the device, in batches of
         at most the engine's size, each padded with repeats to a `bucket` size (a
-        few shapes, one CUDA graph each); only the candidates of each image come
-        back (a list: their counts differ)."""
+        few shapes, one CUDA graph each); only the candidates come back."""
         engine: Any = self.engine
         frames = images if hasattr(images, "arrays") else engine.upload(list(images))
-        outputs: list[np.ndarray] = []
+        found: list[ops.Candidates] = []
         boxes: list[ops.Letterbox] = []
         for start in range(0, len(items), self.batch):
             chunk = list(items[start : start + self.batch])
@@ -121,11 +119,13 @@ class Detector:
             size = bucket(n, self.batch) if getattr(engine, "any_batch", False) else self.batch
             chunk += [chunk[-1]] * (size - n)
             if regions is None:
-                raw, lbs = engine.run_frames(frames.take(chunk), self.height, self.width,
-                                             min_score=self.conf)  # fmt: skip
+                got, lbs = engine.run_frames(frames.take(chunk), self.height, self.width,
+                                             min_score=self.conf, keep=self.keep)  # fmt: skip
             else:
-                raw, lbs = engine.run_regions(frames, [regions[i] for i in chunk], self.height,
-                                              self.width, min_score=self.conf)  # fmt: skip
-            outputs += raw[:n]
+                got, lbs = engine.run_regions(frames, [regions[i] for i in chunk], self.height,
+                                              self.width, min_score=self.conf, keep=self.keep)  # fmt: skip
+            real = got.take(np.flatnonzero(got.image < n))  # not the padding's
+            found.append(ops.Candidates(real.image + start, real.xyxy, real.confidence,
+                                        real.class_id))  # fmt: skip
             boxes += lbs[:n]
-        return outputs, boxes
+        return ops.Candidates.concat(found), boxes

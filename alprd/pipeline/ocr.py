@@ -53,25 +53,40 @@ class Alphabet:
 
     def decode(self, reduced: FloatArray) -> Text:
         """Greedy CTC on one (steps x (1 + charset)) sequence."""
-        best = reduced.argmax(axis=1)
-        chars: list[str] = []
-        confs: list[float] = []
-        cands: list[tuple[tuple[str, float], ...]] = []
-        t = 0
-        while t < len(best):
-            k = int(best[t])
-            end = t + 1
-            while end < len(best) and best[end] == k:
-                end += 1
-            if k != 0:
-                step = t + int(reduced[t:end, k].argmax())
-                row = reduced[step, 1:]
-                top = np.argsort(-row)[:TOP_K]
-                chars.append(self.charset[k - 1])
-                confs.append(float(row[k - 1]))
-                cands.append(tuple((self.charset[j], float(row[j])) for j in top))
-            t = end
-        return Text("".join(chars), tuple(confs), tuple(cands))
+        return self.decode_many(reduced[None])[0]
+
+    def decode_many(self, reduced: FloatArray) -> list[Text]:
+        """Greedy CTC on a batch (B x steps x (1 + charset)): each character with its
+        probability (at the step of its run where it is most likely) and the
+        `TOP_K` characters there. The arrays work is done for the batch at once;
+        per plate only its runs are walked."""
+        best = reduced.argmax(axis=2)  # B x T
+        letters = reduced[:, :, 1:]
+        top = np.argsort(-letters, axis=2, kind="stable")[:, :, :TOP_K]  # B x T x K
+        top_p = np.take_along_axis(letters, top, axis=2)
+        charset = self.charset
+        texts = []
+        for seq_best, seq_p, seq_top in zip(best.tolist(), top_p.tolist(), top.tolist(),
+                                            strict=True):  # fmt: skip
+            chars: list[str] = []
+            confs: list[float] = []
+            cands: list[tuple[tuple[str, float], ...]] = []
+            t, steps = 0, len(seq_best)
+            while t < steps:
+                k = seq_best[t]
+                end, step = t + 1, t
+                while end < steps and seq_best[end] == k:
+                    if seq_p[end][0] > seq_p[step][0]:  # the run's most likely step
+                        step = end
+                    end += 1
+                if k != 0:
+                    chars.append(charset[k - 1])
+                    confs.append(seq_p[step][0])
+                    cands.append(tuple((charset[j], p) for j, p in zip(seq_top[step], seq_p[step],
+                                                                       strict=True)))  # fmt: skip
+                t = end
+            texts.append(Text("".join(chars), tuple(confs), tuple(cands)))
+        return texts
 
 
 def trim_edges(text: Text, min_confidence: float) -> Text:
@@ -84,6 +99,26 @@ def trim_edges(text: Text, min_confidence: float) -> Text:
     while hi > lo and c[hi - 1] < min_confidence:
         hi -= 1
     return Text(text.text[lo:hi], c[lo:hi], text.candidates[lo:hi])
+
+
+#: Where a plate is cut from its frame: x1, y1, x2, y2 (whole pixels, may be
+#: empty), and whether the cut is a two-line plate to unfold (`unfold_lines`)
+Cut = tuple[int, int, int, int, bool]
+
+
+def cut(
+    size: tuple[int, int], box: Box, *, margin: float, trim_y: float, two_line_aspect: float
+) -> Cut:
+    """Where `crop` cuts a plate from an image of `size` (height, width): the box
+    with ``margin`` of its width added left and right and ``trim_y`` of its height
+    removed top and bottom (the box itself when that leaves less than 2 pixels),
+    clipped to the image. The one geometry of the host crop and the GPU one."""
+    h, w = size
+    x1, y1, x2, y2 = clip_box(expand(box, margin, -trim_y), w, h)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        x1, y1, x2, y2 = clip_box(box, w, h)
+    ph, pw = y2 - y1, x2 - x1
+    return x1, y1, x2, y2, ph >= 2 and 0 < pw < two_line_aspect * ph
 
 
 def crop(
@@ -99,19 +134,17 @@ def crop(
     two_line_aspect: float = 0.0,
 ) -> FloatArray:
     """The plate as the recogniser wants it: cut from the full-resolution frame
-    (``margin`` of the box width added left and right, ``trim_y`` of its height
-    removed top and bottom); a cut narrower than ``two_line_aspect`` (width /
-    height) is taken for a two-line plate and its halves are put side by side
-    (`unfold_lines`); then resized to exactly ``width`` x ``height`` when ``width``
-    is given (a fixed-size recogniser), else stretched ``stretch`` times
-    horizontally (so repeated characters keep a blank between them at W/8 time
-    steps) and resized to ``height`` keeping that aspect (at most ``max_width``).
-    Scaled to [-1, 1]. Returns 3 x height x width (BGR). Training uses this same
-    function, so serving and training never prepare crops differently."""
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = clip_box(expand(box, margin, -trim_y), w, h)
-    if x2 - x1 < 2 or y2 - y1 < 2:
-        x1, y1, x2, y2 = clip_box(box, w, h)
+    (`cut`); a cut narrower than ``two_line_aspect`` (width / height) is taken for
+    a two-line plate and its halves are put side by side (`unfold_lines`); then
+    resized to exactly ``width`` x ``height`` when ``width`` is given (a fixed-size
+    recogniser), else stretched ``stretch`` times horizontally (so repeated
+    characters keep a blank between them at W/8 time steps) and resized to
+    ``height`` keeping that aspect (at most ``max_width``). Scaled to [-1, 1].
+    Returns 3 x height x width (BGR). Training uses this same function, so serving
+    and training never prepare crops differently (the torch backend samples the
+    same cut on the GPU: `TorchEngine.run_cuts`)."""
+    x1, y1, x2, y2, _ = cut(image.shape[:2], box, margin=margin, trim_y=trim_y,
+                            two_line_aspect=two_line_aspect)  # fmt: skip
     patch = image[y1:y2, x1:x2]
     if patch.size == 0:
         return np.zeros((3, height, width or height), np.float32)

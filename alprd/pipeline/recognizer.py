@@ -249,40 +249,50 @@ class Recognizer:
         return self.read_many([image], [plates])[0]
 
     def read_many(
-        self, images: Sequence[ops.Image], plates: Sequence[Sequence[Plate]]
+        self, images: Sequence[ops.Image], plates: Sequence[Sequence[Plate]], frames: Any = None
     ) -> list[list[Text]]:
-        """`read` for several images: all their plates in batches of the engine's size."""
+        """`read` for several images: all their plates in batches of the engine's
+        size. `frames`: the images already on the device (`upload`); a fixed-size
+        recogniser there samples its crops from them (`TorchEngine.run_cuts`)."""
         o = self.ocr
-        crops = [
-            ocr.crop(
-                image,
-                p.box,
-                margin=o.crop_margin,
-                trim_y=o.crop_trim,
-                stretch=o.stretch,
-                height=o.input_height,
-                max_width=o.max_width,
-                width=o.input_width,
-                two_line_aspect=o.two_line_aspect,
-            )
-            for image, ps in zip(images, plates, strict=True)
-            for p in ps
-        ]
+        cut = {"margin": o.crop_margin, "trim_y": o.crop_trim, "two_line_aspect": o.two_line_aspect}
+        on_device = (
+            frames is not None and hasattr(self.reader, "run_cuts") and o.input_width is not None
+        )
+        items: list[Any]
+        if on_device:
+            items = [
+                (i, ocr.cut(image.shape[:2], p.box, **cut))
+                for i, (image, ps) in enumerate(zip(images, plates, strict=True))
+                for p in ps
+            ]
+        else:
+            items = [
+                ocr.crop(image, p.box, stretch=o.stretch, height=o.input_height,
+                         max_width=o.max_width, width=o.input_width, **cut)  # fmt: skip
+                for image, ps in zip(images, plates, strict=True)
+                for p in ps
+            ]
+        any_batch = getattr(self.reader, "any_batch", False)
         chunks, sizes = [], []
-        for start in range(0, len(crops), self.reader_batch):
-            chunk = crops[start : start + self.reader_batch]
-            x = ocr.batch(chunk, fixed=o.input_width is not None)
+        for start in range(0, len(items), self.reader_batch):
+            chunk = items[start : start + self.reader_batch]
             n = len(chunk)
-            any_batch = getattr(self.reader, "any_batch", False)
             size = bucket(n, self.reader_batch) if any_batch else self.reader_batch
-            if n < size:
-                x = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
-            chunks.append(x)
+            chunk += [chunk[-1]] * (size - n)  # padded with repeats, their results dropped
+            chunks.append(chunk)
             sizes.append(n)
+        if on_device:
+            outputs = [
+                [self.reader.run_cuts(frames, chunk, o.input_height, o.input_width)]  # type: ignore[attr-defined]
+                for chunk in chunks
+            ]
+        else:
+            batches = [ocr.batch(chunk, fixed=o.input_width is not None) for chunk in chunks]
+            outputs = run_all(self.reader, batches)
         texts: list[Text] = []
-        for outputs, n in zip(run_all(self.reader, chunks), sizes, strict=True):
-            for seq in self.alphabet.reduce(outputs[0][:n]):
-                texts.append(self.alphabet.decode(seq))
+        for out, n in zip(outputs, sizes, strict=True):
+            texts += self.alphabet.decode_many(self.alphabet.reduce(out[0][:n]))
         per_image, at = [], 0
         for ps in plates:
             per_image.append(texts[at : at + len(ps)])
@@ -326,7 +336,7 @@ class Recognizer:
             if zone:
                 plates[i] = [p for p in plates[i] if geometry.inside(geometry.centre(p.box), zone)]
         t2 = time.perf_counter()
-        texts = self.read_many(images, plates)
+        texts = self.read_many(images, plates, frames)
         t3 = time.perf_counter()
         self.times.add("vehicle", t1 - t0)
         self.times.add("plate", t2 - t1)

@@ -128,6 +128,17 @@ class DeviceFrames:
         device = self.groups[0].device
         return {g: (i, _small(i, device), _small(p, device)) for g, (i, p) in out.items()}
 
+    def atlas(self, group: int) -> torch.Tensor:
+        """Group `group`'s frames stacked into one tall image, 1 x 3 x (G * H) x W
+        RGB float32 in [0, 1]: what `grid_sample` samples regions from, in one call
+        for all the frames of a shape (made once)."""
+        key = (group, "atlas")
+        if key not in self._rgb:
+            G, H, W = self.groups[group].shape[:3]
+            rgb = self.rgb(group, torch.float32)
+            self._rgb[key] = rgb.permute(1, 0, 2, 3).reshape(1, 3, G * H, W)
+        return self._rgb[key]
+
     def rgb(self, group: int, dtype: Any) -> torch.Tensor:
         """Group `group` as G x 3 x H x W RGB in [0, 1] (made once per dtype)."""
         key = (group, dtype)
@@ -156,6 +167,7 @@ class TorchEngine:
         self._graphs: dict[tuple[int, ...], _Graph] = {}
         self._pinned: dict[tuple[tuple[int, ...], Any], torch.Tensor] = {}
         self._staging: torch.Tensor | None = None
+        self._ids: dict[tuple[int, ...], torch.Tensor] = {}  # class filters on the device
         #: any batch size runs (a CUDA graph per size): callers pad to `bucket`
         #: sizes up to the configured batch instead of always to it
         self.any_batch = True
@@ -218,15 +230,16 @@ class TorchEngine:
         height: int,
         width: int,
         fill: int = 114,
-        min_score: float | None = None,
-    ) -> tuple[list[npt.NDArray[np.float32]], list[ops.Letterbox]]:
+        min_score: float = 0.0,
+        keep: Sequence[int] | None = None,
+    ) -> tuple[ops.Candidates, list[ops.Letterbox]]:
         """Letterbox uint8 BGR frames to height x width on the GPU (as
         `ops.letterbox` + `ops.to_tensor` do on the CPU) and run them as one batch.
         Frames of one shape are resized together (one kernel per shape, not per
-        frame). Returns each frame's (4 + classes) x anchors output; with
-        `min_score`, only the anchors whose best class scores at least that (what
-        `ops.decode_yolo` keeps) come back to the host: a few columns instead of
-        thousands."""
+        frame). Returns the anchors whose best class scores at least `min_score`
+        (and is one of `keep`), what `ops.candidates` keeps of the whole output:
+        the score filter runs on the device, and a few rows come back instead of
+        thousands of columns."""
         frames = images if isinstance(images, DeviceFrames) else self.upload(images)
         dtype = self.dtype or torch.float32
         x = torch.full((len(frames), 3, height, width), fill / 255.0, dtype=dtype,
@@ -244,7 +257,7 @@ class TorchEngine:
                 x[idx, :, top : top + nh, left : left + nw] = resized
             for i in indices:
                 boxes[i] = lb
-        return self._results(self._infer(x), min_score), boxes
+        return self._candidates(self._infer(x), min_score, keep), boxes
 
     def run_regions(
         self,
@@ -253,8 +266,9 @@ class TorchEngine:
         height: int,
         width: int,
         fill: int = 114,
-        min_score: float | None = None,
-    ) -> tuple[list[npt.NDArray[np.float32]], list[ops.Letterbox]]:
+        min_score: float = 0.0,
+        keep: Sequence[int] | None = None,
+    ) -> tuple[ops.Candidates, list[ops.Letterbox]]:
         """`run_frames` on regions of frames already on the device (frame index,
         x1, y1, x2, y2 in whole pixels): each region letterboxed as
         ``ops.letterbox(frame[y1:y2, x1:x2])`` would be (bilinear, edges clamped to
@@ -292,7 +306,7 @@ class TorchEngine:
                 [((2 * sx + 1) / W - 1)[:, None, :].expand(n, height, width),
                  ((2 * sy + 1) / (G * H) - 1)[:, :, None].expand(n, height, width)], dim=-1,
             ).reshape(1, n * height, width, 2)  # fmt: skip
-            atlas = frames.rgb(g, torch.float32).permute(1, 0, 2, 3).reshape(1, 3, G * H, W)
+            atlas = frames.atlas(g)
             sampled = F.grid_sample(atlas, grid, mode="bilinear", padding_mode="border",
                                     align_corners=False)  # fmt: skip
             sampled = sampled.reshape(3, n, height, width).permute(1, 0, 2, 3)
@@ -301,22 +315,92 @@ class TorchEngine:
                 x = boxed
             else:
                 x[_small(mine, self.device)] = boxed
-        return self._results(self._infer(x), min_score), boxes
+        return self._candidates(self._infer(x), min_score, keep), boxes
 
-    def _results(self, out: torch.Tensor, min_score: float | None) -> list[npt.NDArray[np.float32]]:
-        """Each image's output on the host (N x (4 + classes) x anchors on the
-        device); with `min_score`, only the anchors that pass it. Both wait for the
+    def run_cuts(
+        self,
+        frames: DeviceFrames,
+        cuts: Sequence[tuple[int, tuple[int, int, int, int, bool]]],
+        height: int,
+        width: int,
+    ) -> npt.NDArray[np.float32]:
+        """The recogniser on plates cut from frames already on the device (see
+        `cut_batch`); returns the network's output (len(cuts) x ...)."""
+        return self._infer(self.cut_batch(frames, cuts, height, width)).float().cpu().numpy()
+
+    def cut_batch(
+        self,
+        frames: DeviceFrames,
+        cuts: Sequence[tuple[int, tuple[int, int, int, int, bool]]],
+        height: int,
+        width: int,
+    ) -> torch.Tensor:
+        """The recogniser's input on the device, per plate (frame index,
+        `alprd.pipeline.ocr.Cut`): the crop `ocr.crop` makes on the host (a
+        two-line cut unfolded, bicubic resize to height x width, uint8 levels, BGR
+        in [-1, 1]), sampled from the frames in one call per frame shape: no crop
+        is cut, resized or uploaded on the host."""
+        x = torch.zeros((len(cuts), 3, height, width), dtype=torch.float32, device=self.device)
+        slots = [frames.slots[i] for i, _ in cuts]
+        u = torch.arange(width, device=self.device, dtype=torch.float32)[None, None, :]
+        v = torch.arange(height, device=self.device, dtype=torch.float32)[None, :, None]
+        groups = sorted({g for g, _ in slots})
+        for g in groups:
+            mine = [k for k, (gg, _) in enumerate(slots) if gg == g]
+            G, H, W = frames.groups[g].shape[:3]
+            table = []
+            for k in mine:
+                x1, y1, x2, y2, two = cuts[k][1]
+                pw, ph = max(x2 - x1, 1), max(y2 - y1, 1)
+                half = ph // 2 if two else ph  # an unfolded cut: half as high, twice as wide
+                table.append((x1, y1 + H * slots[k][1], pw, ph, half, 2 * pw if two else pw,
+                              float(two), float(x2 > x1 and y2 > y1)))  # fmt: skip
+            x1, y1, pw, ph, half, uw, two, real = _small(table, self.device, torch.float32).T[
+                :, :, None, None
+            ]
+            # the unfolded patch's pixel each output pixel samples (cv2.resize's
+            # convention), then where that is in the frame: the right half of an
+            # unfolded cut is the plate's bottom line
+            ux = (u + 0.5) * (uw / width) - 0.5
+            uy = (v + 0.5) * (half / height) - 0.5
+            bottom = (two > 0) & (ux > pw - 0.5)
+            sx = torch.where(bottom, ux - pw, ux).clamp(min=0) + x1
+            sy = (uy + torch.where(bottom, half, 0.0)).clamp(min=0) + y1
+            sx = torch.minimum(sx, x1 + pw - 1)
+            sy = torch.minimum(sy, y1 + ph - 1)
+            n = len(mine)
+            sx, sy = torch.broadcast_tensors(sx, sy)  # n x height x width each
+            grid = torch.stack([(2 * sx + 1) / W - 1, (2 * sy + 1) / (G * H) - 1], dim=-1)
+            sampled = F.grid_sample(frames.atlas(g), grid.reshape(1, n * height, width, 2),
+                                    mode="bicubic", padding_mode="border",
+                                    align_corners=False)  # fmt: skip
+            sampled = sampled.reshape(3, n, height, width).permute(1, 0, 2, 3)
+            # uint8 levels as cv2 leaves them, BGR, [-1, 1]; an empty cut is 0
+            levels = (sampled.flip(1) * 255.0).round().clamp(0, 255)
+            boxed = (levels / 127.5 - 1.0) * real[:, None]
+            if len(groups) == 1:
+                x = boxed
+            else:
+                x[_small(mine, self.device)] = boxed
+        return x
+
+    def _candidates(self, out: torch.Tensor, min_score: float,
+                    keep: Sequence[int] | None) -> ops.Candidates:  # fmt: skip
+        """`ops.candidates` of N x (4 + classes) x anchors on the device: best class,
+        score filter and class filter there; one table of the rows kept comes back
+        (image, box, score, class: 7 numbers per anchor kept). Waits for the
         device: the frames' copies are done before the caller reuses their buffers."""
-        if min_score is None:
-            return list(out.float().cpu().numpy())
-        keep = out[:, 4:, :].amax(dim=1) >= min_score  # N x anchors
-        counts = keep.sum(dim=1).tolist()
-        picked = out.permute(0, 2, 1)[keep].float().cpu().numpy()  # kept anchors x (4 + C)
-        preds, at = [], 0
-        for n in counts:
-            preds.append(np.ascontiguousarray(picked[at : at + n].T))
-            at += n
-        return preds
+        best, class_id = out[:, 4:, :].max(dim=1)  # N x anchors
+        mask = best >= min_score
+        if keep is not None:
+            key = tuple(keep)
+            if key not in self._ids:
+                self._ids[key] = torch.as_tensor(key, dtype=class_id.dtype).to(self.device)
+            mask &= torch.isin(class_id, self._ids[key])
+        b, a = mask.nonzero(as_tuple=True)
+        table = torch.cat([b[:, None].float(), out[b, :4, a].float(), best[b, a, None].float(),
+                           class_id[b, a, None].float()], dim=1)  # fmt: skip
+        return ops.Candidates.from_table(table.cpu().numpy())
 
     def _staged(self, images: Sequence[ops.Image]) -> dict[int, torch.Tensor]:
         """Pageable arrays to the device through one pinned staging buffer (grown
