@@ -82,6 +82,11 @@ class EnginesConfig(_Section):
     #: inferences a CPU engine (OpenVINO, ONNX Runtime) runs at once, the cores
     #: shared between them; "auto": see `alprd.engines.manager.cpu_streams`
     streams: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    #: batches in flight at once: with 2 on a GPU, the host decodes one batch's
+    #: results and sets up its next stage while the GPU runs the other's; host
+    #: engines (OpenVINO, ONNX Runtime) gain nothing from more than 1; "auto": 2
+    #: when the first stage runs on a GPU (torch backend), else 1
+    lanes: Annotated[int, Field(ge=1, le=8)] | Literal["auto"] = "auto"
     calibration: Path | None = None
     build_timeout_s: float = Field(3600.0, gt=0)
     build_nice: int = Field(10, ge=0, le=19)

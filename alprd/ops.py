@@ -3,6 +3,7 @@ output decoding, NMS, CTC greedy decoding. No I/O, no clock, no runtime imports.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -111,8 +112,11 @@ class Candidates:
             return Candidates.empty()
         if len(parts) == 1:
             return parts[0]
-        return Candidates(*(np.concatenate(a) for a in zip(*(
-            (p.image, p.xyxy, p.confidence, p.class_id) for p in parts))))  # fmt: skip
+        return Candidates(
+            np.concatenate([p.image for p in parts]), np.concatenate([p.xyxy for p in parts]),
+            np.concatenate([p.confidence for p in parts]),
+            np.concatenate([p.class_id for p in parts]),
+        )  # fmt: skip
 
     def take(self, idx: IntArray) -> Candidates:
         return Candidates(self.image[idx], self.xyxy[idx], self.confidence[idx], self.class_id[idx])
@@ -123,7 +127,7 @@ class Candidates:
         bounds = np.searchsorted(self.image, np.arange(images + 1))
         return [
             Detections(self.xyxy[a:b], self.confidence[a:b], self.class_id[a:b])
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            for a, b in itertools.pairwise(bounds)
         ]
 
 

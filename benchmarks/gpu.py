@@ -92,6 +92,12 @@ def site(root: Path, args: argparse.Namespace, batch: int) -> Path:
     return config
 
 
+def settle_heap() -> None:
+    from alprd.service import _settle_heap
+
+    _settle_heap()
+
+
 def one_stream(config_path: Path, frames: list, skipping: bool) -> dict:
     from alprd import config as cfgmod
     from alprd.pipeline.recognizer import Recognizer
@@ -107,6 +113,7 @@ def one_stream(config_path: Path, frames: list, skipping: bool) -> dict:
     for i, image in enumerate(frames[:10]):  # CUDA graphs captured, cuDNN tuned
         pipe.process(Frame("bench", i, i / 25.0, image))
     pipe.finish()
+    settle_heap()  # as the daemon does once ready
     recognizer.times.samples = {k: [] for k in recognizer.times.samples}
     pipe = CameraPipeline("bench", recognizer, config)
     events = []
@@ -123,48 +130,63 @@ def one_stream(config_path: Path, frames: list, skipping: bool) -> dict:
     return out
 
 
-def many_streams(config_path: Path, streams: list[list], steps: int, prof: Any = None) -> dict:
+def many_streams(config_path: Path, streams: list[list], steps: int, prof: Any = None,
+                 lanes: int = 1, split: bool = False) -> dict:  # fmt: skip
     """N cameras batched: `steps` batches of one frame of each. `prof`: a
-    cProfile.Profile to run over the timed batches only (not loading, not warm-up)."""
+    cProfile.Profile to run over the timed batches only (not loading, not warm-up).
+    `lanes`: batches in flight at once (`Lanes`): with `split`, each lane has its
+    own cameras (N / lanes per batch, what the daemon does: a camera has one frame
+    in flight); else every lane batches all N (frame k in one, k + 1 in the next)."""
     import torch
 
     from alprd import config as cfgmod
-    from alprd.pipeline.recognizer import Recognizer
+    from alprd.pipeline.recognizer import Lanes, Recognizer
 
     recognizer = Recognizer.load(cfgmod.load(config_path))
     n = len(streams)
+    groups = [list(range(k, n, lanes)) for k in range(lanes)] if split else [list(range(n))]
     batch = [s[0] for s in streams]
     for _ in range(5):
         recognizer.many(batch)
-    if os.environ.get("ALPRD_BENCH_GC") == "freeze":  # an experiment: no GC pauses
-        import gc
-
-        gc.collect()
-        gc.freeze()
+    settle_heap()  # as the daemon does once ready
     recognizer.times.samples = {k: [] for k in recognizer.times.samples}
     plates = 0
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    work = [(step, g) for step in range(steps) for g in groups]  # batches, in order
+    pool: Lanes[list] = Lanes(recognizer, lanes)
     sync()
     if prof is not None:
         prof.enable()
     t = time.perf_counter()
-    for step in range(steps):
-        batch = [s[step % len(s)] for s in streams]
-        plates += sum(len(r.plates) for r in recognizer.many(batch))
+    frames = 0
+    while work or pool.busy:
+        while work and pool.free:
+            step, cams = work.pop(0)
+            pool.submit(recognizer.steps([streams[c][step % len(streams[c])] for c in cams]))
+            frames += len(cams)
+        for _, results in pool.step():
+            plates += sum(len(r.plates) for r in results)
     sync()
     wall = time.perf_counter() - t
     if prof is not None:
         prof.disable()
     out = {
-        "streams": n, "frames": n * steps, "fps": n * steps / wall, "plates_read": plates,
-        "stages": dict(recognizer.times.samples),
+        "streams": n, "frames": frames, "fps": frames / wall, "plates_read": plates,
+        "lanes": lanes, "split": split, "stages": dict(recognizer.times.samples),
     }  # fmt: skip
     recognizer.close()
     return out
 
 
-def _worker(config_path: Path, videos: list[Path], cameras: list[int], total: int, steps: int,
-            barrier: Any, out: Any) -> None:
+def _worker(
+    config_path: Path,
+    videos: list[Path],
+    cameras: list[int],
+    total: int,
+    steps: int,
+    barrier: Any,
+    out: Any,
+) -> None:
     """One process of `processes`: its share of the cameras, batched."""
     import torch
 
@@ -196,8 +218,9 @@ def _worker(config_path: Path, videos: list[Path], cameras: list[int], total: in
     recognizer.close()
 
 
-def processes(root: Path, args: argparse.Namespace, videos: list[Path], n: int, total: int,
-              steps: int) -> dict:
+def processes(
+    root: Path, args: argparse.Namespace, videos: list[Path], n: int, total: int, steps: int
+) -> dict:
     """`total` cameras split over `n` processes sharing the GPU (each its own
     engines and CUDA context, batching its cameras): frames/s of all together."""
     import multiprocessing as mp
@@ -261,9 +284,21 @@ def main() -> int:
     p.add_argument("--ocr", default="trained/ocr-alprd-plate.onnx")
     p.add_argument("--dictionary", default="trained/ocr-alprd-plate-dict.txt")
     p.add_argument("--ocr-backend", default="torch", help="onnxruntime: the recogniser on the CPU")
-    p.add_argument("--processes", type=int, nargs="*", default=[],
-                   help="also run the --streams cameras split over this many processes")
+    p.add_argument(
+        "--processes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also run the --streams cameras split over this many processes",
+    )
     p.add_argument("--only-streams", action="store_true", help="skip the one-stream rows")
+    p.add_argument(
+        "--lanes",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="also run the --streams cameras with this many batches in flight",
+    )
     p.add_argument("--out", type=Path)
     p.add_argument("--smoke", action="store_true", help="run on the CPU, no naive loop (a check)")
     args = p.parse_args()
@@ -303,6 +338,12 @@ def main() -> int:
             streams.append(clip[offset:] + clip[:offset])
         many = site(root, args, args.streams)
         results["alprd_streams"] = many_streams(many, streams, args.steps)
+        for lanes in args.lanes:
+            for split in (False, True):
+                name = f"alprd_streams_{lanes}_lanes" + ("_split" if split else "")
+                cfg = site(root, args, args.streams // lanes) if split else many
+                results[name] = many_streams(cfg, streams, args.steps, lanes=lanes, split=split)
+                rows.append(name)
         videos = sorted(args.videos.glob("*.mp4"))
         for n in args.processes:
             name = f"alprd_streams_{n}_processes"

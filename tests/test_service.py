@@ -38,11 +38,14 @@ def site(tmp_path):
     return tmp_path
 
 
-def write_config(site: Path, cameras: str, extra: str = "") -> Path:
+def write_config(site: Path, cameras: str, extra: str = "", engines: str = "") -> Path:
     path = site / "etc" / "alprd.toml"
     path.write_text(
         '[paths]\nroot = ".."\n[engines]\nbackend = "openvino"\n'
-        "[service]\nextend_timeout_s = 3\nhealth_interval_s = 1\n" + extra + cameras
+        + engines
+        + "[service]\nextend_timeout_s = 3\nhealth_interval_s = 1\n"
+        + extra
+        + cameras
     )
     return path
 
@@ -179,6 +182,7 @@ def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loo
         camera("rear", NL_VIDEO, fps=5) + camera("dead", "rtsp://127.0.0.1:9/none", fps=5),
         "[sources]\nreconnect_initial_s = 0.1\nreconnect_max_s = 0.5\nopen_timeout_s = 1\n"
         "[outputs.jsonl]\nenabled = true\n",
+        engines="lanes = 2\n",  # two batches in flight, as on a GPU: same events
     )
     config.write_text(config.read_text() + "[metrics]\nport = 19108\n")
     d = Daemon(config, sock)

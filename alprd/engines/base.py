@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -88,6 +88,46 @@ class Engine(Protocol):
     def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]: ...
 
     def close(self) -> None: ...
+
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+#: A computation that pauses (yields) where it would wait for a device, so that
+#: another can use the host meanwhile (`alprd.pipeline.recognizer.Lanes`); `drive`
+#: runs one straight through.
+Steps = Generator[None, None, T]
+
+
+def drive(steps: Steps[T]) -> T:
+    """Run `steps` to its end and return its result (no other work between)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+class Pending(Generic[T]):
+    """Work handed to a device whose result is collected later (`result` waits
+    for it); on a host engine the result is already there."""
+
+    def __init__(self, collect: Callable[[], T]) -> None:
+        self._collect: Callable[[], T] | None = collect
+        self._value: T | None = None
+
+    @staticmethod
+    def done(value: T) -> Pending[T]:
+        return Pending(lambda: value)
+
+    def result(self) -> T:
+        if self._collect is not None:
+            self._value, self._collect = self._collect(), None
+        return self._value  # type: ignore[return-value]
+
+    def then(self, f: Callable[[T], U]) -> Pending[U]:
+        """A pending `f(result)`."""
+        return Pending(lambda: f(self.result()))
 
 
 def run_all(

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from alprd import ops
-from alprd.engines.base import Engine, run_all
+from alprd.engines.base import Engine, Pending, run_all
 
 #: (frame index, x1, y1, x2, y2): a region of a frame to search, whole pixels
 Region = tuple[int, int, int, int, int]
@@ -50,29 +50,39 @@ class Detector:
     def __call__(self, images: Sequence[ops.Image] | Any) -> list[ops.Detections]:
         """Detections in each image. `images` may be the engine's own frames on the
         device (`TorchEngine.upload`, when `on_device`)."""
+        return self.launch(images).result()
+
+    def launch(self, images: Sequence[ops.Image] | Any) -> Pending[list[ops.Detections]]:
+        """`self(images)`, collected later: on the device, the work is queued and
+        `result()` waits for it; on the host it is done now."""
         if not len(images):
-            return []
+            return Pending.done([])
         sizes = [img.shape[:2] for img in getattr(images, "arrays", images)]
         if self.on_device:
             found, boxes = self._on_device(images, range(len(images)), None)
         else:
             found, boxes = self._run_cpu(images)
-        return self._finish(found, boxes, sizes)
+        return found.then(lambda f: self._finish(f, boxes, sizes))
 
     def regions(self, images: Sequence[ops.Image] | Any, regions: Sequence[Region]
                 ) -> list[ops.Detections]:  # fmt: skip
         """Detections in each region, in the region's own pixels (what calling the
         detector on ``image[y1:y2, x1:x2]`` gives). On the device the regions are
         sampled from the frames there: no crop is copied or uploaded."""
+        return self.launch_regions(images, regions).result()
+
+    def launch_regions(self, images: Sequence[ops.Image] | Any, regions: Sequence[Region]
+                       ) -> Pending[list[ops.Detections]]:  # fmt: skip
+        """`regions`, collected later (see `launch`)."""
         if not regions:
-            return []
+            return Pending.done([])
         sizes = [(y2 - y1, x2 - x1) for _, x1, y1, x2, y2 in regions]
         if self.on_device and hasattr(images, "arrays"):
             found, boxes = self._on_device(images, range(len(regions)), regions)
         else:
             crops = [images[i][y1:y2, x1:x2] for i, x1, y1, x2, y2 in regions]
-            return self(crops)
-        return self._finish(found, boxes, sizes)
+            return self.launch(crops)
+        return found.then(lambda f: self._finish(f, boxes, sizes))
 
     def _finish(self, found: ops.Candidates, boxes: list[ops.Letterbox],
                 sizes: Sequence[tuple[int, int]]) -> list[ops.Detections]:  # fmt: skip
@@ -88,7 +98,8 @@ class Detector:
             kept = ops.Candidates(kept.image, xyxy, kept.confidence, kept.class_id)
         return kept.split(len(sizes))
 
-    def _run_cpu(self, images: Sequence[ops.Image]) -> tuple[ops.Candidates, list[ops.Letterbox]]:
+    def _run_cpu(self, images: Sequence[ops.Image]
+                 ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:  # fmt: skip
         boxed = [ops.letterbox(img, self.height, self.width) for img in images]
         tensor = ops.to_tensor([b for b, _ in boxed])
         chunks, sizes = [], []
@@ -101,17 +112,17 @@ class Detector:
             sizes.append(n)
         outputs = [out[0][:n] for out, n in zip(run_all(self.engine, chunks), sizes, strict=True)]
         found = ops.candidates(np.concatenate(outputs), self.conf, self.keep)
-        return found, [lb for _, lb in boxed]
+        return Pending.done(found), [lb for _, lb in boxed]
 
     def _on_device(
         self, images: Any, items: range, regions: Sequence[Region] | None
-    ) -> tuple[ops.Candidates, list[ops.Letterbox]]:
+    ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:
         """Letterbox, inference and the score filter on the device, in batches of
         at most the engine's size, each padded with repeats to a `bucket` size (a
         few shapes, one CUDA graph each); only the candidates come back."""
         engine: Any = self.engine
         frames = images if hasattr(images, "arrays") else engine.upload(list(images))
-        found: list[ops.Candidates] = []
+        found: list[tuple[Pending[ops.Candidates], int, int]] = []
         boxes: list[ops.Letterbox] = []
         for start in range(0, len(items), self.batch):
             chunk = list(items[start : start + self.batch])
@@ -119,13 +130,22 @@ class Detector:
             size = bucket(n, self.batch) if getattr(engine, "any_batch", False) else self.batch
             chunk += [chunk[-1]] * (size - n)
             if regions is None:
-                got, lbs = engine.run_frames(frames.take(chunk), self.height, self.width,
-                                             min_score=self.conf, keep=self.keep)  # fmt: skip
+                got, lbs = engine.launch_frames(frames.take(chunk), self.height, self.width,
+                                                min_score=self.conf, keep=self.keep)  # fmt: skip
             else:
-                got, lbs = engine.run_regions(frames, [regions[i] for i in chunk], self.height,
-                                              self.width, min_score=self.conf, keep=self.keep)  # fmt: skip
-            real = got.take(np.flatnonzero(got.image < n))  # not the padding's
-            found.append(ops.Candidates(real.image + start, real.xyxy, real.confidence,
-                                        real.class_id))  # fmt: skip
+                got, lbs = engine.launch_regions(frames, [regions[i] for i in chunk],
+                                                 self.height, self.width, min_score=self.conf,
+                                                 keep=self.keep)  # fmt: skip
+            found.append((got, start, n))
             boxes += lbs[:n]
-        return ops.Candidates.concat(found), boxes
+
+        def collect() -> ops.Candidates:
+            parts = []
+            for got, start, n in found:
+                c = got.result()
+                real = c.take(np.flatnonzero(c.image < n))  # not the padding's
+                parts.append(ops.Candidates(real.image + start, real.xyxy, real.confidence,
+                                            real.class_id))  # fmt: skip
+            return ops.Candidates.concat(parts)
+
+        return Pending(collect), boxes

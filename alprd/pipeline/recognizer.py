@@ -4,23 +4,24 @@ Stateless across frames (tracking and voting live in `stream`)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import Any, Generic, TypeVar
 
 from alprd import config as cfgmod
 from alprd import ops
 from alprd.engines import manager
-from alprd.engines.base import Engine, EngineError, Role, run_all
+from alprd.engines.base import Engine, EngineError, Pending, Role, Steps, drive, run_all
 from alprd.log import get_logger
 from alprd.pipeline import geometry, ocr
 from alprd.pipeline.detect import Detector, Region, bucket
 from alprd.pipeline.types import Plate, Text, Vehicle
 
 log = get_logger("alprd.pipeline")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -169,15 +170,20 @@ class Recognizer:
                       ) -> list[list[Vehicle]]:  # fmt: skip
         """Vehicles in each image (one batched detector call); `frames`: the images
         already on the device (`upload`)."""
+        return drive(self._vehicles(images, frames))
+
+    def _vehicles(self, images: Sequence[ops.Image], frames: Any) -> Steps[list[list[Vehicle]]]:
         if self.vehicle is None:
             return [[] for _ in images]
         source = frames if frames is not None and self.vehicle.on_device else images
+        pending = self.vehicle.launch(source)
+        yield
         return [
             [
                 Vehicle(tuple(map(float, b)), float(c), self.vehicle_names[int(k)])  # type: ignore[arg-type]
                 for b, c, k in zip(dets.xyxy, dets.confidence, dets.class_id, strict=True)
             ]
-            for dets in self.vehicle(source)
+            for dets in pending.result()
         ]
 
     def plates(
@@ -199,6 +205,15 @@ class Recognizer:
         batched detector call, then the full frames that need the fallback in one.
         `frames`: the images already on the device (`upload`), which the plate
         detector then samples its crops from."""
+        return drive(self._plates(images, vehicles, fallback, frames))
+
+    def _plates(
+        self,
+        images: Sequence[ops.Image],
+        vehicles: Sequence[Sequence[Vehicle]],
+        fallback: Sequence[bool],
+        frames: Any,
+    ) -> Steps[list[list[Plate]]]:
         regions: list[Region] = []
         owners: list[Vehicle | None] = []  # None: a whole frame
         whole_frames = self.vehicle is None or self.fallback
@@ -217,9 +232,10 @@ class Recognizer:
                 owners.append(None)
         source = frames if frames is not None and self.plate.on_device else images
         found: list[list[Plate]] = [[] for _ in images]
-        for dets, (i, ox, oy, _, _), owner in zip(
-            self.plate.regions(source, regions), regions, owners, strict=True
-        ):
+        pending = self.plate.launch_regions(source, regions)
+        if regions:
+            yield
+        for dets, (i, ox, oy, _, _), owner in zip(pending.result(), regions, owners, strict=True):
             for b, c in zip(dets.xyxy, dets.confidence, strict=True):
                 box = (float(b[0] + ox), float(b[1] + oy), float(b[2] + ox), float(b[3] + oy))
                 found[i].append(Plate(box, float(c), owner or _owner(box, vehicles[i])))
@@ -230,7 +246,10 @@ class Recognizer:
             if vehicles[i] and not found[i] and fallback[i] and whole_frames
         ]
         whole = source.take(full) if source is frames else [images[i] for i in full]
-        for i, dets in zip(full, self.plate(whole) if full else [], strict=True):
+        searched = self.plate.launch(whole) if full else Pending.done([])
+        if full:
+            yield
+        for i, dets in zip(full, searched.result(), strict=True):
             for b, c in zip(dets.xyxy, dets.confidence, strict=True):
                 box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
                 found[i].append(Plate(box, float(c), _owner(box, vehicles[i])))
@@ -254,6 +273,10 @@ class Recognizer:
         """`read` for several images: all their plates in batches of the engine's
         size. `frames`: the images already on the device (`upload`); a fixed-size
         recogniser there samples its crops from them (`TorchEngine.run_cuts`)."""
+        return drive(self._read(images, plates, frames))
+
+    def _read(self, images: Sequence[ops.Image], plates: Sequence[Sequence[Plate]],
+              frames: Any) -> Steps[list[list[Text]]]:  # fmt: skip
         o = self.ocr
         cut = {"margin": o.crop_margin, "trim_y": o.crop_trim, "two_line_aspect": o.two_line_aspect}
         on_device = (
@@ -268,8 +291,15 @@ class Recognizer:
             ]
         else:
             items = [
-                ocr.crop(image, p.box, stretch=o.stretch, height=o.input_height,
-                         max_width=o.max_width, width=o.input_width, **cut)  # fmt: skip
+                ocr.crop(
+                    image,
+                    p.box,
+                    stretch=o.stretch,
+                    height=o.input_height,
+                    max_width=o.max_width,
+                    width=o.input_width,
+                    **cut,
+                )
                 for image, ps in zip(images, plates, strict=True)
                 for p in ps
             ]
@@ -283,16 +313,19 @@ class Recognizer:
             chunks.append(chunk)
             sizes.append(n)
         if on_device:
-            outputs = [
-                [self.reader.run_cuts(frames, chunk, o.input_height, o.input_width)]  # type: ignore[attr-defined]
+            launched = [
+                self.reader.launch_cuts(frames, chunk, o.input_height, o.input_width)  # type: ignore[attr-defined]
                 for chunk in chunks
             ]
+            if launched:
+                yield
+            outputs = [pending.result() for pending in launched]
         else:
             batches = [ocr.batch(chunk, fixed=o.input_width is not None) for chunk in chunks]
-            outputs = run_all(self.reader, batches)
+            outputs = [out[0] for out in run_all(self.reader, batches)]
         texts: list[Text] = []
         for out, n in zip(outputs, sizes, strict=True):
-            texts += self.alphabet.decode_many(self.alphabet.reduce(out[0][:n]))
+            texts += self.alphabet.decode_many(self.alphabet.reduce(out[:n]))
         per_image, at = [], 0
         for ps in plates:
             per_image.append(texts[at : at + len(ps)])
@@ -318,25 +351,34 @@ class Recognizer:
     ) -> list[FrameResult]:
         """All stages on several frames (several cameras), each stage batched
         across them: what a GPU needs to be busy."""
+        return drive(self.steps(images, zones, selects))
+
+    def steps(
+        self,
+        images: Sequence[ops.Image],
+        zones: Sequence[Sequence[tuple[float, float]] | None] | None = None,
+        selects: Sequence[Callable[[list[Vehicle]], list[Vehicle]] | None] | None = None,
+    ) -> Steps[list[FrameResult]]:
+        """`many`, pausing where it waits for the device (`Lanes` runs another
+        batch's host work there)."""
         zones = zones or [None] * len(images)
         selects = selects or [None] * len(images)
         t0 = time.perf_counter()
         frames = self.upload(images)
-        vehicles = self.vehicles_many(images, frames)
+        vehicles = yield from self._vehicles(images, frames)
         t1 = time.perf_counter()
         searched = [
             vs if sel is None else sel(vs) for vs, sel in zip(vehicles, selects, strict=True)
         ]
-        plates = self.plates_many(
+        plates = yield from self._plates(
             images, searched,
-            fallback=[len(s) == len(v) for s, v in zip(searched, vehicles, strict=True)],
-            frames=frames,
+            [len(s) == len(v) for s, v in zip(searched, vehicles, strict=True)], frames,
         )  # fmt: skip
         for i, zone in enumerate(zones):
             if zone:
                 plates[i] = [p for p in plates[i] if geometry.inside(geometry.centre(p.box), zone)]
         t2 = time.perf_counter()
-        texts = self.read_many(images, plates, frames)
+        texts = yield from self._read(images, plates, frames)
         t3 = time.perf_counter()
         self.times.add("vehicle", t1 - t0)
         self.times.add("plate", t2 - t1)
@@ -346,6 +388,22 @@ class Recognizer:
             for vs, ps, ts in zip(vehicles, plates, texts, strict=True)
         ]
 
+    def lanes(self) -> int:
+        """How many batches to keep in flight (`engines.lanes`; "auto": 2 when the
+        first stage's engine works on a GPU, else 1)."""
+        configured = self.config.engines.lanes
+        if configured != "auto":
+            return configured
+        first = self.vehicle or self.plate
+        return 2 if getattr(first.engine, "gpu", False) else 1
+
+    def lane(self) -> Any:
+        """A context for one lane of `Lanes`: its device work on a stream of its
+        own (the first engine's `stream`), or a no-op on host engines."""
+        first = self.vehicle or self.plate
+        stream = getattr(first.engine, "stream", None)
+        return stream() if stream is not None else contextlib.nullcontext()
+
     def close(self) -> None:
         for engine in (
             self.vehicle.engine if self.vehicle else None,
@@ -354,6 +412,69 @@ class Recognizer:
         ):
             if engine is not None:
                 engine.close()
+
+
+class Lanes(Generic[T]):
+    """Up to `n` batches in flight at once (`Recognizer.steps`, or anything built
+    on it), each in a lane of its own (on a GPU, its own CUDA stream): while the
+    device works on one batch, the host decodes another's results and sets up its
+    next stage, instead of the two taking turns. `submit` a batch when `free`,
+    then `step`: it advances the batches in flight one step each in turn, oldest
+    first, and hands finished ones back in the order they were submitted. With
+    one lane a batch simply runs through."""
+
+    def __init__(self, recognizer: Recognizer, n: int) -> None:
+        self.contexts = [recognizer.lane() for _ in range(n)]
+        self.idle = list(range(n))
+        self.active: deque[tuple[Steps[T], int, int]] = deque()
+        self.tags: dict[int, Any] = {}
+        self.finished: dict[int, T] = {}
+        self.submitted = self.released = 0
+
+    @property
+    def free(self) -> bool:
+        return bool(self.idle)
+
+    @property
+    def busy(self) -> bool:
+        """Batches in flight, or finished and not handed back yet."""
+        return self.released < self.submitted
+
+    def submit(self, steps: Steps[T], tag: Any = None) -> None:
+        """Start `steps` (its first device work is queued now) in a free lane."""
+        seq = self.submitted
+        self.submitted += 1
+        self.tags[seq] = tag
+        self._advance(steps, self.idle.pop(0), seq)
+
+    def step(self) -> list[tuple[Any, T]]:
+        """Advance the batch in flight whose turn it is by one step (waiting for
+        its device work, likely done meanwhile); returns (tag, result) of the
+        batches finished, in submission order."""
+        if self.active:
+            self._advance(*self.active.popleft())
+        out = []
+        while self.released in self.finished:
+            out.append((self.tags.pop(self.released), self.finished.pop(self.released)))
+            self.released += 1
+        return out
+
+    def drain(self) -> list[tuple[Any, T]]:
+        """Run every batch in flight to its end; all of them, in order."""
+        out = []
+        while self.busy:
+            out += self.step()
+        return out
+
+    def _advance(self, steps: Steps[T], lane: int, seq: int) -> None:
+        with self.contexts[lane]:
+            try:
+                next(steps)
+            except StopIteration as end:
+                self.idle.append(lane)
+                self.finished[seq] = end.value
+                return
+        self.active.append((steps, lane, seq))
 
 
 def _owner(box: tuple[float, float, float, float], vehicles: Sequence[Vehicle]) -> Vehicle | None:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from alprd import config as cfgmod
+from alprd.engines.base import Steps, drive
 from alprd.ops import Image
 from alprd.pipeline.motion import MotionGate
 from alprd.pipeline.recognizer import FrameResult, Recognizer
@@ -77,6 +78,7 @@ class CameraPipeline:
         self.snapshots: dict[str, Snapshot] = {}  # by open pass
         self._event_snapshots: dict[int, Snapshot] = {}  # by emitted event, until taken
         self.frames = 0
+        self.begun = 0  # frames handed to `Batch.begin` (ahead of `frames` while in flight)
         self.reads = 0
 
     def process(self, frame: Frame) -> list[PlateEvent]:
@@ -103,10 +105,12 @@ class CameraPipeline:
         """Per-track skipping: tracks this frame's vehicles (into `tracked`) and
         keeps those whose plate is not decided yet (all of them on recheck frames)."""
 
+        index = self.begun - 1  # this frame's place in the stream (whatever is in flight)
+
         def select(vehicles: list[Vehicle]) -> list[Vehicle]:
             ids, ended = self.vehicles.update([v.box for v in vehicles], frame.time)
             tracked.append((ids, ended))
-            if not self.recheck_every or self.frames % self.recheck_every == 0:
+            if not self.recheck_every or index % self.recheck_every == 0:
                 return vehicles
             keep = [v for v, tid in zip(vehicles, ids, strict=True) if not self._decided(f"v{tid}")]
             self.skipped += len(vehicles) - len(keep)
@@ -202,17 +206,43 @@ def process_many(
     """One frame of each of several cameras, each stage batched across them
     (`Recognizer.many`: what keeps a GPU busy); per camera, exactly what
     `CameraPipeline.process` does. Returns each item's events, in order."""
-    events: list[list[PlateEvent]] = [[] for _ in items]
-    todo = [i for i, (pipe, frame) in enumerate(items) if not pipe._gated(frame)]
-    if not todo:
+    batch = Batch.begin(recognizer, items)
+    return batch.finish(drive(batch.steps) if batch.steps is not None else [])
+
+
+@dataclass
+class Batch:
+    """`process_many` in two halves, for the daemon's `Lanes` (several batches in
+    flight): `begin` (motion gating, at submission, in frame order), the
+    recogniser's `steps` (which track the vehicles, in submission order: each
+    batch waits once before its plate stage), then `finish` (rules and votes;
+    call it in submission order, as `Lanes` hands results back)."""
+
+    items: Sequence[tuple[CameraPipeline, Frame]]
+    todo: list[int]
+    tracked: dict[int, list[tuple[list[int], list[Track]]]]
+    steps: Steps[list[FrameResult]] | None
+
+    @staticmethod
+    def begin(recognizer: Recognizer, items: Sequence[tuple[CameraPipeline, Frame]]) -> Batch:
+        for pipe, _ in items:
+            pipe.begun += 1
+        todo = [i for i, (pipe, frame) in enumerate(items) if not pipe._gated(frame)]
+        tracked: dict[int, list[tuple[list[int], list[Track]]]] = {i: [] for i in todo}
+        steps = None
+        if todo:
+            steps = recognizer.steps(
+                [items[i][1].image for i in todo],
+                [items[i][0].zone for i in todo],
+                [items[i][0]._selector(items[i][1], tracked[i]) for i in todo],
+            )
+        return Batch(items, todo, tracked, steps)
+
+    def finish(self, results: Sequence[FrameResult]) -> list[list[PlateEvent]]:
+        """Each item's events (none for a gated frame)."""
+        events: list[list[PlateEvent]] = [[] for _ in self.items]
+        for i, result in zip(self.todo, results, strict=True):
+            pipe, frame = self.items[i]
+            tracked = self.tracked[i]
+            events[i] = pipe.feed(frame, result, tracked[0] if tracked else None)
         return events
-    tracked: dict[int, list[tuple[list[int], list[Track]]]] = {i: [] for i in todo}
-    results = recognizer.many(
-        [items[i][1].image for i in todo],
-        [items[i][0].zone for i in todo],
-        [items[i][0]._selector(items[i][1], tracked[i]) for i in todo],
-    )
-    for i, result in zip(todo, results, strict=True):
-        pipe, frame = items[i]
-        events[i] = pipe.feed(frame, result, tracked[i][0] if tracked[i] else None)
-    return events

@@ -23,12 +23,13 @@ CPU path (no CUDA) is what the tests here run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +38,9 @@ import torch.nn.functional as F
 
 from alprd import ops
 from alprd.engines.backends._cpu import cpu_identity
-from alprd.engines.base import BuildRequest, EngineError, Progress
+from alprd.engines.base import BuildRequest, EngineError, Pending, Progress
+
+T = TypeVar("T")
 
 ARTEFACT_FORMAT = "alprd-torch-1"
 
@@ -92,6 +95,21 @@ class _Graph:
         self.cached = [
             v for m in module.modules() for v in vars(m).values() if isinstance(v, torch.Tensor)
         ]
+
+        self._free: torch.cuda.Event | None = None  # the last user is done with the buffers
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[None]:
+        """One use of the graph's buffers (replay, then reading its output) on the
+        current stream: waits (on the device) for the previous use, on whichever
+        stream it was, to be done with them; the next use waits for this one."""
+        if self._free is not None:
+            torch.cuda.current_stream().wait_event(self._free)
+        try:
+            yield None
+        finally:
+            self._free = torch.cuda.Event()
+            self._free.record()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.input.copy_(x, non_blocking=True)
@@ -171,6 +189,8 @@ class TorchEngine:
         #: any batch size runs (a CUDA graph per size): callers pad to `bucket`
         #: sizes up to the configured batch instead of always to it
         self.any_batch = True
+        #: works on a GPU: batches in flight at once pay off (`engines.lanes`)
+        self.gpu = self.device.type == "cuda"
         #: what a camera should decode frames into (None: plain numpy arrays)
         self.allocate_frame = pinned_frame if self.device.type == "cuda" else None
 
@@ -187,7 +207,7 @@ class TorchEngine:
         while True:
             b = min(size, batch)
             x = torch.zeros((b, *shape), dtype=self.dtype or torch.float32, device=self.device)
-            self._infer(x)
+            self._infer(x, lambda y: None)
             if b == batch:
                 break
             size *= 2
@@ -195,7 +215,7 @@ class TorchEngine:
 
     def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
         x = self._upload(np.ascontiguousarray(batch, dtype=np.float32))
-        return [self._infer(x).float().cpu().numpy()]
+        return [self._infer(x, lambda y: y.float().cpu()).numpy()]
 
     def upload(self, images: Sequence[ops.Image]) -> DeviceFrames:
         """The frames on the device, once for every stage of a batch (the vehicle
@@ -233,6 +253,19 @@ class TorchEngine:
         min_score: float = 0.0,
         keep: Sequence[int] | None = None,
     ) -> tuple[ops.Candidates, list[ops.Letterbox]]:
+        """`launch_frames`, waiting for its result."""
+        found, boxes = self.launch_frames(images, height, width, fill, min_score, keep)
+        return found.result(), boxes
+
+    def launch_frames(
+        self,
+        images: Sequence[ops.Image] | DeviceFrames,
+        height: int,
+        width: int,
+        fill: int = 114,
+        min_score: float = 0.0,
+        keep: Sequence[int] | None = None,
+    ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:
         """Letterbox uint8 BGR frames to height x width on the GPU (as
         `ops.letterbox` + `ops.to_tensor` do on the CPU) and run them as one batch.
         Frames of one shape are resized together (one kernel per shape, not per
@@ -257,7 +290,7 @@ class TorchEngine:
                 x[idx, :, top : top + nh, left : left + nw] = resized
             for i in indices:
                 boxes[i] = lb
-        return self._candidates(self._infer(x), min_score, keep), boxes
+        return self._candidates(x, min_score, keep), boxes
 
     def run_regions(
         self,
@@ -269,7 +302,21 @@ class TorchEngine:
         min_score: float = 0.0,
         keep: Sequence[int] | None = None,
     ) -> tuple[ops.Candidates, list[ops.Letterbox]]:
-        """`run_frames` on regions of frames already on the device (frame index,
+        """`launch_regions`, waiting for its result."""
+        found, boxes = self.launch_regions(frames, regions, height, width, fill, min_score, keep)
+        return found.result(), boxes
+
+    def launch_regions(
+        self,
+        frames: DeviceFrames,
+        regions: Sequence[tuple[int, int, int, int, int]],
+        height: int,
+        width: int,
+        fill: int = 114,
+        min_score: float = 0.0,
+        keep: Sequence[int] | None = None,
+    ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:
+        """`launch_frames` on regions of frames already on the device (frame index,
         x1, y1, x2, y2 in whole pixels): each region letterboxed as
         ``ops.letterbox(frame[y1:y2, x1:x2])`` would be (bilinear, edges clamped to
         the region), all in one sampling call per frame shape; no crop is copied
@@ -315,7 +362,7 @@ class TorchEngine:
                 x = boxed
             else:
                 x[_small(mine, self.device)] = boxed
-        return self._candidates(self._infer(x), min_score, keep), boxes
+        return self._candidates(x, min_score, keep), boxes
 
     def run_cuts(
         self,
@@ -326,7 +373,19 @@ class TorchEngine:
     ) -> npt.NDArray[np.float32]:
         """The recogniser on plates cut from frames already on the device (see
         `cut_batch`); returns the network's output (len(cuts) x ...)."""
-        return self._infer(self.cut_batch(frames, cuts, height, width)).float().cpu().numpy()
+        return self.launch_cuts(frames, cuts, height, width).result()
+
+    def launch_cuts(
+        self,
+        frames: DeviceFrames,
+        cuts: Sequence[tuple[int, tuple[int, int, int, int, bool]]],
+        height: int,
+        width: int,
+    ) -> Pending[npt.NDArray[np.float32]]:
+        """`run_cuts`, its result collected later."""
+        out = self._infer(self.cut_batch(frames, cuts, height, width),
+                          lambda y: y.to(torch.float32, copy=True))  # fmt: skip
+        return self._later(lambda: out.cpu().numpy())
 
     def cut_batch(
         self,
@@ -384,23 +443,53 @@ class TorchEngine:
                 x[_small(mine, self.device)] = boxed
         return x
 
-    def _candidates(self, out: torch.Tensor, min_score: float,
-                    keep: Sequence[int] | None) -> ops.Candidates:  # fmt: skip
-        """`ops.candidates` of N x (4 + classes) x anchors on the device: best class,
-        score filter and class filter there; one table of the rows kept comes back
-        (image, box, score, class: 7 numbers per anchor kept). Waits for the
-        device: the frames' copies are done before the caller reuses their buffers."""
-        best, class_id = out[:, 4:, :].max(dim=1)  # N x anchors
-        mask = best >= min_score
-        if keep is not None:
-            key = tuple(keep)
-            if key not in self._ids:
-                self._ids[key] = torch.as_tensor(key, dtype=class_id.dtype).to(self.device)
-            mask &= torch.isin(class_id, self._ids[key])
-        b, a = mask.nonzero(as_tuple=True)
-        table = torch.cat([b[:, None].float(), out[b, :4, a].float(), best[b, a, None].float(),
-                           class_id[b, a, None].float()], dim=1)  # fmt: skip
-        return ops.Candidates.from_table(table.cpu().numpy())
+    def _candidates(self, x: torch.Tensor, min_score: float,
+                    keep: Sequence[int] | None) -> Pending[ops.Candidates]:  # fmt: skip
+        """`ops.candidates` of the detector's output for `x` (N x (4 + classes) x
+        anchors), on the device: best class, score and class filter there; the
+        result is one table of the rows kept (image, box, score, class: 7 numbers
+        per anchor kept), collected later. Collecting waits for the device: the
+        frames' copies are done before the caller reuses their buffers."""
+
+        def consume(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            best, class_id = out[:, 4:, :].max(dim=1)  # N x anchors
+            mask = best >= min_score
+            if keep is not None:
+                key = tuple(keep)
+                if key not in self._ids:
+                    self._ids[key] = torch.as_tensor(key, dtype=class_id.dtype).to(self.device)
+                mask &= torch.isin(class_id, self._ids[key])
+            rows = torch.cat([out[:, :4, :], best[:, None], class_id[:, None].to(out.dtype)],
+                             dim=1).float()  # fmt: skip  # N x 6 x anchors, ours
+            return mask, rows
+
+        mask, rows = self._infer(x, consume)
+
+        def collect() -> ops.Candidates:
+            b, a = mask.nonzero(as_tuple=True)  # waits for the device
+            table = torch.cat([b[:, None].float(), rows[b, :, a]], dim=1)
+            return ops.Candidates.from_table(table.cpu().numpy())
+
+        return self._later(collect)
+
+    def _later(self, collect: Callable[[], T]) -> Pending[T]:
+        """`collect` run later on the stream current now (a lane's: `stream`)."""
+        if self.device.type != "cuda":
+            return Pending(collect)
+        stream = torch.cuda.current_stream()
+
+        def on_stream() -> T:
+            with torch.cuda.stream(stream):
+                return collect()
+
+        return Pending(on_stream)
+
+    def stream(self) -> Any:
+        """A context in which this engine's work goes to a stream of its own (a
+        lane of `alprd.pipeline.recognizer.Lanes`), or a no-op off CUDA."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.cuda.stream(torch.cuda.Stream())
 
     def _staged(self, images: Sequence[ops.Image]) -> dict[int, torch.Tensor]:
         """Pageable arrays to the device through one pinned staging buffer (grown
@@ -444,19 +533,22 @@ class TorchEngine:
         out = pinned.to(self.device, non_blocking=True)
         return out if dtype is not None else out.to(self.dtype or torch.float32)
 
-    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+    def _infer(self, x: torch.Tensor, consume: Callable[[torch.Tensor], T]) -> T:
+        """`consume(output of the network for x)`. With CUDA graphs the output is
+        the graph's own buffer: `consume` must copy what it keeps (it runs before
+        another stream may replay the graph)."""
         x = x.to(self.dtype or torch.float32)
         if self.memory_format is not None and x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
         if not self.graphs_enabled:
             with torch.inference_mode():
-                out: torch.Tensor = self.module(x)
-            return out
+                return consume(self.module(x))
         key = tuple(x.shape)
         graph = self._graphs.get(key)
         if graph is None:
             graph = self._graphs[key] = _Graph(self.module, x)
-        return graph(x)
+        with graph.use():
+            return consume(graph(x))
 
 
 class TorchBackend:
