@@ -93,9 +93,12 @@ def site(root: Path, args: argparse.Namespace, batch: int) -> Path:
 
 
 def settle_heap() -> None:
-    from alprd.service import _settle_heap
+    """What the daemon does once ready (`alprd.service._settle_heap`; not imported:
+    the service pulls in the output sinks' dependencies)."""
+    import gc
 
-    _settle_heap()
+    gc.collect()
+    gc.freeze()
 
 
 def one_stream(config_path: Path, frames: list, skipping: bool) -> dict:
