@@ -248,18 +248,27 @@ class Service:
 
     def _serve_now(self, config: cfgmod.Config, role: Role) -> LoadedEngine:
         """Background start-up: the configured engine if current; else something
-        that serves now (the ONNX Runtime engine, built first if need be, which
-        takes seconds), while the configured one builds behind."""
+        that serves now (`manager.interim`: the torch backend on the GPU where the
+        engines are TensorRT, else ONNX Runtime on the CPU, built first if need be,
+        which takes seconds), while the configured one builds behind."""
         target = manager.plan(config, role)
         if not cache.check(target.engine, target.inputs):
             return load_engine(config, role)
-        quick = config.model_copy(deep=True)
-        getattr(quick.models, role).backend = "onnxruntime"
-        getattr(quick.models, role).precision = "fp32"
-        loaded = load_engine(quick, role, self._build_extending)
-        log.info(
-            "engine_interim", model=role, backend="onnxruntime", building=target.request.backend
-        )
+        choices = manager.interim(target.request.backend)
+        for backend, precision in choices:
+            quick = config.model_copy(deep=True)
+            getattr(quick.models, role).backend = backend
+            getattr(quick.models, role).precision = precision
+            try:
+                loaded = load_engine(quick, role, self._build_extending)
+            except EngineError as exc:
+                if backend == choices[-1][0]:
+                    raise
+                log.warning("engine_interim_unavailable", model=role, backend=backend,
+                            reason=str(exc))  # fmt: skip
+                continue
+            log.info("engine_interim", model=role, backend=backend, building=target.request.backend)
+            break
         assert self.rebuilder is not None
         self.rebuilder.request(role)  # the same path as a dropped model
         return loaded

@@ -173,3 +173,18 @@ def test_an_absent_runtime_is_a_clear_error_not_an_import_crash():
         registry.load_backend("tensorrt")
     with pytest.raises(registry.BackendUnavailable, match="backend 'nope' is not available"):
         registry.load_backend("nope")
+
+
+def test_while_tensorrt_builds_the_gpu_serves_through_torch(monkeypatch) -> None:
+    """Background start-up on an NVIDIA host: while the TensorRT engines build,
+    the torch backend serves on the same GPU (fp16, built in seconds), ONNX Runtime
+    on the CPU behind it; elsewhere ONNX Runtime alone. The GPU is the seam here
+    (none on this machine): `cuda_gpu_present` is told there is one."""
+    from alprd.engines import manager
+
+    assert manager.interim("openvino") == [("onnxruntime", "fp32")]
+    monkeypatch.setattr(registry, "cuda_gpu_present", lambda: False)
+    assert manager.interim("tensorrt") == [("onnxruntime", "fp32")]
+    monkeypatch.setattr(registry, "cuda_gpu_present", lambda: True)
+    assert manager.interim("tensorrt") == [("torch", "fp16"), ("onnxruntime", "fp32")]
+    assert manager.interim("onnxruntime") == [("onnxruntime", "fp32")]

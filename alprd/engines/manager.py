@@ -138,6 +138,20 @@ def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) 
 _STREAMS_PER_CAMERA = ("onnxruntime",)
 
 
+def interim(backend: str) -> list[tuple[str, str]]:
+    """What may serve a role at once while its `backend` engine builds (background
+    start-up), best first, as (backend, precision): where the engines are TensorRT
+    (minutes to build, longer on a Jetson) and torch sees an NVIDIA GPU, the torch
+    backend (fp16 on the same GPU, built in seconds from the same ONNX; detectors
+    and alprd's recogniser); then ONNX Runtime fp32 on the CPU, which serves any
+    model."""
+    out = []
+    if backend == "tensorrt" and registry.installed("torch") and registry.cuda_gpu_present():
+        out.append(("torch", "fp16"))
+    out.append(("onnxruntime", "fp32"))
+    return out
+
+
 def cpu_streams(config: cfgmod.Config, backend: str = "onnxruntime") -> int:
     """`engines.streams` resolved for `backend`: "auto" runs one inference per
     camera at once, up to the cores this process may use, where that was measured
