@@ -19,6 +19,7 @@ from alprd.pipeline import ocr
 from alprd.pipeline.types import Plate
 
 OCR_TRAIN = SHARED_DATA / "ocr-train"
+TRAINED_ONNX = REPO / "models" / "trained" / "ocr-alprd-plate.onnx"
 needs_ocr_data = pytest.mark.skipif(
     not (OCR_TRAIN / "labels.csv").is_file(), reason=f"no OCR training data at {OCR_TRAIN}"
 )
@@ -275,3 +276,62 @@ def test_generated_plates_mix_in_when_the_generator_is_installed():
         x, text, source = mixer()
         assert x.shape == (3, 32, 128) and source == "synth"
         assert text and set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def test_a_run_stopped_by_its_time_budget_goes_on_where_it_stopped(tmp_path, capsys):
+    """The device tool runs a command at most 10 minutes: a training run stops at
+    `--max-minutes` with its whole state saved, and `--resume` goes on from that
+    step (optimiser, schedule, best checkpoint and history included) to the end;
+    a resumption with other options is refused, saying which."""
+    import json
+
+    import torch
+
+    from alprd.train import ocr as train_ocr
+
+    data = _rendered_data(tmp_path / "data", n=24)
+    out = tmp_path / "out"
+    base = ["--data", str(data), "--out", str(out), "--steps", "12", "--batch", "8",
+            "--threads", "1", "--val-every", "4", "--log-every", "4",
+            "--mix", "real=0.7,rendered=0.3"]  # fmt: skip
+    assert train_ocr.main([*base, "--max-minutes", "0.00001"]) == 0  # stops after a step
+    state = out / "ocr-alprd-plate.state.pt"
+    assert state.is_file() and not (out / "ocr-alprd-plate.onnx").exists()
+    stopped = torch.load(state, map_location="cpu", weights_only=False)
+    assert 1 <= stopped["step"] < 12
+    assert "go on with --resume" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"--lr 0\.002 \(now 0\.001\)"):
+        train_ocr.main([*base, "--lr", "1e-3", "--resume", str(state)])
+    assert train_ocr.main([*base, "--resume", str(state)]) == 0
+    printed = capsys.readouterr().out
+    assert f"resumed at step {stopped['step']}/12" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed"] and metrics["steps"] == 12
+    assert metrics["history"][-1]["step"] == 12  # validated at the end, after the resumption
+    assert (out / "ocr-alprd-plate.onnx").is_file() and not state.exists()
+
+
+@pytest.mark.skipif(not TRAINED_ONNX.is_file(), reason=f"no {TRAINED_ONNX}")
+def test_training_can_start_from_the_shipped_recogniser():
+    """`--init` with the shipped ONNX (batch norms folded): the network it starts
+    from gives the ONNX's probabilities, at its width and fully convolutional at
+    another one (a wider model may go on from it)."""
+    import onnxruntime as ort
+    import torch
+
+    from alprd.train.model import PlateNet
+    from alprd.train.ocr import init_from
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (4, 3, 32, 128)).astype(np.float32)
+    session = ort.InferenceSession(str(TRAINED_ONNX), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {session.get_inputs()[0].name: x})[0]
+    net = PlateNet(32, 128)
+    init_from(TRAINED_ONNX, net)
+    with torch.no_grad():
+        ours = net.eval()(torch.from_numpy(x)).softmax(-1).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    wider = PlateNet(32, 160)
+    init_from(TRAINED_ONNX, wider)
+    with torch.no_grad():
+        assert wider.eval()(torch.zeros(1, 3, 32, 160)).shape[1] == 40  # T = W / 4

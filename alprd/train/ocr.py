@@ -188,7 +188,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     net = PlateNet(args.height, args.width).to(device)
     params = sum(p.numel() for p in net.parameters())
-    stream = Stream(recipe, weights, spec, args.seed, args.synth_reuse, args.mild, args.curriculum)
+    resumed = _load_state(args.resume, args) if args.resume else None
+    if resumed is not None:
+        net.load_state_dict(resumed["model"])
+    elif args.init:
+        init_from(args.init, net)
+    # a resumed run draws samples it has not drawn yet (another seed per resumption)
+    data_seed = args.seed if resumed is None else args.seed + 7919 * resumed["step"]
+    stream = Stream(recipe, weights, spec, data_seed, args.synth_reuse, args.mild, args.curriculum)
     loader = DataLoader(
         stream,
         batch_size=args.batch,
@@ -208,12 +215,35 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     views = validation_inputs(recipe.validation, spec) if recipe.validation else {}
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = args.out / f"{args.name}.pt"
+    state_path = args.out / f"{args.name}.state.pt"
     best, best_step, history = -1.0, 0, []
     sources: dict[str, int] = {}
     started = time.monotonic()
     running: list[float] = []
-    step = 0
-    for x, targets, lengths, names in loader:
+    step, spent = 0, 0.0  # spent: training seconds of earlier runs of a resumed one
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        schedule.load_state_dict(resumed["schedule"])
+        scaler.load_state_dict(resumed["scaler"])
+        step, best, best_step = resumed["step"], resumed["best"], resumed["best_step"]
+        history, sources, spent = resumed["history"], resumed["sources"], resumed["train_s"]
+        stream.progress.value = step / args.steps
+        print(f"resumed at step {step}/{args.steps} (best {best:.4f} at {best_step})", flush=True)
+    deadline = started + 60 * args.max_minutes if args.max_minutes else None
+
+    def save_state() -> None:  # everything a later run needs to go on from here
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(), "step": step, "best": best, "best_step": best_step,
+            "history": history, "sources": sources,
+            "train_s": spent + time.monotonic() - started, "run": _run_key(args),
+        }, tmp)  # fmt: skip
+        tmp.replace(state_path)
+
+    stopped = False
+    for x, targets, lengths, names in loader if step < args.steps else ():
         step += 1
         stream.progress.value = step / args.steps
         for s in names:
@@ -259,12 +289,23 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                     _save(checkpoint, net, args, step, metrics)
                     line += " (best)"
             print(line, flush=True)
+        if step % args.val_every == 0 and not last:
+            save_state()
         if last:
             break
+        if deadline is not None and time.monotonic() > deadline:
+            save_state()
+            stopped = True
+            print(f"stopped at step {step}/{args.steps} (--max-minutes {args.max_minutes:g}); "
+                  f"go on with --resume {state_path}", flush=True)  # fmt: skip
+            break
+    if stopped:
+        return {"net": None, "run": {"stopped_at": step, "state": str(state_path)}}
     if not views:
         _save(checkpoint, net, args, step, {})
         best_step = step
-    train_s = time.monotonic() - started
+    train_s = spent + time.monotonic() - started
+    state_path.unlink(missing_ok=True)  # done: nothing to resume
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     net.load_state_dict(state["model"])
     net = net.cpu()
@@ -290,10 +331,62 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "two_line_aspect": args.two_line_aspect,
         "mild": args.mild,
         "curriculum": args.curriculum,
+        "init": str(args.init) if args.init else None,
+        "resumed": resumed is not None,
         "validation": final,
         "history": history,
     }
     return {"net": net, "run": run}
+
+
+def init_from(path: Path, net: PlateNet) -> None:
+    """Start `net` from trained weights: a checkpoint (`<name>.pt`) or a recogniser
+    ONNX that `alprd train-ocr` exported (the shipped model: its batch norms are
+    folded into the convolutions, so each norm starts as the identity with the
+    folded bias). Every layer but the height-collapsing one is independent of the
+    input width, so a model may go on at another width."""
+    if path.suffix.lower() != ".onnx":
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
+        return
+    from alprd.engines import lift
+
+    fused, _ = lift.platenet_from_onnx(path)
+    sources = [m for m in fused.modules() if isinstance(m, nn.Conv1d | nn.Conv2d)]
+    layers = [m for seq in (net.features, net.context) for m in seq] + [net.head]
+    convs = [(i, m) for i, m in enumerate(layers) if isinstance(m, nn.Conv1d | nn.Conv2d)]
+    if len(convs) != len(sources):
+        raise SystemExit(f"error: {path}: {len(sources)} convolutions, this network has "
+                         f"{len(convs)}")  # fmt: skip
+    with torch.no_grad():
+        for (i, conv), src in zip(convs, sources, strict=True):
+            if conv.weight.shape != src.weight.shape:
+                raise SystemExit(f"error: {path}: a weight of {tuple(src.weight.shape)} where "
+                                 f"{tuple(conv.weight.shape)} fits (other channels?)")  # fmt: skip
+            conv.weight.copy_(src.weight)
+            if conv.bias is not None:
+                conv.bias.copy_(src.bias)
+                continue
+            norm = layers[i + 1]  # the batch norm folded into src: identity + its bias
+            norm.weight.fill_(1.0)
+            norm.bias.copy_(src.bias)
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1.0 - norm.eps)
+
+
+def _run_key(args: argparse.Namespace) -> dict[str, Any]:
+    """What a resumed run must share with the run it goes on from."""
+    return {k: getattr(args, k) for k in ("steps", "batch", "lr", "seed", "height", "width",
+                                          "mix", "name")}  # fmt: skip
+
+
+def _load_state(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    theirs, ours = state.get("run", {}), _run_key(args)
+    differ = [f"--{k} {theirs.get(k)} (now {v})" for k, v in ours.items() if theirs.get(k) != v]
+    if differ:
+        raise SystemExit(f"error: {path} was saved by another run: {', '.join(differ)}; "
+                         "resume with the same options")  # fmt: skip
+    return state
 
 
 def _save(
@@ -541,6 +634,20 @@ def parser() -> argparse.ArgumentParser:
         help="models.ocr.two_line_aspect to train with (default 1.3)",
     )
     p.add_argument("--limit", type=int, help="at most N crops per list (smoke runs)")
+    p.add_argument(
+        "--max-minutes", type=float, default=0,
+        help="stop after this many minutes of training, the whole state saved to "
+        "<out>/<name>.state.pt (default 0: no limit)",
+    )  # fmt: skip
+    p.add_argument(
+        "--resume", type=Path, metavar="STATE",
+        help="go on from a run stopped by --max-minutes (same options)",
+    )  # fmt: skip
+    p.add_argument(
+        "--init", type=Path, metavar="CHECKPOINT",
+        help="start from trained weights: a <name>.pt checkpoint or a recogniser ONNX "
+        "this command exported, e.g. models/trained/ocr-alprd-plate.onnx (fine-tuning)",
+    )  # fmt: skip
     p.add_argument("--no-amp", action="store_true", help="fp32 on cuda")
     p.add_argument(
         "--export-only", type=Path, metavar="CHECKPOINT", help="export a saved .pt and exit"
@@ -566,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     result = train(args)
     run = result["run"]
+    if result["net"] is None:  # stopped by --max-minutes: nothing to export yet
+        return 0
     if importlib.util.find_spec("onnx") is None:  # torch.onnx.export needs it
         again = args.out / f"{args.name}.pt"
         print(f"note: onnx is not installed: not exported; install it, then --export-only {again}")
