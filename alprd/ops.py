@@ -93,10 +93,9 @@ class Candidates:
     def from_table(table: FloatArray) -> Candidates:
         """From rows of [image, cx, cy, w, h, score, class] (what a device filter
         sends back in one copy)."""
-        cxcy, wh = table[:, 1:3], table[:, 3:5]
-        xyxy = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1).astype(np.float32)
         return Candidates(
-            table[:, 0].astype(np.int64), xyxy, table[:, 5].astype(np.float32),
+            table[:, 0].astype(np.int64), _xyxy(table[:, 1:3], table[:, 3:5]),
+            table[:, 5].astype(np.float32),
             table[:, 6].astype(np.int64),
         )  # fmt: skip
 
@@ -131,19 +130,16 @@ class Candidates:
         ]
 
 
-def candidates(
-    output: FloatArray | Sequence[FloatArray], conf: float, keep: IntArray | None = None
-) -> Candidates:
+def _xyxy(cxcy: FloatArray, wh: FloatArray) -> FloatArray:
+    """Centre and size (N x 2 each) -> corners (N x 4)."""
+    return np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1).astype(np.float32)
+
+
+def candidates(output: FloatArray, conf: float, keep: IntArray | None = None) -> Candidates:
     """YOLOv8/11 head output (B x (4 + classes) x anchors, boxes as cx, cy, w, h in
-    input pixels, class scores already sigmoid; or one (4 + classes) x k array per
-    image) -> the anchors whose best class scores at least `conf` (and, with
-    `keep`, is one of those class ids), the whole batch at once."""
-    if not isinstance(output, np.ndarray):  # per-image arrays of their own lengths
-        parts = [candidates(pred[None], conf, keep) for pred in output]
-        return Candidates.concat([
-            Candidates(np.full(len(p), i, np.int64), p.xyxy, p.confidence, p.class_id)
-            for i, p in enumerate(parts)
-        ])  # fmt: skip
+    input pixels, class scores already sigmoid) -> the anchors whose best class
+    scores at least `conf` (and, with `keep`, is one of those class ids), the
+    whole batch at once."""
     scores = output[:, 4:, :]
     class_id = scores.argmax(axis=1)  # B x anchors
     best = np.take_along_axis(scores, class_id[:, None, :], axis=1)[:, 0]
@@ -151,10 +147,8 @@ def candidates(
     if keep is not None:
         mask &= np.isin(class_id, keep)
     b, a = np.nonzero(mask)
-    cxcy, wh = output[b, :2, a], output[b, 2:4, a]
-    xyxy = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1).astype(np.float32)
-    return Candidates(b.astype(np.int64), xyxy, best[b, a].astype(np.float32),
-                      class_id[b, a].astype(np.int64))  # fmt: skip
+    return Candidates(b.astype(np.int64), _xyxy(output[b, :2, a], output[b, 2:4, a]),
+                      best[b, a].astype(np.float32), class_id[b, a].astype(np.int64))  # fmt: skip
 
 
 def suppress(c: Candidates, iou: float, max_det: int = 100) -> Candidates:
@@ -171,9 +165,8 @@ def suppress(c: Candidates, iou: float, max_det: int = 100) -> Candidates:
     return c.take(kept[np.arange(len(kept)) - first < max_det])
 
 
-def decode_yolo(
-    output: FloatArray | Sequence[FloatArray], conf: float, iou: float, max_det: int = 100
-) -> list[Detections]:
+def decode_yolo(output: FloatArray, conf: float, iou: float, max_det: int = 100
+                ) -> list[Detections]:  # fmt: skip
     """YOLOv8/11 head output (see `candidates`) -> per-image detections after
     class-aware NMS (one NMS call for the whole batch)."""
     return suppress(candidates(output, conf), iou, max_det).split(len(output))

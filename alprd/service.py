@@ -100,7 +100,6 @@ class Service:
         self._sample_names = count()
         self._next_sample = 0.0
         self.recognizer: Recognizer | None = None
-        self.lanes: Lanes[Any] | None = None
         self.config: cfgmod.Config | None = None
         self.generation = 0
 
@@ -374,7 +373,7 @@ class Service:
         next_health = time.monotonic() + self.config.service.health_interval_s
         next_status = time.monotonic() + STATUS_EVERY_S
         next_tick = time.monotonic()
-        lanes = self.lanes = Lanes(self.recognizer, self.recognizer.lanes())
+        lanes: Lanes[Any] = Lanes(self.recognizer, self.recognizer.lanes())
         while True:
             while self._signals:
                 sig = self._signals.popleft()
@@ -385,7 +384,7 @@ class Service:
                     self._finished(lanes.drain())
                     self._reload()
                     _settle_heap()
-                    lanes = self.lanes = Lanes(self.recognizer, self.recognizer.lanes())
+                    lanes = Lanes(self.recognizer, self.recognizer.lanes())
             if self._swaps:  # engines change between batches, none in flight
                 self._finished(lanes.drain())
                 self._apply_swaps()

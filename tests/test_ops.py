@@ -86,9 +86,9 @@ def test_decoding_a_batch_is_decoding_each_image():
         scores = rng.uniform(0, 1, (n, 3)) ** 3
         preds.append(np.concatenate([cxcy, wh, scores], axis=1).T.astype(np.float32))
     preds[1] = preds[0].copy()  # identical images must not suppress each other
-    together = ops.decode_yolo(preds, 0.2, 0.5, max_det=5)
+    together = ops.decode_yolo(np.stack(preds), 0.2, 0.5, max_det=5)
     for pred, joint in zip(preds, together, strict=True):
-        alone = ops.decode_yolo([pred], 0.2, 0.5, max_det=5)[0]
+        alone = ops.decode_yolo(pred[None], 0.2, 0.5, max_det=5)[0]
         assert len(alone) >= 1
         np.testing.assert_array_equal(joint.xyxy, alone.xyxy)
         np.testing.assert_array_equal(joint.class_id, alone.class_id)

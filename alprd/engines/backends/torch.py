@@ -65,6 +65,20 @@ def pinned_frame(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
     return array
 
 
+def _sample(frames: DeviceFrames, group: int, sx: torch.Tensor, sy: torch.Tensor,
+            mode: str) -> torch.Tensor:  # fmt: skip
+    """Frames of one shape sampled at source pixels (`sx`, `sy`: broadcastable to
+    n x height x width; `sy` counts down the group's frames stacked, `atlas`), one
+    `grid_sample` for them all (edges replicated): n x 3 x height x width."""
+    G, H, W = frames.groups[group].shape[:3]
+    sx, sy = torch.broadcast_tensors(sx, sy)
+    n, height, width = sx.shape
+    grid = torch.stack([(2 * sx + 1) / W - 1, (2 * sy + 1) / (G * H) - 1], dim=-1)
+    sampled = F.grid_sample(frames.atlas(group), grid.reshape(1, n * height, width, 2),
+                            mode=mode, padding_mode="border", align_corners=False)  # fmt: skip
+    return sampled.reshape(3, n, height, width).permute(1, 0, 2, 3)
+
+
 _CAPTURE = threading.Lock()
 
 
@@ -330,38 +344,26 @@ class TorchEngine:
             lb, nh, nw = ops.fit(h, w, height, width)
             plan.append((x1, y1, w, h, nw, nh, lb.pad_x, lb.pad_y))
             boxes.append(lb)
-        slots = [frames.slots[r[0]] for r in regions]
         u = torch.arange(width, device=self.device, dtype=torch.float32)
         v = torch.arange(height, device=self.device, dtype=torch.float32)
-        groups = sorted({g for g, _ in slots})
-        for g in groups:
-            mine = [k for k, (gg, _) in enumerate(slots) if gg == g]
-            G, H, W = frames.groups[g].shape[:3]
-            table = [(*plan[k], slots[k][1]) for k in mine]
-            x1, y1, w, h, nw, nh, left, top, pos = _small(table, self.device, torch.float32).T[
+
+        def make(g: int, mine: list[int], pos: list[int]) -> torch.Tensor:
+            H = frames.groups[g].shape[1]
+            table = [(*plan[k], at) for k, at in zip(mine, pos, strict=True)]
+            x1, y1, w, h, nw, nh, left, top, at = _small(table, self.device, torch.float32).T[
                 :, :, None
             ]
-            y1 = y1 + H * pos  # the group's frames stacked into one tall image (the atlas)
+            y1 = y1 + H * at  # the group's frames stacked into one tall image (the atlas)
             # the source pixel each output pixel samples (interpolate's convention)
             sx = (x1 + (u - left + 0.5) * (w / nw) - 0.5).clamp(min=x1, max=x1 + w - 1)
             sy = (y1 + (v - top + 0.5) * (h / nh) - 0.5).clamp(min=y1, max=y1 + h - 1)
             inside = ((u >= left) & (u < left + nw))[:, None, :] & ((v >= top) & (v < top + nh))[
                 :, :, None
             ]
-            n = len(mine)
-            grid = torch.stack(
-                [((2 * sx + 1) / W - 1)[:, None, :].expand(n, height, width),
-                 ((2 * sy + 1) / (G * H) - 1)[:, :, None].expand(n, height, width)], dim=-1,
-            ).reshape(1, n * height, width, 2)  # fmt: skip
-            atlas = frames.atlas(g)
-            sampled = F.grid_sample(atlas, grid, mode="bilinear", padding_mode="border",
-                                    align_corners=False)  # fmt: skip
-            sampled = sampled.reshape(3, n, height, width).permute(1, 0, 2, 3)
-            boxed = torch.where(inside[:, None], sampled, fill / 255.0)
-            if len(groups) == 1:
-                x = boxed
-            else:
-                x[_small(mine, self.device)] = boxed
+            sampled = _sample(frames, g, sx[:, None, :], sy[:, :, None], "bilinear")
+            return torch.where(inside[:, None], sampled, fill / 255.0)
+
+        x = self._per_shape(frames, [r[0] for r in regions], x, make)
         return self._candidates(x, min_score, keep), boxes
 
     def run_cuts(
@@ -400,19 +402,17 @@ class TorchEngine:
         in [-1, 1]), sampled from the frames in one call per frame shape: no crop
         is cut, resized or uploaded on the host."""
         x = torch.zeros((len(cuts), 3, height, width), dtype=torch.float32, device=self.device)
-        slots = [frames.slots[i] for i, _ in cuts]
         u = torch.arange(width, device=self.device, dtype=torch.float32)[None, None, :]
         v = torch.arange(height, device=self.device, dtype=torch.float32)[None, :, None]
-        groups = sorted({g for g, _ in slots})
-        for g in groups:
-            mine = [k for k, (gg, _) in enumerate(slots) if gg == g]
-            G, H, W = frames.groups[g].shape[:3]
+
+        def make(g: int, mine: list[int], pos: list[int]) -> torch.Tensor:
+            H = frames.groups[g].shape[1]
             table = []
-            for k in mine:
+            for k, at in zip(mine, pos, strict=True):
                 x1, y1, x2, y2, two = cuts[k][1]
                 pw, ph = max(x2 - x1, 1), max(y2 - y1, 1)
                 half = ph // 2 if two else ph  # an unfolded cut: half as high, twice as wide
-                table.append((x1, y1 + H * slots[k][1], pw, ph, half, 2 * pw if two else pw,
+                table.append((x1, y1 + H * at, pw, ph, half, 2 * pw if two else pw,
                               float(two), float(x2 > x1 and y2 > y1)))  # fmt: skip
             x1, y1, pw, ph, half, uw, two, real = _small(table, self.device, torch.float32).T[
                 :, :, None, None
@@ -423,24 +423,31 @@ class TorchEngine:
             ux = (u + 0.5) * (uw / width) - 0.5
             uy = (v + 0.5) * (half / height) - 0.5
             bottom = (two > 0) & (ux > pw - 0.5)
-            sx = torch.where(bottom, ux - pw, ux).clamp(min=0) + x1
-            sy = (uy + torch.where(bottom, half, 0.0)).clamp(min=0) + y1
-            sx = torch.minimum(sx, x1 + pw - 1)
-            sy = torch.minimum(sy, y1 + ph - 1)
-            n = len(mine)
-            sx, sy = torch.broadcast_tensors(sx, sy)  # n x height x width each
-            grid = torch.stack([(2 * sx + 1) / W - 1, (2 * sy + 1) / (G * H) - 1], dim=-1)
-            sampled = F.grid_sample(frames.atlas(g), grid.reshape(1, n * height, width, 2),
-                                    mode="bicubic", padding_mode="border",
-                                    align_corners=False)  # fmt: skip
-            sampled = sampled.reshape(3, n, height, width).permute(1, 0, 2, 3)
+            sx = torch.minimum(torch.where(bottom, ux - pw, ux).clamp(min=0) + x1, x1 + pw - 1)
+            sy = torch.minimum((uy + torch.where(bottom, half, 0.0)).clamp(min=0) + y1,
+                               y1 + ph - 1)  # fmt: skip
+            sampled = _sample(frames, g, sx, sy, "bicubic")
             # uint8 levels as cv2 leaves them, BGR, [-1, 1]; an empty cut is 0
             levels = (sampled.flip(1) * 255.0).round().clamp(0, 255)
-            boxed = (levels / 127.5 - 1.0) * real[:, None]
+            return (levels / 127.5 - 1.0) * real[:, None]
+
+        return self._per_shape(frames, [i for i, _ in cuts], x, make)
+
+    def _per_shape(
+        self, frames: DeviceFrames, owners: Sequence[int], x: torch.Tensor,
+        make: Callable[[int, list[int], list[int]], torch.Tensor],
+    ) -> torch.Tensor:  # fmt: skip
+        """`x` (one row per item) filled one frame shape at a time: for the items
+        whose frame (`owners[k]`) has shape group g, `make(g, items, positions of
+        their frames in the group)` gives their rows (one sampling call a shape)."""
+        slots = [frames.slots[i] for i in owners]
+        groups = sorted({g for g, _ in slots})
+        for g in groups:
+            mine = [k for k, (gg, _) in enumerate(slots) if gg == g]
+            rows = make(g, mine, [slots[k][1] for k in mine])
             if len(groups) == 1:
-                x = boxed
-            else:
-                x[_small(mine, self.device)] = boxed
+                return rows
+            x[_small(mine, self.device)] = rows
         return x
 
     def _candidates(self, x: torch.Tensor, min_score: float,
@@ -521,17 +528,18 @@ class TorchEngine:
 
     # ------------------------------------------------------------------ internals
 
-    def _upload(self, array: np.ndarray, dtype: Any = None) -> torch.Tensor:
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the device (through a pinned buffer per shape, reused);
+        `_infer` converts it to the engine's precision."""
         host = torch.from_numpy(array)
         if self.device.type != "cuda":
-            return host if dtype is not None else host.to(self.dtype or torch.float32)
+            return host
         key = (tuple(array.shape), host.dtype)
         pinned = self._pinned.get(key)
         if pinned is None:
             pinned = self._pinned[key] = torch.empty_like(host).pin_memory()
         pinned.copy_(host)
-        out = pinned.to(self.device, non_blocking=True)
-        return out if dtype is not None else out.to(self.dtype or torch.float32)
+        return pinned.to(self.device, non_blocking=True)
 
     def _infer(self, x: torch.Tensor, consume: Callable[[torch.Tensor], T]) -> T:
         """`consume(output of the network for x)`. With CUDA graphs the output is
