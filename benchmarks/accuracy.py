@@ -82,16 +82,22 @@ def brazil(
 ) -> dict[str, list[tuple[str, str]]]:
     """End to end on plates-br: the plates the pipeline finds (detection once),
     read by each recogniser; and each recogniser alone on the ground-truth boxes."""
+    from alprd.train.data import corrections
+
     folder = DATA / "plates-br"
+    audit = corrections("plates-br")
     rules = {"br": rules_for(config, ["br"]), "none": rules_for(config, [])}
     n = found = found_loose = 0
     exact = {(v, k): 0 for v in named for k in rules}
     ocr_only = {(v, k): 0 for v in named for k in rules}
+    as_given = dict.fromkeys(named, 0)  # end to end, rules br, against the label as given
     spent = dict.fromkeys(named, 0.0)
     reads = dict.fromkeys(named, 0)
     errors: dict[str, list[tuple[str, str]]] = {v: [] for v in named}
     for txt in sorted(folder.glob("*.txt")):
-        name, x, y, w, h, truth = txt.read_text().strip().split("\t")
+        name, x, y, w, h, given = txt.read_text().strip().split("\t")
+        was, fixed = audit.get(name, (given, given))
+        truth = fixed if was == given else given  # the audited label (see label_audit.csv)
         gt = (float(x), float(y), float(x) + float(w), float(y) + float(h))
         image = cv2.imread(str(folder / name))
         n += 1
@@ -108,6 +114,8 @@ def brazil(
             for key, r in rules.items():
                 got = r.apply(texts[i]) if i >= 0 and best_iou >= 0.3 else None
                 exact[v, key] += bool(got) and got[0].text == truth
+                if key == "br":
+                    as_given[v] += bool(got) and got[0].text == given
                 on_gt = r.apply(gt_text)
                 ocr_only[v, key] += bool(on_gt) and on_gt[0].text == truth
                 if key == "br" and not (got and got[0].text == truth):
@@ -127,12 +135,23 @@ def brazil(
         f"{found_loose}/{n}",
         f"{found_loose / n:.0%}",
     )
+    if audit:
+        table.add_row(
+            "BR photos", "-", "labels corrected by the audit (label_audit.csv)",
+            f"{sum(audit[f][0] != audit[f][1] for f in audit)}/{n}", "",
+        )  # fmt: skip
     for v in named:
         for key in rules:
             e = exact[v, key]
             table.add_row(
                 "BR photos", v, f"exact reads end to end, rules {key}", f"{e}/{n}", f"{e / n:.0%}"
             )
+        if audit:
+            e = as_given[v]
+            table.add_row(
+                "BR photos", v, "exact reads end to end, rules br, labels as given",
+                f"{e}/{n}", f"{e / n:.0%}",
+            )  # fmt: skip
         for key in rules:
             o = ocr_only[v, key]
             table.add_row(
@@ -165,11 +184,16 @@ def real_crops(
     folder = DATA / "ocr-train"
     if not (folder / "labels.csv").is_file():
         return
-    _, val, _ = split_rows(read_labels(folder), VAL_FRACTION)
     rules = rules_for(config, ["br"])
+    splits = {
+        labels: split_rows(read_labels(folder, labels == "audited"), VAL_FRACTION)[1]
+        for labels in ("audited", "as given")
+    }
     for v, reader in named.items():
         confusions: dict[str, int] = {}
-        for view in ("tight", "detector"):
+        for labels, view in (("audited", "tight"), ("audited", "detector"), ("as given", "tight"),
+                             ("as given", "detector")):  # fmt: skip
+            val = splits[labels]
             per_kind: dict[str, list[int]] = {}
             for path, truth, kind in val:
                 image = read_image(path)
@@ -183,7 +207,8 @@ def real_crops(
                 c = per_kind.setdefault(kind, [0, 0])
                 c[0] += read == truth
                 c[1] += 1
-                if view == "detector" and read != truth and len(read) == len(truth):
+                if labels == "audited" and view == "detector" and read != truth \
+                        and len(read) == len(truth):  # fmt: skip
                     for a, b in zip(truth, read, strict=True):
                         if a != b:
                             confusions[f"{a}->{b}"] = confusions.get(f"{a}->{b}", 0) + 1
@@ -192,7 +217,7 @@ def real_crops(
                 table.add_row(
                     "real crops, validation",
                     v,
-                    f"exact, rules br, {view}, {kind}",
+                    f"exact, rules br, {view}, {kind}, labels {labels}",
                     f"{ok}/{k}",
                     f"{ok / max(1, k):.1%}",
                 )

@@ -153,6 +153,11 @@ def text(s: str, conf: float = 0.9, alts: dict[int, list[tuple[str, float]]] | N
         (text("AB01234", alts={2: [("O", 0.3)]}), ("ABO1234", "br")),  # 0 -> O in a letter slot
         (text("ABC12B4", alts={5: [("8", 0.2)]}), ("ABC1284", "br")),  # B -> 8 in a digit slot
         (Text("BRABC1234", (0.3, 0.4, *(0.95,) * 7)), ("ABC1234", "br")),  # band letters dropped
+        # a stray stroke read inside (plates-br NTD9247 was read NTJD9247): the doubtful
+        # J goes, not the confident N a window would have cut
+        (Text("NTJD9247", (0.9999, 0.9995, 0.947, *(0.999,) * 5)), ("NTD9247", "br")),
+        # a confident character is kept, a doubtful one dropped, wherever it is
+        (Text("ABCX1234", (0.99, 0.99, 0.99, 0.4, *(0.99,) * 4)), ("ABC1234", "br")),
         (text("ABC12"), None),  # too short for any format
     ],
 )
@@ -160,6 +165,17 @@ def test_format_correction(read, expected):
     rules = PlateRules(regions=["br"])
     got = rules.apply(read)
     assert (None if got is None else (got[0].text, got[1])) == expected
+
+
+def test_a_read_far_longer_than_any_format_is_only_cut_to_windows():
+    from alprd.pipeline.rules import _kept
+
+    assert len(list(_kept(10, 7))) == 120  # 3 extra: any 7 of the 10
+    assert list(_kept(12, 7)) == [tuple(range(o, o + 7)) for o in range(6)]  # 5 extra
+    assert list(_kept(6, 7)) == []
+    rules = PlateRules(regions=["br"])
+    long = Text("XXXXXABC1234", (*(0.2,) * 5, *(0.95,) * 7))
+    assert rules.apply(long)[0].text == "ABC1234"
 
 
 def test_without_formats_edges_are_trimmed_and_min_length_applies():

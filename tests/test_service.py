@@ -217,7 +217,7 @@ def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loo
     )  # fmt: skip
     [stored] = [json.loads(line) for line in reads.stdout.splitlines()]
     assert (stored["plate"], stored["camera"]) == ("L417VS", "rear")
-    assert stored["first_seen"].endswith("Z") and stored["reads"] >= 3
+    assert stored["first_seen"].endswith("Z") and stored["reads"] >= 3, stored
     [line] = (site / "state" / "reads.jsonl").read_text().splitlines()
     assert json.loads(line)["id"] == stored["id"]
     after = subprocess.run(

@@ -129,6 +129,73 @@ def test_the_real_crops_split_shares_no_plate():
     assert not {r[0] for r in train} & {r[0] for r in val}
 
 
+def test_the_label_audit_corrects_rows_it_names_and_moves_them_across_the_split(
+    tmp_path, monkeypatch
+):
+    """A correction applies to the row it names when that row still has the label
+    the audit saw; the corrected text decides the split (one plate, one side)."""
+    from alprd.train.data import load, read_labels
+
+    data = tmp_path / "ocr-train"
+    (data / "img").mkdir(parents=True)
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(data / "img" / name), two_tone(20, 60))
+    (data / "labels.csv").write_text(
+        "file,plate,kind\nimg/a.png,AEA9316,camera\nimg/b.png,AFA9316,camera\n"
+        "img/c.png,ZZZ0000,camera\n"
+    )
+    audit = tmp_path / "audit.csv"
+    audit.write_text(
+        "dataset,file,labelled,corrected,why\n"
+        "ocr-train,img/b.png,AFA9316,AEA9316,reads AEA9316\n"
+        "ocr-train,img/c.png,ZZZ0001,ZZZ0002,another label than this row's: not applied\n"
+        "plates-br,img/a.png,AEA9316,XXX0000,another dataset\n"
+    )
+    monkeypatch.setattr("alprd.train.data.AUDIT", audit)
+    assert [r[1] for r in read_labels(data)] == ["AEA9316", "AEA9316", "ZZZ0000"]
+    assert [r[1] for r in read_labels(data, audited=False)] == ["AEA9316", "AFA9316", "ZZZ0000"]
+    recipe = load(data, 0.5)
+    assert recipe.audited == 1
+    sides = [{i.text for i in recipe.train}, {i.text for i in recipe.validation}]
+    assert sum("AEA9316" in side for side in sides) == 1  # both crops on one side
+
+
+def test_the_shipped_label_audit_is_well_formed():
+    import csv
+
+    from alprd.train.data import AUDIT, clean
+
+    with AUDIT.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    assert len({(r["dataset"], r["file"]) for r in rows}) == len(rows)  # one per file
+    for r in rows:
+        assert r["dataset"] in {"ocr-train", "plates-br"}
+        assert r["corrected"] == clean(r["corrected"]) and r["corrected"] != r["labelled"]
+        assert r["why"].strip()
+
+
+@needs_ocr_data
+def test_the_label_audit_matches_the_data_it_corrects():
+    """Every correction names a file of the shared data that still carries the label
+    the audit saw (else the data changed and the audit must be looked at again)."""
+    import csv
+
+    from alprd.train.data import AUDIT, clean
+
+    given = {}
+    with (OCR_TRAIN / "labels.csv").open(newline="", encoding="utf-8") as f:
+        given = {r["file"]: clean(r["plate"]) for r in csv.DictReader(f)}
+    with AUDIT.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        if r["dataset"] == "ocr-train":
+            assert given.get(r["file"]) == r["labelled"], r
+        else:
+            txt = SHARED_DATA / r["dataset"] / Path(r["file"]).with_suffix(".txt")
+            assert txt.read_text().strip().split("\t")[-1] == r["labelled"], r
+
+
 def test_augmentation_goes_through_the_serving_crop_and_is_seeded():
     from alprd.train.data import CropSpec, augment
 
@@ -309,6 +376,38 @@ def test_a_run_stopped_by_its_time_budget_goes_on_where_it_stopped(tmp_path, cap
     assert metrics["resumed"] and metrics["steps"] == 12
     assert metrics["history"][-1]["step"] == 12  # validated at the end, after the resumption
     assert (out / "ocr-alprd-plate.onnx").is_file() and not state.exists()
+
+
+def test_other_widths_train_export_and_lift_back(tmp_path):
+    """`--channels/--hidden` size the network; the checkpoint remembers them (so
+    `--export-only` rebuilds it) and the torch backend rebuilds the export; the
+    moving average of the weights is what is kept and resumed."""
+    import torch
+
+    from alprd.engines import lift
+    from alprd.train import ocr as train_ocr
+
+    data = _rendered_data(tmp_path / "data", n=16)
+    out = tmp_path / "out"
+    base = ["--data", str(data), "--out", str(out), "--steps", "4", "--batch", "4",
+            "--threads", "1", "--val-every", "2", "--log-every", "2", "--mix", "real=1",
+            "--channels", "8,8,16,16", "--hidden", "24", "--ema", "0.5"]  # fmt: skip
+    assert train_ocr.main([*base, "--max-minutes", "0.00001"]) == 0
+    state = torch.load(out / "ocr-alprd-plate.state.pt", map_location="cpu", weights_only=False)
+    assert state["ema"] is not None and state["run"]["channels"] == (8, 8, 16, 16)
+    with pytest.raises(SystemExit, match=r"--hidden 24 \(now 32\)"):
+        train_ocr.main([*base[:-4], "--hidden", "32", "--ema", "0.5", "--resume",
+                        str(out / "ocr-alprd-plate.state.pt")])  # fmt: skip
+    assert train_ocr.main([*base, "--resume", str(out / "ocr-alprd-plate.state.pt")]) == 0
+    checkpoint = torch.load(out / "ocr-alprd-plate.pt", map_location="cpu", weights_only=False)
+    assert checkpoint["channels"] == [8, 8, 16, 16] and checkpoint["hidden"] == 24
+    again = tmp_path / "again"
+    assert train_ocr.main(["--data", "-", "--out", str(again), "--export-only",
+                           str(out / "ocr-alprd-plate.pt")]) == 0  # fmt: skip
+    _, dims = lift.platenet_from_onnx(again / "ocr-alprd-plate.onnx")
+    assert dims["channels"] == [8, 8, 16, 16] and dims["hidden"] == 24
+    with pytest.raises(SystemExit):
+        train_ocr.parser().parse_args(["--data", "x", "--channels", "8,8"])
 
 
 @pytest.mark.skipif(not TRAINED_ONNX.is_file(), reason=f"no {TRAINED_ONNX}")

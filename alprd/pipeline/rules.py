@@ -6,16 +6,20 @@ character classes (``[A-Z]{3}[0-9]{4}``, ``\\d``, ``.``, literal characters, eac
 optionally followed by ``{n}``): the reader then picks, position by position,
 the most probable character the format allows among the recogniser's candidates
 (so a ``0`` read where a letter must be becomes ``O`` if ``O`` was its runner-up).
-When a read is longer than a format (a country band, a sticker), the best window
-of the format's length is taken, paying for each character dropped.
+When a read is longer than a format, the characters left out may be anywhere (a
+country band or a frame edge at the ends; a seal, a sticker or a stray stroke read as
+a character inside): the best choice of the format's length is taken, each
+character dropped paying by its own confidence, so a confident character is kept
+over a doubtful one.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from alprd.pipeline.ocr import trim_edges
@@ -32,6 +36,9 @@ BUILTIN_FORMATS: dict[str, tuple[str, ...]] = {
 _TOKEN = re.compile(r"\[(?P<cls>[^\]]+)\]|\\(?P<esc>[dw])|(?P<dot>\.)|(?P<lit>[A-Za-z0-9])")
 _COUNT = re.compile(r"\{(\d+)\}")
 _EPSILON = 1e-4
+#: Reads longer than a format by more than this are only cut to windows (the
+#: choices of characters to drop grow combinatorially).
+_MAX_DROPPED = 3
 
 
 def parse_format(pattern: str) -> Format:
@@ -125,7 +132,7 @@ class PlateRules:
     def apply(self, text: Text) -> tuple[Text, str] | None:
         """The read as the rules correct it, with the region whose format matched
         ("" when none did); None when the rules reject it. With formats, the best
-        window of the whole read is taken (dropping low-confidence edge characters
+        choice of the format's length is taken (dropping low-confidence characters
         costs little); otherwise, or when no format fits and none is required,
         characters below ``min_char_confidence`` are trimmed off both ends."""
         region = ""
@@ -153,19 +160,19 @@ class PlateRules:
         best: tuple[float, Text, str] | None = None
         n_read = len(cands)
         for region, fmt in self.formats:
-            n = len(fmt)
-            for offset in range(n_read - n + 1):
-                dropped = [*text.char_confidences[:offset], *text.char_confidences[offset + n :]]
+            for keep in _kept(n_read, len(fmt)):
+                kept = set(keep)
+                dropped = [c for i, c in enumerate(text.char_confidences) if i not in kept]
                 score = sum(math.log(max(_EPSILON, 1.0 - c)) for c in dropped)
                 chars, confs = [], []
-                for allowed, options in zip(fmt, cands[offset : offset + n], strict=True):
+                for allowed, options in zip(fmt, (cands[i] for i in keep), strict=True):
                     pick = next(((c, p) for c, p in options if c in allowed), None)
                     c, p = pick if pick else (min(allowed), _EPSILON)
                     chars.append(c)
                     confs.append(p)
                     score += math.log(max(_EPSILON, p))
                 if best is None or score > best[0]:
-                    fixed = Text("".join(chars), tuple(confs), cands[offset : offset + n])
+                    fixed = Text("".join(chars), tuple(confs), tuple(cands[i] for i in keep))
                     best = (score, fixed, region)
         if best is None or min(best[1].char_confidences) <= _EPSILON:
             return None  # a position had no allowed candidate at all
@@ -181,3 +188,13 @@ class PlateRules:
             if d <= self.known_max_distance and (best is None or d < best.distance):
                 best = Known(known, label, d)
         return best
+
+
+def _kept(n_read: int, n: int) -> Iterator[tuple[int, ...]]:
+    """The index sets of `n` characters a read of `n_read` may be cut to, in order:
+    any `n` of them when at most `_MAX_DROPPED` go, else the windows."""
+    if n_read - n > _MAX_DROPPED:
+        for offset in range(n_read - n + 1):
+            yield tuple(range(offset, offset + n))
+    elif n_read >= n:
+        yield from itertools.combinations(range(n_read), n)

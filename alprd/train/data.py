@@ -10,6 +10,10 @@ Sources (mixing weights on the command line):
   whose text is a validation plate;
 - ``synth``: the project's plate generator (`alprd.train.synth`), when installed.
 
+Labels are audited (`AUDIT`): the given labels name one plate in several ways
+(AEA9316 also as AFA9316 and ABA9316), which both teaches wrong text and puts one
+plate on both sides of the split; each correction was checked by eye on the image.
+
 Every sample, augmented or not, goes through the serving crop function
 (`alprd.pipeline.ocr.crop`): a plate image is put on a canvas, a jittered box (like
 a detector's: up to about twice the plate's height) is cut from it exactly as the
@@ -80,14 +84,36 @@ def is_validation(plate: str, fraction: float = 0.2) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def read_labels(data: Path) -> list[tuple[Path, str, str]]:
-    """(image path, plate, kind) per row of ``<data>/labels.csv`` whose file exists."""
+#: Labels of the given data that disagree with what the image shows, each checked by
+#: eye (``dataset,file,labelled,corrected,why``): applied by `read_labels`, reported
+#: beside the labels as given by ``make bench-accuracy``.
+AUDIT = Path(__file__).with_name("label_audit.csv")
+
+
+def corrections(dataset: str, audit: Path | None = None) -> dict[str, tuple[str, str]]:
+    """file -> (label as given, corrected label) for one dataset (the folder's name:
+    ``ocr-train``, ``plates-br``) from `audit` (default `AUDIT`)."""
+    with (audit or AUDIT).open(newline="", encoding="utf-8") as f:
+        return {
+            row["file"]: (clean(row["labelled"]), clean(row["corrected"]))
+            for row in csv.DictReader(f)
+            if row["dataset"] == dataset
+        }
+
+
+def read_labels(data: Path, audited: bool = True) -> list[tuple[Path, str, str]]:
+    """(image path, plate, kind) per row of ``<data>/labels.csv`` whose file exists;
+    ``audited``: with the corrections of `AUDIT` for this folder (a correction whose
+    label as given differs from the row's is for other data and left out)."""
+    fixes = corrections(data.name) if audited else {}
     rows = []
     with (data / "labels.csv").open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             path = data / row["file"]
             if path.is_file():
-                rows.append((path, clean(row["plate"]), row["kind"]))
+                plate = clean(row["plate"])
+                given, fixed = fixes.get(row["file"], (plate, plate))
+                rows.append((path, fixed if given == plate else plate, row["kind"]))
     return rows
 
 
@@ -98,6 +124,7 @@ class Recipe:
     train: list[Item]
     validation: list[Item]
     rendered: list[Item]
+    audited: int = 0  # labels corrected by the audit
 
     def counts(self) -> dict[str, int]:
         return {
@@ -122,13 +149,18 @@ def split_rows(rows: Sequence[Row], val_fraction: float) -> tuple[list[Row], lis
     return train, val, rendered
 
 
-def load(data: Path, val_fraction: float = 0.2, limit: int | None = None) -> Recipe:
-    """Read ``<data>/labels.csv`` and its images. ``limit`` caps each list (smoke runs)."""
-    parts = split_rows(read_labels(data), val_fraction)
+def load(
+    data: Path, val_fraction: float = 0.2, limit: int | None = None, audited: bool = True
+) -> Recipe:
+    """Read ``<data>/labels.csv`` (audited: `read_labels`) and its images. ``limit``
+    caps each list (smoke runs)."""
+    rows = read_labels(data, audited)
+    fixed = sum(a[1] != b[1] for a, b in zip(rows, read_labels(data, False), strict=True))
     train, val, rendered = (
-        [Item(read_image(p), t, k) for p, t, k in rows[:limit]] for rows in parts
+        [Item(read_image(p), t, k) for p, t, k in part[:limit]]
+        for part in split_rows(rows, val_fraction)
     )
-    return Recipe(train, val, rendered)
+    return Recipe(train, val, rendered, fixed)
 
 
 def synth_generator(seed: int) -> Any | None:
@@ -213,20 +245,6 @@ def augment(
         kernel = np.zeros((k, k), np.float32)
         kernel[k // 2, :] = 1.0 / k
         canvas = cv2.filter2D(canvas, -1, kernel)
-    work = canvas.astype(np.float32)
-    if rng.random() < 0.2:
-        work = work.mean(axis=2, keepdims=True).repeat(3, axis=2)
-    work = work * rng.uniform(0.85, 1.15, 3).astype(np.float32)  # colour cast
-    work = work * np.float32(rng.uniform(0.55, 1.4)) + np.float32(rng.uniform(-45, 45))
-    if rng.random() < 0.5:
-        work = work + rng.normal(0, rng.uniform(1, 12), work.shape).astype(np.float32)
-    canvas = np.clip(work, 0, 255).astype(np.uint8)
-    if rng.random() < 0.3 and not mild:
-        q = int(rng.integers(20, 80))
-        ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, q])
-        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
-        if decoded is not None:
-            canvas = decoded.astype(np.uint8, copy=False)
     # the box a detector might give: taller and a little wider than the plate, off
     # centre (the plate detector's boxes on plates-br: 1.15-2.0x the plate's height,
     # median 1.4; 1.03-1.3x its width)
@@ -239,7 +257,27 @@ def augment(
     bx = cx + float(rng.normal(0, 0.03)) * w
     by = cy + float(rng.normal(0, 0.06)) * h
     box = (bx - ws * w / 2, by - hs * h / 2, bx + ws * w / 2, by + hs * h / 2)
-    return spec(canvas.astype(np.uint8, copy=False), box)
+    # light, colour, noise and JPEG act on each pixel alone: only the part the box
+    # cuts (and a few pixels round it for the crop's interpolation) is worked on
+    x0, y0 = max(0, int(box[0]) - 4), max(0, int(box[1]) - 4)
+    x1, y1 = min(cw, int(box[2]) + 5), min(ch, int(box[3]) + 5)
+    work = canvas[y0:y1, x0:x1].astype(np.float32)
+    if rng.random() < 0.2:
+        work = work.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    gain = rng.uniform(0.85, 1.15, 3) * rng.uniform(0.55, 1.4)  # colour cast, exposure
+    work *= gain.astype(np.float32)
+    work += np.float32(rng.uniform(-45, 45))
+    if rng.random() < 0.5:
+        work += rng.standard_normal(work.shape, dtype=np.float32) * np.float32(rng.uniform(1, 12))
+    part = np.clip(work, 0, 255, out=work).astype(np.uint8)
+    if rng.random() < 0.3 and not mild:
+        q = int(rng.integers(20, 80))
+        ok, buf = cv2.imencode(".jpg", part, [cv2.IMWRITE_JPEG_QUALITY, q])
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            part = decoded.astype(np.uint8, copy=False)
+    box = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+    return spec(part, box)
 
 
 class Mixer:

@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 CHARSET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+#: The default widths (`alprd train-ocr --channels/--hidden`).
+CHANNELS = (32, 64, 96, 160)
+HIDDEN = 192
 
 
 def _block(cin: int, cout: int) -> list[nn.Module]:
@@ -27,8 +30,8 @@ class PlateNet(nn.Module):
         height: int = 32,
         width: int = 128,
         charset: str = CHARSET,
-        channels: tuple[int, int, int, int] = (32, 64, 96, 160),
-        hidden: int = 192,
+        channels: tuple[int, int, int, int] = CHANNELS,
+        hidden: int = HIDDEN,
     ) -> None:
         super().__init__()
         if height % 16 or width % 4:

@@ -27,16 +27,17 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, IterableDataset
 
 from alprd.train import data
-from alprd.train.model import CHARSET, Exported, PlateNet, encode, greedy
+from alprd.train.model import CHANNELS, CHARSET, HIDDEN, Exported, PlateNet, encode, greedy
 
 DEFAULT_MIX = "real=0.5,rendered=0.15,synth=0.35"
 
@@ -186,7 +187,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if not recipe.validation:
         print("note: no validation crops; the last checkpoint is kept")
 
-    net = PlateNet(args.height, args.width).to(device)
+    net = PlateNet(args.height, args.width, channels=args.channels, hidden=args.hidden).to(device)
     params = sum(p.numel() for p in net.parameters())
     resumed = _load_state(args.resume, args) if args.resume else None
     if resumed is not None:
@@ -206,6 +207,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         prefetch_factor=4 if args.workers > 0 else None,
     )
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    # an exponential moving average of the weights (and batch-norm statistics) is what
+    # is validated, kept and exported: steadier than the last step's weights
+    ema = (
+        AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+        if args.ema
+        else None
+    )
+    kept = cast(PlateNet, ema.module) if ema is not None else net
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.15
     )
@@ -225,6 +234,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         optimizer.load_state_dict(resumed["optimizer"])
         schedule.load_state_dict(resumed["schedule"])
         scaler.load_state_dict(resumed["scaler"])
+        if ema is not None:
+            ema.load_state_dict(resumed["ema"])
         step, best, best_step = resumed["step"], resumed["best"], resumed["best_step"]
         history, sources, spent = resumed["history"], resumed["sources"], resumed["train_s"]
         stream.progress.value = step / args.steps
@@ -237,6 +248,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict(), "step": step, "best": best, "best_step": best_step,
+            "ema": ema.state_dict() if ema is not None else None,
             "history": history, "sources": sources,
             "train_s": spent + time.monotonic() - started, "run": _run_key(args),
         }, tmp)  # fmt: skip
@@ -262,6 +274,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         scaler.step(optimizer)
         scaler.update()
         schedule.step()
+        if ema is not None:
+            ema.update_parameters(net)
         running.append(float(loss.detach()))
         last = step == args.steps
         if step % args.log_every == 0 or last:
@@ -271,7 +285,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             )
             running = []
             if views and (step % args.val_every == 0 or last):
-                metrics = evaluate(net, recipe.validation, views, device)
+                metrics = evaluate(kept, recipe.validation, views, device)
                 score = (metrics["tight"]["exact"] + metrics["detector"]["exact"]) / 2
                 line += (
                     f" val_exact tight {metrics['tight']['exact']:.4f}"
@@ -286,7 +300,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 if score > best:
                     best, best_step = score, step
-                    _save(checkpoint, net, args, step, metrics)
+                    _save(checkpoint, kept, args, step, metrics)
                     line += " (best)"
             print(line, flush=True)
         if step % args.val_every == 0 and not last:
@@ -302,7 +316,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if stopped:
         return {"net": None, "run": {"stopped_at": step, "state": str(state_path)}}
     if not views:
-        _save(checkpoint, net, args, step, {})
+        _save(checkpoint, kept, args, step, {})
         best_step = step
     train_s = spent + time.monotonic() - started
     state_path.unlink(missing_ok=True)  # done: nothing to resume
@@ -328,9 +342,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "best_step": best_step,
         "params": params,
         "input": [3, args.height, args.width],
+        "channels": list(args.channels),
+        "hidden": args.hidden,
         "two_line_aspect": args.two_line_aspect,
         "mild": args.mild,
         "curriculum": args.curriculum,
+        "ema": args.ema,
+        "label_audit": recipe.audited,
         "init": str(args.init) if args.init else None,
         "resumed": resumed is not None,
         "validation": final,
@@ -376,7 +394,8 @@ def init_from(path: Path, net: PlateNet) -> None:
 def _run_key(args: argparse.Namespace) -> dict[str, Any]:
     """What a resumed run must share with the run it goes on from."""
     return {k: getattr(args, k) for k in ("steps", "batch", "lr", "seed", "height", "width",
-                                          "mix", "name")}  # fmt: skip
+                                          "mix", "name", "ema", "channels",
+                                          "hidden")}  # fmt: skip
 
 
 def _load_state(path: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -397,6 +416,8 @@ def _save(
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "height": args.height,
             "width": args.width,
+            "channels": list(args.channels),
+            "hidden": args.hidden,
             "charset": CHARSET,
             "step": step,
             "metrics": metrics,
@@ -555,6 +576,18 @@ def model_card(name: str, run: dict[str, Any], exported: dict[str, Any], command
 # --------------------------------------------------------------------------- command line
 
 
+def _channels(text: str) -> tuple[int, int, int, int]:
+    try:
+        c1, c2, c3, c4 = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--channels {text!r}: four positive integers, e.g. 32,64,96,160"
+        ) from None
+    if min(c1, c2, c3, c4) < 1:
+        raise argparse.ArgumentTypeError(f"--channels {text!r}: widths must be >= 1")
+    return c1, c2, c3, c4
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="alprd train-ocr",
@@ -628,6 +661,15 @@ def parser() -> argparse.ArgumentParser:
         help="input width, multiple of 4 (default 128; T = width/4)",
     )
     p.add_argument(
+        "--channels", type=_channels, default=CHANNELS, metavar="C1,C2,C3,C4",
+        help="convolution widths of the four stages (default "
+        f"{','.join(map(str, CHANNELS))})",
+    )  # fmt: skip
+    p.add_argument(
+        "--hidden", type=int, default=HIDDEN,
+        help=f"width of the convolutions along the plate (default {HIDDEN})",
+    )  # fmt: skip
+    p.add_argument(
         "--two-line-aspect",
         type=float,
         default=1.3,
@@ -648,6 +690,11 @@ def parser() -> argparse.ArgumentParser:
         help="start from trained weights: a <name>.pt checkpoint or a recogniser ONNX "
         "this command exported, e.g. models/trained/ocr-alprd-plate.onnx (fine-tuning)",
     )  # fmt: skip
+    p.add_argument(
+        "--ema", type=float, default=0.999,
+        help="decay of the moving average of the weights that is validated and kept "
+        "(default 0.999; 0: the weights as trained)",
+    )  # fmt: skip
     p.add_argument("--no-amp", action="store_true", help="fp32 on cuda")
     p.add_argument(
         "--export-only", type=Path, metavar="CHECKPOINT", help="export a saved .pt and exit"
@@ -660,7 +707,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "alprd train-ocr " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.export_only:
         state = torch.load(args.export_only, map_location="cpu", weights_only=False)
-        net = PlateNet(state["height"], state["width"], state["charset"])
+        net = PlateNet(
+            state["height"], state["width"], state["charset"],
+            channels=tuple(state.get("channels", CHANNELS)), hidden=state.get("hidden", HIDDEN),
+        )  # fmt: skip
         net.load_state_dict(state["model"])
         args.out.mkdir(parents=True, exist_ok=True)
         print(json.dumps(export(net, args.out, args.name)))
