@@ -82,7 +82,7 @@ def brazil(
 ) -> dict[str, list[tuple[str, str]]]:
     """End to end on plates-br: the plates the pipeline finds (detection once),
     read by each recogniser; and each recogniser alone on the ground-truth boxes."""
-    from alprd.train.data import corrections
+    from alprd.train.data import audited_label, corrections
 
     folder = DATA / "plates-br"
     audit = corrections("plates-br")
@@ -96,8 +96,7 @@ def brazil(
     errors: dict[str, list[tuple[str, str]]] = {v: [] for v in named}
     for txt in sorted(folder.glob("*.txt")):
         name, x, y, w, h, given = txt.read_text().strip().split("\t")
-        was, fixed = audit.get(name, (given, given))
-        truth = fixed if was == given else given  # the audited label (see label_audit.csv)
+        truth = audited_label(audit, name, given)
         gt = (float(x), float(y), float(x) + float(w), float(y) + float(h))
         image = cv2.imread(str(folder / name))
         n += 1
@@ -138,7 +137,7 @@ def brazil(
     if audit:
         table.add_row(
             "BR photos", "-", "labels corrected by the audit (label_audit.csv)",
-            f"{sum(audit[f][0] != audit[f][1] for f in audit)}/{n}", "",
+            f"{len(audit)}/{n}", "",
         )  # fmt: skip
     for v in named:
         for key in rules:

@@ -101,6 +101,13 @@ def corrections(dataset: str, audit: Path | None = None) -> dict[str, tuple[str,
         }
 
 
+def audited_label(fixes: dict[str, tuple[str, str]], file: str, given: str) -> str:
+    """The label of `file` after `corrections`: the corrected one when the audit was
+    made on this very label, else the label as given."""
+    was, fixed = fixes.get(file, (given, given))
+    return fixed if was == given else given
+
+
 def read_labels(data: Path, audited: bool = True) -> list[tuple[Path, str, str]]:
     """(image path, plate, kind) per row of ``<data>/labels.csv`` whose file exists;
     ``audited``: with the corrections of `AUDIT` for this folder (a correction whose
@@ -111,9 +118,8 @@ def read_labels(data: Path, audited: bool = True) -> list[tuple[Path, str, str]]
         for row in csv.DictReader(f):
             path = data / row["file"]
             if path.is_file():
-                plate = clean(row["plate"])
-                given, fixed = fixes.get(row["file"], (plate, plate))
-                rows.append((path, fixed if given == plate else plate, row["kind"]))
+                plate = audited_label(fixes, row["file"], clean(row["plate"]))
+                rows.append((path, plate, row["kind"]))
     return rows
 
 

@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, IterableDataset
 
 from alprd.train import data
@@ -209,11 +209,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     # an exponential moving average of the weights (and batch-norm statistics) is what
     # is validated, kept and exported: steadier than the last step's weights
-    ema = (
-        AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
-        if args.ema
-        else None
-    )
+    ema = AveragedModel(net, multi_avg_fn=_ema(args.ema), use_buffers=True) if args.ema else None
     kept = cast(PlateNet, ema.module) if ema is not None else net
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.15
@@ -355,6 +351,22 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "history": history,
     }
     return {"net": net, "run": run}
+
+
+def _ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
+    """The moving-average update with the usual warm-up: the decay is at most
+    (1 + n) / (10 + n) after n updates, so a short run's average follows its
+    weights instead of staying near the initial ones."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: Any) -> None:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        with torch.no_grad():
+            if averaged[0].is_floating_point():  # one dtype per call
+                torch._foreach_lerp_(averaged, current, 1.0 - d)
+            else:  # batch-norm step counters
+                torch._foreach_copy_(averaged, current)
+
+    return update
 
 
 def init_from(path: Path, net: PlateNet) -> None:
@@ -693,7 +705,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ema", type=float, default=0.999,
         help="decay of the moving average of the weights that is validated and kept "
-        "(default 0.999; 0: the weights as trained)",
+        "(default 0.999, warmed up: at most (1+n)/(10+n) after n steps; 0: the weights "
+        "as trained)",
     )  # fmt: skip
     p.add_argument("--no-amp", action="store_true", help="fp32 on cuda")
     p.add_argument(
