@@ -159,20 +159,19 @@ class PlateRules:
         )
         best: tuple[float, Text, str] | None = None
         n_read = len(cands)
+        drop_cost = [math.log(max(_EPSILON, 1.0 - c)) for c in text.char_confidences]
         for region, fmt in self.formats:
+            # the best allowed character of each format position at each read position
+            picks = [[_pick(allowed, options) for options in cands] for allowed in fmt]
             for keep in _kept(n_read, len(fmt)):
                 kept = set(keep)
-                dropped = [c for i, c in enumerate(text.char_confidences) if i not in kept]
-                score = sum(math.log(max(_EPSILON, 1.0 - c)) for c in dropped)
-                chars, confs = [], []
-                for allowed, options in zip(fmt, (cands[i] for i in keep), strict=True):
-                    pick = next(((c, p) for c, p in options if c in allowed), None)
-                    c, p = pick if pick else (min(allowed), _EPSILON)
-                    chars.append(c)
-                    confs.append(p)
+                score = sum(cost for i, cost in enumerate(drop_cost) if i not in kept)
+                chosen = [picks[j][i] for j, i in enumerate(keep)]
+                for _, p in chosen:
                     score += math.log(max(_EPSILON, p))
                 if best is None or score > best[0]:
-                    fixed = Text("".join(chars), tuple(confs), tuple(cands[i] for i in keep))
+                    chars, confs = zip(*chosen, strict=True)
+                    fixed = Text("".join(chars), confs, tuple(cands[i] for i in keep))
                     best = (score, fixed, region)
         if best is None or min(best[1].char_confidences) <= _EPSILON:
             return None  # a position had no allowed candidate at all
@@ -188,6 +187,12 @@ class PlateRules:
             if d <= self.known_max_distance and (best is None or d < best.distance):
                 best = Known(known, label, d)
         return best
+
+
+def _pick(allowed: frozenset[str], options: Sequence[tuple[str, float]]) -> tuple[str, float]:
+    """The most probable candidate a format position allows (candidates come best
+    first), or a placeholder with `_EPSILON` when it allows none of them."""
+    return next(((c, p) for c, p in options if c in allowed), (min(allowed), _EPSILON))
 
 
 def _kept(n_read: int, n: int) -> Iterator[tuple[int, ...]]:
