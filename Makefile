@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test test-faults models engines bench bench-gpu bench-engines bench-accuracy bench-pipeline bench-swap bench-outputs lint clean distclean
+.PHONY: install install-systemd run test test-faults models engines bench bench-gpu bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -44,6 +44,11 @@ bench-engines: $(VENV)/.installed
 # Plate reading and detection on ../shared/data (plates-br, plate-boxes-ro).
 bench-accuracy: $(VENV)/.installed
 	$(PY) -m benchmarks.accuracy
+
+# The recogniser on an NVIDIA GPU (torch backend, fp16, crops sampled on the GPU)
+# against ONNX Runtime on the CPU, on the real validation crops: needs CUDA torch.
+bench-ocr-gpu: $(VENV)/.installed
+	$(PY) -m benchmarks.ocr_gpu
 
 # alprd against the naive Ultralytics loop on every video in ../shared/data/videos,
 # same run, then STREAMS replayed cameras; BENCH_ARGS adds e.g.

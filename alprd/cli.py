@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="regions",
         metavar="NAME",
-        help="plate format region (e.g. br); repeatable; default: plates.regions",
+        help="plate format region or group (e.g. de, us-ca, eu, world); repeatable; "
+        "default: plates.regions",
     )
     p.set_defaults(func=cmd_detect)
 
@@ -343,15 +344,12 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from alprd.engines.base import EngineError
-    from alprd.pipeline import offline
+    from alprd.pipeline import formats, offline
 
     config = _load(args)
-    known = {**config.plates.formats}
-    from alprd.pipeline.rules import BUILTIN_FORMATS
-
-    unknown = [r for r in args.regions or [] if r not in {**BUILTIN_FORMATS, **known}]
-    if unknown:
-        print(f"error: --region: unknown {', '.join(unknown)}", file=sys.stderr)
+    problem = formats.unknown(args.regions or [], config.plates.formats)
+    if problem:
+        print(f"error: --region: {problem}", file=sys.stderr)
         return ExitCode.USAGE
     options = offline.DetectOptions(
         json=args.json, save=args.save, fps=args.fps, regions=args.regions

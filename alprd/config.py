@@ -186,6 +186,7 @@ class OcrModel(_Section):
     max_width: int = Field(480, ge=32, le=4096)
     input_width: int | None = Field(_OCR["input_width"], ge=16, le=4096)
     two_line_aspect: float = Field(1.3, ge=0.0, le=4.0)
+    view_check: bool | None = None  # None: on for a fixed-width recogniser (alprd's own)
     backend: Backend | None = None
     precision: Precision | None = None
     batch_size: int | None = Field(None, ge=1, le=64)
@@ -262,8 +263,9 @@ class VotingConfig(_Section):
 
 
 class PlatesConfig(_Section):
-    regions: list[str] = Field(default_factory=list)
-    require_format: bool = True
+    regions: list[str] = Field(default_factory=lambda: ["world"])
+    require_format: bool = False
+    format_margin: float = Field(3.0, ge=0.0)
     min_length: int = Field(4, ge=1)
     formats: dict[str, list[str]] = Field(default_factory=dict)
     replace: list[tuple[str, str]] = Field(default_factory=list)
@@ -272,7 +274,8 @@ class PlatesConfig(_Section):
 
     @model_validator(mode="after")
     def _rules_compile(self) -> PlatesConfig:
-        from alprd.pipeline.rules import BUILTIN_FORMATS, parse_format
+        from alprd.pipeline import formats
+        from alprd.pipeline.rules import parse_format
 
         for region, patterns in self.formats.items():
             for i, pattern in enumerate(patterns):
@@ -280,13 +283,9 @@ class PlatesConfig(_Section):
                     parse_format(pattern)
                 except ValueError as exc:
                     raise ValueError(f"formats: {region}[{i}]: {exc}") from None
-        known = {**BUILTIN_FORMATS, **self.formats}
-        missing = [r for r in self.regions if r not in known]
-        if missing:
-            raise ValueError(
-                f"regions: unknown {', '.join(missing)}; define it in [plates.formats] "
-                f"or use one of {', '.join(sorted(known))}"
-            )
+        problem = formats.unknown(self.regions, self.formats)
+        if problem:
+            raise ValueError(f"regions: {problem}")
         for i, (pattern, _) in enumerate(self.replace):
             try:
                 re.compile(pattern)
@@ -409,6 +408,16 @@ class Config(_Section):
         if dupes:
             raise ValueError(f"camera names must be unique; repeated: {', '.join(dupes)}")
         return cameras
+
+    @model_validator(mode="after")
+    def _camera_regions_known(self) -> Config:
+        from alprd.pipeline import formats
+
+        for i, camera in enumerate(self.cameras):
+            problem = formats.unknown(camera.regions or [], self.plates.formats)
+            if problem:
+                raise ValueError(f"cameras[{i}].regions: {problem}")
+        return self
 
     @model_validator(mode="after")
     def _resolve_paths(self, info: ValidationInfo) -> Config:
@@ -570,10 +579,12 @@ def _problem(path: Path, text: str, err: dict[str, Any]) -> Problem:
         msg = f"must be one of {ctx.get('expected')}; got {_show(err.get('input'))}"
     elif kind == "value_error":
         msg = msg.removeprefix("Value error, ")
-        # A model validator names its own key ("url: ..."): fold it into the key path.
-        m = re.match(r"^([a-z_]+): (.*)$", msg)
+        # A model validator names its own key ("url: ...", "cameras[1].regions: ..."):
+        # fold it into the key path.
+        m = re.match(r"^([a-z_]+(?:\[\d+\]|\.[a-z_]+)*): (.*)$", msg)
         if m:
-            loc, msg = (*loc, m.group(1)), m.group(2)
+            keys = [int(k) if k.isdigit() else k for k in re.findall(r"[a-z_]+|\d+", m.group(1))]
+            loc, msg = (*loc, *keys), m.group(2)
     else:
         msg = msg.replace("Input should be", "must be").replace("String should", "must")
         if "input" in err and not isinstance(err["input"], dict | list):

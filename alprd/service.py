@@ -460,6 +460,7 @@ class Service:
         log.info(
             "plate_event", camera=event.camera, plate=event.plate, confidence=event.confidence,
             reads=event.reads, vehicle=event.vehicle_class, known=event.known_label,
+            format=event.format,
         )  # fmt: skip
         if self.outputs is not None:
             record = self.outputs.emit(event, cam.pipeline.take_snapshot(event))

@@ -3,7 +3,13 @@
 - ../shared/data/plates-br (50 photos, one plate each with box and text): exact
   full-plate reads (the read of the plate found at the ground-truth box, after the
   rules), plate detection recall at IoU 0.5, and the recogniser alone on the
-  ground-truth boxes (what the OCR can do with a perfect detector).
+  ground-truth boxes (what the OCR can do with a perfect detector); rules: the
+  default config's (every built-in format), Brazil's only, none.
+- ../shared/data/ocr-train (real crops of Brazil, the US and Europe): each
+  recogniser on the validation split (plates training never sees), per region and
+  per country / state with enough crops, tight and detector-like boxes, default
+  rules and none; the confusion pairs left.
+- synthetic plates of every region the generator draws (labelled as such).
 - ../shared/data/plate-boxes-ro (50 dash-cam frames, boxes only): plate recall at
   IoU 0.5 over every annotated plate.
 """
@@ -29,6 +35,8 @@ from alprd.pipeline.types import Box, Plate
 
 #: The validation share `alprd train-ocr` holds out by default (--val-fraction).
 VAL_FRACTION = 0.2
+#: A country or state gets its own rows from this many validation crops.
+PER_KIND = 30
 DATA = Path(
     os.environ.get("ALPRD_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
@@ -86,11 +94,15 @@ def brazil(
 
     folder = DATA / "plates-br"
     audit = corrections("plates-br")
-    rules = {"br": rules_for(config, ["br"]), "none": rules_for(config, [])}
+    rules = {
+        "default": rules_for(config),
+        "br": rules_for(config, ["br"]),
+        "none": rules_for(config, []),
+    }
     n = found = found_loose = 0
     exact = {(v, k): 0 for v in named for k in rules}
     ocr_only = {(v, k): 0 for v in named for k in rules}
-    as_given = dict.fromkeys(named, 0)  # end to end, rules br, against the label as given
+    as_given = dict.fromkeys(named, 0)  # end to end, default rules, the label as given
     spent = dict.fromkeys(named, 0.0)
     reads = dict.fromkeys(named, 0)
     errors: dict[str, list[tuple[str, str]]] = {v: [] for v in named}
@@ -113,11 +125,11 @@ def brazil(
             for key, r in rules.items():
                 got = r.apply(texts[i]) if i >= 0 and best_iou >= 0.3 else None
                 exact[v, key] += bool(got) and got[0].text == truth
-                if key == "br":
+                if key == "default":
                     as_given[v] += bool(got) and got[0].text == given
                 on_gt = r.apply(gt_text)
                 ocr_only[v, key] += bool(on_gt) and on_gt[0].text == truth
-                if key == "br" and not (got and got[0].text == truth):
+                if key == "default" and not (got and got[0].text == truth):
                     why = (
                         "no plate at the box"
                         if best_iou < 0.3
@@ -148,7 +160,7 @@ def brazil(
         if audit:
             e = as_given[v]
             table.add_row(
-                "BR photos", v, "exact reads end to end, rules br, labels as given",
+                "BR photos", v, "exact reads end to end, rules default, labels as given",
                 f"{e}/{n}", f"{e / n:.0%}",
             )  # fmt: skip
         for key in rules:
@@ -174,54 +186,78 @@ def brazil(
 def real_crops(
     named: dict[str, Recognizer], config: cfgmod.Config, table: Table, console: Console
 ) -> None:
-    """Each recogniser on the validation split of the real crops (the plates
-    `alprd train-ocr` never trains on), per kind, on the labelled crop (tight) and on
-    a detector-like box; then the confusion pairs left."""
+    """Each recogniser on the validation split of the real crops of every region
+    (the plates `alprd train-ocr` never trains on; crops whose label is a guess are
+    not scored), on the labelled crop (tight) and on a detector-like box, with the
+    default config's plate rules and with none: per region, per European country
+    and US state with at least `PER_KIND` crops, on the audited labels and (all
+    crops) as given; then the confusion pairs left."""
     from alprd.pipeline.source import read_image
-    from alprd.train.data import detector_view, read_labels, split_rows
+    from alprd.train.data import detector_view, read_labels, region_of, split_rows
 
     folder = DATA / "ocr-train"
     if not (folder / "labels.csv").is_file():
         return
-    rules = rules_for(config, ["br"])
+    rules = {"default": rules_for(config), "none": rules_for(config, [])}
     splits = {
         labels: split_rows(read_labels(folder, labels == "audited"), VAL_FRACTION)[1]
         for labels in ("audited", "as given")
     }
     for v, reader in named.items():
         confusions: dict[str, int] = {}
-        for labels, view in (("audited", "tight"), ("audited", "detector"), ("as given", "tight"),
-                             ("as given", "detector")):  # fmt: skip
-            val = splits[labels]
-            per_kind: dict[str, list[int]] = {}
-            for path, truth, kind in val:
-                image = read_image(path)
+        misses: list[str] = []
+        for view in ("tight", "detector"):
+            reads: dict[str, list[str]] = {key: [] for key in rules}
+            for label in splits["audited"]:
+                image = read_image(label.path)
                 if view == "tight":
                     box = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
                 else:
                     image, box = detector_view(image)
                 [text] = reader.read(image, [Plate(box, 1.0, None)])
-                got = rules.apply(text)
-                read = got[0].text if got else ""
-                c = per_kind.setdefault(kind, [0, 0])
-                c[0] += read == truth
-                c[1] += 1
-                if labels == "audited" and view == "detector" and read != truth \
-                        and len(read) == len(truth):  # fmt: skip
-                    for a, b in zip(truth, read, strict=True):
-                        if a != b:
-                            confusions[f"{a}->{b}"] = confusions.get(f"{a}->{b}", 0) + 1
-            total = [sum(c[0] for c in per_kind.values()), sum(c[1] for c in per_kind.values())]
-            for kind, (ok, k) in [("all", total), *sorted(per_kind.items())]:
-                table.add_row(
-                    "real crops, validation",
-                    v,
-                    f"exact, rules br, {view}, {kind}, labels {labels}",
-                    f"{ok}/{k}",
-                    f"{ok / max(1, k):.1%}",
-                )
-        top = sorted(confusions.items(), key=lambda kv: -kv[1])[:8]
-        console.print(f"  {v}: confusions left on real crops (truth->read, detector box): {top}")
+                for key, r in rules.items():
+                    got = r.apply(text)
+                    reads[key].append(got[0].text if got else "")
+            for key in rules:
+                per: dict[str, list[int]] = {}
+                for label, read in zip(splits["audited"], reads[key], strict=True):
+                    region = region_of(label.kind)
+                    for group in ("all", region, f"{region} {label.kind}"):
+                        c = per.setdefault(group, [0, 0])
+                        c[0] += read == label.plate
+                        c[1] += 1
+                    if key == "default" and view == "detector" and read != label.plate:
+                        misses.append(f"{label.path.name} {label.plate}->{read}")
+                        if len(read) == len(label.plate):
+                            for a, b in zip(label.plate, read, strict=True):
+                                if a != b:
+                                    confusions[f"{a}->{b}"] = confusions.get(f"{a}->{b}", 0) + 1
+                for group, (ok, k) in sorted(per.items(), key=lambda kv: (" " in kv[0], kv[0])):
+                    if " " in group and k < PER_KIND:
+                        continue
+                    table.add_row(
+                        "real crops, validation", v, f"exact, rules {key}, {view}, {group}",
+                        f"{ok}/{k}", f"{ok / max(1, k):.1%}",
+                    )  # fmt: skip
+            if view == "detector":  # the labels as given, default rules
+                given = {label.path: label.plate for label in splits["as given"]}
+                per_given: dict[str, list[int]] = {}
+                for label, read in zip(splits["audited"], reads["default"], strict=True):
+                    if label.path in given:
+                        c = per_given.setdefault(region_of(label.kind), [0, 0])
+                        c[0] += read == given[label.path]
+                        c[1] += 1
+                for region, (ok, k) in sorted(per_given.items()):
+                    table.add_row(
+                        "real crops, validation", v,
+                        f"exact, rules default, detector, {region}, labels as given",
+                        f"{ok}/{k}", f"{ok / max(1, k):.1%}",
+                    )  # fmt: skip
+        top = sorted(confusions.items(), key=lambda kv: -kv[1])[:12]
+        console.print(f"  {v}: confusions left on real crops (truth->read, detector box, "
+                      f"default rules): {top}")  # fmt: skip
+        if os.environ.get("BENCH_MISSES"):
+            console.print(f"  {v}: misses: {misses}")
 
 
 def synthetic(named: dict[str, Recognizer], table: Table, per_region: int) -> None:

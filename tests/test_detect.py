@@ -25,11 +25,12 @@ def lines(stdout: str) -> list[dict]:
 
 @needs(VIDEOS / "rear-nl-L417VS.mp4")
 @pytest.mark.parametrize(
-    ("name", "plate"),
-    [("rear-nl-L417VS.mp4", "L417VS"), ("dashcam-in-KA22P3368.mp4", "KA22P3368")],
+    ("name", "plate", "region"),
+    [("rear-nl-L417VS.mp4", "L417VS", "nl"), ("dashcam-in-KA22P3368.mp4", "KA22P3368", "in")],
 )
-def test_one_event_per_video(name, plate):
-    """From the checkout, with no flags but --json: one event, the right plate."""
+def test_one_event_per_video(name, plate, region):
+    """From the checkout, with no flags but --json: one event, the right plate, and
+    the format it fits named (the default config allows every region)."""
     proc = run_alprd("detect", "--json", str(VIDEOS / name))
     assert proc.returncode == 0, proc.stderr
     events = lines(proc.stdout)
@@ -38,6 +39,7 @@ def test_one_event_per_video(name, plate):
     assert e["reads"] >= 10 and e["confidence"] > 0.8
     assert e["last_frame"] > e["first_frame"] and e["last_time"] > e["first_time"]
     assert len(e["plate_box"]) == 4 and e["vehicle_class"] in ("car", "truck", "bus")
+    assert region in e["format"].split("/")
 
 
 @needs(BR / "AYO9034.jpg")
@@ -49,9 +51,9 @@ def test_image_lines_and_annotated_output(tmp_path):
     [hit] = [r for r in lines(proc.stdout) if r["plate"] == "AYO9034"]
     assert set(hit) == {
         "source", "frame", "plate", "confidence", "plate_box", "vehicle_box",
-        "vehicle_class", "known_label",
+        "vehicle_class", "known_label", "format",
     }  # fmt: skip
-    assert hit["frame"] == 0 and hit["source"].endswith("AYO9034.jpg")
+    assert hit["frame"] == 0 and hit["source"].endswith("AYO9034.jpg") and hit["format"] == "br"
     x1, y1, x2, _ = hit["plate_box"]
     assert 480 < x1 < 580 and 380 < y1 < 440 and x2 - x1 > 100  # ground truth: 528, 412, 162 wide
     saved = cv2.imread(str(tmp_path / "AYO9034.jpg"))

@@ -158,7 +158,7 @@ def text(s: str, conf: float = 0.9, alts: dict[int, list[tuple[str, float]]] | N
         (Text("NTJD9247", (0.9999, 0.9995, 0.947, *(0.999,) * 5)), ("NTD9247", "br")),
         # a confident character is kept, a doubtful one dropped, wherever it is
         (Text("ABCX1234", (0.99, 0.99, 0.99, 0.4, *(0.99,) * 4)), ("ABC1234", "br")),
-        (text("ABC12"), None),  # too short for any format
+        (text("ABC12"), ("ABC12", "")),  # too short for any format: read as printed
     ],
 )
 def test_format_correction(read, expected):
@@ -167,19 +167,20 @@ def test_format_correction(read, expected):
     assert (None if got is None else (got[0].text, got[1])) == expected
 
 
-def test_a_read_far_longer_than_any_format_is_only_cut_to_windows():
-    from alprd.pipeline.rules import _kept
+def test_a_format_can_be_required():
+    rules = PlateRules(regions=["br"], require_format=True)
+    assert rules.apply(text("ABC12")) is None
+    assert rules.apply(text("ABC1234")) == (text("ABC1234"), "br")
 
-    assert len(list(_kept(10, 7))) == 120  # 3 extra: any 7 of the 10
-    assert list(_kept(12, 7)) == [tuple(range(o, o + 7)) for o in range(6)]  # 5 extra
-    assert list(_kept(6, 7)) == []
+
+def test_a_read_far_longer_than_any_format_loses_its_ends():
     rules = PlateRules(regions=["br"])
     long = Text("XXXXXABC1234", (*(0.2,) * 5, *(0.95,) * 7))
     assert rules.apply(long)[0].text == "ABC1234"
 
 
 def test_without_formats_edges_are_trimmed_and_min_length_applies():
-    rules = PlateRules(min_length=4, min_char_confidence=0.5)
+    rules = PlateRules(regions=[], min_length=4, min_char_confidence=0.5)
     assert rules.apply(Text("XL417VS", (0.3, *(0.9,) * 6)))[0].text == "L417VS"
     assert rules.apply(Text("AB1", (0.9,) * 3)) is None
 
@@ -190,7 +191,7 @@ def test_format_not_required_keeps_a_non_matching_read():
 
 
 def test_replace_rules_in_order():
-    rules = PlateRules(replace=[("^0", "O"), ("O", "Q")])
+    rules = PlateRules(regions=[], replace=[("^0", "O"), ("O", "Q")])
     assert rules.apply(text("0AB1"))[0].text == "QAB1"
 
 

@@ -34,11 +34,12 @@ def test_parse_when_rejects_nonsense():
         parse_when("yesterday", now=0)
 
 
-def event(plate: str, camera: str, t: float) -> PlateEvent:
+def event(plate: str, camera: str, t: float, fmt: str = "") -> PlateEvent:
     return PlateEvent(
         camera=camera, plate=plate, confidence=0.93, char_confidences=(0.9,) * len(plate),
         first_seen=t, last_seen=t + 2, first_frame=0, last_frame=10,
         plate_box=(1, 2, 3, 4), vehicle_box=None, vehicle_class="car", reads=7, track_id=1,
+        format=fmt,
     )  # fmt: skip
 
 
@@ -48,10 +49,10 @@ def store(write_config, tmp_path):
     (tmp_path / "state").mkdir()
     sink = SqliteSink(tmp_path / "state" / "reads.db")
     now = time.time()
-    for i, (plate, camera, age) in enumerate(
-        [("L417VS", "gate", 7200), ("L417VX", "yard", 600), ("AB123C", "gate", 60)]
+    for i, (plate, camera, age, fmt) in enumerate(
+        [("L417VS", "gate", 7200, "nl"), ("L417VX", "yard", 600, ""), ("AB123C", "gate", 60, "")]
     ):
-        sink.write(event_to_dict(event(plate, camera, now - age), f"id{i}"))
+        sink.write(event_to_dict(event(plate, camera, now - age, fmt), f"id{i}"))
     sink.close()
     return config
 
@@ -68,6 +69,8 @@ def test_filters_and_json(store):
     assert plates("--since", "1h") == ["AB123C", "L417VX"]
     assert plates("--until", "5m") == ["L417VX", "L417VS"]
     assert plates("--limit", "1") == ["AB123C"]
+    proc = run_alprd("reads", "--json", "--config", str(store), "--plate", "L417V?")
+    assert [json.loads(line)["format"] for line in proc.stdout.splitlines()] == ["", "nl"]
 
 
 def test_table(store):

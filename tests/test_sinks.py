@@ -105,6 +105,7 @@ def test_event_to_dict_is_json_ready() -> None:
         track_id=4,
         known_label="staff",
         known_plate="AYO9O34",
+        format="br",
     )
     rec = event_to_dict(ev, "id-1")
     assert json.loads(json.dumps(rec)) == rec
@@ -122,6 +123,7 @@ def test_event_to_dict_is_json_ready() -> None:
         "reads": 3,
         "known_label": "staff",
         "known_plate": "AYO9O34",
+        "format": "br",
         "snapshots": [],
     }
 
@@ -154,7 +156,7 @@ def test_sqlite_round_trip_filters_wal_and_schema(tmp_path: Path) -> None:
 
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
     assert raw.execute("SELECT count(*) FROM reads").fetchone() == (4,)
     indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"reads_plate", "reads_camera", "reads_first_seen"} <= indexes
@@ -165,6 +167,47 @@ def test_sqlite_round_trip_filters_wal_and_schema(tmp_path: Path) -> None:
     assert len(again.query()) == 4
     assert not [e for e in logs if e["event"] == "sqlite_migrated"]
     again.close()
+
+
+def test_sqlite_migrates_a_version_1_file_to_the_format_column(tmp_path: Path) -> None:
+    """A store written before events had a format (schema 1) is migrated on open:
+    its events read back with format "", new ones with theirs, in the column too."""
+    from alprd.sinks.sqlite import MIGRATIONS, migrate, open_db
+
+    path = tmp_path / "reads.db"
+    old = record(0, plate="ABC1234")
+    del old["format"]
+    conn = open_db(path)
+    assert migrate(conn, MIGRATIONS[:1], path) == (0, 1)
+    conn.execute(
+        "INSERT INTO reads (id, camera, plate, confidence, first_seen, last_seen, known_label,"
+        " payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (old["id"], "gate", "ABC1234", 0.9, T0, T0 + 1, None, json.dumps(old)),
+    )
+    conn.close()
+
+    with capture_logs() as logs:
+        db = SqliteSink(path)
+    assert [
+        (e["from_version"], e["to_version"]) for e in logs if e["event"] == "sqlite_migrated"
+    ] == [(1, 2)]
+    new = event_to_dict(
+        PlateEvent(**{**event(1).__dict__, "plate": "RK099AN", "format": "hr/sk"}), "ev-0001"
+    )
+    db.write(new)
+    assert [(r["plate"], r["format"]) for r in db.query()] == [
+        ("RK099AN", "hr/sk"),
+        ("ABC1234", ""),
+    ]
+    assert db.query()[1] == {**old, "format": ""}
+    db.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT plate, format FROM reads ORDER BY first_seen").fetchall() == [
+        ("ABC1234", ""),
+        ("RK099AN", "hr/sk"),
+    ]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    raw.close()
 
 
 def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:

@@ -104,11 +104,11 @@ def test_new_ocr_keys_defaults_and_bounds(tmp_path):
 
 
 def test_the_split_is_by_plate_text_and_stable():
-    from alprd.train.data import is_validation, split_rows
+    from alprd.train.data import Label, is_validation, split_rows
 
     plates = [f"AB{i:05d}" for i in range(2000)]
-    rows = [(Path(f"{p}-{k}.jpg"), p, "camera") for p in plates for k in range(3)]
-    rows += [(Path(f"r{p}.png"), p, "synthetic") for p in plates[:500]]
+    rows = [Label(Path(f"{p}-{k}.jpg"), p, "camera") for p in plates for k in range(3)]
+    rows += [Label(Path(f"r{p}.png"), p, "synthetic") for p in plates[:500]]
     train, val, rendered = split_rows(rows, 0.2)
     train_plates, val_plates = {r[1] for r in train}, {r[1] for r in val}
     assert not train_plates & val_plates
@@ -138,11 +138,11 @@ def test_the_label_audit_corrects_rows_it_names_and_moves_them_across_the_split(
 
     data = tmp_path / "ocr-train"
     (data / "img").mkdir(parents=True)
-    for name in ("a.png", "b.png", "c.png"):
+    for name in ("a.png", "b.png", "c.png", "d.png", "e.png"):
         cv2.imwrite(str(data / "img" / name), two_tone(20, 60))
     (data / "labels.csv").write_text(
         "file,plate,kind\nimg/a.png,AEA9316,camera\nimg/b.png,AFA9316,camera\n"
-        "img/c.png,ZZZ0000,camera\n"
+        "img/c.png,ZZZ0000,camera\nimg/d.png,OKM2371,camera\nimg/e.png,AAA1111,camera\n"
     )
     audit = tmp_path / "audit.csv"
     audit.write_text(
@@ -150,14 +150,104 @@ def test_the_label_audit_corrects_rows_it_names_and_moves_them_across_the_split(
         "ocr-train,img/b.png,AFA9316,AEA9316,reads AEA9316\n"
         "ocr-train,img/c.png,ZZZ0001,ZZZ0002,another label than this row's: not applied\n"
         "plates-br,img/a.png,AEA9316,XXX0000,another dataset\n"
+        "ocr-train,img/d.png,OKM2371,?,O or Q: the image cannot decide\n"
+        "ocr-train,img/e.png,AAA1111,-,no plate in the crop\n"
     )
     monkeypatch.setattr("alprd.train.data.AUDIT", audit)
-    assert [r[1] for r in read_labels(data)] == ["AEA9316", "AEA9316", "ZZZ0000"]
-    assert [r[1] for r in read_labels(data, audited=False)] == ["AEA9316", "AFA9316", "ZZZ0000"]
+    assert [r.plate for r in read_labels(data)] == ["AEA9316", "AEA9316", "ZZZ0000", "OKM2371"]
+    assert [r.sure for r in read_labels(data)] == [True, True, True, False]  # undecided
+    assert [r.plate for r in read_labels(data, audited=False)] == [
+        "AEA9316", "AFA9316", "ZZZ0000", "OKM2371", "AAA1111"]  # fmt: skip
     recipe = load(data, 0.5)
-    assert recipe.audited == 1
+    assert recipe.audited == 3  # corrected, undecided, left out
     sides = [{i.text for i in recipe.train}, {i.text for i in recipe.validation}]
     assert sum("AEA9316" in side for side in sides) == 1  # both crops on one side
+
+
+def test_every_region_s_labels_are_read_and_split_alike(tmp_path):
+    """labels.csv (Brazil), labels-us.csv and labels-eu.csv are read when present:
+    kinds per region, two-line plates from the note, ``skip`` rows left out and
+    ``unsure`` ones trained on but never scored."""
+    from alprd.train.data import is_validation, load, read_labels, region_of
+
+    data = tmp_path / "ocr-train"
+    (data / "img").mkdir(parents=True)
+    plates = [f"AB{i:03d}CD" for i in range(60)]
+    for p in plates:
+        cv2.imwrite(str(data / "img" / f"{p}.png"), two_tone(20, 60))
+    (data / "labels.csv").write_text(
+        "file,plate,kind\n" + "".join(f"img/{p}.png,{p},camera_CC\n" for p in plates[:20])
+    )
+    (data / "labels-us.csv").write_text(
+        "file,plate,kind\n" + "".join(f"img/{p}.png,{p},us_ca\n" for p in plates[20:40])
+    )
+    eu = ["file,plate,country,quality,note"]
+    for k, p in enumerate(plates[40:]):
+        quality = "skip" if k == 0 else "unsure" if k % 2 else "ok"
+        eu.append(f"img/{p}.png,{p},{'D' if k % 3 else ''},{quality},"
+                  f"{'two-line' if k % 4 == 0 else ''}")  # fmt: skip
+    (data / "labels-eu.csv").write_text("\n".join(eu) + "\n")
+    rows = read_labels(data)
+    assert len(rows) == 59  # the skip row is left out
+    assert {region_of(r.kind) for r in rows} == {"br", "us", "eu"}
+    assert {r.kind for r in rows if region_of(r.kind) == "eu"} == {"eu", "eu_d"}
+    assert {r.lines for r in rows if r.plate in plates[44:60:4]} == {2}
+    assert {r.lines for r in rows if region_of(r.kind) != "eu"} == {1}
+    recipe = load(data, 0.5)
+    scored = {i.text for i in recipe.validation}
+    unsure = {r.plate for r in rows if not r.sure}
+    assert scored and not scored & unsure  # a guessed label is never scored
+    assert {i.text for i in recipe.train} & unsure  # but trained on
+    assert all(is_validation(t, 0.5) for t in scored)
+    assert all(not is_validation(i.text, 0.5) for i in recipe.train)
+    counts = recipe.counts()
+    assert set(counts["real_train_per_region"]) <= {"br", "us", "eu"}
+    assert counts["two_line_train"] == sum(i.lines == 2 for i in recipe.train)
+
+
+def test_samples_show_each_plate_in_its_view_and_some_in_the_wrong_one():
+    """A two-line plate is unfolded (top line, then bottom line) and a one-line plate
+    is not, whatever the box's aspect; a share of samples is shown the other way
+    with the wrong-view target; real crops are drawn region by region."""
+    from alprd.train.data import WRONG_VIEW, CropSpec, Item, Mixer
+
+    def light_over_dark(h: int, w: int) -> np.ndarray:
+        img = np.full((h, w, 3), 20, np.uint8)
+        img[: h // 2] = 235
+        return img
+
+    two = Item(light_over_dark(40, 56), "AB12", "eu_d", lines=2)  # 1.4: one line by aspect
+    one = Item(light_over_dark(40, 50), "CD34", "us_ca")  # 1.25: unfolded by aspect alone
+    br = Item(light_over_dark(40, 120), "EFG5678", "camera_CC")
+    spec = CropSpec(32, 128, 1.3)
+    for wrong in (0.0, 0.3):
+        mixer = Mixer([two, one] + [br] * 8, [], {"real": 1.0}, spec, 0, mild=1.0,
+                      wrong_view=wrong)  # fmt: skip
+        seen: dict[str, list[bool]] = {}
+        for _ in range(300):
+            x, text, _ = mixer()
+            # unfolded: the light top line on the left, the dark bottom line on the right
+            unfolded = x[:, :, :32].mean() - x[:, :, 96:].mean() > 0.25
+            seen.setdefault(text, []).append(unfolded)
+        if wrong == 0.0:
+            assert WRONG_VIEW not in seen
+            assert all(seen["AB12"]) and not any(seen["CD34"])
+        else:
+            assert 0.15 < len(seen[WRONG_VIEW]) / 300 < 0.45
+        # region by region: the one Brazilian plate repeated 8 times is a third
+        assert 0.2 < (len(seen.get("EFG5678", [])) / 300) / (1 - wrong) < 0.5
+
+
+def test_the_wrong_view_class_is_the_last_one():
+    from alprd.train.model import CHARSET, encode
+
+    assert encode(" ") == [len(CHARSET) + 1]
+    assert encode("A0 ") == [1, 27, len(CHARSET) + 1]
+    probs = np.zeros((2, 4, len(CHARSET) + 2), np.float32)
+    probs[:, :, 0] = 1.0
+    probs[1, 2] = 0.0
+    probs[1, 2, -1] = 0.9
+    assert ocr.wrong_view(probs).tolist() == [False, True]
 
 
 def test_the_shipped_label_audit_is_well_formed():
@@ -171,7 +261,8 @@ def test_the_shipped_label_audit_is_well_formed():
     assert len({(r["dataset"], r["file"]) for r in rows}) == len(rows)  # one per file
     for r in rows:
         assert r["dataset"] in {"ocr-train", "plates-br"}
-        assert r["corrected"] == clean(r["corrected"]) and r["corrected"] != r["labelled"]
+        assert r["corrected"] in ("?", "-") or r["corrected"] == clean(r["corrected"])
+        assert r["corrected"] != r["labelled"]
         assert r["why"].strip()
 
 
@@ -181,11 +272,13 @@ def test_the_label_audit_matches_the_data_it_corrects():
     the audit saw (else the data changed and the audit must be looked at again)."""
     import csv
 
-    from alprd.train.data import AUDIT, clean
+    from alprd.train.data import AUDIT, LABEL_FILES, clean
 
     given = {}
-    with (OCR_TRAIN / "labels.csv").open(newline="", encoding="utf-8") as f:
-        given = {r["file"]: clean(r["plate"]) for r in csv.DictReader(f)}
+    for name in LABEL_FILES:
+        if (OCR_TRAIN / name).is_file():
+            with (OCR_TRAIN / name).open(newline="", encoding="utf-8") as f:
+                given |= {r["file"]: clean(r["plate"]) for r in csv.DictReader(f)}
     with AUDIT.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for r in rows:

@@ -89,6 +89,21 @@ class Alphabet:
         return texts
 
 
+#: The probability of its last class above which alprd's recogniser is taken to say
+#: that a crop is in the wrong view (`wrong_view`).
+WRONG_VIEW_P = 0.5
+
+
+def wrong_view(probs: FloatArray, threshold: float = WRONG_VIEW_P) -> npt.NDArray[np.bool_]:
+    """Per crop of a batch of the recogniser's raw output (B x steps x classes):
+    whether it says the crop is in the wrong view. alprd's recogniser is trained to
+    answer a one-line plate unfolded, or a two-line plate read as one line, with its
+    last class (the contract's space) instead of text; the crop is then read again
+    the other way."""
+    out: npt.NDArray[np.bool_] = probs[:, :, -1].max(axis=1) > threshold
+    return out
+
+
 def trim_edges(text: Text, min_confidence: float) -> Text:
     """Drop characters read with less than `min_confidence` at either end
     (country bands, frame screws, sticker letters)."""

@@ -95,7 +95,7 @@ def _images(
             shown.append((plate, ruled[0].text if ruled else ""))
             if ruled is None:
                 continue
-            t = ruled[0]
+            t, fmt = ruled
             known = rules.known_match(t.text)
             record = {
                 "source": str(path),
@@ -106,6 +106,7 @@ def _images(
                 "vehicle_box": _box(plate.vehicle.box if plate.vehicle else None),
                 "vehicle_class": plate.vehicle.label if plate.vehicle else None,
                 "known_label": known.label if known else None,
+                "format": fmt,
             }
             _emit(out, options, record, f"{path}: {t.text} ({t.confidence:.2f})"
                   + (f" {plate.vehicle.label}" if plate.vehicle else ""))  # fmt: skip
@@ -147,6 +148,7 @@ def _event(
         "vehicle_box": _box(e.vehicle_box),
         "vehicle_class": e.vehicle_class,
         "known_label": e.known_label,
+        "format": e.format,
     }
     human = (
         f"{url}: {e.plate} ({e.confidence:.2f}) frames {e.first_frame}-{e.last_frame}, "

@@ -18,7 +18,7 @@ from alprd.engines.base import Engine, EngineError, Pending, Role, Steps, drive,
 from alprd.log import get_logger
 from alprd.pipeline import geometry, ocr
 from alprd.pipeline.detect import Detector, Region, bucket
-from alprd.pipeline.types import Plate, Text, Vehicle
+from alprd.pipeline.types import Box, Plate, Text, Vehicle
 
 log = get_logger("alprd.pipeline")
 T = TypeVar("T")
@@ -132,6 +132,11 @@ class Recognizer:
         self.search_margin = m.plate.search_margin
         self.fallback = m.plate.full_frame_fallback
         self.ocr = m.ocr
+        # alprd's own recogniser (a fixed input width) answers a crop in the wrong
+        # view with its last class; other recognisers' last class is a real space
+        self.view_check = (
+            m.ocr.view_check if m.ocr.view_check is not None else m.ocr.input_width is not None
+        )
         self.config = config
 
     def swap(self, loaded: LoadedEngine) -> LoadedEngine | None:
@@ -277,36 +282,65 @@ class Recognizer:
 
     def _read(self, images: Sequence[ops.Image], plates: Sequence[Sequence[Plate]],
               frames: Any) -> Steps[list[list[Text]]]:  # fmt: skip
+        """Each plate read in the view its aspect suggests (`ocr.cut`: a cut narrower
+        than ``two_line_aspect`` is unfolded as a two-line plate); with
+        ``view_check``, the plates the recogniser says are in the wrong view
+        (`ocr.wrong_view`) are read again the other way, in one more batch."""
         o = self.ocr
         cut = {"margin": o.crop_margin, "trim_y": o.crop_trim, "two_line_aspect": o.two_line_aspect}
+        items = [
+            (i, p.box, ocr.cut(image.shape[:2], p.box, **cut))
+            for i, (image, ps) in enumerate(zip(images, plates, strict=True))
+            for p in ps
+        ]
+        texts, wrong = yield from self._recognise(images, items, frames)
+        again = [k for k, w in enumerate(wrong) if w] if self.view_check else []
+        if again:
+            flipped = [(items[k][0], items[k][1], (*items[k][2][:4], not items[k][2][4]))
+                       for k in again]  # fmt: skip
+            redone, _ = yield from self._recognise(images, flipped, frames)
+            for k, text in zip(again, redone, strict=True):
+                texts[k] = text
+        per_image, at = [], 0
+        for ps in plates:
+            per_image.append(texts[at : at + len(ps)])
+            at += len(ps)
+        return per_image
+
+    def _recognise(
+        self, images: Sequence[ops.Image], items: Sequence[tuple[int, Box, ocr.Cut]], frames: Any
+    ) -> Steps[tuple[list[Text], list[bool]]]:
+        """The recogniser on plates (image index, box, `ocr.Cut`: where and in which
+        view), in batches of the engine's size: each plate's text and whether the
+        recogniser says its view is the wrong one. `frames`: the images already on
+        the device (`upload`); a fixed-size recogniser there samples its crops from
+        them (`TorchEngine.run_cuts`)."""
+        o = self.ocr
         on_device = (
             frames is not None and hasattr(self.reader, "run_cuts") and o.input_width is not None
         )
-        items: list[Any]
+        inputs: list[Any]
         if on_device:
-            items = [
-                (i, ocr.cut(image.shape[:2], p.box, **cut))
-                for i, (image, ps) in enumerate(zip(images, plates, strict=True))
-                for p in ps
-            ]
+            inputs = [(i, c) for i, _, c in items]
         else:
-            items = [
+            inputs = [
                 ocr.crop(
-                    image,
-                    p.box,
+                    images[i],
+                    box,
+                    margin=o.crop_margin,
+                    trim_y=o.crop_trim,
                     stretch=o.stretch,
                     height=o.input_height,
                     max_width=o.max_width,
                     width=o.input_width,
-                    **cut,
+                    two_line_aspect=float("inf") if c[4] else 0.0,
                 )
-                for image, ps in zip(images, plates, strict=True)
-                for p in ps
+                for i, box, c in items
             ]
         any_batch = getattr(self.reader, "any_batch", False)
         chunks, sizes = [], []
-        for start in range(0, len(items), self.reader_batch):
-            chunk = items[start : start + self.reader_batch]
+        for start in range(0, len(inputs), self.reader_batch):
+            chunk = inputs[start : start + self.reader_batch]
             n = len(chunk)
             size = bucket(n, self.reader_batch) if any_batch else self.reader_batch
             chunk += [chunk[-1]] * (size - n)  # padded with repeats, their results dropped
@@ -324,13 +358,11 @@ class Recognizer:
             batches = [ocr.batch(chunk, fixed=o.input_width is not None) for chunk in chunks]
             outputs = [out[0] for out in run_all(self.reader, batches)]
         texts: list[Text] = []
+        wrong: list[bool] = []
         for out, n in zip(outputs, sizes, strict=True):
             texts += self.alphabet.decode_many(self.alphabet.reduce(out[:n]))
-        per_image, at = [], 0
-        for ps in plates:
-            per_image.append(texts[at : at + len(ps)])
-            at += len(ps)
-        return per_image
+            wrong += ocr.wrong_view(out[:n]).tolist()
+        return texts, wrong
 
     def __call__(
         self,

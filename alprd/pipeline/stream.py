@@ -22,6 +22,7 @@ def rules_for(config: cfgmod.Config, regions: Sequence[str] | None = None) -> Pl
         formats=p.formats,
         regions=p.regions if regions is None else regions,
         require_format=p.require_format,
+        format_margin=p.format_margin,
         min_length=p.min_length,
         min_char_confidence=config.models.ocr.min_char_confidence,
         replace=p.replace,
@@ -63,6 +64,7 @@ class CameraPipeline:
             dedupe_window_s=v.dedupe_window_s,
             dedupe_max_distance=v.dedupe_max_distance,
             known=self.rules.known_match,
+            format_of=self.rules.format_of,
         )
         self.keep_snapshots = keep_snapshots
         self.recheck_every = t.recheck_every

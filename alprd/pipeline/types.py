@@ -55,7 +55,9 @@ class PlateRead:
     text: Text
     frame: int
     time: float
-    region: str = ""  # the format that matched, if any
+    #: The regions whose plate format the read fits, sorted and joined by "/"
+    #: ("it/sk"); "" when read as printed.
+    format: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,6 @@ class PlateEvent:
     track_id: int
     known_label: str | None = None
     known_plate: str | None = None
+    #: The regions whose plate format `plate` fits, sorted and joined by "/"
+    #: ("it/sk"); "" when read as printed (no format fits).
+    format: str = ""

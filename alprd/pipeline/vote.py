@@ -4,7 +4,10 @@
 position, weighting each character by its confidence. `Voter` emits a pass's
 event when its track ends, or as soon as ``min_agreeing`` reads agree with the
 vote (0: only at the end); the same plate (within ``dedupe_max_distance``
-edits) on the same camera is not emitted again within ``dedupe_window_s``.
+edits) on the same camera is not emitted again within ``dedupe_window_s``. The
+event's ``format`` names the regions whose format the voted plate fits, when
+any of the pass's reads was decoded with a format ("" when all were read as
+printed).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from alprd.pipeline.rules import Known, levenshtein
+from alprd.pipeline.rules import FormatOf, Known, levenshtein
 from alprd.pipeline.types import PlateEvent, PlateRead
 
 
@@ -73,7 +76,10 @@ class Voter:
         dedupe_window_s: float = 60.0,
         dedupe_max_distance: int = 1,
         known: Callable[[str], Known | None] = lambda plate: None,
+        format_of: FormatOf = lambda plate: "",
     ) -> None:
+        """`known`: the known plate a voted plate matches; `format_of`: the regions
+        whose format it fits (`PlateRules.known_match`, `PlateRules.format_of`)."""
         if min_agreeing < 0:
             raise ValueError("min_agreeing must be >= 0")
         self.camera = camera
@@ -82,6 +88,7 @@ class Voter:
         self.dedupe_window_s = dedupe_window_s
         self.dedupe_max_distance = dedupe_max_distance
         self._known = known
+        self._format_of = format_of
         self._passes: dict[str, _Pass] = {}
         self._recent: list[tuple[str, float]] = []  # (plate, time emitted)
         self.suppressed = 0  # events not emitted as duplicates
@@ -145,4 +152,5 @@ class Voter:
             track_id=int(key[1:]) if key[1:].isdigit() else 0,
             known_label=known.label if known else None,
             known_plate=known.plate if known else None,
+            format=self._format_of(text) if any(r.format for r in p.reads) else "",
         )

@@ -67,5 +67,6 @@ def event_to_dict(event: PlateEvent, event_id: str) -> Record:
         "reads": event.reads,
         "known_label": event.known_label,
         "known_plate": event.known_plate,
+        "format": event.format,
         "snapshots": [],
     }

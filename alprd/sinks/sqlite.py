@@ -38,6 +38,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX reads_camera ON reads (camera)",
         "CREATE INDEX reads_first_seen ON reads (first_seen)",
     ),
+    # 2: the regions whose plate format the plate fits ("" for events stored before)
+    ("ALTER TABLE reads ADD COLUMN format TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -120,13 +122,14 @@ class SqliteSink:
             parse_iso_utc(record["first_seen"]),
             parse_iso_utc(record["last_seen"]),
             record.get("known_label"),
+            record.get("format") or "",
             json.dumps(record, ensure_ascii=False, separators=(",", ":")),
         )
         try:
             with self._lock:
                 self._conn.execute(
                     "INSERT OR IGNORE INTO reads (id, camera, plate, confidence, first_seen,"
-                    " last_seen, known_label, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " last_seen, known_label, format, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
         except sqlite3.Error as exc:
@@ -158,14 +161,19 @@ class SqliteSink:
         if camera is not None:
             where.append("camera = ?")
             args.append(camera)
-        sql = "SELECT payload FROM reads"
+        sql = "SELECT payload, format FROM reads"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY first_seen DESC, rowid DESC LIMIT ?"
         args.append(limit)
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        return [json.loads(payload) for (payload,) in rows]
+        out = []
+        for payload, fmt in rows:
+            record = json.loads(payload)
+            record.setdefault("format", fmt)  # stored before events had one
+            out.append(record)
+        return out
 
     def close(self) -> None:
         with self._lock:

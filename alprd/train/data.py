@@ -2,10 +2,15 @@
 
 Sources (mixing weights on the command line):
 
-- ``real``: real plate crops (``<data>/labels.csv`` rows ``file,plate,kind`` whose
-  kind is not ``synthetic``), split into train and validation **by plate text**
-  (`is_validation`: a hash of the plate string, so a plate seen in training never
-  appears in validation, and the split is the same on every machine);
+- ``real``: real plate crops of every region (`LABEL_FILES`: ``<data>/labels.csv``
+  rows ``file,plate,kind`` whose kind is not ``synthetic``, Brazil;
+  ``labels-us.csv``, kind ``us_<state>``; ``labels-eu.csv``
+  ``file,plate,country,quality,note``, kind ``eu_<country>``, rows of quality
+  ``skip`` left out, a ``two-line`` note marks a two-line plate), split into train
+  and validation **by plate text** (`is_validation`: a hash of the plate string, so
+  a plate seen in training never appears in validation, the split is the same on
+  every machine and each region's share is held out alike); a crop whose label is
+  a guess (quality ``unsure``) is trained on but never scored;
 - ``rendered``: the clean renders (kind ``synthetic``), training only, less any
   whose text is a validation plate;
 - ``synth``: the project's plate generator (`alprd.train.synth`), when installed.
@@ -17,7 +22,12 @@ plate on both sides of the split; each correction was checked by eye on the imag
 Every sample, augmented or not, goes through the serving crop function
 (`alprd.pipeline.ocr.crop`): a plate image is put on a canvas, a jittered box (like
 a detector's: up to about twice the plate's height) is cut from it exactly as the
-pipeline cuts a detected plate from a frame. Only numpy and OpenCV here.
+pipeline cuts a detected plate from a frame. A two-line plate is shown unfolded
+(top line, then bottom line), a one-line plate as it is; a share of samples is shown
+the other way with the target `WRONG_VIEW` (the recogniser's last class): serving
+reads a crop in the view its aspect suggests and, when the recogniser answers that,
+reads it again the other way (`alprd.pipeline.ocr.wrong_view`). Only numpy and
+OpenCV here.
 """
 
 from __future__ import annotations
@@ -26,9 +36,9 @@ import csv
 import hashlib
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -41,6 +51,13 @@ FloatArray = npt.NDArray[np.float32]
 Image = npt.NDArray[np.uint8]
 
 SOURCES = ("real", "rendered", "synth")
+#: The label files of a data folder, each read when present: Brazil (with the clean
+#: renders), the US, Europe.
+LABEL_FILES = ("labels.csv", "labels-us.csv", "labels-eu.csv")
+#: The target of a sample shown in the wrong view (a one-line plate unfolded, a
+#: two-line plate as one line): `alprd.train.model.encode` maps it to the
+#: recogniser's last class.
+WRONG_VIEW = " "
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,11 @@ class CropSpec:
     height: int = 32
     width: int = 128
     two_line_aspect: float = 1.3
+
+    def view(self, two_lines: bool) -> CropSpec:
+        """This spec with the view forced: every crop unfolded as a two-line plate,
+        or none."""
+        return replace(self, two_line_aspect=float("inf") if two_lines else 0.0)
 
     def __call__(self, image: Image, box: tuple[float, float, float, float]) -> FloatArray:
         return crop(
@@ -69,7 +91,18 @@ class CropSpec:
 class Item:
     image: Image  # the plate, BGR, cut tight
     text: str  # A-Z0-9 only
-    kind: str  # camera_CC, synthetic, synth:<region>, ...
+    kind: str  # camera_CC, us_ca, eu_d, synthetic, synth:<region>, ...
+    lines: int = 1  # 2: a two-line plate, read top line first
+
+
+def region_of(kind: str) -> str:
+    """The region a crop's kind belongs to: ``us``, ``eu``, or ``br`` (the Brazilian
+    cameras and renders); a generated plate's own region (``synth:<region>``)."""
+    if kind.startswith("synth:"):
+        return kind.split(":", 1)[1]
+    if kind.startswith(("us_", "eu_")) or kind in ("us", "eu"):
+        return kind[:2]
+    return "br"
 
 
 def clean(text: str) -> str:
@@ -90,12 +123,27 @@ def is_validation(plate: str, fraction: float = 0.2) -> bool:
 AUDIT = Path(__file__).with_name("label_audit.csv")
 
 
+#: The corrected label of an audit row whose image cannot decide between readings
+#: (a vanity plate whose font draws 0 and O alike): the crop is trained on as
+#: labelled but never scored.
+UNDECIDED = "?"
+#: The corrected label of an audit row whose crop shows no readable plate (or not
+#: the labelled one, unreadably): left out.
+UNREADABLE = "-"
+
+
 def corrections(dataset: str, audit: Path | None = None) -> dict[str, tuple[str, str]]:
-    """file -> (label as given, corrected label) for one dataset (the folder's name:
-    ``ocr-train``, ``plates-br``) from `audit` (default `AUDIT`)."""
+    """file -> (label as given, corrected label, `UNDECIDED` or `UNREADABLE`) for one
+    dataset (the folder's name: ``ocr-train``, ``plates-br``) from `audit` (default
+    `AUDIT`)."""
     with (audit or AUDIT).open(newline="", encoding="utf-8") as f:
         return {
-            row["file"]: (clean(row["labelled"]), clean(row["corrected"]))
+            row["file"]: (
+                clean(row["labelled"]),
+                row["corrected"].strip()
+                if row["corrected"].strip() in (UNDECIDED, UNREADABLE)
+                else clean(row["corrected"]),
+            )
             for row in csv.DictReader(f)
             if row["dataset"] == dataset
         }
@@ -108,18 +156,50 @@ def audited_label(fixes: dict[str, tuple[str, str]], file: str, given: str) -> s
     return fixed if was == given else given
 
 
-def read_labels(data: Path, audited: bool = True) -> list[tuple[Path, str, str]]:
-    """(image path, plate, kind) per row of ``<data>/labels.csv`` whose file exists;
+class Label(NamedTuple):
+    """One labelled crop of a data folder."""
+
+    path: Path
+    plate: str  # A-Z0-9 only
+    kind: str  # camera_CC, synthetic, us_<state>, eu_<country>
+    lines: int = 1  # 2: a two-line plate (top line first in `plate`)
+    sure: bool = True  # False: a character of the label is a guess (never scored)
+
+
+def _label(row: dict[str, str]) -> tuple[str, int, bool] | None:
+    """(kind, lines, sure) of a row of any of `LABEL_FILES`; None for a row to leave
+    out (quality ``skip``: no readable text)."""
+    if "country" not in row:  # file,plate,kind
+        return row["kind"], 1, True
+    quality = row.get("quality", "ok")
+    if quality == "skip" or not clean(row["plate"]):
+        return None
+    lines = 2 if "two-line" in row.get("note", "") else 1
+    return f"eu_{row['country'].lower()}" if row["country"] else "eu", lines, quality == "ok"
+
+
+def read_labels(data: Path, audited: bool = True) -> list[Label]:
+    """One `Label` per row of each of `LABEL_FILES` in `data` whose image exists;
     ``audited``: with the corrections of `AUDIT` for this folder (a correction whose
     label as given differs from the row's is for other data and left out)."""
     fixes = corrections(data.name) if audited else {}
     rows = []
-    with (data / "labels.csv").open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            path = data / row["file"]
-            if path.is_file():
-                plate = audited_label(fixes, row["file"], clean(row["plate"]))
-                rows.append((path, plate, row["kind"]))
+    for name in LABEL_FILES:
+        if not (data / name).is_file():
+            continue
+        with (data / name).open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                path, described = data / row["file"], _label(row)
+                if described is None or not path.is_file():
+                    continue
+                given = clean(row["plate"])
+                plate = audited_label(fixes, row["file"], given)
+                kind, lines, sure = described
+                if plate == UNREADABLE:
+                    continue
+                if plate == UNDECIDED:  # the image cannot decide: trained on, not scored
+                    plate, sure = given, False
+                rows.append(Label(path, plate, kind, lines, sure))
     return rows
 
 
@@ -130,28 +210,37 @@ class Recipe:
     train: list[Item]
     validation: list[Item]
     rendered: list[Item]
-    audited: int = 0  # labels corrected by the audit
+    audited: int = 0  # labels the audit corrected, left undecided or left out
 
-    def counts(self) -> dict[str, int]:
-        return {
+    def counts(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "real_train": len(self.train),
             "real_train_plates": len({i.text for i in self.train}),
             "real_validation": len(self.validation),
             "real_validation_plates": len({i.text for i in self.validation}),
             "rendered": len(self.rendered),
         }
+        for side, items in (("train", self.train), ("validation", self.validation)):
+            regions: dict[str, int] = {}
+            for i in items:
+                regions[region_of(i.kind)] = regions.get(region_of(i.kind), 0) + 1
+            out[f"real_{side}_per_region"] = dict(sorted(regions.items()))
+        out["two_line_train"] = sum(i.lines == 2 for i in self.train)
+        return out
 
 
-Row = tuple[Path, str, str]
-
-
-def split_rows(rows: Sequence[Row], val_fraction: float) -> tuple[list[Row], list[Row], list[Row]]:
+def split_rows(
+    rows: Sequence[Label], val_fraction: float
+) -> tuple[list[Label], list[Label], list[Label]]:
     """(real train, real validation, renders): real rows split by plate text; renders
-    of a validation plate are dropped."""
-    val_plates = {p for _, p, k in rows if k != "synthetic" and is_validation(p, val_fraction)}
-    train = [r for r in rows if r[2] != "synthetic" and r[1] not in val_plates]
-    val = [r for r in rows if r[2] != "synthetic" and r[1] in val_plates]
-    rendered = [r for r in rows if r[2] == "synthetic" and r[1] not in val_plates]
+    of a validation plate are dropped, and so are validation crops whose label is a
+    guess (``sure`` false: trained on when on the training side, never scored)."""
+    val_plates = {
+        r.plate for r in rows if r.kind != "synthetic" and is_validation(r.plate, val_fraction)
+    }
+    train = [r for r in rows if r.kind != "synthetic" and r.plate not in val_plates]
+    val = [r for r in rows if r.kind != "synthetic" and r.plate in val_plates and r.sure]
+    rendered = [r for r in rows if r.kind == "synthetic" and r.plate not in val_plates]
     return train, val, rendered
 
 
@@ -161,9 +250,13 @@ def load(
     """Read ``<data>/labels.csv`` (audited: `read_labels`) and its images. ``limit``
     caps each list (smoke runs)."""
     rows = read_labels(data, audited)
-    fixed = sum(a[1] != b[1] for a, b in zip(rows, read_labels(data, False), strict=True))
+    fixes = corrections(data.name) if audited else {}
+    fixed = sum(
+        fixes.get(r.path.relative_to(data).as_posix(), ("",))[0] == r.plate
+        for r in read_labels(data, False)
+    )
     train, val, rendered = (
-        [Item(read_image(p), t, k) for p, t, k in part[:limit]]
+        [Item(read_image(r.path), r.plate, r.kind, r.lines) for r in part[:limit]]
         for part in split_rows(rows, val_fraction)
     )
     return Recipe(train, val, rendered, fixed)
@@ -311,6 +404,7 @@ class Mixer:
         mild: float = 0.3,
         progress: Callable[[], float] | None = None,
         curriculum: float = 0.0,
+        wrong_view: float = 0.0,
     ) -> None:
         have = {"real": bool(real), "rendered": bool(rendered), "synth": generator is not None}
         self.names = [s for s in SOURCES if have[s] and weights.get(s, 0.0) > 0]
@@ -324,6 +418,12 @@ class Mixer:
         self.progress = progress or (lambda: 1.0)
         self.curriculum = curriculum
         self.real, self.rendered, self.spec = real, rendered, spec
+        # real crops are drawn region by region, each region alike (the US crops are
+        # fewer than the European ones but count as much)
+        by_region: dict[str, list[Item]] = {}
+        for item in real:
+            by_region.setdefault(region_of(item.kind), []).append(item)
+        self.real_regions = [by_region[r] for r in sorted(by_region)]
         self.rng = np.random.default_rng(seed)
         self.generator = generator
         self.next_synth = synth_offset
@@ -332,6 +432,7 @@ class Mixer:
         self.pool: list[Item] = []
         self.pool_size = synth_pool
         self.mild = mild
+        self.wrong_view = wrong_view
 
     def _synth(self) -> Item:
         fresh = len(self.pool) < self.pool_size or self.rng.random() < 1.0 / self.reuse
@@ -341,8 +442,9 @@ class Mixer:
         s = self.generator.sample(self.next_synth)
         self.next_synth += self.stride
         item = Item(
-            np.ascontiguousarray(s.image, dtype=np.uint8), clean(s.text), f"synth:{s.region}"
-        )
+            np.ascontiguousarray(s.image, dtype=np.uint8), clean(s.text), f"synth:{s.region}",
+            s.lines,
+        )  # fmt: skip
         if len(self.pool) < self.pool_size:
             self.pool.append(item)
         else:
@@ -350,14 +452,21 @@ class Mixer:
         return item
 
     def __call__(self) -> tuple[FloatArray, str, str]:
-        """(input 3 x H x W, text, source name)."""
+        """(input 3 x H x W, text, source name): a two-line plate unfolded, a
+        one-line plate as it is; a ``wrong_view`` share the other way round, with the
+        target `WRONG_VIEW`."""
         t = min(1.0, self.progress() / self.curriculum) if self.curriculum > 0 else 1.0
         p = (1 - t) * self.p_easy + t * self.p
         source = self.names[int(self.rng.choice(len(self.names), p=p / p.sum()))]
         if source == "synth":
             item = self._synth()
         else:
-            items = self.real if source == "real" else self.rendered
+            items = self.rendered
+            if source == "real":
+                items = self.real_regions[int(self.rng.integers(len(self.real_regions)))]
             item = items[int(self.rng.integers(len(items)))]
         mild = self.rng.random() < (1 - t) + t * self.mild
-        return augment(item.image, self.rng, self.spec, mild), item.text, source
+        wrong = self.rng.random() < self.wrong_view * t
+        two = (item.lines == 2) != wrong
+        text = WRONG_VIEW if wrong else item.text
+        return augment(item.image, self.rng, self.spec.view(two), mild), text, source

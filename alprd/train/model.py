@@ -5,7 +5,9 @@ it trains fast, exports to plain ONNX and runs well on every backend).
 Input N x 3 x H x W (BGR scaled to [-1, 1], as `alprd.pipeline.ocr.crop` makes it),
 H a multiple of 16, W a multiple of 4. Output N x W/4 x (1 + len(charset) + 1):
 class 0 is the CTC blank, 1..len(charset) the charset (the dictionary file's lines,
-in order), the last one the space class of the recogniser contract (never trained).
+in order), the last one the space class of the recogniser contract, which alprd's
+recogniser emits for a crop in the wrong view (a one-line plate unfolded, a two-line
+plate as one line: `alprd.pipeline.ocr.wrong_view`).
 `Exported` adds the softmax, so the ONNX has the same contract as PP-OCRv5's.
 """
 
@@ -94,8 +96,10 @@ class Exported(nn.Module):
 
 
 def encode(text: str, charset: str = CHARSET) -> list[int]:
-    """Plate text -> class indices (1-based; characters outside the charset dropped)."""
-    index = {c: i + 1 for i, c in enumerate(charset)}
+    """Plate text -> class indices (1-based; characters outside the charset dropped);
+    a space is the last class (a crop shown in the wrong view: see
+    `alprd.pipeline.ocr.wrong_view`)."""
+    index = {c: i + 1 for i, c in enumerate(charset)} | {" ": len(charset) + 1}
     return [index[c] for c in text if c in index]
 
 
