@@ -104,16 +104,26 @@ def wrong_view(probs: FloatArray, threshold: float = WRONG_VIEW_P) -> npt.NDArra
     return out
 
 
+def presence(text: Text) -> tuple[float, ...]:
+    """Per character of a read, the probability that a character is there at all:
+    the sum of its candidates (a ``B`` read at 0.48 with ``8`` at 0.45 is surely a
+    character, only which one is in doubt); its confidence without candidates."""
+    if not text.candidates:
+        return text.char_confidences
+    return tuple(min(1.0, sum(p for _, p in options)) for options in text.candidates)
+
+
 def trim_edges(text: Text, min_confidence: float) -> Text:
-    """Drop characters read with less than `min_confidence` at either end
-    (country bands, frame screws, sticker letters)."""
-    c = text.char_confidences
+    """Drop characters at either end that are less likely than `min_confidence`
+    to be a character at all (`presence`: country bands, frame screws, sticker
+    letters)."""
+    c = presence(text)
     lo, hi = 0, len(c)
     while lo < hi and c[lo] < min_confidence:
         lo += 1
     while hi > lo and c[hi - 1] < min_confidence:
         hi -= 1
-    return Text(text.text[lo:hi], c[lo:hi], text.candidates[lo:hi])
+    return Text(text.text[lo:hi], text.char_confidences[lo:hi], text.candidates[lo:hi])
 
 
 #: Where a plate is cut from its frame: x1, y1, x2, y2 (whole pixels, may be

@@ -12,7 +12,9 @@ the format has no room for are dropped, each paying by its own confidence, so a
 confident character is kept over a doubtful one. Any number may go at either end
 (a country band, a frame edge), at most `MAX_DROPPED_INSIDE` between kept ones (a
 crest, a sticker, a stray stroke). A reading scores the sum of the log
-probabilities of its characters plus log(1 - confidence) of each one dropped.
+probabilities of its characters plus, for each one dropped, the log probability
+that no character is there at all (`alprd.pipeline.ocr.presence`: what its
+candidates leave).
 
 The read as printed (no change) competes with the formats, handicapped by
 ``format_margin`` (natural log): a change must be at least exp(-margin) as
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from alprd.pipeline import formats as library
-from alprd.pipeline.ocr import trim_edges
+from alprd.pipeline.ocr import presence, trim_edges
 from alprd.pipeline.types import Text
 
 Format = tuple[frozenset[str], ...]
@@ -205,8 +207,10 @@ class FormatSet:
         for j in range(width - 1, -1, -1):
             np.copyto(best, logp[j], where=self.member[:, chars[j]])
         gain = best.T[:, self.cls]  # [read position, node]: matching it there
-        confs = np.array(text.char_confidences, dtype=float)
-        drop = np.log(np.maximum(1.0 - confs, _EPSILON))
+        # dropping a character pays the probability that no character is there at
+        # all: what its candidates leave (a B read at 0.48 with 8 at 0.45 is
+        # surely a character; a crest read as 8 at 0.7, the rest blank, may not be)
+        drop = np.log(np.maximum(1.0 - np.array(presence(text), dtype=float), _EPSILON))
         total = np.cumsum(drop)
         dropping = drop.tolist()
         # dp[i, k, v]: the best score after read positions < i, at node v, with k
@@ -327,7 +331,8 @@ class PlateRules:
         """Whether `text` as read (each position's most probable character) fits a
         format while every character is more probable than not: then nothing
         scores higher (another candidate is less probable, and dropping a
-        character costs log(1 - c) < log(c)), so it is the decoder's answer."""
+        character costs log(1 - presence) <= log(1 - c) < log(c)), so it is the
+        decoder's answer."""
         if any(c <= 0.5 for c in text.char_confidences):
             return False
         if text.candidates and any(
