@@ -207,6 +207,14 @@ def test_identical_patterns_of_several_countries_name_them_all():
     assert rules.format_of("A123456") == ""  # none of theirs
 
 
+def test_states_are_named_only_where_the_common_us_series_does_not_fit():
+    rules = PlateRules(regions=["us"])
+    assert rules.format_of("ABC1234") == "us"  # a common series: the states add nothing
+    assert rules.format_of("7ABC123") == "us"  # California's, and common
+    assert rules.format_of("AB1C2D") == "us-mo"  # only Missouri's
+    assert PlateRules(regions=["us-ca"]).format_of("7ABC123") == "us-ca"
+
+
 def test_site_formats_add_or_replace_regions():
     rules = PlateRules(regions=["world"], formats={"site": ["[0-9]{3}[A-Z]{5}"]})
     assert decoded(rules, text("123ABCDE")) == ("123ABCDE", "site")

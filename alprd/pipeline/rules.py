@@ -175,14 +175,18 @@ class FormatSet:
         return len(self.names)
 
     def regions(self, plate: str) -> tuple[str, ...]:
-        """The regions of every format `plate` fits, sorted."""
+        """The regions of every format `plate` fits, sorted; the US states only
+        where the series common to many states (``us``) does not fit."""
         group = self.by_length.get(len(plate))
         if group is None:
             return ()
         classes, numbers = group
         idx = np.array([_INDEX.get(c, _OTHER) for c in plate], dtype=np.intp)
         fits = self.member[classes, idx].all(axis=1)
-        return tuple(sorted({r for f in np.flatnonzero(fits) for r in self.names[numbers[f]]}))
+        found = {r for f in np.flatnonzero(fits) for r in self.names[numbers[f]]}
+        if "us" in found:  # the series common to many states: the states add nothing
+            found = {r for r in found if not r.startswith("us-")}
+        return tuple(sorted(found))
 
     def decode(self, text: Text) -> tuple[float, Text] | None:
         """The most probable reading of `text` that fits a format, and its score
