@@ -1,4 +1,4 @@
-"""Synthetic licence plates in regional styles, for training the plate recogniser (#10).
+"""Synthetic licence plates in regional styles, for training the plate recogniser.
 
 Each plate is drawn from a *style* (one country or US state: colours, size, bands,
 small texts) and one of its *formats* (a grammar such as ``LL-NNN-LL``). Only the
