@@ -423,12 +423,13 @@ def cmd_reads(args: argparse.Namespace) -> int:
             print(json.dumps(row))
         return ExitCode.OK
     table = Table(show_edge=False)
-    for col in ("first seen (UTC)", "camera", "plate", "confidence", "reads", "vehicle", "known"):
+    for col in ("first seen (UTC)", "camera", "plate", "confidence", "reads", "vehicle", "known",
+                "format"):  # fmt: skip
         table.add_column(col)
     for r in rows:
         table.add_row(
             r["first_seen"], r["camera"], r["plate"], f"{r['confidence']:.2f}", str(r["reads"]),
-            r.get("vehicle_class") or "", r.get("known_label") or "",
+            r.get("vehicle_class") or "", r.get("known_label") or "", r.get("format") or "",
         )  # fmt: skip
     Console(width=120).print(table)
     return ExitCode.OK

@@ -77,6 +77,9 @@ def test_table(store):
     proc = run_alprd("reads", "--config", str(store))
     assert proc.returncode == 0
     assert "L417VS" in proc.stdout and "gate" in proc.stdout and "0.93" in proc.stdout
+    assert "format" in proc.stdout
+    [row] = [line for line in proc.stdout.splitlines() if "L417VS" in line]
+    assert row.split()[-1] == "nl"  # the format its plate fits, last column
 
 
 def test_no_store_yet(write_config):
