@@ -642,7 +642,7 @@ def model_card(name: str, run: dict[str, Any], exported: dict[str, Any], command
         ]
     lines += [
         "",
-        "## Latency (ONNX Runtime, CPU of the training machine, batch 1, median of 200)",
+        "## Latency (ONNX Runtime, CPU of the machine that exported it, batch 1, median of 200)",
         "",
         f"{json.dumps({k: v for k, v in exported.items() if k.startswith('latency')})}",
         "",
