@@ -3,7 +3,7 @@
 # The serving path runs on ONNX Runtime / OpenVINO / TensorRT and never imports
 # torch. Exporting a .pt model (the default plate detector is one) needs torch
 # and ultralytics in the build child: we install the CPU build of torch
-# (TORCH_SPEC; this workplace has torch 2.13.0+cpu as a local wheel; elsewhere
+# (TORCH_SPEC, torch 2.13.0+cpu; where the package index lacks that build,
 # pass PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu) and ultralytics
 # and torchvision with --no-deps, so no multi-GB CUDA build is ever pulled.
 

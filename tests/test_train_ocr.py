@@ -439,7 +439,7 @@ def test_generated_plates_mix_in_when_the_generator_is_installed():
 
 
 def test_a_run_stopped_by_its_time_budget_goes_on_where_it_stopped(tmp_path, capsys):
-    """The device tool runs a command at most 10 minutes: a training run stops at
+    """A job with a time limit (e.g. 10 minutes a command): a training run stops at
     `--max-minutes` with its whole state saved, and `--resume` goes on from that
     step (optimiser, schedule, best checkpoint and history included) to the end;
     a resumption with other options is refused, saying which."""

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Copied from the workplace systemd sandbox (shared/tools/systemd-sandbox): boot the host's systemd as PID 1 of new namespaces.
+# Boot the host's systemd as PID 1 of new namespaces, for the unit tests.
 # Boot systemd (the HOST's own /lib/systemd/systemd) as PID 1 of new namespaces, on a throw-away
 # overlay of the host's root fs (lower=/ read-only, upper=tmpfs). No debootstrap, no nspawn.
 # $1 = dir with unit files to install, $2 = pidfile, $3 = log

@@ -17,7 +17,7 @@ vehicle detector (`run_frames`), and the plate detector samples its vehicle
 regions from them (`run_regions`): no crop is cut or copied on the host. Only the
 candidates above the score threshold come back.
 
-Measured on an H100 through the workplace's device tool (see BENCHMARKS.md); the
+Measured on one NVIDIA H100 (see BENCHMARKS.md); the
 CPU path (no CUDA) is what the tests here run.
 """
 
