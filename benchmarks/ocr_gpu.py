@@ -39,8 +39,7 @@ CHARSET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 def served(first: np.ndarray, other: np.ndarray, alphabet: ocr.Alphabet) -> tuple[list[str], int]:
     """The text of each plate: its first view, or the other when the first is wrong."""
-    again = ocr.wrong_view(first)
-    chosen = np.where(again[:, None, None], other, first)
+    chosen, again = ocr.either_view(first, other)
     return [t.text for t in alphabet.decode_many(alphabet.reduce(chosen))], int(again.sum())
 
 

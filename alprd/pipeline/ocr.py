@@ -104,6 +104,15 @@ def wrong_view(probs: FloatArray, threshold: float = WRONG_VIEW_P) -> npt.NDArra
     return out
 
 
+def either_view(first: FloatArray, other: FloatArray) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """Per crop, the recogniser's output (B x steps x classes) in its first view, or
+    in the other view where the first says it is the wrong one (`wrong_view`), and
+    which crops took the other: what `Recognizer` serves, for both views at hand."""
+    again = wrong_view(first)
+    chosen: FloatArray = np.where(again[:, None, None], other, first)
+    return chosen, again
+
+
 def presence(text: Text) -> tuple[float, ...]:
     """Per character of a read, the probability that a character is there at all:
     the sum of its candidates (a ``B`` read at 0.48 with ``8`` at 0.45 is surely a

@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -132,18 +133,18 @@ UNDECIDED = "?"
 UNREADABLE = "-"
 
 
+def _corrected(text: str) -> str:
+    text = text.strip()
+    return text if text in (UNDECIDED, UNREADABLE) else clean(text)
+
+
 def corrections(dataset: str, audit: Path | None = None) -> dict[str, tuple[str, str]]:
     """file -> (label as given, corrected label, `UNDECIDED` or `UNREADABLE`) for one
     dataset (the folder's name: ``ocr-train``, ``plates-br``) from `audit` (default
     `AUDIT`)."""
     with (audit or AUDIT).open(newline="", encoding="utf-8") as f:
         return {
-            row["file"]: (
-                clean(row["labelled"]),
-                row["corrected"].strip()
-                if row["corrected"].strip() in (UNDECIDED, UNREADABLE)
-                else clean(row["corrected"]),
-            )
+            row["file"]: (clean(row["labelled"]), _corrected(row["corrected"]))
             for row in csv.DictReader(f)
             if row["dataset"] == dataset
         }
@@ -221,9 +222,7 @@ class Recipe:
             "rendered": len(self.rendered),
         }
         for side, items in (("train", self.train), ("validation", self.validation)):
-            regions: dict[str, int] = {}
-            for i in items:
-                regions[region_of(i.kind)] = regions.get(region_of(i.kind), 0) + 1
+            regions = Counter(region_of(i.kind) for i in items)
             out[f"real_{side}_per_region"] = dict(sorted(regions.items()))
         out["two_line_train"] = sum(i.lines == 2 for i in self.train)
         return out
@@ -274,12 +273,6 @@ def synth_generator(seed: int) -> Any | None:
 
 
 # --------------------------------------------------------------------------- augmentation
-
-
-def plain(item_image: Image, spec: CropSpec) -> FloatArray:
-    """The evaluation input: the whole (tight) crop through the serving crop."""
-    h, w = item_image.shape[:2]
-    return spec(item_image, (0.0, 0.0, float(w), float(h)))
 
 
 def detector_view(image: Image) -> tuple[Image, tuple[float, float, float, float]]:

@@ -36,7 +36,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, IterableDataset
 
-from alprd.pipeline.ocr import wrong_view
+from alprd.pipeline.ocr import either_view
 from alprd.train import data
 from alprd.train.model import CHANNELS, CHARSET, HIDDEN, Exported, PlateNet, encode, greedy
 
@@ -155,11 +155,8 @@ def read_as_served(net: nn.Module, view: dict[str, np.ndarray], device: torch.de
     """What serving reads (`alprd.pipeline.recognizer`): each crop in the view its
     aspect suggests, and the other way when the recogniser says it is the wrong one."""
     one, two = probabilities(net, view["one"], device), probabilities(net, view["two"], device)
-    first = view["first"].astype(bool)
-    p_first = np.where(first[:, None, None], two, one)
-    p_other = np.where(first[:, None, None], one, two)
-    again = wrong_view(p_first)
-    chosen = np.where(again[:, None, None], p_other, p_first)
+    first = view["first"].astype(bool)[:, None, None]
+    chosen, _ = either_view(np.where(first, two, one), np.where(first, one, two))
     return greedy(torch.from_numpy(chosen))
 
 
