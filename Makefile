@@ -108,11 +108,12 @@ install-systemd:
 	install -m 0644 README.md $(PREFIX)/README.md
 	install -d -m 0755 /etc/alprd
 	test -e /etc/alprd/alprd.toml || sed 's#^root = "\.\."#root = "/var/lib/alprd"#' etc/alprd.toml > /etc/alprd/alprd.toml
-	$(PREFIX)/venv/bin/alprd check-config /etc/alprd/alprd.toml
 	$(PREFIX)/venv/bin/alprd models fetch --config /etc/alprd/alprd.toml
 	install -d -m 0755 /var/lib/alprd/models/trained
 	install -m 0644 models/trained/ocr-alprd-plate.onnx models/trained/ocr-alprd-plate-dict.txt \
 	  models/trained/MODEL_CARD.md /var/lib/alprd/models/trained/
+	$(PREFIX)/venv/bin/alprd check-config /etc/alprd/alprd.toml
+	ln -sf $(PREFIX)/venv/bin/alprd /usr/local/bin/alprd
 	install -m 0644 systemd/alprd.service systemd/alprd-warmup.service /etc/systemd/system/
 	for unit in alprd alprd-warmup; do \
 	  if getent group render >/dev/null; then \
@@ -125,6 +126,7 @@ install-systemd:
 	@echo "  sudoedit /etc/alprd/alprd.toml        # add [[cameras]]"
 	@echo "  systemctl enable --now alprd          # the warm-up unit builds the engines first"
 	@echo "  journalctl -u alprd-warmup -u alprd -f"
+	@echo "  cp best.pt /var/lib/alprd/models/    # a retrained model: routed to its role, swapped in"
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

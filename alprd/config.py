@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -199,14 +200,26 @@ class OcrModel(_Section):
         return value
 
 
+#: One role's model settings.
+RoleModel = VehicleModel | PlateModel | OcrModel
+
+
 class ModelsConfig(_Section):
     watch: Literal["inotify", "poll", "off"] = "inotify"
     watch_quiet_s: float = Field(2.0, gt=0)
     watch_poll_s: float = Field(2.0, gt=0)
+    route: bool = True
+    keep: int = Field(3, ge=0, le=20)
     allow_unsafe_permissions: bool = False
     vehicle: VehicleModel = Field(default_factory=VehicleModel)
     plate: PlateModel = Field(default_factory=PlateModel)
     ocr: OcrModel = Field(default_factory=OcrModel)
+    _pinned: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def pinned(self, role: str) -> bool:
+        """Whether the config file itself names `role`'s source (it then wins over a
+        model routed there by a drop)."""
+        return role in self._pinned
 
 
 # --------------------------------------------------------------------------- cameras
@@ -217,6 +230,7 @@ class CameraConfig(_Section):
     url: str = Field(min_length=1)
     fps: float = Field(5.0, gt=0, le=120)
     enabled: bool = True
+    loop: bool = False
     zone: list[tuple[float, float]] | None = None
     regions: list[str] | None = None
     motion: bool | None = None  # motion gating for this camera; None = [motion] enabled
@@ -432,7 +446,13 @@ class Config(_Section):
             self.engines.calibration = _under(p.root, self.engines.calibration)
         if self.engines.validation.images is not None:
             self.engines.validation.images = _under(p.root, self.engines.validation.images)
-        for role in (self.models.vehicle, self.models.plate, self.models.ocr):
+        roles: dict[str, RoleModel] = {
+            "vehicle": self.models.vehicle, "plate": self.models.plate, "ocr": self.models.ocr,
+        }  # fmt: skip
+        self.models._pinned = frozenset(
+            name for name, role in roles.items() if "source" in role.model_fields_set
+        )
+        for role in roles.values():
             role.source = _under(p.models_dir, role.source)
         self.models.ocr.dictionary = _under(p.models_dir, self.models.ocr.dictionary)
         o = self.outputs

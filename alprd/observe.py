@@ -53,6 +53,11 @@ class Metrics:
             "alprd_engine_generation", "Engine generation", ["model"], registry=r
         )
         self.builds = Gauge("alprd_engine_builds", "Background engine builds", registry=r)
+        self.last_good = Gauge(
+            "alprd_model_last_good",
+            "1 while a role is served by its last good model because its file was rejected "
+            "or is gone", ["model"], registry=r,
+        )  # fmt: skip
         self.camera_up = Gauge("alprd_camera_up", "1 when a camera streams", ["camera"], registry=r)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> None:
@@ -102,9 +107,13 @@ class StatusWriter:
 
 
 def read_status(state_dir: Path) -> Status | None:
+    """The status file; None when there is none (or it is unreadable as JSON).
+    PermissionError when this user may not read it."""
     try:
         data = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
         return Status(**data)
+    except PermissionError:
+        raise
     except (OSError, ValueError, TypeError):
         return None
 

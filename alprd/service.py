@@ -11,6 +11,7 @@ reconnects on its own).
 from __future__ import annotations
 
 import gc
+import glob
 import os
 import signal
 import threading
@@ -26,13 +27,24 @@ from typing import Any
 import cv2
 
 from alprd import config as cfgmod
-from alprd.engines import cache, manager
-from alprd.engines.base import EngineError, Role
+from alprd import watch
+from alprd.engines import cache, manager, served
+from alprd.engines.base import EngineError, ModelRejected, Role
+from alprd.engines.served import ServedModels
 from alprd.exitcodes import ExitCode
+from alprd.fetch import sha256_file
 from alprd.log import get_logger, redact
 from alprd.observe import Metrics, Status, StatusWriter
 from alprd.ops import Image
-from alprd.pipeline.recognizer import Lanes, LoadedEngine, Recognizer, load_engine, roles_of
+from alprd.pipeline.recognizer import (
+    Build,
+    Lanes,
+    LoadedEngine,
+    Recognizer,
+    default_build,
+    load_engine,
+    roles_of,
+)
 from alprd.pipeline.source import CameraReader, LatestFrame
 from alprd.pipeline.stream import Batch, CameraPipeline
 from alprd.pipeline.types import PlateEvent
@@ -46,6 +58,19 @@ log = get_logger("alprd.service")
 
 #: Settings whose change needs an engine rebuilt or reloaded, per role.
 _ENGINE_KEYS = ("source", "input_size", "input_height", "backend", "precision", "batch_size")
+
+
+def _sha(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def _with_section(config: cfgmod.Config, role: Role, section: cfgmod.RoleModel) -> cfgmod.Config:
+    """`config` with `role`'s model settings replaced by `section`."""
+    models = config.models.model_copy(update={role: section})
+    return config.model_copy(update={"models": models})
 
 
 def _settle_heap() -> None:
@@ -71,6 +96,7 @@ class Camera:
 STATUS_EVERY_S = 2.0  # status file and metrics gauges
 SAMPLES_KEPT = 8  # recent camera frames kept to validate new engines on
 SAMPLE_EVERY_S = 20.0
+METRICS_RETRY_S = 30.0  # a metrics port in use is tried again this often
 
 
 @dataclass
@@ -100,8 +126,13 @@ class Service:
         self._sample_names = count()
         self._next_sample = 0.0
         self.recognizer: Recognizer | None = None
-        self.config: cfgmod.Config | None = None
+        self.config: cfgmod.Config | None = None  # what serves: the file + served models
         self.generation = 0
+        self.served: ServedModels | None = None
+        self.last_good: dict[Role, str] = {}  # role -> why its last good model serves
+        self._health_at = time.monotonic()
+        self._metrics_up = self._metrics_failed = False
+        self._metrics_retry_at = 0.0
 
     # ------------------------------------------------------------------ signals
 
@@ -136,18 +167,16 @@ class Service:
         log.info("alprd_starting", pid=os.getpid(), config=str(self.config_path))
         self.notifier.status("loading config")
         try:
-            self.config = cfgmod.load(self.config_path)
+            config = cfgmod.load(self.config_path)
         except cfgmod.ConfigError as exc:
             for problem in exc.problems:
                 log.error("config_invalid", problem=str(problem))
             return ExitCode.CONFIG
-        self._warn_exposed(self.config)
+        self._warn_exposed(config)
+        self.served = ServedModels(config.paths.state_dir / "served", keep=config.models.keep)
+        self.config = self._overlay(config)
         self.status_writer = StatusWriter(self.config.paths.state_dir)
-        if self.config.metrics.enabled:
-            try:
-                self.metrics.serve(self.config.metrics.port, self.config.metrics.address)
-            except OSError as exc:
-                log.warning("metrics_unavailable", port=self.config.metrics.port, reason=str(exc))
+        self._serve_metrics()
         try:
             self.outputs = Outputs.open(self.config)
         except (SinkError, OSError) as exc:
@@ -158,9 +187,10 @@ class Service:
             self._serving_fingerprint,
             self._built,
             lambda: tuple(self._samples),
+            store=self.served,
         )
         try:
-            self.recognizer = self._start_engines(self.config)
+            self.recognizer = self._start_engines()
         except EngineError as exc:
             if self._stop_requested:  # a stop during a build cancelled it
                 return self._stop()
@@ -188,6 +218,24 @@ class Service:
             return ExitCode.FATAL
         return self._stop()
 
+    def _serve_metrics(self) -> None:
+        """Start the metrics endpoint; a port in use is tried again every
+        METRICS_RETRY_S (logged once until it works)."""
+        assert self.config is not None
+        m = self.config.metrics
+        if not m.enabled or self._metrics_up or time.monotonic() < self._metrics_retry_at:
+            return
+        try:
+            self.metrics.serve(m.port, m.address)
+        except OSError as exc:
+            self._metrics_retry_at = time.monotonic() + METRICS_RETRY_S
+            if not self._metrics_failed:
+                log.warning("metrics_unavailable", port=m.port, reason=str(exc),
+                            action=f"trying again every {METRICS_RETRY_S:.0f}s")  # fmt: skip
+            self._metrics_failed = True
+            return
+        self._metrics_up = True
+
     def _warn_exposed(self, config: cfgmod.Config) -> None:
         exposed = cfgmod.permission_warning(self.config_path, config)
         if exposed:
@@ -196,23 +244,112 @@ class Service:
     def _summary(self) -> str:
         assert self.recognizer is not None
         n = len(self.cameras)
+        building = self.rebuilder.pending() if self.rebuilder is not None else []
         return (
             f"running: {n} camera{'s' if n != 1 else ''}, engines {self.recognizer.summary()}"
             + (f" (config generation {self.generation})" if self.generation else "")
+            + (f", building {','.join(building)}" if building else "")
         )
 
     # ------------------------------------------------------------------ engines
 
-    def _start_engines(self, config: cfgmod.Config) -> Recognizer:
-        roles = roles_of(config)
+    def _overlay(self, config: cfgmod.Config) -> cfgmod.Config:
+        """`config` with each role served as the served-models record says (a
+        dropped model routed there; its kept copy where the file went bad)."""
+        assert self.served is not None
+        effective, choices = self.served.overlay(config)
+        for role, choice in choices.items():
+            if choice.last_good and role in roles_of(effective):
+                self.last_good[role] = choice.why
+                log.warning(
+                    "model_last_good", model=role, reason=choice.why,
+                    serving=f"{choice.source.name} {choice.entry.sha256[:12]} (kept copy)"
+                    if choice.entry else str(choice.source),
+                    hint=f"drop a good model into {config.paths.models_dir} to replace it",
+                )  # fmt: skip
+        return effective
+
+    def _start_engines(self) -> Recognizer:
+        assert self.config is not None
+        roles = roles_of(self.config)
         engines: dict[Role, LoadedEngine] = {}
         for i, role in enumerate(roles, start=1):
             self.notifier.status(f"loading engines {i}/{len(roles)} ({role})")
-            if config.service.startup == "background":
-                engines[role] = self._serve_now(config, role)
+            if self.config.service.startup == "background":
+                engines[role] = self._serve_now(self.config, role)
             else:
-                engines[role] = load_engine(config, role, self._build_extending)
-        return Recognizer(config, engines)
+                engines[role] = self._load_role(role, self._build_extending)
+        return Recognizer(self.config, engines)
+
+    def _load_role(self, role: Role, build: Build = default_build) -> LoadedEngine:
+        """`role`'s engine as the config says, recorded as served; where that model
+        cannot serve (its file went bad, a build is rejected), the last model that
+        served the role (kept copy): the daemon then starts and says so. Raises
+        EngineError only when no model can serve the role."""
+        assert self.config is not None and self.served is not None
+        config = self.config
+        source = getattr(config.models, role).source
+        known = self.served.rejection(role, sha) if (sha := _sha(source)) else None
+        try:
+            if known is not None:
+                raise EngineError(f"{source.name} was rejected before: {known}")
+            loaded = load_engine(config, role, build)
+        except EngineError as exc:
+            if self._stop_requested:
+                raise
+            if sha is not None and known is None and isinstance(exc, ModelRejected):
+                self.served.reject(role, sha, str(exc))  # not tried again at the next start
+            fallback = self._last_good_engine(role, str(exc), sha, build)
+            if fallback is None:
+                raise
+            return fallback
+        self._record(role, config, loaded)
+        return loaded
+
+    def _last_good_engine(
+        self, role: Role, reason: str, bad_sha: str | None, build: Build
+    ) -> LoadedEngine | None:
+        assert self.config is not None and self.served is not None
+        store = self.served
+        current = store.current(role)
+        for entry in [current, *store.history(role)] if current else []:
+            kept = store.kept(entry)
+            if entry.sha256 == bad_sha or not kept.is_file():
+                continue
+            config = served.assign(self.config, store.settings(entry, kept, kept=True))
+            try:
+                loaded = load_engine(config, role, build)
+            except EngineError as exc:
+                log.warning("model_last_good_failed", model=role, file=str(kept), reason=str(exc))
+                continue
+            self.config = served.assign(self.config, store.settings(entry, kept, kept=True))
+            self.last_good[role] = reason
+            log.warning(
+                "model_last_good", model=role, reason=reason,
+                serving=f"{entry.source.name} {entry.sha256[:12]} (kept copy, since {entry.since})",
+                hint="drop a good model into the models directory to replace it",
+            )  # fmt: skip
+            return loaded
+        return None
+
+    def _record(self, role: Role, config: cfgmod.Config, loaded: LoadedEngine) -> None:
+        """Keep what serves `role` (its source and engine) for last-known-good."""
+        assert self.served is not None
+        if loaded.source is None or not loaded.source_sha256:
+            return
+        cur = self.served.current(role)
+        if (
+            cur is not None
+            and cur.sha256 == loaded.source_sha256
+            and loaded.source in (cur.source, self.served.kept(cur))
+        ):
+            return  # kept already
+        entry = served.entry_for(config, role, loaded.source, loaded.source_sha256)
+        try:
+            self.served.record(entry, loaded.path)
+        except OSError as exc:
+            log.warning("model_not_kept", model=role, file=str(loaded.source), reason=str(exc),
+                        action="serving it; it is not kept for last-known-good")  # fmt: skip
 
     def _build_extending(self, target: manager.Target, config: cfgmod.Config) -> manager.Outcome:
         """Build if stale, telling systemd to extend the start timeout meanwhile."""
@@ -282,10 +419,14 @@ class Service:
         self._wake.set()
 
     def _apply_swaps(self) -> None:
-        assert self.recognizer is not None
+        assert self.recognizer is not None and self.config is not None
         while self._swaps:
             swap = self._swaps.popleft()
-            old = self.recognizer.swap(swap.loaded)
+            role = swap.loaded.role
+            if swap.section is not None:  # the role's settings that came with the build
+                self.config = _with_section(self.config, role, swap.section)
+            self.last_good.pop(role, None)
+            old = self.recognizer.swap(swap.loaded, self.config)
             if old is not None:
                 old.engine.close()
             log.info(
@@ -293,6 +434,7 @@ class Service:
                 precision=swap.loaded.precision, old=old.fingerprint[:12] if old else None,
                 new=swap.loaded.fingerprint[:12], build_s=swap.build_s,
                 generation=self.recognizer.generations[swap.loaded.role],
+                source=swap.served.source.name if swap.served else None,
             )  # fmt: skip
             self.notifier.status(self._summary())
 
@@ -306,6 +448,8 @@ class Service:
         self.watcher = ModelWatcher(
             self.config.paths.models_dir, self._roles_for, self._model_arrived,
             quiet_s=m.watch_quiet_s, poll=m.watch == "poll", poll_interval_s=m.watch_poll_s,
+            on_unclaimed=self._model_unclaimed if m.route else None,
+            on_removed=self._model_removed,
         )  # fmt: skip
         self.watcher.start()
 
@@ -319,6 +463,30 @@ class Service:
         assert self.rebuilder is not None
         for role in roles:
             self.rebuilder.request(role)
+
+    def _model_removed(self, path: Path) -> None:
+        """A model file was deleted: the engines built from it go too, unless one
+        serves (or another model of the same stem is still there)."""
+        if self.recognizer is None or any(
+            p.exists() for p in path.parent.glob(f"{glob.escape(path.stem)}.*")
+            if p.suffix in (".pt", ".onnx") and not p.name.endswith(watch.ENGINE_ENDINGS)
+        ):  # fmt: skip
+            return
+        serving = {e.path for e in self.recognizer.engines.values()}
+        for artefact in watch.engines_of(path):
+            if artefact in serving or artefact.with_suffix("") in serving:
+                continue
+            try:
+                artefact.unlink()
+            except OSError as exc:
+                log.warning("engine_not_removed", file=str(artefact), reason=str(exc))
+                continue
+            log.info("engine_removed", file=str(artefact), reason=f"{path.name} was removed")
+
+    def _model_unclaimed(self, path: Path) -> None:
+        """A model file no role is served from: identified and routed (rebuild thread)."""
+        assert self.rebuilder is not None
+        self.rebuilder.request_file(path)
 
     def _keep_sample(self, cam: Camera, image: Image) -> None:
         """Every SAMPLE_EVERY_S, keep a frame (JPEG in state_dir/samples, the last
@@ -346,7 +514,7 @@ class Service:
         reader = CameraReader(
             cam.name, cam.url, slot, fps=cam.fps, initial_s=s.reconnect_initial_s,
             max_s=s.reconnect_max_s, open_timeout_s=s.open_timeout_s,
-            allocate=self.recognizer.frame_allocator(),
+            allocate=self.recognizer.frame_allocator(), loop=cam.loop,
         )  # fmt: skip
         pipeline = CameraPipeline(
             cam.name, self.recognizer, self.config, zone=cam.zone, regions=cam.regions,
@@ -371,6 +539,7 @@ class Service:
         ping = self.notifier.watchdog_s
         next_ping = time.monotonic()
         next_health = time.monotonic() + self.config.service.health_interval_s
+        self._health_at = time.monotonic()
         next_status = time.monotonic() + STATUS_EVERY_S
         next_tick = time.monotonic()
         lanes: Lanes[Any] = Lanes(self.recognizer, self.recognizer.lanes())
@@ -420,10 +589,11 @@ class Service:
                     self.outputs.retry(now)
                 next_tick = now + 0.5
             if now >= next_status:
+                self._serve_metrics()
                 self._observe(self._summary())
                 next_status = now + STATUS_EVERY_S
             if now >= next_health:
-                self._health(self.config.service.health_interval_s)
+                self._health()
                 next_health = now + self.config.service.health_interval_s
             if not busy:
                 self._wake.wait(0.01)
@@ -470,9 +640,14 @@ class Service:
         if self.on_event is not None:
             self.on_event(event)
 
-    def _health(self, interval: float) -> None:
+    def _health(self) -> None:
+        """One journal line: each camera's frame rate since the last line (over the
+        time that really passed), drops, reads, events."""
+        now = time.monotonic()
+        elapsed = max(1e-3, now - self._health_at)
+        self._health_at = now
         parts = {
-            name: f"{cam.window_frames / interval:.1f}fps/{cam.reader.state}"
+            name: f"{cam.window_frames / elapsed:.1f}fps/{cam.reader.state}"
             for name, cam in self.cameras.items()
         }
         log.info(
@@ -493,9 +668,18 @@ class Service:
             for role, e in self.recognizer.engines.items():
                 generation = self.recognizer.generations.get(role, 1)
                 m.generation.labels(role).set(generation)
+                m.last_good.labels(role).set(1 if role in self.last_good else 0)
+                entry = self.served.current(role) if self.served is not None else None
+                if entry is not None and entry.sha256 != e.source_sha256:
+                    entry = None
                 engines[role] = {
                     "backend": e.backend, "precision": e.precision,
                     "fingerprint": e.fingerprint[:12], "generation": generation,
+                    "source": str(entry.source if entry else e.source or ""),
+                    "sha256": e.source_sha256[:12],
+                    "since": entry.since if entry else None,
+                    "served": entry.generation if entry else None,
+                    "last_good": self.last_good.get(role),
                 }  # fmt: skip
         cameras = {}
         for name, cam in self.cameras.items():
@@ -548,7 +732,7 @@ class Service:
         try:
             new = cfgmod.load(self.config_path)
             self._warn_exposed(new)
-            self._apply(new)
+            self._apply(self._overlay(new))
         except cfgmod.ConfigError as exc:
             for problem in exc.problems:
                 log.error("config_invalid", problem=str(problem), action="kept the running config")
@@ -570,13 +754,21 @@ class Service:
             )
             or old.engines.model_dump() != new.engines.model_dump()
         ]
-        loaded = {role: load_engine(new, role, self._build_extending) for role in changed_roles}
+        # A role that serves already keeps its engine, and that engine's settings, until
+        # the new one is built in the background and swapped in (the cameras never wait
+        # for a build); a role that comes back (vehicle re-enabled) is loaded now.
+        added = [r for r in changed_roles if r not in self.recognizer.engines]
+        pending = [r for r in changed_roles if r in self.recognizer.engines]
+        loaded = {role: load_engine(new, role, self._build_extending) for role in added}
         for role in [r for r in self.recognizer.engines if r not in roles_of(new)]:
             self.recognizer.engines.pop(role).engine.close()
         wanted = {c.name: c for c in new.cameras if c.enabled}
         for name in list(self.cameras):  # removed or changed: closed (open passes decided)
             if wanted.get(name) != self.cameras[name].config:
                 self._close_camera(name)
+        target = new
+        for role in pending:
+            new = _with_section(new, role, getattr(old.models, role))
         self.config = new
         for lo in loaded.values():
             old_engine = self.recognizer.engines.get(lo.role)
@@ -598,9 +790,13 @@ class Service:
         if self.outputs is not None:
             self.outputs.announce(list(self.cameras))
         self.generation += 1
+        assert self.rebuilder is not None
+        for role in pending:
+            self.rebuilder.request(role, config=target)
         log.info(
             "config_applied", generation=self.generation, cameras=len(self.cameras),
-            engines_reloaded=",".join(changed_roles) or "none",
+            engines_loaded=",".join(added) or "none",
+            engines_building=",".join(pending) or "none",
         )  # fmt: skip
 
     # ------------------------------------------------------------------ stop

@@ -4,9 +4,11 @@ The watchdog callback only enqueues a path. A debouncer thread takes a file only
 after a quiet period in which its size and mtime did not change (a `cp` in
 place, a slow `scp`, an overwrite), or when it is renamed or moved into the
 directory (temp name then rename, `mv`: the final name appears complete).
-Temporary names, editor files, hidden files and alprd's own artefacts are
-ignored. Which role a file feeds comes from the config (`models.<role>.source`);
-a model file that no role names is logged once, with how to use it.
+Temporary names, editor files, hidden files and alprd's own artefacts (engines,
+sidecars, the torch backend's ``.torch.pt``) are ignored. A file a role is served
+from goes to `on_ready` with its roles; any other model file to `on_unclaimed`
+(the daemon identifies it and routes it to the role it fits), or, without that
+callback, is logged once with how to use it.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from alprd.log import get_logger
 log = get_logger("alprd.watch")
 
 MODEL_SUFFIXES = (".pt", ".onnx")
+#: What alprd builds beside a model (one per backend; each with a .json sidecar).
+ENGINE_ENDINGS = (".engine", ".openvino.blob", ".onnxruntime.onnx", ".torch.pt")
 #: Our own artefacts and the usual temporary / editor names.
 IGNORED_ENDINGS = (
-    ".engine", ".openvino.blob", ".onnxruntime.onnx", ".json", ".lock",
+    ".engine", ".openvino.blob", ".onnxruntime.onnx", ".torch.pt", ".json", ".lock",
     ".tmp", ".part", ".partial", ".crdownload", ".swp", ".swx", ".bak", "~",
 )  # fmt: skip
 
@@ -88,17 +92,29 @@ class Debouncer:
         return list(self._pending)
 
 
-class _Enqueue(FileSystemEventHandler):
-    """The OS-side callback: enqueue the path, nothing else."""
+def engines_of(model: Path) -> list[Path]:
+    """The engine files and sidecars alprd built from `model` (named after its stem)."""
+    out = []
+    for ending in ENGINE_ENDINGS:
+        engine = model.with_name(model.stem + ending)
+        out += [p for p in (engine, engine.with_name(engine.name + ".json")) if p.exists()]
+    return out
 
-    def __init__(self, q: queue.Queue[Path]) -> None:
+
+class _Enqueue(FileSystemEventHandler):
+    """The OS-side callback: enqueue the path (and whether it went), nothing else."""
+
+    def __init__(self, q: queue.Queue[tuple[Path, bool]]) -> None:
         self.q = q
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type in ("deleted", "opened", "closed_no_write"):
+        if event.is_directory or event.event_type in ("opened", "closed_no_write"):
+            return
+        if event.event_type == "deleted":
+            self.q.put((Path(os.fsdecode(event.src_path)), True))
             return
         path = getattr(event, "dest_path", "") or event.src_path
-        self.q.put(Path(os.fsdecode(path)))
+        self.q.put((Path(os.fsdecode(path)), False))
 
 
 class ModelWatcher:
@@ -108,6 +124,8 @@ class ModelWatcher:
         roles_for: Callable[[Path], list[Role]],
         on_ready: Callable[[Path, list[Role]], None],
         *,
+        on_unclaimed: Callable[[Path], None] | None = None,
+        on_removed: Callable[[Path], None] | None = None,
         quiet_s: float = 2.0,
         poll: bool = False,
         poll_interval_s: float = 2.0,
@@ -116,10 +134,11 @@ class ModelWatcher:
         import time
 
         self.models_dir = models_dir
-        self.roles_for, self.on_ready = roles_for, on_ready
+        self.roles_for, self.on_ready, self.on_unclaimed = roles_for, on_ready, on_unclaimed
+        self.on_removed = on_removed
         self.debouncer = Debouncer(quiet_s)
         self._clock = clock or time.monotonic
-        self._queue: queue.Queue[Path] = queue.Queue()
+        self._queue: queue.Queue[tuple[Path, bool]] = queue.Queue()
         self._observer = PollingObserver(timeout=poll_interval_s) if poll else Observer()
         self._observer.schedule(_Enqueue(self._queue), str(models_dir), recursive=False)
         self._halt = threading.Event()
@@ -143,16 +162,23 @@ class ModelWatcher:
             now = self._clock()
             while True:
                 try:
-                    path = self._queue.get_nowait()
+                    path, removed = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if path.parent == self.models_dir and is_candidate(path):
+                if path.parent != self.models_dir or not is_candidate(path):
+                    continue
+                if not removed:
                     self.debouncer.touch(path, now, stat_of(path))
+                elif self.on_removed is not None and not path.exists():
+                    self.on_removed(path)
             for path in self.debouncer.due(now, stat_of):
                 roles = self.roles_for(path)
                 if roles:
                     log.info("model_arrived", file=str(path), roles=",".join(roles))
                     self.on_ready(path, roles)
+                elif self.on_unclaimed is not None:
+                    log.info("model_arrived", file=str(path), roles="(to identify)")
+                    self.on_unclaimed(path)
                 elif path not in self._ignored:
                     self._ignored.add(path)
                     log.warning(

@@ -1,10 +1,13 @@
-"""`make bench-swap`: a running daemon while a retrained plate model is dropped in.
+"""`make bench-swap`: a running daemon while its plate model changes, three ways.
 
-A camera (the NL video replayed at `--fps`) feeds the pipeline; after a few
-seconds a new plate model (same network, new bytes) is renamed into models/. The
-daemon rebuilds it in its child process and swaps it in between frames. Printed:
-the median gap between processed frames, the longest gap during the build and
-around the swap, and the frames the camera slot dropped in each phase.
+A camera (the NL video, looped, at `--fps`) feeds the pipeline. In turn: a new
+plate model (same network, new bytes) is dropped into models/ as `best.onnx`
+with no config edit (identified, routed to the plate role, built, swapped); a
+reload asks for another plate input size (built in the background while the old
+engine serves); `alprd models rollback plate` puts the previous model back. For
+each, printed side by side: the longest gap between processed frames while the
+new engine was built and around the swap, as a multiple of the camera's period,
+and the frames the camera slot dropped.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
 from structlog.testing import capture_logs
 
+from alprd import cli
 from alprd import config as cfgmod
 from alprd import log as logmod
 from alprd.engines import manager
@@ -30,6 +35,21 @@ from alprd.systemd import Notifier
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
+MODELS = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx",
+          "trained/ocr-alprd-plate-dict.txt")  # fmt: skip
+
+
+def plate_onnx(root: Path) -> Path:
+    """The plate model as ONNX (a "retrained" variant is then quick to make)."""
+    work = root / "export"
+    work.mkdir()
+    shutil.copyfile(REPO / "models" / "plate-yolov8n.pt", work / "plate-yolov8n.pt")
+    (work / "export.toml").write_text(
+        '[paths]\nmodels_dir = "."\n[engines]\nbackend = "onnxruntime"\n'
+    )
+    target = manager.plan(cfgmod.load(work / "export.toml"), "plate")
+    manager.ensure(target)
+    return target.engine
 
 
 def main() -> int:
@@ -44,52 +64,61 @@ def main() -> int:
     logmod.configure("console", "warning")
     with tempfile.TemporaryDirectory(prefix="alprd-swap-") as tmp:
         root = Path(tmp)
-        (root / "models").mkdir()
-        (root / "etc").mkdir()
-        for name in ("vehicle-yolov8n-coco.onnx", "ocr-ppocrv5-rec.onnx", "ocr-ppocrv5-dict.txt",
-                     "plate-yolov8n.pt"):  # fmt: skip
+        for name in MODELS:
+            (root / "models" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(REPO / "models" / name, root / "models" / name)
-        # The plate model as ONNX, so a "retrained" variant is quick to make.
-        (root / "etc" / "export.toml").write_text(
-            '[paths]\nroot = ".."\n[engines]\nbackend = "onnxruntime"\n'
-        )
-        target = manager.plan(cfgmod.load(root / "etc" / "export.toml"), "plate")
-        manager.ensure(target)
-        shutil.copyfile(target.engine, root / "models" / "plate.onnx")
+        (root / "etc").mkdir()
+        exported = plate_onnx(root)
         clip = root / "clip.mp4"
         shutil.copyfile(video, clip)
-        (root / "etc" / "alprd.toml").write_text(
+        config = root / "etc" / "alprd.toml"
+        config.write_text(
             f'[paths]\nroot = ".."\n[engines]\nbackend = "{args.backend}"\n'
-            '[models]\nwatch_quiet_s = 0.5\n[models.plate]\nsource = "plate.onnx"\n'
-            f'[[cameras]]\nname = "cam"\nurl = "{clip}"\nfps = {args.fps}\n'
+            "[models]\nwatch_quiet_s = 0.5\n"
+            f'[[cameras]]\nname = "cam"\nurl = "{clip}"\nfps = {args.fps}\nloop = true\n'
         )
         frames: list[tuple[float, int]] = []
-        service = Service(root / "etc" / "alprd.toml", notifier=Notifier({}))
+        service = Service(config, notifier=Notifier({}))
         service.on_frame = lambda cam, i: frames.append(
             (time.monotonic(), service.cameras[cam].slot.dropped)
         )
+
+        def drop() -> None:
+            model = onnx.load(exported)
+            model.metadata_props.add(key="revision", value="2")
+            onnx.save(model, root / "models" / ".best.tmp")
+            os.rename(root / "models" / ".best.tmp", root / "models" / "best.onnx")
+
+        def reload() -> None:
+            config.write_text(config.read_text() + "[models.plate]\ninput_size = 320\n")
+            service.request_reload()
+
+        def rollback() -> None:
+            cli.main(["models", "rollback", "plate", "--config", str(config)])
+
+        paths: list[tuple[str, Callable[[], None]]] = [
+            ("drop best.onnx", drop), ("reload, new input", reload), ("rollback", rollback),
+        ]  # fmt: skip
+        marks: list[tuple[str, float, float | None]] = []
         thread = threading.Thread(target=service.run, daemon=True)
         with capture_logs() as logs:
             thread.start()
             while not any(m.startswith("READY=1") for m in service.notifier.sent):
                 time.sleep(0.05)
-            time.sleep(1.5)
-            dropped_at = time.monotonic()
-            model = onnx.load(root / "models" / "plate.onnx")
-            model.metadata_props.add(key="revision", value="2")
-            onnx.save(model, root / "models" / ".plate.tmp")
-            os.rename(root / "models" / ".plate.tmp", root / "models" / "plate.onnx")
-            swapped_at = None
-            while swapped_at is None and time.monotonic() - dropped_at < 120:
-                if any(e["event"] == "engine_swapped" for e in logs):
-                    swapped_at = time.monotonic()
-                time.sleep(0.01)
-            time.sleep(1.0)
+            time.sleep(2.0)
+            for n, (name, action) in enumerate(paths, start=1):
+                started = time.monotonic()
+                action()
+                done = None
+                while done is None and time.monotonic() - started < 300:
+                    if sum(e["event"] == "engine_swapped" for e in logs) >= n:
+                        done = time.monotonic()
+                    time.sleep(0.01)
+                marks.append((name, started, done))
+                time.sleep(2.0)
             service.request_stop()
             thread.join(timeout=30)
-    if swapped_at is None:
-        print("no swap happened:", [(e["event"], e.get("reason", "")) for e in logs][-15:])
-        return 1
+    period = 1.0 / args.fps
 
     def phase(a: float, b: float) -> tuple[float, int]:
         sel = [(t, d) for t, d in frames if a <= t <= b]
@@ -97,16 +126,25 @@ def main() -> int:
         return (max(gaps, default=0.0), sel[-1][1] - sel[0][1] if sel else 0)
 
     all_gaps = [y[0] - x[0] for x, y in itertools.pairwise(frames)]
-    before = phase(frames[0][0], dropped_at)
-    build = phase(dropped_at, swapped_at - 0.25)
-    swap = phase(swapped_at - 0.25, swapped_at + 0.5)
-    print(f"camera {args.fps:g} fps, backend {args.backend}, {len(frames)} frames processed")
-    print(f"median gap between frames          {statistics.median(all_gaps) * 1000:7.0f} ms")
-    print(f"longest gap before the drop        {before[0] * 1000:7.0f} ms, dropped {before[1]}")
-    print(f"longest gap during the build       {build[0] * 1000:7.0f} ms, dropped {build[1]}"
-          f" ({swapped_at - dropped_at:.1f} s from drop to swap)")  # fmt: skip
-    print(f"longest gap around the swap        {swap[0] * 1000:7.0f} ms, dropped {swap[1]}")
-    return 0
+    median = statistics.median(all_gaps) * 1000
+    print(f"camera {args.fps:g} fps (period {period * 1000:.0f} ms), backend {args.backend}, "
+          f"{len(frames)} frames processed, median gap {median:.0f} ms")  # fmt: skip
+    print(f"{'path':<20} {'to swap':>8} {'longest gap: build':>20} {'around the swap':>18} "
+          f"{'dropped':>8}")  # fmt: skip
+    ok = True
+    for name, started, done in marks:
+        if done is None:
+            print(f"{name:<20} no swap within 300 s")
+            ok = False
+            continue
+        build = phase(started, done - 0.25)
+        swap = phase(done - 0.25, done + 0.5)
+        gap = max(build[0], swap[0])
+        print(f"{name:<20} {done - started:7.1f}s {build[0] * 1000:8.0f} ms "
+              f"{build[0] / period:5.1f}x {swap[0] * 1000:8.0f} ms {swap[0] / period:4.1f}x "
+              f"{build[1] + swap[1]:8d}"
+              + ("" if gap <= 2 * period else "   (over 2x the period)"))  # fmt: skip
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

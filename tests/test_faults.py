@@ -173,8 +173,8 @@ def test_s3_bad_pt_dropped_into_models_is_rejected_and_the_old_engine_serves_on(
     )  # fmt: skip
     good = pt.read_bytes()
     payloads = {
-        "garbage": (os.urandom(len(good)), "not a loadable Ultralytics model"),
-        "truncated": (good[: len(good) // 2], "not a loadable Ultralytics model"),
+        "garbage": (os.urandom(len(good)), "not a PyTorch checkpoint"),
+        "truncated": (good[: len(good) // 2], "a truncated or damaged PyTorch checkpoint"),
         "wrong task": (cls.read_bytes(), "an Ultralytics 'classify' model"),
     }
     with running(config) as (service, frames, logs):

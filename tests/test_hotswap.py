@@ -141,7 +141,7 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        ("garbage", "not a loadable ONNX model"),
+        ("garbage", "not an ONNX model (it does not start like one)"),
         ("truncated", "not a loadable ONNX model"),
         ("coco", "a plate detector has one class; this model has 80"),
         ("recogniser", "is not a YOLO detection head"),
@@ -161,10 +161,16 @@ def test_a_bad_model_is_rejected_and_the_old_engine_keeps_serving(daemon, site, 
     else:
         shutil.copyfile(REPO / "models" / "ocr-ppocrv5-rec.onnx", tmp)
     started = time.monotonic()
+    n0 = len(logs)
     os.rename(tmp, target)
     [rejected] = running.wait_log(logs, "model_rejected")
     assert rejected["model"] == "plate" and reason in rejected["reason"]
     assert rejected["log_level"] == "error"
+    # one line at error priority per rejection, ours: no library text, no temp path
+    assert [e for e in logs if e["log_level"] == "error"] == [rejected]
+    assert "\n" not in rejected["reason"] and "alprd-build-" not in rejected["reason"]
+    if payload == "garbage":  # told apart by its first bytes: no build child started
+        assert not [e for e in logs[n0:] if e["event"] == "engine_build_started"]
     assert running.plate_fingerprint() == before  # the old engine serves on
     assert not [e for e in logs if e["event"] == "engine_swapped"]
     time.sleep(0.5)

@@ -126,6 +126,32 @@ def test_a_file_camera_ends(video):
     assert [e["event"] for e in logs] == ["camera_connected", "camera_ended"]
 
 
+def test_a_looping_file_camera_starts_again_at_its_end(video, tmp_path):
+    slot = LatestFrame()
+    with capture_logs() as logs:
+        reader = CameraReader("yard", str(video), slot, fps=100, loop=True)
+        reader.start()
+        deadline = time.monotonic() + 20
+        while reader.loops < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reader.stop()
+        reader.join(timeout=10)
+    assert reader.loops >= 2 and reader.frames >= 40  # 20 frames a pass, again and again
+    assert reader.state == "stopped"
+    assert [e["event"] for e in logs] == ["camera_connected"]  # no end, no reconnect
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.jpg").write_bytes(b"")
+    looping = CameraReader("yard", str(empty), LatestFrame(), fps=100, loop=True, initial_s=0.1)
+    with capture_logs() as logs:
+        looping.start()
+        time.sleep(0.5)
+        looping.stop()
+        looping.join(timeout=10)
+    assert looping.state == "stopped"
+    assert "camera_lost" in [e["event"] for e in logs]  # a file with nothing to loop over
+
+
 def test_a_camera_decodes_into_the_buffers_it_is_given(video):
     """With an allocator (the torch backend's page-locked buffers on a GPU; plain
     arrays here: pinning needs CUDA), every frame after the first is decoded in

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -79,6 +80,18 @@ def site():
         f'[[cameras]]\nname = "yard"\nurl = "{clip}"\nfps = 5\n'
         '[[cameras]]\nname = "gate"\nurl = "rtsp://127.0.0.1:9/offline"\nfps = 5\n'
     )
+    # Models an operator drops later (made before the container boots, so that it
+    # sees them): the plate detector with other bytes (a retrained best.pt as alprd
+    # sees it), and a classification checkpoint (a wrong drop).
+    (root / "candidates").mkdir()
+    shutil.copyfile(root / "models" / "plate-yolov8n.pt", root / "candidates" / "best.pt")
+    with zipfile.ZipFile(root / "candidates" / "best.pt", "a") as z:
+        z.writestr(z.namelist()[0].split("/")[0] + "/extra/retrained", "2")
+    subprocess.run(
+        [sys.executable, "-c", "from ultralytics import YOLO; YOLO('yolov8n-cls.yaml').save('cls.pt')"],  # noqa: E501
+        check=True, capture_output=True, cwd=root / "candidates", timeout=120,
+        env={**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(root / "candidates")},
+    )  # fmt: skip
     # The dynamic user writes engines and state here: directories world-writable
     # but sticky (as /tmp), files root's and read-only to others, which alprd's
     # models check accepts (a plain 0777 models/ would be refused, scenario 12).
@@ -214,7 +227,7 @@ def test_reload_applies_a_changed_config(sd, site, started):
         assert any(m.startswith("camera_closed camera=gate ") for m in msgs), msgs
         assert any(m.startswith("camera_opened camera=gate2 ") for m in msgs)
         assert any(
-            m.startswith("config_applied generation=1") and "engines_reloaded=none" in m
+            m.startswith("config_applied generation=1") and "engines_building=none" in m
             for m in msgs
         )
     finally:
@@ -376,3 +389,75 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
         )
     finally:
         run(str(HERE / "stop.sh"), pidfile, check=False)
+
+
+def alprd(sd, site: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return sd(str(REPO / ".venv" / "bin" / "alprd"), *args, "--config",
+              f"{site}/etc/alprd.toml", check=check)  # fmt: skip
+
+
+def swapped(sd, since: float, source: str) -> bool:
+    return any(
+        m.startswith("engine_swapped model=plate") and f"source={source}" in m
+        for _, m in journal(sd, since)
+    )
+
+
+@pytest.mark.faults
+def test_drop_best_pt_bad_drop_restart_rollback_and_status_for_all(sd, started, site):
+    """The operator's flow: drop a retrained best.pt (no config edit) -> routed to the
+    plate role and swapped while the camera runs; drop a wrong model over it ->
+    rejected; `systemctl restart` -> active, serving the last good model, with a
+    warning; `alprd models rollback plate` -> the previous model serves again; a
+    non-root `alprd status` says what to do."""
+    models = site / "models"
+    assert wait(lambda: any(m.startswith("health cameras=yard:") for _, m in journal(sd, started)))
+    dropped = json.loads(alprd(sd, site, "status", "--json").stdout)["cameras"]["yard"]["dropped"]
+    t0 = time.time()
+    sd("sh", "-c", f"cp {site}/candidates/best.pt {models}/.best.pt.tmp && "
+       f"mv {models}/.best.pt.tmp {models}/best.pt")  # fmt: skip
+    assert wait(lambda: swapped(sd, t0, "best.pt"), timeout=240), journal(sd, t0)
+    msgs = [m for _, m in journal(sd, t0)]
+    assert any(m.startswith("model_routed file=") and "model=plate" in m for m in msgs), msgs
+    def status() -> dict:
+        return json.loads(alprd(sd, site, "status", "--json").stdout)
+
+    assert wait(lambda: status()["engines"]["plate"]["source"] == f"{models}/best.pt", 10)
+    lost = status()["cameras"]["yard"]["dropped"] - dropped
+    print(f"\ndrop-to-swap: {lost} frames of a 5 fps camera dropped during the build")
+    assert lost <= 1
+    assert "best.pt" in alprd(sd, site, "status").stdout
+
+    t1 = time.time()
+    sd(
+        "sh",
+        "-c",
+        f"cp {site}/candidates/cls.pt {models}/.x.tmp && mv {models}/.x.tmp {models}/best.pt",
+    )
+    assert wait(
+        lambda: any(m.startswith("model_rejected") for _, m in journal(sd, t1)), timeout=120
+    )
+    errors = [m for p, m in journal(sd, t1) if p <= 3]
+    assert len(errors) == 1 and "'classify' model" in errors[0], errors  # one line, ours
+
+    t2 = time.time()
+    sd("systemctl", "restart", "alprd", timeout=300)
+    assert prop(sd, "alprd", "ActiveState") == "active"
+    warned = [m for p, m in journal(sd, t2) if m.startswith("model_last_good")]
+    assert warned and "model=plate" in warned[0] and "kept copy" in warned[0], warned
+    text = alprd(sd, site, "status").stdout
+    assert "LAST GOOD" in text and "rejected" in text, text
+
+    t3 = time.time()
+    out = alprd(sd, site, "models", "rollback", "plate").stdout
+    assert "plate-yolov8n.pt is again" in out
+    assert wait(lambda: swapped(sd, t3, "plate-yolov8n.pt"), timeout=240), journal(sd, t3)
+    assert not any(m.startswith("engine_build_started") for _, m in journal(sd, t3))  # kept engine
+    history = alprd(sd, site, "models", "history", "plate").stdout
+    assert history.splitlines()[0].split()[1] == "plate-yolov8n.pt", history
+
+    user = sd("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+              str(REPO / ".venv" / "bin" / "alprd"), "status", "--config",
+              f"{site}/etc/alprd.toml", check=False)  # fmt: skip
+    assert user.returncode == 4 and "sudo alprd status" in user.stderr, user
+    assert "Traceback" not in user.stderr

@@ -25,6 +25,11 @@ class EngineError(Exception):
     """An engine cannot be built, validated or loaded; the message says which and why."""
 
 
+class ModelRejected(EngineError):
+    """The model itself cannot serve its role (unreadable, unfit, its engine
+    disagrees with it): the same bytes will not do better on another try."""
+
+
 class BackendUnavailable(EngineError):
     """The runtime for a backend is not installed or has no usable device here."""
 

@@ -62,7 +62,9 @@ def _export_pt(request: BuildRequest, workdir: Path, progress: Progress) -> Path
     try:
         model = YOLO(str(copy))
     except Exception as exc:
-        raise EngineError(f"{request.source}: not a loadable Ultralytics model: {exc}") from None
+        raise EngineError(
+            f"{request.source}: not a loadable Ultralytics model ({_brief(exc, workdir)})"
+        ) from None
     if model.task != "detect":
         raise EngineError(
             f"{request.source}: an Ultralytics {model.task!r} model; "
@@ -75,8 +77,20 @@ def _export_pt(request: BuildRequest, workdir: Path, progress: Progress) -> Path
             simplify=False, half=False, device="cpu",
         )  # fmt: skip
     except Exception as exc:
-        raise EngineError(f"{request.source}: ONNX export failed: {exc}") from None
+        raise EngineError(
+            f"{request.source}: ONNX export failed ({_brief(exc, workdir)})"
+        ) from None
     return Path(out)
+
+
+def _brief(exc: BaseException, workdir: Path) -> str:
+    """A library's exception as one short plain line: its type and first line,
+    without the build's temporary paths, symbols or advice that follows."""
+    first = str(exc).replace(str(workdir), "").strip().splitlines()
+    text = first[0] if first else ""
+    text = "".join(c for c in text if c.isascii() and (c.isprintable())).strip(" :.-")
+    text = text.replace("\\n", " ")
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 
 def _needs_reshape(info: ModelInfo, request: BuildRequest) -> bool:

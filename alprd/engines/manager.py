@@ -200,6 +200,9 @@ class Outcome:
     size: int = 0
     message: str = ""
     validation: dict[str, Any] = field(default_factory=dict)
+    #: the model itself is at fault (unfit for the role, unreadable, its engine
+    #: disagrees with it), not the machine (a crash, a timeout, a missing runtime)
+    model_fault: bool = False
 
 
 def ensure(
@@ -210,12 +213,16 @@ def ensure(
     nice: int = 0,
     on_progress: Callable[[str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    quiet: bool = False,
 ) -> Outcome:
     """Make `target`'s engine current: build it unless it already is (or `force`).
     Never raises for a build that fails: the outcome says why; an engine already
     installed is left untouched. `cancel()` turning true (a stop request) kills the
-    build child within a tenth of a second: status "cancelled", nothing installed."""
+    build child within a tenth of a second: status "cancelled", nothing installed.
+    `quiet`: a failed or rejected build is logged at info only (the caller logs
+    its own line)."""
     req = target.request
+    failed = log.info if quiet else log.error
 
     def outcome(status: Status, **kw: Any) -> Outcome:
         return Outcome(req.role, status, target.engine, req.backend, req.precision, **kw)
@@ -253,17 +260,20 @@ def ensure(
                 log.info("engine_build_cancelled", model=req.role, build_s=build_s)
                 return outcome("cancelled", reasons=reasons, build_s=build_s, message="cancelled")
             if result.error:
-                log.error("engine_build_failed", model=req.role, reason=result.error)
-                return outcome("failed", reasons=reasons, build_s=build_s, message=result.error)
+                failed("engine_build_failed", model=req.role, reason=result.error)
+                return outcome(
+                    "failed", reasons=reasons, build_s=build_s, message=result.error,
+                    model_fault=result.rejected,
+                )  # fmt: skip
             validation = result.validation
             if not validation.get("passed"):
-                log.error(
+                failed(
                     "engine_rejected", model=req.role, precision=req.precision,
                     reason=validation.get("reason"), **validation.get("metrics", {}),
                 )  # fmt: skip
                 return outcome(
                     "rejected", reasons=reasons, build_s=build_s, validation=validation,
-                    message=f"validation failed: {validation.get('reason')}",
+                    message=f"validation failed: {validation.get('reason')}", model_fault=True,
                 )  # fmt: skip
             sidecar = cache.Sidecar(
                 fingerprint=fp.fingerprint(target.inputs),
@@ -293,6 +303,7 @@ def ensure(
 class ChildResult:
     error: str = ""
     cancelled: bool = False
+    rejected: bool = False  # the child refused the model (worker.EXIT_REJECTED)
     validation: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -389,6 +400,7 @@ def run_child(
     finally:
         timer.cancel()
         reader.join(timeout=5)
+    result.rejected = code == worker.EXIT_REJECTED
     if cancelled.is_set():
         result.cancelled = True
     elif code != 0 and not result.error:

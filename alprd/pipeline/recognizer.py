@@ -9,12 +9,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from alprd import config as cfgmod
 from alprd import ops
 from alprd.engines import manager
-from alprd.engines.base import Engine, EngineError, Pending, Role, Steps, drive, run_all
+from alprd.engines.base import (
+    Engine,
+    EngineError,
+    ModelRejected,
+    Pending,
+    Role,
+    Steps,
+    drive,
+    run_all,
+)
 from alprd.log import get_logger
 from alprd.pipeline import geometry, ocr
 from alprd.pipeline.detect import Detector, Region, bucket
@@ -57,6 +67,13 @@ class LoadedEngine:
     backend: str
     precision: str
     fingerprint: str = ""
+    source: Path | None = None  # the model file it was built from
+    source_sha256: str = ""
+    path: Path | None = None  # the engine file
+
+
+#: How `load_engine` makes an engine current (build it if stale).
+Build = Callable[[manager.Target, cfgmod.Config], manager.Outcome]
 
 
 def default_build(target: manager.Target, config: cfgmod.Config) -> manager.Outcome:
@@ -72,13 +89,14 @@ def roles_of(config: cfgmod.Config) -> list[Role]:
 def load_engine(
     config: cfgmod.Config,
     role: Role,
-    build: Callable[[manager.Target, cfgmod.Config], manager.Outcome] = default_build,
+    build: Build = default_build,
 ) -> LoadedEngine:
     """Make `role`'s engine current (building it if stale) and load it."""
     target = manager.plan(config, role)
     outcome = build(target, config)
     if outcome.status not in ("current", "built"):
-        raise EngineError(f"{role} engine: {outcome.status}: {outcome.message}")
+        error = ModelRejected if outcome.model_fault else EngineError
+        raise error(f"{role} engine: {outcome.status}: {outcome.message}")
     engine, sidecar = manager.load(target)
     req = target.request
     warm = getattr(engine, "warm", None)
@@ -87,7 +105,7 @@ def load_engine(
         warm((3, req.shape.height, req.shape.width), req.shape.batch)
     return LoadedEngine(
         role, engine, sidecar.names, req.shape.batch, req.backend, req.precision,
-        sidecar.fingerprint,
+        sidecar.fingerprint, req.source, target.inputs.source_sha256, target.engine,
     )  # fmt: skip
 
 
@@ -139,13 +157,17 @@ class Recognizer:
         )
         self.config = config
 
-    def swap(self, loaded: LoadedEngine) -> LoadedEngine | None:
-        """Serve `loaded` from the next frame on; returns the engine it replaces
-        (the caller closes it). Call between frames, from the inference thread."""
+    def swap(
+        self, loaded: LoadedEngine, config: cfgmod.Config | None = None
+    ) -> LoadedEngine | None:
+        """Serve `loaded` from the next frame on (with `config`, when the role's
+        settings come with the model: a routed recogniser's dictionary); returns the
+        engine it replaces (the caller closes it). Call between frames, from the
+        inference thread."""
         old = self.engines.get(loaded.role)
         self.engines[loaded.role] = loaded
         self.generations[loaded.role] = self.generations.get(loaded.role, 0) + 1
-        self.configure(self.config)
+        self.configure(config or self.config)
         return old
 
     def frame_allocator(self) -> Callable[[tuple[int, ...]], ops.Image] | None:

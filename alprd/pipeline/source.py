@@ -178,8 +178,12 @@ class CameraReader(threading.Thread):
         open_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         allocate: Callable[[tuple[int, ...]], Image] | None = None,
+        loop: bool = False,
     ) -> None:
         super().__init__(name=f"camera-{name}", daemon=True)
+        #: a video file or image folder starts again at its end (demos, soak runs)
+        self.loop = loop
+        self.loops = 0
         #: where frames are decoded into once their shape is known (the serving
         #: engine's page-locked buffers on a GPU); None: OpenCV allocates
         self.allocate = allocate
@@ -233,13 +237,24 @@ class CameraReader(threading.Thread):
                 self.state = "stopped"
 
     def _run_images(self) -> None:
+        n = 0
         for frame in iter_file(self.url, self.camera):
             if self._halt.is_set():
                 return
             self._set_state("streaming")
             self._publish(frame.image)
+            n += 1
             self._halt.wait(1.0 / self.fps)
-        self._set_state("ended", frames=self.frames)
+        self._end(n)
+
+    def _end(self, frames_this_pass: int) -> None:
+        """The file's end: again from its start (`loop`), or the camera ends."""
+        if not self.loop:
+            self._set_state("ended", frames=self.frames)
+        elif frames_this_pass == 0:
+            raise SourceError(f"{redact(self.url)}: no frame to loop over")
+        else:
+            self.loops += 1
 
     def _run_capture(self) -> None:
         cap = open_capture(self.url, self.kind, self.open_timeout_s)
@@ -255,7 +270,7 @@ class CameraReader(threading.Thread):
                     ok, image = cap.read()
                 if not ok:
                     if self.kind == "video":
-                        self._set_state("ended", frames=self.frames)
+                        self._end(n)
                         return
                     raise SourceError(f"{redact(self.url)}: read failed (stream interrupted)")
                 self.attempts = 0
