@@ -332,6 +332,10 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
     try:
         install = run(*ns, "make", "-C", str(REPO), "install-systemd", check=False, timeout=900)
         assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+        # check-config runs once the models are in place: no "file not found" warning
+        assert "warning: /etc/alprd/alprd.toml" not in install.stderr, install.stderr
+        on_path = run(*ns, "sh", "-c", "command -v alprd && alprd --version")
+        assert on_path.stdout.split()[0] == "/usr/local/bin/alprd", on_path.stdout
         video = SHARED_DATA / "videos" / "rear-nl-L417VS.mp4"
         clip = "/var/lib/alprd/clip.mp4"
         if video.is_file():
@@ -419,6 +423,7 @@ def test_drop_best_pt_bad_drop_restart_rollback_and_status_for_all(sd, started, 
     assert wait(lambda: swapped(sd, t0, "best.pt"), timeout=240), journal(sd, t0)
     msgs = [m for _, m in journal(sd, t0)]
     assert any(m.startswith("model_routed file=") and "model=plate" in m for m in msgs), msgs
+
     def status() -> dict:
         return json.loads(alprd(sd, site, "status", "--json").stdout)
 
