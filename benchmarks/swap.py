@@ -93,8 +93,9 @@ def main() -> int:
             config.write_text(config.read_text() + "[models.plate]\ninput_size = 320\n")
             service.request_reload()
 
-        def rollback() -> None:
-            cli.main(["models", "rollback", "plate", "--config", str(config)])
+        def rollback() -> None:  # `alprd models rollback plate`
+            args = argparse.Namespace(config=str(config), role="plate", steps=1)
+            cli.cmd_models_rollback(args)
 
         paths: list[tuple[str, Callable[[], None]]] = [
             ("drop best.onnx", drop), ("reload, new input", reload), ("rollback", rollback),
@@ -106,6 +107,9 @@ def main() -> int:
             while not any(m.startswith("READY=1") for m in service.notifier.sent):
                 time.sleep(0.05)
             time.sleep(2.0)
+            steady = time.monotonic()
+            time.sleep(8.0)  # the steady state first: the camera's own jitter
+            marks.append(("steady (no change)", steady, None))
             for n, (name, action) in enumerate(paths, start=1):
                 started = time.monotonic()
                 action()
@@ -133,6 +137,11 @@ def main() -> int:
           f"{'dropped':>8}")  # fmt: skip
     ok = True
     for name, started, done in marks:
+        if name.startswith("steady"):
+            still = phase(started, started + 8.0)
+            print(f"{name:<20} {'':>8} {still[0] * 1000:8.0f} ms {still[0] / period:5.1f}x "
+                  f"{'':>18} {still[1]:8d}")  # fmt: skip
+            continue
         if done is None:
             print(f"{name:<20} no swap within 300 s")
             ok = False
