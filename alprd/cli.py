@@ -298,6 +298,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     config = _load(args)
     models_dir = config.paths.models_dir
     print(f"models directory: {models_dir}")
+    print("files the config names (the default where a role's source is unset):")
     roles = {
         "vehicle": config.models.vehicle.source,
         "plate": config.models.plate.source,
@@ -356,6 +357,14 @@ def cmd_models_history(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _owned_like_folder(path: Path) -> None:
+    """Run as root (sudo): the file gets its folder's owner (the service's user,
+    which must be able to replace the engine later)."""
+    if os.geteuid() == 0:
+        st = path.parent.stat()
+        os.chown(path, st.st_uid, st.st_gid)
+
+
 def cmd_models_rollback(args: argparse.Namespace) -> int:
     """Put a kept model back where it was served from, its engine first (so the
     daemon finds the engine current and swaps without a build)."""
@@ -384,11 +393,13 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
             ):
                 tmp = dest.with_name(f".{engine.name}.rollback")
                 shutil.copyfile(engine, tmp)
+                _owned_like_folder(tmp)
                 tmp.replace(dest.with_name(engine.name))
         if entry.dictionary is not None and (kept.parent / entry.dictionary.name).is_file():
             shutil.copyfile(kept.parent / entry.dictionary.name, entry.dictionary)
         tmp = dest.with_name(f".{dest.name}.rollback")
         shutil.copyfile(kept, tmp)
+        _owned_like_folder(tmp)
         tmp.replace(dest)
     except OSError as exc:
         print(f"error: cannot write {dest}: {exc.strerror or exc}; run as root (sudo)",
@@ -443,9 +454,31 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_warmup(args: argparse.Namespace) -> int:
     from alprd.engines import commands, manager
 
+    base = _load(args)
+    store = _served(base)
     config = _serving(args)
     roles = manager.roles_from(["all"])
     outcomes, loaded = commands.warmup(config, roles)
+    # A model that is itself at fault (dropped while the daemon was stopped) is
+    # remembered as rejected, as the daemon would: its role's last good model is
+    # warmed instead, and the daemon will serve that without trying the bad one.
+    faulty = [o for o in outcomes if o.model_fault]
+    for o in faulty:
+        source = getattr(config.models, o.role).source
+        try:
+            store.reject(o.role, fetch.sha256_file(source), o.message)
+        except OSError:
+            continue
+    if faulty:
+        again = store.overlay(base)[0]
+        retry = [o.role for o in faulty if getattr(again.models, o.role).source != getattr(
+            config.models, o.role).source]  # fmt: skip
+        if retry:
+            log.warning("warmup_last_good", models=",".join(retry),
+                        reason="; ".join(o.message for o in faulty))  # fmt: skip
+            more, loaded_more = commands.warmup(again, retry)
+            outcomes += more
+            loaded += loaded_more
     ok = len(loaded) == len(roles)
     log.info(
         "warmup_finished" if ok else "warmup_failed",

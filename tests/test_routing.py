@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import REPO, copy_models
+from conftest import REPO, copy_models, run_alprd
 from structlog.testing import capture_logs
 from test_faults import cam, clip, logged, max_gap, running
 
@@ -322,3 +322,51 @@ def test_a_reload_that_needs_a_new_engine_never_stops_the_frames(tmp_path):
         assert service.config is not None and service.config.models.plate.input_size == 320
         gap = max_gap(frames, "yard", started)
         assert gap < 1.0, gap  # a 10 fps camera served throughout the build
+
+
+@pytest.mark.faults
+def test_a_dropped_recogniser_brings_its_dictionary(tmp_path):
+    """A recogniser dropped with its -dict.txt (dictionary first) is routed to the
+    ocr role: its dictionary and input size serve with it, and after a restart."""
+    copy_models(tmp_path / "models")
+    config = site_config(tmp_path)
+    src = tmp_path / "models" / "trained" / "ocr-alprd-plate.onnx"
+    mine = tmp_path / "models" / "mine.onnx"
+    dictionary = tmp_path / "models" / "mine-dict.txt"
+    shutil.copyfile(src.with_name("ocr-alprd-plate-dict.txt"), dictionary)
+    with running(config) as (service, _, logs):
+        assert service.recognizer is not None
+        variant(src, mine, "site-tuned")
+        [swapped] = logged(logs, "engine_swapped", model="ocr")
+        assert swapped["source"] == "mine.onnx"
+        assert service.config is not None
+        assert service.config.models.ocr.dictionary == dictionary
+        assert service.recognizer.config.models.ocr.source == mine
+        served = service.recognizer.engines["ocr"].fingerprint
+    with running(config) as (service, _, _logs):
+        assert service.recognizer is not None and service.config is not None
+        assert service.recognizer.engines["ocr"].fingerprint == served
+        assert service.config.models.ocr.dictionary == dictionary
+
+
+def test_the_warmup_serves_the_last_good_model_of_a_role_whose_file_went_bad(tmp_path, plate_onnx):
+    """A bad file over the served model while the daemon was stopped: `alprd warmup`
+    (the warm-up unit) remembers it as rejected and warms the kept copy, so the
+    daemon then starts on it without trying the bad file."""
+    copy_models(tmp_path / "models")
+    (tmp_path / "etc").mkdir()
+    config = tmp_path / "etc" / "alprd.toml"
+    config.write_text('[paths]\nroot = ".."\n[engines]\nbackend = "onnxruntime"\n')
+    best = tmp_path / "models" / "best.onnx"
+    variant(plate_onnx, best, "good")
+    store = ServedModels(tmp_path / "state" / "served")
+    store.record(Served("plate", best, sha256_file(best), now()))
+    shutil.copyfile(COCO, best)  # 80 classes: no plate detector
+    proc = run_alprd("warmup", "--config", str(config), "--log-format", "json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warmup_last_good" in proc.stderr
+    again = ServedModels(tmp_path / "state" / "served")
+    reason = again.rejection("plate", sha256_file(best))
+    assert reason is not None and "a plate detector has one class" in reason
+    choice = again.choose(cfgmod.load(config), "plate")
+    assert choice.last_good and choice.source == again.kept(again.current("plate"))

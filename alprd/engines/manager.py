@@ -286,7 +286,12 @@ def ensure(
                 model=result.model,
                 alprd_version=__version__,
             )
-            cache.install(tmp, target.engine, sidecar)
+            try:
+                cache.install(tmp, target.engine, sidecar)
+            except OSError as exc:  # e.g. an engine file another user owns, a full disk
+                why = f"the engine could not be installed at {target.engine}: {exc.strerror or exc}"
+                failed("engine_build_failed", model=req.role, reason=why)
+                return outcome("failed", reasons=reasons, build_s=build_s, message=why)
         finally:
             tmp.unlink(missing_ok=True)
     log.info(
