@@ -14,7 +14,7 @@ from pathlib import Path
 from alprd import __version__, fetch
 from alprd import config as cfgmod
 from alprd import log as logmod
-from alprd.engines.served import ServedModels
+from alprd.engines.served import ServedModels, served_models
 from alprd.exitcodes import ExitCode
 
 log = logmod.get_logger("alprd.cli")
@@ -340,7 +340,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def _served(config: cfgmod.Config) -> ServedModels:
-    return ServedModels(config.paths.state_dir / "served", keep=config.models.keep)
+    return served_models(config)
 
 
 def cmd_models_history(args: argparse.Namespace) -> int:

@@ -210,6 +210,7 @@ class ModelsConfig(_Section):
     watch_poll_s: float = Field(2.0, gt=0)
     route: bool = True
     keep: int = Field(3, ge=0, le=20)
+    keep_max_mb: float = Field(2048.0, gt=0)
     allow_unsafe_permissions: bool = False
     vehicle: VehicleModel = Field(default_factory=VehicleModel)
     plate: PlateModel = Field(default_factory=PlateModel)

@@ -16,6 +16,8 @@ and the same bytes are not tried again, here or after a restart.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +37,7 @@ log = get_logger("alprd.rebuild")
 
 #: Files waiting to be identified at most (a burst of drops; the newest are kept).
 MAX_FILES = 16
+REBUILD_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,11 @@ class Rebuilder:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        # This thread (Linux: niceness is per thread) and the threads it starts
+        # yield the CPU to the camera loop: loading and checking a new engine here
+        # must not delay frames.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REBUILD_NICE)
         while True:
             with self._cond:
                 while not self._jobs and not self._files and not self._halt:

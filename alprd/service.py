@@ -173,7 +173,7 @@ class Service:
                 log.error("config_invalid", problem=str(problem))
             return ExitCode.CONFIG
         self._warn_exposed(config)
-        self.served = ServedModels(config.paths.state_dir / "served", keep=config.models.keep)
+        self.served = served.served_models(config)
         self.config = self._overlay(config)
         self.status_writer = StatusWriter(self.config.paths.state_dir)
         self._serve_metrics()

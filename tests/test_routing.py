@@ -133,6 +133,15 @@ def test_the_record_keeps_copies_bounded_and_survives_a_restart(tmp_path):
     assert again.kept(cur).read_bytes() == entries[-1].source.read_bytes()
 
 
+def test_the_kept_copies_of_a_role_stay_under_their_size_cap(tmp_path):
+    store = ServedModels(tmp_path / "served", keep=3, max_bytes=2500)
+    for i in range(4):
+        store.record(entry(tmp_path, f"m{i}.onnx", bytes([8, i]) * 500))  # 1,000 bytes each
+    assert store.current("plate").source.name == "m3.onnx"  # type: ignore[union-attr]
+    assert [h.source.name for h in store.history("plate")] == ["m2.onnx"]
+    assert len(list((tmp_path / "served" / "plate").iterdir())) == 2
+
+
 def test_choose_serves_the_file_its_kept_copy_or_what_the_config_pins(tmp_path):
     (tmp_path / "etc").mkdir()
     conf = tmp_path / "etc" / "alprd.toml"

@@ -35,6 +35,7 @@ PLATE_NAME = re.compile(
 )
 ONNX_FIRST_BYTE = 0x08  # ModelProto field 1 (ir_version), varint
 IDENTIFY_TIMEOUT_S = 120.0
+IDENTIFY_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def identify(path: Path, timeout_s: float = IDENTIFY_TIMEOUT_S) -> Identity:
         done = subprocess.run(
             [sys.executable, "-m", "alprd.engines.identify", str(path)],
             capture_output=True, text=True, timeout=timeout_s, env=env, check=False,
+            preexec_fn=_behind,  # never ahead of the running pipeline
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise EngineError(f"{path.name}: reading it took longer than {timeout_s:.0f}s") from None
@@ -116,6 +118,11 @@ def identify(path: Path, timeout_s: float = IDENTIFY_TIMEOUT_S) -> Identity:
         path, msg["task"], tuple(msg["names"]),
         tuple(msg["input_shape"]), tuple(msg["output_shape"]),
     )  # fmt: skip
+
+
+def _behind() -> None:
+    """In the child, before exec: the lowest CPU priority but one."""
+    os.nice(IDENTIFY_NICE)
 
 
 def route(identity: Identity, vehicle_classes: Sequence[str]) -> Routing:

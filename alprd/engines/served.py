@@ -102,8 +102,10 @@ def now() -> str:
 
 
 class ServedModels:
-    def __init__(self, root: Path, keep: int = 3) -> None:
-        self.root, self.keep = root, keep
+    def __init__(self, root: Path, keep: int = 3, max_bytes: float = float("inf")) -> None:
+        """`keep` earlier models per role at most, their copies `max_bytes` at most
+        with the current one's (the oldest go first; the current one always stays)."""
+        self.root, self.keep, self.max_bytes = root, keep, max_bytes
         self._roles: dict[Role, _RoleRecord] = {r: _RoleRecord() for r in ROLES}
         self._read()
 
@@ -173,6 +175,8 @@ class ServedModels:
             rec.history = [cur, *older]
         rec.history = [h for h in rec.history if h.sha256 != stored.sha256][: self.keep]
         rec.current = stored
+        while rec.history and self._size(stored.role) > self.max_bytes:
+            rec.history.pop()  # the oldest first
         rec.rejected.pop(stored.sha256, None)
         self._write()
         self._prune(entry.role)
@@ -208,6 +212,16 @@ class ServedModels:
             for src in (engine, cache.sidecar_path(engine)):  # named after the same stem
                 if src.is_file() and src.parent != folder:
                     _link_or_copy(src, folder / src.name)
+
+    def _size(self, role: Role) -> int:
+        """Bytes of the kept copies of `role`'s current and earlier models."""
+        rec = self._roles[role]
+        total = 0
+        for e in [rec.current, *rec.history]:
+            folder = self.kept(e).parent if e is not None else None
+            if folder is not None and folder.is_dir():
+                total += sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        return total
 
     def _prune(self, role: Role) -> None:
         """Remove kept copies no longer current nor in the history."""
@@ -277,6 +291,12 @@ class ServedModels:
         """`entry` as served from `source` (its kept dictionary with a kept copy)."""
         dictionary = self.kept_dictionary(entry) if kept else entry.dictionary
         return replace(entry, source=source, dictionary=dictionary)
+
+
+def served_models(config: cfgmod.Config) -> ServedModels:
+    """The record `config` says: state_dir/served, models.keep, models.keep_max_mb."""
+    m = config.models
+    return ServedModels(config.paths.state_dir / "served", m.keep, m.keep_max_mb * 2**20)
 
 
 def entry_for(config: cfgmod.Config, role: Role, source: Path, sha256: str) -> Served:
