@@ -480,20 +480,20 @@ def test_drop_best_pt_bad_drop_restart_rollback_and_status_for_all(sd, started, 
 
 @pytest.mark.faults
 def test_a_reload_that_needs_a_new_engine_keeps_the_cameras_running(sd, started, site):
-    """`systemctl reload` with a plate input size that needs a new engine: READY
-    comes back at once with STATUS saying a build is pending, the health lines keep
-    coming with frames during the build, then the new engine is swapped in."""
+    """`systemctl reload` with a new plate model (`source`, a file outside the
+    watched folder): READY comes back at once, the health lines keep coming with
+    frames during the build, then the new engine is swapped in."""
     config = site / "etc" / "alprd.toml"
     original = config.read_text()
     assert wait(lambda: any(m.startswith("health cameras=yard:") for _, m in journal(sd, started)))
     try:
-        config.write_text(original + "[models.plate]\ninput_size = 320\n")
+        config.write_text(original + f'[models.plate]\nsource = "{site}/candidates/best.pt"\n')
         t0 = time.time()
         sd("systemctl", "reload", "alprd")
         assert wait(lambda: any(m.startswith("config_applied") for _, m in journal(sd, t0)), 30)
         msgs = [m for _, m in journal(sd, t0)]
         assert any("engines_building=plate" in m for m in msgs if m.startswith("config_applied"))
-        assert wait(lambda: swapped(sd, t0, "plate-yolov8n.pt"), timeout=240), "\n".join(
+        assert wait(lambda: swapped(sd, t0, "best.pt"), timeout=240), "\n".join(
             m for _, m in journal(sd, t0)
         )
         msgs = [m for _, m in journal(sd, t0)]
