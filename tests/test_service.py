@@ -122,7 +122,18 @@ def test_startup_builds_with_extend_then_ready_watchdog_reload_stop(site, sock):
         n = len(sock.messages)
         d.proc.send_signal(signal.SIGHUP)
         sock.wait_for(lambda m: m.startswith("RELOADING=1") and m not in sock.messages[:n])
-        time.sleep(0.5)
+        # READY again with the old config's state (both cameras, still generation 1),
+        # and the loop goes on pinging the watchdog
+        deadline = time.monotonic() + 30
+        while not [m for m in sock.messages[n:] if m.startswith("READY=1")]:
+            assert time.monotonic() < deadline, sock.messages[n:]
+            sock.pump()
+        [again] = [m for m in sock.messages[n:] if m.startswith("READY=1")]
+        assert "running: 2 cameras" in again and "(config generation 1)" in again, again
+        n = len(sock.messages)
+        while sock.messages[n:].count("WATCHDOG=1") < 2:
+            assert time.monotonic() < deadline, sock.messages[n:]
+            sock.pump()
         assert d.proc.poll() is None
     finally:
         code, events = d.stop()
