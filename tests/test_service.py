@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, copy_models
 from notify_socket import NotifySocket
+from test_sinks import free_port
 
 from alprd.exitcodes import ExitCode
 
@@ -64,13 +66,24 @@ class Daemon:
             env=env, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.sock = sock
+        # Read as it comes: a pipe left full would block the daemon's next log line
+        # (and with it the main loop), which no real journal does.
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, list[dict]]:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=timeout)
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
         events = []
-        for line in err.splitlines():
+        for line in self.lines:
             with contextlib.suppress(ValueError):
                 events.append(json.loads(line))
         return self.proc.returncode, events
@@ -195,22 +208,35 @@ def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loo
         "[outputs.jsonl]\nenabled = true\n",
         engines="lanes = 2\n",  # two batches in flight, as on a GPU: same events
     )
-    config.write_text(config.read_text() + "[metrics]\nport = 19108\n")
+    port = free_port()
+    config.write_text(config.read_text() + f"[metrics]\nport = {port}\n")
     d = Daemon(config, sock)
     try:
         sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
-        time.sleep(9)  # the 5 s clip plays, its track ends
+        written = site / "state" / "reads.jsonl"
+        deadline = time.monotonic() + 60  # the 5 s clip plays, its pass ends: the event
+        while not (written.is_file() and written.read_text().strip()):
+            assert time.monotonic() < deadline, "no event written: " + "".join(d.lines[-40:])
+            time.sleep(0.1)
         sock.pump()
-        assert sock.messages.count("WATCHDOG=1") >= 10
-        status = subprocess.run(
-            [sys.executable, "-m", "alprd", "status", "--config", str(config)],
-            capture_output=True, text=True,
-        )  # fmt: skip
+        assert sock.messages.count("WATCHDOG=1") >= 8  # every 0.5 s while the clip plays
+
+        def status_now() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "alprd", "status", "--config", str(config)],
+                capture_output=True, text=True,
+            )  # fmt: skip
+
+        status = status_now()
+        while "L417VS" not in status.stdout:  # the status file follows every 2 s
+            assert time.monotonic() < deadline, status.stdout
+            time.sleep(0.2)
+            status = status_now()
         assert status.returncode == 0, status.stdout + status.stderr
         assert f"alprd pid {d.proc.pid}: running: 2 cameras" in status.stdout
         assert "camera dead" in status.stdout and "reconnecting" in status.stdout
         assert "L417VS" in status.stdout  # the last events
-        metrics = urllib.request.urlopen("http://127.0.0.1:19108/metrics", timeout=5).read()
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         assert b'alprd_frames_total{camera="rear"}' in metrics
         assert b'alprd_events_total{camera="rear"} 1.0' in metrics
         assert b'alprd_stage_seconds_count{stage="vehicle"}' in metrics
