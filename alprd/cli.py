@@ -370,6 +370,8 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     daemon finds the engine current and swaps without a build)."""
     import shutil
 
+    from alprd import watch
+
     config = _load(args)
     store = _served(config)
     history = store.history(args.role)
@@ -385,16 +387,11 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     dest = entry.source
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        for engine in kept.parent.iterdir():  # engines and sidecars built from it
-            if (
-                engine.name.startswith(kept.stem + ".")
-                and engine != kept
-                and (engine.suffix != ".txt")
-            ):
-                tmp = dest.with_name(f".{engine.name}.rollback")
-                shutil.copyfile(engine, tmp)
-                _owned_like_folder(tmp)
-                tmp.replace(dest.with_name(engine.name))
+        for engine in watch.engines_of(kept):  # engines and sidecars built from it
+            tmp = dest.with_name(f".{engine.name}.rollback")
+            shutil.copyfile(engine, tmp)
+            _owned_like_folder(tmp)
+            tmp.replace(dest.with_name(engine.name))
         if entry.dictionary is not None and (kept.parent / entry.dictionary.name).is_file():
             shutil.copyfile(kept.parent / entry.dictionary.name, entry.dictionary)
         tmp = dest.with_name(f".{dest.name}.rollback")

@@ -219,14 +219,13 @@ class Rebuilder:
             config = assign(config, job.entry)
         source = getattr(config.models, role).source
         problem = identify.precheck(source) if source.is_file() else None
-        samples = tuple(self.samples())
-        sha = _sha(source)
-        if problem and sha is not None:  # bytes that are no model
+        if problem and (sha := _sha(source)) is not None:  # bytes that are no model
             if (role, sha) in self._rejected:
                 log.info("model_unchanged_since_rejection", model=role, file=str(source))
             else:
                 self._reject(role, source, sha, f"{source.name}: {problem}")
             return
+        samples = tuple(self.samples())
         try:
             target = manager.plan(config, role, manager.Overrides(validation=samples or None))
         except EngineError as exc:  # the file's place, not its bytes (permissions, gone)
@@ -260,7 +259,7 @@ class Rebuilder:
             self._reject(role, source, sha, outcome.message or outcome.status, outcome.model_fault)
             return
         try:
-            loaded = load_engine(config, role, lambda t, c: outcome)
+            loaded = load_engine(config, role, lambda t, c: outcome, target)
         except EngineError as exc:
             self._reject(role, source, sha, str(exc), isinstance(exc, ModelRejected))
             return

@@ -32,7 +32,6 @@ from alprd.engines import cache, manager, served
 from alprd.engines.base import EngineError, ModelRejected, Role
 from alprd.engines.served import ServedModels
 from alprd.exitcodes import ExitCode
-from alprd.fetch import sha256_file
 from alprd.log import get_logger, redact
 from alprd.observe import Metrics, Status, StatusWriter
 from alprd.ops import Image
@@ -58,13 +57,6 @@ log = get_logger("alprd.service")
 
 #: Settings whose change needs an engine rebuilt or reloaded, per role.
 _ENGINE_KEYS = ("source", "input_size", "input_height", "backend", "precision", "batch_size")
-
-
-def _sha(path: Path) -> str | None:
-    try:
-        return sha256_file(path)
-    except OSError:
-        return None
 
 
 def _with_section(config: cfgmod.Config, role: Role, section: cfgmod.RoleModel) -> cfgmod.Config:
@@ -288,12 +280,14 @@ class Service:
         EngineError only when no model can serve the role."""
         assert self.config is not None and self.served is not None
         config = self.config
-        source = getattr(config.models, role).source
-        known = self.served.rejection(role, sha) if (sha := _sha(source)) else None
+        sha = known = None
         try:
+            target = manager.plan(config, role)  # reads the source once: its sha256
+            sha = target.inputs.source_sha256
+            known = self.served.rejection(role, sha)
             if known is not None:
-                raise EngineError(f"{source.name} was rejected before: {known}")
-            loaded = load_engine(config, role, build)
+                raise EngineError(f"{target.request.source.name} was rejected before: {known}")
+            loaded = load_engine(config, role, build, target)
         except EngineError as exc:
             if self._stop_requested:
                 raise
@@ -322,7 +316,7 @@ class Service:
             except EngineError as exc:
                 log.warning("model_last_good_failed", model=role, file=str(kept), reason=str(exc))
                 continue
-            self.config = served.assign(self.config, store.settings(entry, kept, kept=True))
+            self.config = config
             self.last_good[role] = reason
             log.warning(
                 "model_last_good", model=role, reason=reason,
@@ -467,10 +461,8 @@ class Service:
     def _model_removed(self, path: Path) -> None:
         """A model file was deleted: the engines built from it go too, unless one
         serves (or another model of the same stem is still there)."""
-        if self.recognizer is None or any(
-            p.exists() for p in path.parent.glob(f"{glob.escape(path.stem)}.*")
-            if p.suffix in (".pt", ".onnx") and not p.name.endswith(watch.ENGINE_ENDINGS)
-        ):  # fmt: skip
+        siblings = path.parent.glob(f"{glob.escape(path.stem)}.*")
+        if self.recognizer is None or any(watch.is_candidate(p) for p in siblings):
             return
         serving = {e.path for e in self.recognizer.engines.values()}
         for artefact in watch.engines_of(path):

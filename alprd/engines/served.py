@@ -170,7 +170,7 @@ class ServedModels:
         else:
             stored = replace(entry, generation=(cur.generation + 1) if cur else 1)
         self._keep_files(stored, engine)
-        if stored is not cur and cur is not None and cur.sha256 != stored.sha256:
+        if cur is not None and cur.sha256 != stored.sha256:
             older = [h for h in rec.history if h.sha256 not in (cur.sha256, stored.sha256)]
             rec.history = [cur, *older]
         rec.history = [h for h in rec.history if h.sha256 != stored.sha256][: self.keep]

@@ -90,9 +90,11 @@ def load_engine(
     config: cfgmod.Config,
     role: Role,
     build: Build = default_build,
+    target: manager.Target | None = None,
 ) -> LoadedEngine:
-    """Make `role`'s engine current (building it if stale) and load it."""
-    target = manager.plan(config, role)
+    """Make `role`'s engine current (building it if stale) and load it; `target`:
+    the plan already made for it (the source is then not read again)."""
+    target = target or manager.plan(config, role)
     outcome = build(target, config)
     if outcome.status not in ("current", "built"):
         error = ModelRejected if outcome.model_fault else EngineError
