@@ -25,6 +25,19 @@ DEFAULT_MODELS = (
 )
 
 
+#: How a test that needs the real data says it is absent; CI accepts only this kind
+#: of skip (and GPU/TensorRT ones): `.ci/run` fails on any other.
+DATA_ABSENT = "real data absent"
+
+
+def needs_data(path: Path, what: str = "test data"):
+    """Skip (with the reason CI accepts) when the real data at `path` is absent."""
+    return pytest.mark.skipif(
+        not path.exists(),
+        reason=f"{DATA_ABSENT}: {what} at {path} (ALPRD_TEST_DATA overrides)",
+    )
+
+
 def copy_models(dest: Path, names: tuple[str, ...] = DEFAULT_MODELS) -> None:
     """Copies of the checkout's model files `names` under `dest` (sub-folders kept)."""
     for name in names:

@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, run_alprd
+from conftest import SHARED_DATA, needs_data, run_alprd
 
 from alprd.exitcodes import ExitCode
 
@@ -16,7 +16,7 @@ BR = SHARED_DATA / "plates-br"
 
 
 def needs(path):
-    return pytest.mark.skipif(not path.exists(), reason=f"test data not available at {path}")
+    return needs_data(path)
 
 
 def lines(stdout: str) -> list[dict]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_data
 from structlog.testing import capture_logs
 from test_service import NL_VIDEO, Daemon, camera, site, sock, write_config  # noqa: F401
 from test_sinks import event
@@ -202,7 +203,7 @@ def test_a_backlog_beyond_its_bound_drops_the_oldest_with_a_warning(
 
 
 @pytest.mark.faults  # faults: Scenario 8
-@pytest.mark.skipif(not NL_VIDEO.is_file(), reason=f"video not available at {NL_VIDEO}")
+@needs_data(NL_VIDEO, "video")
 def test_the_daemon_keeps_reading_on_a_full_disk_and_stores_the_pass_when_space_returns(
     site: Path,  # noqa: F811
     sock,  # noqa: F811

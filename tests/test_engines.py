@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import SHARED_DATA, copy_models, run_alprd
+from conftest import SHARED_DATA, copy_models, needs_data, run_alprd
 
 from alprd import config as cfgmod
 from alprd.engines import cache, manager, registry
@@ -355,9 +355,7 @@ def test_int8_without_calibration_is_a_clear_error(site):
 
 # --------------------------------------------------------------------------- INT8 and real photos
 
-needs_photos = pytest.mark.skipif(
-    not BR_PHOTOS.is_dir(), reason=f"real photos not available at {BR_PHOTOS}"
-)
+needs_photos = needs_data(BR_PHOTOS, "real photos")
 
 
 @needs_photos
@@ -443,7 +441,7 @@ def test_a_broken_pt_is_refused_with_the_reason(site, damage):
 RO_FRAMES = SHARED_DATA / "plate-boxes-ro" / "images"
 
 
-@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+@needs_data(RO_FRAMES, "frames")
 def test_a_fixed_640_onnx_is_rebuilt_non_square_and_finds_the_same_cars(site):
     """The default vehicle ONNX is fixed at 640x640; asked for [384, 640] (16:9
     cameras: 40% fewer pixels) it is rebuilt from its own weights at that size,

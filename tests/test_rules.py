@@ -10,7 +10,7 @@ import re
 import string
 
 import pytest
-from conftest import SHARED_DATA, run_alprd
+from conftest import SHARED_DATA, needs_data, run_alprd
 
 from alprd import config as cfgmod
 from alprd.exitcodes import ExitCode
@@ -337,7 +337,7 @@ def _rows(name: str) -> list[dict[str, str]]:
         return [{k: (v or "").strip() for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-@pytest.mark.skipif(not (LABELS / "labels-eu.csv").is_file(), reason=f"no labels at {LABELS}")
+@needs_data(LABELS / "labels-eu.csv", "European labels")
 def test_the_library_describes_the_real_plates():
     """The share of real labels (EU, US, Brazil) that fit a format of their own
     country (US: the common series or their state's) stays above `FLOORS`."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, copy_models
+from conftest import SHARED_DATA, copy_models, needs_data
 from notify_socket import NotifySocket
 from test_sinks import free_port
 
@@ -199,7 +199,7 @@ def test_background_startup_is_ready_at_once_and_swaps_later(site, sock):
     }
 
 
-@pytest.mark.skipif(not NL_VIDEO.is_file(), reason=f"video not available at {NL_VIDEO}")
+@needs_data(NL_VIDEO, "video")
 def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loop(site, sock):
     config = write_config(
         site,

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, copy_models
+from conftest import SHARED_DATA, copy_models, needs_data
 
 from alprd import config as cfgmod
 from alprd.engines import manager
@@ -46,7 +46,7 @@ def detector(config: cfgmod.Config, role: str):
                             conf=0.3, iou=0.45, max_det=50, keep=keep)  # fmt: skip
 
 
-@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+@needs_data(RO_FRAMES, "frames")
 @pytest.mark.parametrize("role", ["vehicle", "plate"])
 def test_torch_engines_find_what_onnxruntime_finds(site, role: str) -> None:
     frames = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:6]]
@@ -85,7 +85,7 @@ def test_the_torch_backend_refuses_a_recogniser_it_cannot_rebuild_with_the_way_o
     assert "models.ocr.backend" in outcome.message
 
 
-@pytest.mark.skipif(not OCR_CROPS.is_dir(), reason=f"crops not available at {OCR_CROPS}")
+@needs_data(OCR_CROPS, "crops")
 def test_alprds_recogniser_on_torch_reads_what_onnxruntime_reads(site) -> None:
     """The trained recogniser rebuilt as a torch module (BN folded, as in its ONNX)
     through a real build (validated against the ONNX like every engine): the same
@@ -127,7 +127,7 @@ def test_a_torch_engine_batches_and_matches_single_runs(site) -> None:
     engine.close()
 
 
-@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+@needs_data(RO_FRAMES, "frames")
 def test_the_score_filter_on_the_device_keeps_exactly_what_decoding_keeps(site) -> None:
     """run_frames(min_score=...) sends back only the anchors decoding would keep
     (the filter runs on the device): the detections are the same as from the
@@ -156,7 +156,7 @@ def test_the_score_filter_on_the_device_keeps_exactly_what_decoding_keeps(site) 
     engine.close()
 
 
-@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+@needs_data(RO_FRAMES, "frames")
 def test_regions_sampled_on_the_device_find_what_their_crops_find(site) -> None:
     """Plate search on vehicle regions sampled from the frames already uploaded
     (one grid_sample per frame shape, the GPU path's crops) gives the detections
@@ -179,7 +179,7 @@ def test_regions_sampled_on_the_device_find_what_their_crops_find(site) -> None:
     engine.close()
 
 
-@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+@needs_data(RO_FRAMES, "frames")
 def test_plate_crops_sampled_on_the_device_are_the_host_crops(site) -> None:
     """The recogniser's crops sampled from the frames already uploaded (bicubic
     grid_sample, two-line cuts unfolded, uint8 levels) are the crops `ocr.crop`
@@ -210,7 +210,7 @@ def test_plate_crops_sampled_on_the_device_are_the_host_crops(site) -> None:
     engine.close()
 
 
-@pytest.mark.skipif(not RO_FRAMES.is_dir(), reason=f"frames not available at {RO_FRAMES}")
+@needs_data(RO_FRAMES, "frames")
 def test_all_stages_on_torch_read_what_onnxruntime_reads(site) -> None:
     """The whole recogniser on the torch backend (frames uploaded once, vehicles,
     plates sampled from the frames there, OCR), several frames in one batch: the

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, needs_data
 
 from alprd import config as cfgmod
 from alprd.pipeline import ocr
@@ -20,9 +20,7 @@ from alprd.pipeline.types import Plate
 
 OCR_TRAIN = SHARED_DATA / "ocr-train"
 TRAINED_ONNX = REPO / "models" / "trained" / "ocr-alprd-plate.onnx"
-needs_ocr_data = pytest.mark.skipif(
-    not (OCR_TRAIN / "labels.csv").is_file(), reason=f"no OCR training data at {OCR_TRAIN}"
-)
+needs_ocr_data = needs_data(OCR_TRAIN / "labels.csv", "OCR training data")
 
 
 # --------------------------------------------------------------------------- crops
@@ -426,7 +424,6 @@ def test_train_ocr_is_a_command():
 
 
 def test_generated_plates_mix_in_when_the_generator_is_installed():
-    pytest.importorskip("alprd.train.synth", reason="the synthetic plate generator is not merged")
     from alprd.train.data import CropSpec, Mixer, synth_generator
 
     generator = synth_generator(0)

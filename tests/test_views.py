@@ -10,8 +10,7 @@ import pytest
 
 from alprd import config as cfgmod
 from alprd.pipeline.types import Plate
-
-synth = pytest.importorskip("alprd.train.synth")
+from alprd.train import synth
 
 
 def variant(config: cfgmod.Config, **ocr: object) -> cfgmod.Config:
