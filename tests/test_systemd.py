@@ -251,6 +251,72 @@ def test_watchdog_restarts_a_hung_daemon(sd, started):
     assert "alprd.service: Failed with result 'watchdog'." in msgs
 
 
+#: Loaded into the daemon through PYTHONPATH by the test below (never by alprd
+#: itself): once the flag file exists, the next inference blocks its thread for
+#: good, and says so in a marker file, while every other thread runs on.
+HANG_HOOK = """
+import os, threading
+FLAG = os.environ.get("ALPRD_TEST_HANG_FLAG")
+if FLAG:
+    from alprd.engines.backends import openvino as backend
+
+    def hang(run):
+        def hanging(self, *args):
+            if os.path.exists(FLAG):
+                with open(FLAG + ".hung", "w") as f:
+                    f.write(threading.current_thread().name + " " + str(threading.active_count()))
+                threading.Event().wait()
+            return run(self, *args)
+        return hanging
+
+    backend.OpenVinoEngine.run = hang(backend.OpenVinoEngine.run)
+    backend.OpenVinoEngine.run_many = hang(backend.OpenVinoEngine.run_many)
+"""
+
+
+# faults: Scenario 10: hung inference, watchdog restart (real systemd)
+@pytest.mark.faults
+def test_watchdog_restarts_a_daemon_whose_inference_hangs(sd, site):
+    """The inference alone hangs (the camera readers and the rest of the process
+    run on): WATCHDOG=1 comes from the loop that runs the inference, so the pings
+    stop and systemd kills and restarts the daemon."""
+    hook = site / "hang-hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(HANG_HOOK)
+    hook.chmod(0o755)
+    (hook / "sitecustomize.py").chmod(0o644)
+    flag = site / "hang-now"
+    conf = "/etc/systemd/system/alprd.service.d/zz-hang.conf"
+    sd("sh", "-c", f"printf '[Service]\\nEnvironment=PYTHONPATH={REPO}:{hook} "
+       f"ALPRD_TEST_HANG_FLAG={flag}\\n' > {conf}")  # fmt: skip
+    sd("systemctl", "daemon-reload")
+    try:
+        since = time.time()
+        sd("systemctl", "reset-failed", check=False)
+        sd("systemctl", "start", "alprd")
+        pid = prop(sd, "alprd", "MainPID")
+        restarts = int(prop(sd, "alprd", "NRestarts"))
+        sd("touch", str(flag))
+        hung = f"{flag}.hung"
+        assert wait(lambda: sd("test", "-s", hung, check=False).returncode == 0, timeout=20)
+        thread, threads = sd("cat", hung).stdout.split()
+        state = sd("sh", "-c", f"grep ^State: /proc/{pid}/status", check=False).stdout
+        sd("rm", "-f", str(flag), hung)  # the restarted daemon runs normally
+        # the main loop's inference hung; the process itself is not stopped
+        assert thread == "MainThread" and int(threads) > 1, (thread, threads)
+        assert "T (stopped)" not in state, state
+        assert wait(lambda: int(prop(sd, "alprd", "NRestarts")) == restarts + 1, timeout=30)
+        assert wait(lambda: prop(sd, "alprd", "ActiveState") == "active", timeout=60)
+        assert prop(sd, "alprd", "MainPID") != pid
+        msgs = [m for _, m in journal(sd, since)]
+        assert "alprd.service: Watchdog timeout (limit 3s)!" in msgs, msgs
+        assert "alprd.service: Failed with result 'watchdog'." in msgs
+    finally:
+        sd("systemctl", "stop", "alprd", "alprd-warmup", check=False)
+        sd("rm", "-f", conf, str(flag), f"{flag}.hung")
+        sd("systemctl", "daemon-reload")
+
+
 def test_a_slow_build_extends_the_start_timeout(sd, site):
     """TimeoutStartSec=2 and every engine stale (the warm-up skipped): the daemon
     builds for longer than that, and the start succeeds thanks to EXTEND_TIMEOUT_USEC."""
@@ -272,6 +338,63 @@ def test_a_slow_build_extends_the_start_timeout(sd, site):
     finally:
         sd("systemctl", "stop", "alprd", "alprd-warmup", check=False)
         sd("rm", "-f", slow, skip)
+        sd("systemctl", "daemon-reload")
+
+
+def notifications(sd, since: float) -> list[str]:
+    """What systemd itself received from the daemon (PID 1 logs each message it
+    accepts at debug level), without the watchdog pings, as one line each."""
+    prefix = "alprd.service: Got notification message from PID "
+    out = []
+    for _, m in journal(sd, since):
+        if m.startswith(prefix) and not m.endswith("(WATCHDOG=1)"):
+            out.append(m.split(" (", 1)[1].removesuffix(")"))
+    return out
+
+
+def test_systemd_receives_the_status_reload_and_stop_sequence(sd, site):
+    """Background start-up with every engine stale and the warm-up skipped, then a
+    reload and a stop, as systemd sees them: it got STATUS while loading, READY
+    with the quick engines, STATUS once the built ones were swapped in,
+    RELOADING=1 with MONOTONIC_USEC then READY=1, and STOPPING=1."""
+    config = site / "etc" / "alprd.toml"
+    original = config.read_text()
+    skip = "/etc/systemd/system/alprd-warmup.service.d/zz-skip.conf"
+    sd("sh", "-c", f"rm -f {site}/models/*.openvino.blob* {site}/models/trained/*.openvino.blob*")
+    sd("sh", "-c", f"printf '[Service]\\nExecStart=\\nExecStart=/bin/true\\n' > {skip}")
+    sd("systemctl", "daemon-reload")
+    sd("systemd-analyze", "log-level", "debug")
+    try:
+        config.write_text(original.replace("[service]\n", '[service]\nstartup = "background"\n'))
+        since = time.time()
+        sd("systemctl", "reset-failed", check=False)
+        sd("systemctl", "start", "alprd", timeout=300)
+        assert prop(sd, "alprd", "ActiveState") == "active"
+        assert "onnxruntime" in prop(sd, "alprd", "StatusText")  # ready before any build
+        assert wait(lambda: "plate=openvino#2" in prop(sd, "alprd", "StatusText"), timeout=240)
+        assert wait(lambda: "ocr=openvino#2" in prop(sd, "alprd", "StatusText"), timeout=240)
+        sd("systemctl", "reload", "alprd")
+        assert wait(lambda: "(config generation 1)" in prop(sd, "alprd", "StatusText"))
+        sd("systemctl", "stop", "alprd")
+        assert prop(sd, "alprd", "Result") == "success"
+        got = notifications(sd, since)
+        assert got[0] == "STATUS=loading config", got
+        ready = [i for i, m in enumerate(got) if m.startswith("READY=1")]
+        assert len(ready) == 2, got
+        first, again = got[ready[0]], got[ready[1]]
+        assert "STATUS=running: 2 cameras, engines " in first and "onnxruntime" in first
+        assert any(m.startswith("STATUS=loading engines") for m in got[: ready[0]]), got
+        swapped = [i for i, m in enumerate(got) if "plate=openvino#2" in m]
+        reloading = [i for i, m in enumerate(got) if m.startswith("RELOADING=1")]
+        assert len(reloading) == 1 and "MONOTONIC_USEC=" in got[reloading[0]], got
+        assert ready[0] < swapped[0] < reloading[0] < ready[1], got
+        assert "(config generation 1)" in again
+        assert got[-1] == "STOPPING=1, STATUS=stopping", got
+    finally:
+        config.write_text(original)
+        sd("systemd-analyze", "log-level", "info", check=False)
+        sd("systemctl", "stop", "alprd", "alprd-warmup", check=False)
+        sd("rm", "-f", skip)
         sd("systemctl", "daemon-reload")
 
 
