@@ -189,7 +189,8 @@ def test_s3_bad_pt_dropped_into_models_is_rejected_and_the_old_engine_serves_on(
             assert rejected["model"] == "plate" and reason in rejected["reason"], rejected
             assert service.recognizer.engines["plate"].fingerprint == before
         assert not [e for e in logs if e["event"] == "engine_swapped"]
-        assert max_gap(frames, "yard", started) < 2.0  # 10 fps camera served throughout
+        gap = max_gap(frames, "yard", started)
+        assert gap < 0.75, gap  # 10 fps camera served throughout: 7 frame periods at most
     assert cache.check(
         site / "models" / "plate-yolov8n.openvino.blob",
         manager.plan(cfgmod.load(config), "plate").inputs,
@@ -262,10 +263,10 @@ def test_s5_a_camera_that_disconnects_and_returns_reconnects_and_others_are_unaf
             unplugged = time.monotonic()
             camera.stop()
             logged(logs, "camera_lost", camera="gate", timeout=15)
-            time.sleep(4)
             reader = service.cameras["gate"].reader
+            wait_until(lambda: reader.attempts >= 3 and reader.backoff() == 0.8,
+                       timeout=15, what="the back-off grown to its cap")  # fmt: skip
             attempts = reader.attempts
-            assert attempts >= 3 and reader.backoff() == 0.8  # grew to the cap
             plugged = time.monotonic()
             camera.start()
             logged(logs, "camera_connected", 2, camera="gate", timeout=15)
@@ -652,6 +653,10 @@ def listening(pid: int) -> list[str]:
     return out
 
 
+def logged_events(lines: list[str]) -> set[str]:
+    return {json.loads(line)["event"] for line in list(lines) if line.startswith("{")}
+
+
 @pytest.mark.parametrize("metrics", ["default", "off"])
 def test_no_secret_in_logs_readable_config_warned_and_only_loopback_listens(site, metrics):
     """Security. A daemon whose config holds a camera password, an MQTT password, a
@@ -684,11 +689,20 @@ def test_no_secret_in_logs_readable_config_warned_and_only_loopback_listens(site
     )  # fmt: skip
     try:
         wait_until(lambda: (site / "state" / "status.json").exists(), timeout=120, what="running")
-        time.sleep(3)  # camera retries, outbox retries, MQTT reconnects: all logging
+        # what the failing camera makes alprd log, read as it comes
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        wait_until(
+            lambda: "camera_lost" in logged_events(lines),
+            timeout=60, what=f"the failures logged: {logged_events(lines)}",
+        )  # fmt: skip
         listeners = listening(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+    reader.join(timeout=10)
+    err = "".join(lines)
     assert proc.returncode == 0, err[-2000:]
     assert listeners == ([f"127.0.0.1:{port}"] if metrics == "default" else [])
     names = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]

@@ -39,6 +39,14 @@ def plate_onnx(tmp_path_factory) -> Path:
     return target.engine  # plate-yolov8n.onnxruntime.onnx: the exported graph
 
 
+def until(predicate, timeout: float = 120) -> None:
+    """Wait for `predicate` (an event, never a fixed time)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout}s"
+        time.sleep(0.02)
+
+
 def variant(src: Path, dest: Path, rev: str) -> None:
     """Same network, other bytes: what a retrained model looks like to alprd."""
     model = onnx.load(src)
@@ -82,6 +90,18 @@ class Running:
         times = [t for t in self.frames if t >= since]
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
+    @staticmethod
+    def gap_limit(steady: float) -> float:
+        """The longest gap between frames that still counts as uninterrupted: six
+        frame periods at the rate measured before (0.75 s at least)."""
+        return max(0.75, 6 / steady)
+
+    def rate(self, window: float) -> float:
+        """Frames a second over the next `window` seconds (waits for them)."""
+        start = time.monotonic()
+        time.sleep(window)
+        return len([t for t in self.frames if t >= start]) / window
+
     def plate_fingerprint(self) -> str:
         assert self.service.recognizer is not None
         return self.service.recognizer.engines["plate"].fingerprint
@@ -114,6 +134,7 @@ def daemon(site):
 def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames(daemon, site):
     running, logs = daemon
     before = running.plate_fingerprint()
+    steady = running.rate(2.0)  # frames a second before the drop
     started = time.monotonic()
     n0 = len(logs)  # what start-up logged comes before
     tmp = site / "models" / ".plate.onnx.tmp"
@@ -131,9 +152,10 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
     assert "plate=onnxruntime#2" in running.service.notifier.sent[-1]
     # The camera kept being served all along: frames came in steadily through the
     # build and the swap (25 fps camera; the build is in a child process).
-    assert running.max_gap(started) < 1.5
     window = time.monotonic() - started
-    assert len([t for t in running.frames if t >= started]) >= window  # >= 1 frame/s
+    during = len([t for t in running.frames if t >= started]) / window
+    assert during >= 0.5 * steady, (steady, during)
+    assert running.max_gap(started) < running.gap_limit(steady), (steady, running.max_gap(started))
 
 
 # faults: Scenario 3: bad models dropped into a running daemon's models/
@@ -150,6 +172,7 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
 def test_a_bad_model_is_rejected_and_the_old_engine_keeps_serving(daemon, site, payload, reason):
     running, logs = daemon
     before = running.plate_fingerprint()
+    steady = running.rate(1.0)
     target = site / "models" / "plate.onnx"
     tmp = site / "models" / ".incoming.tmp"
     if payload == "garbage":
@@ -173,8 +196,9 @@ def test_a_bad_model_is_rejected_and_the_old_engine_keeps_serving(daemon, site, 
         assert not [e for e in logs[n0:] if e["event"] == "engine_build_started"]
     assert running.plate_fingerprint() == before  # the old engine serves on
     assert not [e for e in logs if e["event"] == "engine_swapped"]
-    time.sleep(0.5)
-    assert running.max_gap(started) < 1.5  # reads continue uninterrupted
+    n = len(running.frames)
+    until(lambda: len(running.frames) >= n + 5)  # and frames go on after the rejection
+    assert running.max_gap(started) < running.gap_limit(steady)  # reads uninterrupted
     # Touched again with the same bytes: not retried until the file changes.
     os.utime(target)
     running.wait_log(logs, "model_unchanged_since_rejection")
@@ -190,14 +214,12 @@ def test_requests_during_a_build_coalesce_into_one_more_build_of_the_newest(site
     try:
         with capture_logs() as logs:
             rebuilder.request("plate")  # builds the file as it is
-            time.sleep(0.2)
+            until(lambda: any(e["event"] == "engine_build_started" for e in logs))
             variant(source, source, "2")
             rebuilder.request("plate")
             variant(source, source, "3")
             rebuilder.request("plate")  # coalesces with the previous one
-            deadline = time.monotonic() + 120
-            while not rebuilder.idle() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            until(rebuilder.idle)
     finally:
         rebuilder.stop()
     assert rebuilder.builds == 2
@@ -221,17 +243,12 @@ def test_an_engine_that_fails_validation_is_rejected_and_not_retried_until_chang
     rebuilder = Rebuilder(lambda: config, lambda role: "serving-old", built.append)
     try:
         with capture_logs() as logs:
-            for _ in range(2):
+            for _ in range(2):  # idle() holds the lock request() takes: no race
                 rebuilder.request("plate")
-                time.sleep(0.2)
-                deadline = time.monotonic() + 120
-                while not rebuilder.idle() and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                until(rebuilder.idle)
             variant(config.models.plate.source, config.models.plate.source, "2")
             rebuilder.request("plate")
-            time.sleep(0.2)
-            while not rebuilder.idle() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            until(rebuilder.idle)
     finally:
         rebuilder.stop()
     assert built == []
