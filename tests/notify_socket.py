@@ -50,6 +50,14 @@ class NotifySocket:
             time.sleep(0.02)
         raise AssertionError(f"no matching sd_notify message in {timeout}s; got {self.messages}")
 
+    def wait_count(self, message: str, n: int, since: int = 0, timeout: float = 60.0) -> float:
+        """Wait for `n` copies of `message` after index `since`; the seconds it took."""
+        t0 = time.monotonic()
+        while self.messages[since:].count(message) < n:
+            assert time.monotonic() - t0 < timeout, f"fewer than {n} x {message} in {timeout}s"
+            time.sleep(0.02)
+        return time.monotonic() - t0
+
     def close(self) -> None:
         self._closed.set()
         self._reader.join(timeout=2)

@@ -222,12 +222,13 @@ def test_the_daemon_keeps_reading_on_a_full_disk_and_stores_the_pass_when_space_
         try:
             sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
             disk.fill()
-            time.sleep(9)  # the 5 s clip plays and its pass ends: the event has nowhere to go
+            # the clip plays and its pass ends: the event has nowhere to go
+            d.wait_event("output_failed", output="jsonl", timeout=120)
             sock.pump()
             pings = sock.messages.count("WATCHDOG=1")
             assert not (disk.path / "reads.jsonl").read_text().strip()
             disk.free()
-            time.sleep(3)  # the next tick writes the backlog
+            d.wait_event("output_recovered", output="jsonl")  # the next tick writes it
             sock.pump()
             assert sock.messages.count("WATCHDOG=1") > pings  # alive all along
         finally:

@@ -18,7 +18,7 @@ import pytest
 from conftest import SHARED_DATA, copy_models, needs_data, run_alprd
 
 from alprd import config as cfgmod
-from alprd.engines import cache, manager, registry
+from alprd.engines import cache, manager
 from alprd.engines.base import EngineError
 from alprd.exitcodes import ExitCode
 
@@ -115,7 +115,7 @@ def test_serving_path_imports_neither_torch_nor_ultralytics(site):
 # ----------------------------------------------------------------------- what triggers a rebuild
 
 
-def test_each_fingerprint_input_rebuilds_exactly_the_affected_model(site, monkeypatch):
+def test_each_fingerprint_input_rebuilds_exactly_the_affected_model(site):
     path = site(backend="openvino")
     config = load(path)
     assert set(statuses(ensure_all(config)).values()) == {"built"}
@@ -154,15 +154,20 @@ def test_each_fingerprint_input_rebuilds_exactly_the_affected_model(site, monkey
     assert statuses(out) == {"vehicle": "current", "plate": "built", "ocr": "current"}
     assert out["plate"].reasons == ["input_shape_changed"]
 
-    # runtime upgrade and new hardware cannot happen on a test machine: the backend's
-    # own report of them is replaced at its seam, everything else is real.
-    backend = registry.load_backend("openvino")
-    monkeypatch.setattr(backend, "runtime_version", lambda: "2099.1.0")
+    # engines built by another runtime version, then on another CPU: what their
+    # sidecars say after an upgrade or a disk moved to new hardware
+    def built_elsewhere(change) -> None:
+        for role in ("vehicle", "plate", "ocr"):
+            side = cache.sidecar_path(manager.plan(config, role).engine)
+            record = json.loads(side.read_text())
+            change(record["inputs"])
+            side.write_text(json.dumps(record))
+
+    built_elsewhere(lambda inputs: inputs.update(runtime_version="2099.1.0"))
     out = ensure_all(config)
     assert set(statuses(out).values()) == {"built"}
     assert {tuple(o.reasons) for o in out.values()} == {("runtime_changed",)}
-    real_identity = backend.device_identity()
-    monkeypatch.setattr(backend, "device_identity", lambda: {**real_identity, "cpu": "Other CPU"})
+    built_elsewhere(lambda inputs: inputs["device"].update(cpu="Other CPU"))
     out = ensure_all(config)
     assert {tuple(o.reasons) for o in out.values()} == {("device_changed",)}
     assert set(statuses(ensure_all(config)).values()) == {"current"}
@@ -332,7 +337,10 @@ def test_a_recogniser_given_as_plate_detector_is_refused(site):
     path = site('[models.plate]\nsource = "trained/ocr-alprd-plate.onnx"\n')
     outcome = manager.ensure(manager.plan(load(path), "plate"))
     assert outcome.status == "failed"
-    assert "input" in outcome.message or "detection head" in outcome.message
+    assert outcome.message.endswith(
+        "ocr-alprd-plate.onnx: output ('batch', 32, 38) is not a YOLO detection head; "
+        "the plate role needs a detector"
+    ), outcome.message
 
 
 def test_build_cli_summary_and_exit_code(site):

@@ -54,14 +54,24 @@ def test_debouncer_waits_for_a_stable_non_empty_file():
     assert d.due(9.0, {Path("b.pt"): (0, 1)}.get) == [] and d.waiting == [Path("b.pt")]  # c gone
 
 
+#: A model file the tests write last to know the watcher has dealt with every
+#: earlier change (it takes files in the order they settle): not recorded.
+BARRIER = "zz-barrier.pt"
+
+
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[Path, list[str], int]] = []
+        self.barriers = 0
+        self.models = Path()
         self.lock = threading.Lock()
 
     def __call__(self, path: Path, roles: list[str]) -> None:
         with self.lock:
-            self.calls.append((path, roles, path.stat().st_size))
+            if path.name == BARRIER:
+                self.barriers += 1
+            else:
+                self.calls.append((path, roles, path.stat().st_size))
 
 
 @pytest.fixture(params=["inotify", "poll"])
@@ -69,9 +79,10 @@ def watched(request, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     rec = Recorder()
+    rec.models = models
     watcher = ModelWatcher(
         models,
-        lambda p: ["plate"] if p.name == "best.pt" else [],
+        lambda p: ["plate"] if p.name in ("best.pt", BARRIER) else [],
         rec,
         quiet_s=QUIET,
         poll=request.param == "poll",
@@ -82,11 +93,23 @@ def watched(request, tmp_path):
     watcher.stop()
 
 
-def settle(rec: Recorder, n: int, timeout: float = 10) -> None:
+def until(predicate, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(rec.calls) < n:
-        time.sleep(0.05)
-    time.sleep(QUIET + 0.6)  # and nothing more comes
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout}s"
+        time.sleep(0.02)
+
+
+def settle(rec: Recorder, n: int) -> None:
+    """Wait for `n` calls, then until the watcher has taken two barrier files
+    written after them: a change still pending would have been taken by then (the
+    second barrier settles in a later pass than anything due with the first)."""
+    until(lambda: len(rec.calls) >= n)
+    models = rec.models
+    for _ in range(2):
+        seen = rec.barriers
+        (models / BARRIER).write_bytes(os.urandom(16))
+        until(lambda seen=seen: rec.barriers > seen)
 
 
 PAYLOAD = os.urandom(300_000)
@@ -150,9 +173,9 @@ def test_temporary_and_own_files_are_ignored_and_unknown_models_logged_once(watc
         for name in (".best.pt.swp", "best.pt~", "best.pt.part", "best.engine", "x.engine.json"):
             (models / name).write_bytes(b"x" * 10)
         (models / "other.pt").write_bytes(b"y" * 10)
-        time.sleep(QUIET + 1.0)
+        settle(rec, 0)
         (models / "other.pt").write_bytes(b"z" * 20)
-        time.sleep(QUIET + 1.0)
+        settle(rec, 0)
     assert rec.calls == []
     ignored = [e for e in logs if e["event"] == "model_ignored"]
     assert len(ignored) == 1 and ignored[0]["file"].endswith("other.pt")

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -97,10 +99,24 @@ def temporary_path(engine: Path) -> Path:
     return Path(name)
 
 
+def _scratch_prefix(engine: Path) -> str:
+    return f"alprd-build-{hashlib.sha256(str(engine).encode()).hexdigest()[:12]}-"
+
+
+def scratch_dir(engine: Path) -> Path:
+    """A fresh directory in the temporary directory for one build of `engine` (the
+    build child's TMPDIR: the exported ONNX, whatever its libraries write); the
+    caller removes it. Named after the engine, so that one left by a killed build
+    is removed by the next build of the same engine (`remove_temporaries`)."""
+    return Path(tempfile.mkdtemp(prefix=_scratch_prefix(engine)))
+
+
 def remove_temporaries(engine: Path) -> None:
     """Temporaries a killed build left behind. Call with the engine's lock held."""
     for tmp in engine.parent.glob(f".{engine.name}.*.tmp"):
         tmp.unlink(missing_ok=True)
+    for scratch in Path(tempfile.gettempdir()).glob(f"{_scratch_prefix(engine)}*"):
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def install(tmp_engine: Path, engine: Path, sidecar: Sidecar) -> None:

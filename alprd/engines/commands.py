@@ -77,14 +77,6 @@ def _ensure_one(
     except EngineError as exc:
         log.error("engine_plan_failed", model=role, reason=str(exc))
         return None, manager.Outcome(role, "failed", None, "-", "-", message=str(exc))
-    if target.requested_precision != target.request.precision:
-        log.warning(
-            "precision_unsupported",
-            model=role,
-            backend=target.request.backend,
-            requested=target.requested_precision,
-            using=target.request.precision,
-        )
     label = f"{role} engine ({target.request.backend}, {target.request.precision})"
     with _status(console, f"building {label}") as status:
 

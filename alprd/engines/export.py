@@ -195,6 +195,20 @@ def check_role(info: ModelInfo, request: BuildRequest) -> None:
         )
 
 
+#: The strides of the detection grids of YOLOv8/11 (P3-P5), with a P2 or a P6 level.
+_YOLO_STRIDES = ((8, 16, 32), (4, 8, 16, 32), (8, 16, 32, 64))
+
+
+def _cells_fit(info: ModelInfo) -> bool:
+    """Whether a fixed input's output has one column per cell of the YOLO grids (a
+    recogniser's N x 32 x 38 has the rank and the sizes of a head, not this)."""
+    size, cells = info.input_shape[2:], info.output_shape[2]
+    if len(size) != 2 or not all(isinstance(v, int) for v in (*size, cells)):
+        return True  # dynamic: nothing to compare
+    h, w = size
+    return any(cells == sum((h // s) * (w // s) for s in strides) for strides in _YOLO_STRIDES)
+
+
 def _check_detector(info: ModelInfo, request: BuildRequest) -> None:
     src, role = request.source, request.role
     head = info.output_shape
@@ -203,6 +217,7 @@ def _check_detector(info: ModelInfo, request: BuildRequest) -> None:
         or len(head) != 3
         or not isinstance(head[1], int)
         or head[1] < 5
+        or not _cells_fit(info)
     ):
         raise EngineError(
             f"{src}: output {info.output_shape} is not a YOLO detection head; "

@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,11 @@ def plan(config: cfgmod.Config, role: Role, overrides: Overrides = Overrides()) 
         calibration_sha256=calibration_sha,
         engine_format=ENGINE_FORMAT,
     )
+    if precision != requested:
+        log.warning(
+            "precision_unsupported", model=role, backend=backend.name, requested=requested,
+            using=precision,
+        )  # fmt: skip
     engine = cache.engine_path(source, backend.extension)
     _check_trust(config, role, [source.parent, source, engine, cache.sidecar_path(engine)])
     return Target(request, backend, engine, inputs, choice.reason, requested)
@@ -324,7 +330,27 @@ def run_child(
 ) -> ChildResult:
     """Build in ``python -m alprd.engines.worker``: a crash, OOM or segfault of the
     runtime ends the child, not us. Its progress is logged as it comes. The child
-    dies with us (PR_SET_PDEATHSIG), and when `cancel()` turns true."""
+    dies with us (PR_SET_PDEATHSIG), and when `cancel()` turns true. Its temporary
+    files go to a directory of its own (its TMPDIR), removed however it ended."""
+    try:
+        scratch = cache.scratch_dir(target.engine)
+    except OSError as exc:
+        return ChildResult(error=f"no temporary directory for the build: {exc}")
+    try:
+        return _run_child(target, tmp, scratch, timeout_s, nice, on_progress, cancel)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_child(
+    target: Target,
+    tmp: Path,
+    scratch: Path,
+    timeout_s: float,
+    nice: int,
+    on_progress: Callable[[str], None] | None,
+    cancel: Callable[[], bool] | None,
+) -> ChildResult:
     req = target.request
 
     def prepare() -> None:  # in the child, before exec
@@ -336,6 +362,7 @@ def run_child(
         [sys.executable, "-m", "alprd.engines.worker"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True, preexec_fn=prepare,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )  # fmt: skip
     stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
 
@@ -410,7 +437,7 @@ def run_child(
         result.cancelled = True
     elif code != 0 and not result.error:
         if timed_out.is_set():
-            why = f"build took longer than engines.build_timeout_s ({timeout_s:.0f}s)"
+            why = f"build took longer than engines.build_timeout_s ({timeout_s:g} s)"
         elif code < 0:
             why = f"build process killed by signal {-code}"
         else:

@@ -10,10 +10,12 @@ published (retained) on every connect and when the camera list changes
 (`announce`); see `alprd.sinks.homeassistant`.
 
 The client connects in the background and paho reconnects it (1 s doubling up to
-`reconnect_max_s`). A message is only handed to paho while connected: paho would
-otherwise hold it and resend it on reconnect behind the outbox's back. A message
-handed over but not acknowledged in time drops the client (and with it paho's copy)
-for a fresh one; the outbox sends it again (QoS 1: at least once).
+`reconnect_max_s`). Why it is not connected (a refusal such as a wrong password, or
+a failed connection such as a certificate that does not verify) is logged once per
+reason and named in the error `write` raises. A message is only handed to paho
+while connected: paho would otherwise hold it and resend it on reconnect behind the
+outbox's back. A message handed over but not acknowledged in time drops the client
+(and with it paho's copy) for a fresh one; the outbox sends it again (QoS 1: at least once).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,21 @@ log = get_logger("alprd.sinks")
 
 ONLINE = "online"
 OFFLINE = "offline"
+
+
+class _Client(paho.Client):
+    """paho's client, telling `on_connect_error` why a connection attempt failed
+    (paho retries in its thread and keeps the exception to itself)."""
+
+    on_connect_error: Callable[[paho.Client, OSError], None] | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:  # refused, unreachable, TLS handshake failed
+            if self.on_connect_error is not None:
+                self.on_connect_error(self, exc)
+            raise
 
 
 def topic_segment(name: str) -> str:
@@ -92,6 +109,8 @@ class MqttSink:
         self._connected = threading.Event()
         self._was_connected = False
         self._refused = ""  # the broker's last refusal, logged once
+        self._failed = ""  # the last failed connection attempt, logged once
+        self._why = ""  # why it is not connected, for the error `write` raises
         self._closed = False
         self._client = self._new_client()
         self._start()
@@ -102,9 +121,7 @@ class MqttSink:
     # ------------------------------------------------------------------ connection
 
     def _new_client(self) -> paho.Client:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True
-        )
+        client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
         if self.username:
             client.username_pw_set(self.username, self.password or None)
         if self.tls:
@@ -114,6 +131,7 @@ class MqttSink:
         client.reconnect_delay_set(1, max(1, self.reconnect_max_s))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_error = self._on_connect_error
         return client
 
     def _start(self) -> None:
@@ -126,17 +144,26 @@ class MqttSink:
         if client is not self._client:  # a client already replaced
             return
         if reason.is_failure:
+            self._why = f"refused: {reason}"
             if str(reason) != self._refused:  # once per reason, not per attempt
                 log.warning("mqtt_refused", host=self.host, port=self.port, reason=str(reason))
             self._refused = str(reason)
             return
-        self._refused = ""
+        self._refused = self._failed = self._why = ""
         # Queued ahead of any event: the broker sees "online" first.
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self._publish_discovery(client)
         self._connected.set()
         log.info("mqtt_connected", host=self.host, port=self.port)
         self._was_connected = True
+
+    def _on_connect_error(self, client: paho.Client, exc: OSError) -> None:
+        if client is not self._client:
+            return
+        self._why = why = str(exc) or type(exc).__name__
+        if why != self._failed:  # once per reason, not per attempt
+            log.warning("mqtt_connect_failed", host=self.host, port=self.port, reason=why)
+        self._failed = why
 
     def _on_disconnect(
         self, client: paho.Client, __: Any, ___: Any, reason: ReasonCode, ____: Any
@@ -193,7 +220,8 @@ class MqttSink:
             if self._closed:
                 raise SinkError("mqtt sink closed")
             if not self._connected.is_set():
-                raise SinkError(f"not connected to {self.host}:{self.port}")
+                why = f" ({self._why})" if self._why else ""
+                raise SinkError(f"not connected to {self.host}:{self.port}{why}")
             client = self._client
             infos = [
                 client.publish(self.topic(camera, "plate"), payload, qos=1),
