@@ -3,6 +3,7 @@ OpenVINO and ONNX Runtime engines built through the cache, real threads."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -66,4 +67,27 @@ def test_inferences_at_once_give_what_one_after_another_gives(
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     # and each result is its own batch's, not a neighbour's
     assert not np.allclose(together[0][0], together[1][0])
+    assert_at_once(engine, batches)
     engine.close()
+
+
+def assert_at_once(engine, batches) -> None:
+    """Two inferences really are in flight together."""
+    if engine.backend == "onnxruntime":
+        # each run waits for the other to have started too: one after another,
+        # they would never meet and the barrier would break after its timeout
+        meet = threading.Barrier(2, timeout=30)
+        run = engine.run
+
+        def run_meeting(batch):
+            meet.wait()
+            return run(batch)
+
+        engine.run = run_meeting
+        try:
+            assert len(engine.run_many(batches[:2])) == 2
+        finally:
+            engine.run = run
+    else:  # OpenVINO runs them in its own threads, one per compiled stream
+        assert engine._compiled.get_property("NUM_STREAMS") == 2
+        assert len(engine._queue) == 2
