@@ -510,7 +510,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from alprd.service import Service
 
     located = cfgmod.find_config(getattr(args, "config", None))
-    return Service(located.path.resolve()).run()
+    try:
+        return Service(located.path.resolve()).run()
+    except Exception:  # unexpected (the loop's own are caught there): logged, exit 70
+        log.exception("alprd_crashed")
+        return ExitCode.FATAL
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

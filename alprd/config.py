@@ -301,11 +301,15 @@ class PlatesConfig(_Section):
         problem = formats.unknown(self.regions, self.formats)
         if problem:
             raise ValueError(f"regions: {problem}")
-        for i, (pattern, _) in enumerate(self.replace):
+        for i, (pattern, repl) in enumerate(self.replace):
             try:
-                re.compile(pattern)
+                compiled = re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"replace: [{i}]: not a regular expression: {exc}") from None
+            try:
+                compiled.sub(repl, "")  # parses the replacement (its group references)
+            except (re.error, IndexError) as exc:
+                raise ValueError(f"replace: [{i}]: not a valid replacement: {exc}") from None
         return self
 
 

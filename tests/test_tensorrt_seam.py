@@ -153,6 +153,10 @@ def test_int8_sets_both_flags_and_feeds_calibration_batches(trt_backend, tmp_pat
 
 
 def test_auto_prefers_tensorrt_only_with_a_gpu(monkeypatch):
+    """A fake at the registry's two probes, declared: TensorRT and an NVIDIA GPU
+    cannot be present on the CPU machine this suite runs on, and OpenVINO, which
+    is installed there, is made to look absent for the last case. What runs for
+    real here (OpenVINO installed, no GPU) is checked without fakes below."""
     monkeypatch.setattr(registry, "installed", lambda m: m in ("tensorrt", "openvino"))
     monkeypatch.setattr(registry, "cuda_gpu_present", lambda: True)
     assert registry.choose("auto") == registry.Choice(
@@ -165,6 +169,13 @@ def test_auto_prefers_tensorrt_only_with_a_gpu(monkeypatch):
         "onnxruntime", "tensorrt not installed; openvino not installed"
     )
     assert registry.choose("onnxruntime") == registry.Choice("onnxruntime", "configured")
+
+
+def test_auto_on_this_machine_is_openvino_without_a_fake():
+    if registry.cuda_gpu_present():
+        pytest.skip("needs a GPU-less machine: this one exposes an NVIDIA GPU")
+    assert registry.installed("openvino") and not registry.installed("tensorrt")
+    assert registry.choose("auto").backend == "openvino"
 
 
 def test_an_absent_runtime_is_a_clear_error_not_an_import_crash():
