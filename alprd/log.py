@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import IO, Any, Literal
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 Format = Literal["auto", "console", "journal", "json"]
@@ -188,12 +189,18 @@ def configure(
     elif chosen == "json":
         shared += [
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
+            # without local variables: their values (the config) may hold secrets
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
         ]
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         shared.append(structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False))
-        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=_isatty(stream),
+            exception_formatter=structlog.dev.RichTracebackFormatter(
+                color_system="truecolor" if _isatty(stream) else None, show_locals=False
+            ),
+        )
     shared.append(redact_processor)
 
     formatter = structlog.stdlib.ProcessorFormatter(

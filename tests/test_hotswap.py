@@ -256,3 +256,36 @@ def test_an_engine_that_fails_validation_is_rejected_and_not_retried_until_chang
     assert len(rejected) == 2 and "validation failed" in rejected[0]["reason"]
     assert len([e for e in logs if e["event"] == "model_unchanged_since_rejection"]) == 1
     assert rebuilder.builds == 2  # the first file once, the changed file once
+
+
+def test_a_reload_rebuilds_only_what_changed_and_applies_thresholds_at_once(daemon, site):
+    """README, reload: thresholds, rules and tracking apply at once; only an engine
+    whose settings changed is rebuilt (in the background, the old one serving)."""
+    running, logs = daemon
+    service = running.service
+    assert service.recognizer is not None
+    engines = dict(service.recognizer.engines)  # the loaded engines, by role
+    path = site / "etc" / "alprd.toml"
+    path.write_text(
+        path.read_text().replace(
+            'source = "plate.onnx"\n', 'source = "plate.onnx"\nbatch_size = 2\n'
+        )
+        + "[tracking]\nmax_age_s = 3.0\n[voting]\nmin_confidence = 0.7\n"
+        + '[plates]\nregions = ["de"]\nformat_margin = 1.5\n'
+    )
+    n0 = len(logs)
+    service.request_reload()
+    [applied] = running.wait_log(logs, "config_applied")
+    # at once: the camera's stages already use the new values
+    pipeline = service.cameras["yard"].pipeline
+    assert pipeline.vehicles.max_age_s == 3.0 and pipeline.voter.min_confidence == 0.7
+    assert pipeline.rules.format_margin == 1.5
+    assert set().union(*pipeline.rules.formats.names) == {"de"}
+    assert (applied["engines_loaded"], applied["engines_building"]) == ("none", "plate")
+    [swap] = running.wait_log(logs, "engine_swapped")
+    assert swap["model"] == "plate"
+    built = [e["model"] for e in logs[n0:] if e["event"] == "engine_build_started"]
+    assert built == ["plate"]  # the vehicle detector and recogniser were left alone
+    now = service.recognizer.engines
+    assert now["vehicle"] is engines["vehicle"] and now["ocr"] is engines["ocr"]
+    assert now["plate"] is not engines["plate"]
