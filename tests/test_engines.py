@@ -230,7 +230,10 @@ def _children() -> list[int]:
     me = os.getpid()
     pids = []
     for task in Path(f"/proc/{me}/task").iterdir():
-        text = (task / "children").read_text().split()
+        try:
+            text = (task / "children").read_text().split()
+        except FileNotFoundError:  # that thread ended meanwhile
+            continue
         pids += [int(p) for p in text]
     return pids
 

@@ -203,9 +203,11 @@ def _cells_fit(info: ModelInfo) -> bool:
     """Whether a fixed input's output has one column per cell of the YOLO grids (a
     recogniser's N x 32 x 38 has the rank and the sizes of a head, not this)."""
     size, cells = info.input_shape[2:], info.output_shape[2]
-    if len(size) != 2 or not all(isinstance(v, int) for v in (*size, cells)):
-        return True  # dynamic: nothing to compare
+    if len(size) != 2:
+        return True
     h, w = size
+    if not (isinstance(h, int) and isinstance(w, int) and isinstance(cells, int)):
+        return True  # dynamic: nothing to compare
     return any(cells == sum((h // s) * (w // s) for s in strides) for strides in _YOLO_STRIDES)
 
 

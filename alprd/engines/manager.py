@@ -353,8 +353,10 @@ def _run_child(
 ) -> ChildResult:
     req = target.request
 
+    parent = os.getpid()
+
     def prepare() -> None:  # in the child, before exec
-        _die_with_parent()
+        _die_with_parent(parent)
         if nice:
             os.nice(nice)
 
@@ -460,11 +462,15 @@ def _libc_prctl() -> Callable[..., int] | None:
 _PRCTL = _libc_prctl()  # resolved here: nothing is imported between fork and exec
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Linux: SIGKILL this process when its parent dies (an alprd killed with -9
-    leaves no build running on its own). Best effort elsewhere."""
+    leaves no build running on its own). A parent that died before the request
+    took effect (the child re-parented already) ends the child at once. Best
+    effort elsewhere."""
     if _PRCTL is not None:
         _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def load(target: Target) -> tuple[Engine, cache.Sidecar]:
