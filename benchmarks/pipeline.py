@@ -51,8 +51,9 @@ def _set(obj: Any, keys: list[str], value: Any) -> Any:
     return obj.model_copy(update={keys[0]: _set(getattr(obj, keys[0]), keys[1:], value)})
 
 
-def ours(video: str, limit: int, sets: list[str]) -> None:
-    """Worker: the serving process, alone, so its RSS is what alprd costs."""
+def ours(video: str, limit: int, sets: list[str], decode: str) -> None:
+    """Worker: the serving process, alone, so its RSS is what alprd costs. Warmed
+    up untimed on the first frame (a throwaway pipeline), as the naive loop is."""
     from alprd import log as logmod
     from alprd.pipeline.recognizer import Recognizer
     from alprd.pipeline.source import iter_file
@@ -61,15 +62,21 @@ def ours(video: str, limit: int, sets: list[str]) -> None:
     logmod.configure("console", "warning")
     config = load_config(sets)
     recognizer = Recognizer.load(config)
+    warm = CameraPipeline("warm-up", recognizer, config)
+    warm.process(next(iter_file(video, "warm-up")))
+    first = time.monotonic() - T0
+    for values in recognizer.times.samples.values():
+        values.clear()
     pipe = CameraPipeline("bench", recognizer, config)
-    events, first = [], None
+    frames = iter_file(video, "bench")
+    if decode == "outside":
+        frames = iter([f for f in frames if f.index < limit])  # type: ignore[assignment]
+    events = []
     started = time.monotonic()
-    for frame in iter_file(video, "bench"):
+    for frame in frames:
         if frame.index >= limit:
             break
         events += pipe.process(frame)
-        if first is None:
-            first = time.monotonic() - T0
     events += pipe.finish()
     wall = time.monotonic() - started
     print(json.dumps({
@@ -151,6 +158,10 @@ def _run(cmd: list[str]) -> dict:
     return result
 
 
+#: alprd searching and reading every frame, as the naive loop does
+SAME_WORK = ["motion.enabled=false", "tracking.recheck_every=1"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--video", action="append", help="video(s); default: all in --videos")
@@ -158,12 +169,14 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=250, help="frames of each video to run")
     parser.add_argument("--streams", type=int, default=0, help="also N replayed cameras")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--naive-python", default=str(REPO / ".venv-naive" / "bin" / "python"))
+    parser.add_argument("--decode", choices=["inside", "outside", "both"], default="both",
+                        help="decode in the timed loop, before it, or a row of each")  # fmt: skip
+    parser.add_argument("--naive-python", default=sys.executable)
     parser.add_argument("--worker", choices=["one", "streams"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     videos = args.video or sorted(str(p) for p in args.videos.glob("*.mp4"))
     if args.worker == "one":
-        ours(videos[0], args.frames, args.set)
+        ours(videos[0], args.frames, args.set, "outside" if args.decode == "outside" else "inside")
         return 0
     if args.worker == "streams":
         streams(videos, args.streams, args.frames, args.set)
@@ -177,75 +190,106 @@ def main() -> int:
 
     config = load_config(args.set)
     m = config.models
-    sets = [a for s in args.set for a in ("--set", s)]
+    size = m.vehicle.input_size
+    naive_args = [
+        str(m.vehicle.source), str(m.plate.source), str(m.ocr.source), str(m.ocr.dictionary),
+        "--frames", str(args.frames),
+        "--vehicle-size", *[str(v) for v in (size if isinstance(size, tuple) else (size,))],
+        "--plate-size", str(m.plate.input_size if isinstance(m.plate.input_size, int)
+                            else max(m.plate.input_size)),
+        "--ocr-height", str(m.ocr.input_height), "--ocr-width", str(m.ocr.input_width or 0),
+    ]  # fmt: skip
+    if not isinstance(size, int):  # Ultralytics runs a fixed-size ONNX at its own size
+        print(f"note: alprd's vehicle input is {size}; the naive loop's vehicle ONNX is "
+              "fixed-size, so that row is not the same work")  # fmt: skip
     table = Table(title=f"pipeline ({os.cpu_count()} CPUs) {' '.join(args.set)}")
-    cols = ["video", "loop", "frames/s", "ratio", "vehicle p50/p99 ms", "plate p50/p99 ms",
-            "ocr p50/p99 ms", "reads", "events", "still/skipped", "peak RSS MB",
-            "first result s"]  # fmt: skip
+    cols = ["video", "decode", "loop", "frames/s", "ratio", "vehicle p50/p99 ms",
+            "plate p50/p99 ms", "ocr p50/p99 ms", "reads", "events", "still/skipped",
+            "peak RSS MB", "first result s"]  # fmt: skip
     for c in cols:
-        table.add_column(c, justify="left" if c in ("video", "loop") else "right")
-    naive_ok = Path(args.naive_python).is_file()
+        table.add_column(c, justify="left" if c in ("video", "decode", "loop") else "right")
+    decodes = ["inside", "outside"] if args.decode == "both" else [args.decode]
+    same = [a for s in [*args.set, *SAME_WORK] for a in ("--set", s)]
+    configured = [a for s in args.set for a in ("--set", s)]
+    nms = ""
     for video in videos:
-        results = {
-            "alprd": _run(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.pipeline",
-                    "--worker",
-                    "one",
-                    "--video",
-                    video,
-                    "--frames",
-                    str(args.frames),
-                    *sets,
-                ]
-            )
-        }
-        if naive_ok:
-            results["naive"] = _run(
-                [
-                    args.naive_python,
-                    str(REPO / "benchmarks" / "naive_loop.py"),
-                    video,
-                    str(m.vehicle.source),
-                    str(m.plate.source),
-                    str(m.ocr.source),
-                    str(m.ocr.dictionary),
-                    str(args.frames),
-                    str(m.ocr.input_height),
-                    str(m.ocr.input_width or 0),
-                ]
-            )
-        base = results.get("naive")
-        for name, r in results.items():
-            fps = r["frames"] / r["wall_s"]
-            ratio = fps / (base["frames"] / base["wall_s"]) if base else float("nan")
-            st = r["stages"]
-            events = r.get("events", "")
-            table.add_row(
-                Path(video).name, name, f"{fps:.2f}", f"{ratio:.2f}x",
-                *stage_cells(st),
-                str(r["reads"]), ",".join(events) if isinstance(events, list) else str(events),
-                f"{r['gated']}/{r['skipped']}" if "gated" in r else "-",
-                f"{r['rss_mb']:.0f}", f"{r['first_result_s']:.1f}",
-            )  # fmt: skip
+        for decode in decodes:
+            base = _run([args.naive_python, str(REPO / "benchmarks" / "naive_loop.py"), video,
+                         *naive_args, "--decode", decode])  # fmt: skip
+            nms = base.get("nms", "")
+            rows = {"naive": base}
+            for name, sets in (("alprd, same work", same), ("alprd, as configured", configured)):
+                rows[name] = _run([sys.executable, "-m", "benchmarks.pipeline", "--worker",
+                                   "one", "--video", video, "--frames", str(args.frames),
+                                   "--decode", decode, *sets])  # fmt: skip
+            base_fps = base["frames"] / base["wall_s"]
+            for name, r in rows.items():
+                fps = r["frames"] / r["wall_s"]
+                events = r.get("events", "")
+                table.add_row(
+                    Path(video).name, decode, name, f"{fps:.2f}", f"{fps / base_fps:.2f}x",
+                    *stage_cells(r["stages"]),
+                    str(r["reads"]), ",".join(events) if isinstance(events, list) else str(events),
+                    f"{r['gated']}/{r['skipped']}" if "gated" in r else "-",
+                    f"{r['rss_mb']:.0f}", f"{r['first_result_s']:.1f}",
+                )  # fmt: skip
     if args.streams:
-        r = _run([sys.executable, "-m", "benchmarks.pipeline", "--worker", "streams",
-                  "--streams", str(args.streams), "--frames", str(args.frames), *sets,
-                  *[a for v in videos for a in ("--video", v)]])  # fmt: skip
-        st = r["stages"]
-        table.add_row(
-            f"{args.streams} cameras (replays)", "alprd", f"{r['frames'] / r['wall_s']:.2f}", "",
-            *stage_cells(st),
-            str(r["reads"]), str(r["events"]), f"{r['gated']}/{r['skipped']}",
-            f"{r['rss_mb']:.0f}", "",
+        n = args.streams
+        rows = {}
+        for name, sets in (("alprd, same work", same), ("alprd, as configured", configured)):
+            rows[name] = _run([sys.executable, "-m", "benchmarks.pipeline", "--worker", "streams",
+                               "--streams", str(n), "--frames", str(args.frames), *sets,
+                               *[a for v in videos for a in ("--video", v)]])  # fmt: skip
+        naive = [args.naive_python, str(REPO / "benchmarks" / "naive_loop.py")]
+        rows["naive, batched"] = _run([*naive, videos[0], *naive_args, "--cameras", str(n)])
+        rows["naive, N processes"] = _processes(
+            [[args.naive_python, str(REPO / "benchmarks" / "naive_loop.py"),
+              videos[i % len(videos)], *naive_args, "--decode", "outside"] for i in range(n)]
         )  # fmt: skip
-        print(f"decode (excluded from the cameras row): {r['decode_fps']:.0f} frames/s")
-    if not naive_ok:
-        print(f"no naive venv at {args.naive_python} (make .venv-naive): alprd only")
-    Console(width=180).print(table)
+        base_fps = max(r["frames"] / r["wall_s"] for k, r in rows.items() if k.startswith("naive"))
+        for name, r in rows.items():
+            fps = r["frames"] / r["wall_s"]
+            table.add_row(
+                f"{n} cameras (replays)", "outside", name, f"{fps:.2f}", f"{fps / base_fps:.2f}x",
+                *stage_cells(r["stages"]),
+                str(r["reads"]), str(r.get("events", "")),
+                f"{r['gated']}/{r['skipped']}" if "gated" in r else "-",
+                f"{r['rss_mb']:.0f}", "",
+            )  # fmt: skip
+    Console(width=200).print(table)
+    print(
+        "ratio: frames/s against the naive loop's in the same rows (cameras: against the "
+        "faster naive way). same work: every frame searched and read (motion gating and "
+        "per-track skipping off); as configured: alprd's defaults. Both sides warmed up "
+        f"untimed; recogniser input {m.ocr.input_height}x{m.ocr.input_width or 'aspect'} on "
+        f"both; naive NMS: {nms}; torch {_torch_version(args.naive_python)}."
+    )
     return 0
+
+
+def _processes(commands: list[list[str]]) -> dict:
+    """N naive loops at once; frames/s over the slowest one's wall time."""
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO) for c in commands]  # fmt: skip
+    results = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"naive loop failed:\n{err[-3000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        "frames": sum(r["frames"] for r in results),
+        "wall_s": max(r["wall_s"] for r in results),
+        "stages": {k: [v for r in results for v in r["stages"][k]] for k in STAGES},
+        "reads": sum(r["reads"] for r in results),
+        "rss_mb": sum(r["rss_mb"] for r in results),
+    }
+
+
+def _torch_version(python: str) -> str:
+    run = subprocess.run([python, "-c", "import torch; print(torch.__version__)"],
+                         capture_output=True, text=True)  # fmt: skip
+    return run.stdout.strip() or "?"
 
 
 if __name__ == "__main__":
