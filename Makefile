@@ -51,14 +51,16 @@ bench-ocr-gpu: $(VENV)/.installed
 	$(PY) -m benchmarks.ocr_gpu
 
 # alprd against the naive Ultralytics loop on every video in ../shared/data/videos,
-# same run, then STREAMS replayed cameras; BENCH_ARGS adds e.g.
-# --set models.vehicle.input_size=[384,640]. `make bench-gpu` on an NVIDIA host.
+# same run, same work and as configured, decoded inside and outside the timed loop,
+# then STREAMS replayed cameras against the naive loop batched and as processes.
+# The naive loop runs on the serving venv's CPU torch. BENCH_ARGS adds e.g.
+# --frames 100. `make bench-gpu` on an NVIDIA host.
 STREAMS ?= 4
-bench: $(VENV)/.installed .venv-naive/.installed
+bench: $(VENV)/.installed
 	$(PY) -m benchmarks.pipeline --streams $(STREAMS) $(BENCH_ARGS)
 
 # The same on the rear-view video only.
-bench-pipeline: $(VENV)/.installed .venv-naive/.installed
+bench-pipeline: $(VENV)/.installed
 	$(PY) -m benchmarks.pipeline --video ../shared/data/videos/rear-nl-L417VS.mp4 $(BENCH_ARGS)
 
 # GPU mode (torch backend, fp16, CUDA graphs) against the naive loop on the same
@@ -73,16 +75,6 @@ bench-swap: $(VENV)/.installed
 # Events per second into SQLite + JSONL + MQTT through the outbox (needs mosquitto).
 bench-outputs: $(VENV)/.installed
 	$(PY) -m benchmarks.outputs
-
-# The naive loop's own venv (benchmarks only): Ultralytics predict needs
-# torchvision, which here comes only with the CUDA build of torch (~6 GB).
-.venv-naive/.installed:
-	$(PYTHON) -m venv .venv-naive
-	.venv-naive/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	.venv-naive/bin/pip install --quiet ultralytics==8.4.190 onnxruntime==1.32.0
-	.venv-naive/bin/pip uninstall --quiet --yes opencv-python
-	.venv-naive/bin/pip install --quiet --force-reinstall --no-deps opencv-python-headless==4.14.0.94
-	touch $@
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
@@ -134,5 +126,5 @@ clean:
 
 # Also removes the virtual environment, fetched models and the wheel cache.
 distclean: clean
-	rm -rf $(VENV) .venv-naive cache
+	rm -rf $(VENV) cache
 	find models -mindepth 1 -maxdepth 1 ! -name SOURCES.md ! -name trained -exec rm -rf {} +

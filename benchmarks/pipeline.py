@@ -1,16 +1,19 @@
 """`make bench` (and `make bench-pipeline`, one video): alprd's pipeline against the
 naive loop, same videos, same run, one process each: frames/s, per-stage latency
 (p50/p99), reads, peak RSS, start-up time to first result, and the speed ratio;
-then N synthetic cameras (the videos replayed at other offsets) through alprd's
-multi-camera loop. "still/skipped": frames motion gating skipped (nothing moved)
-and vehicle searches per-track skipping saved (`--set motion.enabled=false` turns
-gating off).
+then N cameras (the videos replayed at other offsets) through alprd's multi-camera
+batching against the naive loop batched (Ultralytics `predict` on a list) and as N
+processes.
 
-alprd runs every frame through `CameraPipeline` (vehicle detection, plates on
-the vehicle crops, OCR, tracking, voting, per-track skipping) in the serving
-venv; the naive loop (benchmarks/naive_loop.py) runs in .venv-naive (`make
-.venv-naive`). `--set models.vehicle.input_size=[384,640]` (repeatable) changes
-alprd's config for the run.
+Fair both ways: both sides load and warm up untimed (one pass over the first
+frame), decode the same way (inside the timed loop, as a camera delivers frames,
+and before it: a row each), run the same three networks at the same input sizes
+on the same CPU torch / ONNX Runtime, and alprd is shown twice: **same work**
+(every frame searched and read: motion gating and per-track skipping off) and
+**as configured** (its defaults). "still/skipped": frames motion gating skipped
+and vehicle searches per-track skipping saved. `--set key=value` (repeatable)
+changes alprd's config for the run (a non-square vehicle input is not the same
+work: the naive loop's vehicle ONNX has a fixed size).
 """
 
 from __future__ import annotations
