@@ -14,6 +14,7 @@ paths are taken as written.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -387,10 +388,27 @@ class OutputsConfig(_Section):
 # --------------------------------------------------------------------------- service
 
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
 class MetricsConfig(_Section):
     enabled: bool = True
     address: str = "127.0.0.1"
     port: int = Field(9108, ge=1, le=65535)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        """An IP address or a host name (labels of 1-63 letters, digits, hyphens)."""
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        labels = value.rstrip(".").split(".")
+        if not value or len(value) > 253 or not all(_HOST_LABEL.fullmatch(x) for x in labels):
+            raise ValueError(f"not an IP address or host name: {value!r}")
+        return value
 
 
 class ServiceConfig(_Section):

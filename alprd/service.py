@@ -219,7 +219,7 @@ class Service:
             return
         try:
             self.metrics.serve(m.port, m.address)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # in use, unresolvable (UnicodeError) ...
             self._metrics_retry_at = time.monotonic() + METRICS_RETRY_S
             if not self._metrics_failed:
                 log.warning("metrics_unavailable", port=m.port, reason=str(exc),

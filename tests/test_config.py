@@ -249,8 +249,12 @@ def test_check_config_warns_about_model_files_not_fetched(write_config, capsys):
         ("[engines]\nbackend = 'auto'\nworkers = 2\n", ":3: engines.workers: unknown key"),
         ("[engines]\nbatch_size = 'two'\n", ":2: engines.batch_size: must be a valid integer"),
         ("[engines\nbackend = 'auto'\n", ":1: TOML syntax error:"),
+        (
+            f"[metrics]\naddress = '{'a' * 70}'\n",
+            f":2: metrics.address: not an IP address or host name: '{'a' * 70}'",
+        ),
     ],
-    ids=["unknown-key", "bad-type", "toml-syntax"],
+    ids=["unknown-key", "bad-type", "toml-syntax", "bad-address"],
 )
 def test_check_config_cli_errors(write_config, text, expected):
     """The real console entry point: one clear line, the config exit code, no traceback."""
