@@ -1,23 +1,40 @@
 """`make bench-gpu`: alprd's GPU mode against the naive Ultralytics loop on the
-same NVIDIA card, one run, and the multi-camera throughput.
+same NVIDIA card, one run, one stream and N cameras.
 
-Measures, side by side:
-- decode: frames/s OpenCV decodes the videos at (excluded from the rest: frames
-  are decoded into memory first);
-- naive loop: `benchmarks/naive_loop.py` on the GPU (Ultralytics `predict` per
-  frame and per vehicle crop, the recogniser per plate on ONNX Runtime). The
-  vehicle model is the default ONNX's own weights as an Ultralytics `.pt`
-  (`alprd.engines.lift`), so both sides run the same three networks;
-- alprd, one stream: `CameraPipeline` on the rear-view video with the torch
-  backend (fp16, CUDA graphs, letterbox on the GPU): every frame searched and
-  read (per-track skipping and motion gating off), and as configured by default
-  (both on); the speed ratio against the naive loop;
-- alprd, N streams: `Recognizer.many` on N frames at a time (N cameras replaying
-  the videos at different offsets), every stage batched across cameras, no
-  skipping: frames/s through vehicles + plates + OCR, stage p50/p99.
+Both sides do the same work the same way:
+- the same three networks at the same precision on the same card: the naive
+  loop (`benchmarks/naive_loop.py`) runs Ultralytics `predict` per frame (the
+  default vehicle ONNX's own weights as an Ultralytics `.pt`,
+  `alprd.engines.lift`) and per vehicle crop (plate `.pt`), both fp16 on the GPU
+  (`--half`), then alprd's recogniser per plate as a plain torch module, fp16 on
+  the GPU (`--ocr-backend torch`: no batching, no CUDA graphs). alprd: the torch
+  backend (fp16, CUDA graphs, letterbox and crops on the GPU). One reference row
+  keeps the naive loop as Ultralytics and ONNX Runtime give it by default (fp32
+  detectors, recogniser on the CPU), outside the ratios;
+- the same input sizes (vehicle 384x640, plate 416, recogniser 32x128);
+- both warmed up untimed on the first frames (10 for one stream, 5 steps for N
+  cameras) before their timed loops: Ultralytics' predictor set-up and every
+  model's first call on the naive side, CUDA graphs and the settled heap on
+  alprd's (what the daemon does once ready);
+- frames decoded inside the timed loop (`decode inside`: one frame at a time, as
+  a camera delivers them; alprd into page-locked buffers, as its cameras do on a
+  GPU) or all before it (`decode outside`), a row of each for one stream; the N
+  camera rows decode outside on both sides;
+- alprd twice: "same work" (every frame searched and read: motion gating off,
+  `tracking.recheck_every = 1`, as the naive loop does) and "as configured"
+  (alprd's defaults: motion gating and per-track skipping on).
+
+N cameras: the videos replayed at different offsets (camera i: video i mod 3,
+37 i frames in), the first --steps frames of each, one frame of every camera per
+step, the same frames for every row. The naive loop two ways: batched (one
+`predict` on the N frames, `--cameras N`) and as N processes of one camera each,
+started together; ratios are against the faster of the two. alprd: one process,
+`CameraPipeline`s batched per step as the daemon does (`Batch`, `Lanes`), one
+batch at a time and two in flight (the daemon's default on a GPU).
 
 Needs torch with CUDA, ultralytics and the alprd dependencies; writes the JSON of
-every figure to --out when given.
+every figure to --out when given. --smoke runs the same on the CPU (a check of
+this script, not a measurement).
 """
 
 from __future__ import annotations
@@ -30,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +55,10 @@ os.environ.update(YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", YOLO_VERBOSE="Fals
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
+NAIVE = REPO / "benchmarks" / "naive_loop.py"
+STAGES = ("vehicle", "plate", "ocr")
+#: untimed warm-up, both sides: frames for one stream, steps for N cameras
+WARM_ONE, WARM_MANY = 10, 5
 
 
 def pct(values: list[float], q: float) -> float:
@@ -44,8 +66,8 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1000 if s else float("nan")
 
 
-def decode(video: Path, limit: int, pinned: bool = False) -> tuple[list, float]:
-    """Frames of `video` in memory, and the decode rate. `pinned`: decoded into
+def read_frames(video: Path, limit: int, pinned: bool = False) -> Iterator[Any]:
+    """The first `limit` frames of `video`, decoded one at a time. `pinned`: into
     page-locked buffers, as a camera does when the torch backend serves on a GPU
     (`CameraReader(allocate=...)`)."""
     import cv2
@@ -54,16 +76,25 @@ def decode(video: Path, limit: int, pinned: bool = False) -> tuple[list, float]:
     if pinned:
         from alprd.engines.backends.torch import pinned_frame as allocate
     cap = cv2.VideoCapture(str(video))
-    frames: list = []
+    shape = None
+    try:
+        for _ in range(limit):
+            if allocate is not None and shape is not None:
+                ok, frame = cap.read(allocate(shape))
+            else:
+                ok, frame = cap.read()
+            if not ok:
+                return
+            shape = frame.shape
+            yield frame
+    finally:
+        cap.release()
+
+
+def decode(video: Path, limit: int, pinned: bool = False) -> tuple[list, float]:
+    """Frames of `video` in memory, and the decode rate."""
     t = time.perf_counter()
-    while len(frames) < limit:
-        if allocate is not None and frames:
-            ok, frame = cap.read(allocate(frames[0].shape))
-        else:
-            ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = list(read_frames(video, limit, pinned))
     return frames, len(frames) / (time.perf_counter() - t)
 
 
@@ -101,33 +132,107 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def one_stream(config_path: Path, frames: list, skipping: bool) -> dict:
+def same_work(config: Any) -> Any:
+    """alprd searching and reading every frame, as the naive loop does (what
+    `benchmarks.pipeline.SAME_WORK` sets): no motion gating, no per-track skipping."""
+    config.motion.enabled = False
+    config.tracking.recheck_every = 1
+    return config
+
+
+def one_stream(config_path: Path, video: Path, limit: int, same: bool, decoded: str) -> dict:
+    """`CameraPipeline` on the first `limit` frames of `video`, decoded inside the
+    timed loop or before it; warmed up untimed on its first WARM_ONE frames."""
+    import torch
+
     from alprd import config as cfgmod
     from alprd.pipeline.recognizer import Recognizer
     from alprd.pipeline.stream import CameraPipeline
     from alprd.pipeline.types import Frame
 
     config = cfgmod.load(config_path)
-    if not skipping:  # every frame searched and read, as the naive loop does
-        config.tracking.decided_after = 10**9  # never decided: no per-track skipping
-        config.motion.enabled = False
+    if same:
+        same_work(config)
     recognizer = Recognizer.load(config)
-    pipe = CameraPipeline("bench", recognizer, config)
-    for i, image in enumerate(frames[:10]):  # CUDA graphs captured, cuDNN tuned
-        pipe.process(Frame("bench", i, i / 25.0, image))
-    pipe.finish()
+    pinned = torch.cuda.is_available()
+    warm = CameraPipeline("warm-up", recognizer, config)
+    for i, image in enumerate(read_frames(video, WARM_ONE, pinned)):
+        warm.process(Frame("warm-up", i, i / 25.0, image))  # CUDA graphs, cuDNN tuned
+    warm.finish()
     settle_heap()  # as the daemon does once ready
     recognizer.times.samples = {k: [] for k in recognizer.times.samples}
     pipe = CameraPipeline("bench", recognizer, config)
+    frames = iter(decode(video, limit, pinned)[0]) if decoded == "outside" else None
     events = []
     t = time.perf_counter()
-    for i, image in enumerate(frames):
+    for i, image in enumerate(frames or read_frames(video, limit, pinned)):
         events += pipe.process(Frame("bench", i, i / 25.0, image))
     events += pipe.finish()
     wall = time.perf_counter() - t
     out = {
-        "frames": len(frames), "fps": len(frames) / wall, "reads": pipe.reads,
-        "events": [e.plate for e in events], "stages": dict(recognizer.times.samples),
+        "frames": pipe.frames, "fps": pipe.frames / wall, "reads": pipe.reads,
+        "gated": pipe.gated, "skipped": pipe.skipped, "events": [e.plate for e in events],
+        "stages": dict(recognizer.times.samples),
+    }  # fmt: skip
+    recognizer.close()
+    return out
+
+
+def cameras(config_path: Path, clips: list[list], steps: int, n: int, same: bool,
+            lanes: int | None) -> dict:  # fmt: skip
+    """`n` cameras (camera i: clips[i mod len], 37 i frames in), one frame of each
+    per step through `CameraPipeline`s batched as the daemon's loop does
+    (`Batch.begin`, `Lanes`, `Batch.finish`); `lanes` batches in flight (None:
+    the daemon's choice, 2 on a GPU). Warmed up untimed on WARM_MANY steps."""
+    from alprd import config as cfgmod
+    from alprd.pipeline.recognizer import Lanes, Recognizer
+    from alprd.pipeline.stream import Batch, CameraPipeline, process_many
+    from alprd.pipeline.types import Frame
+
+    config = cfgmod.load(config_path)
+    if same:
+        same_work(config)
+    recognizer = Recognizer.load(config)
+
+    def frame(i: int, step: int) -> Frame:
+        clip = clips[i % len(clips)]
+        return Frame(f"cam{i}", step, step / 25.0, clip[(step + 37 * i) % len(clip)])
+
+    warm = [CameraPipeline(f"warm{i}", recognizer, config) for i in range(n)]
+    for step in range(WARM_MANY):
+        process_many(recognizer, [(warm[i], frame(0, step)) for i in range(n)])
+    settle_heap()
+    recognizer.times.samples = {k: [] for k in recognizer.times.samples}
+    pipes = [CameraPipeline(f"cam{i}", recognizer, config) for i in range(n)]
+    pool: Lanes[Any] = Lanes(recognizer, lanes or recognizer.lanes())
+    events: list = []
+
+    def finished(done: list[tuple[Any, Any]]) -> None:
+        for batch, results in done:
+            for found in batch.finish(results):
+                events.extend(found)
+
+    t = time.perf_counter()
+    step = 0
+    while step < steps or pool.busy:
+        if step < steps and pool.free:
+            batch = Batch.begin(recognizer, [(pipes[i], frame(i, step)) for i in range(n)])
+            step += 1
+            if batch.steps is None:  # every frame skipped by motion gating
+                finished([(batch, [])])
+            else:
+                pool.submit(batch.steps, batch)
+        if pool.busy:
+            finished(pool.step())
+    for pipe in pipes:
+        events += pipe.finish()
+    wall = time.perf_counter() - t
+    frames = sum(p.frames for p in pipes)
+    out = {
+        "frames": frames, "fps": frames / wall, "reads": sum(p.reads for p in pipes),
+        "gated": sum(p.gated for p in pipes), "skipped": sum(p.skipped for p in pipes),
+        "events": len(events), "lanes": len(pool.contexts),
+        "stages": dict(recognizer.times.samples),
     }  # fmt: skip
     recognizer.close()
     return out
@@ -252,9 +357,8 @@ def processes(
             "plates_read": sum(g[1] for g in got), "stages": {}}  # fmt: skip
 
 
-def naive(root: Path, args: argparse.Namespace, video: Path) -> dict:
-    """The naive loop in a child process on the same GPU, with the vehicle ONNX's
-    weights as an Ultralytics .pt."""
+def naive_vehicle(root: Path, args: argparse.Namespace) -> Path:
+    """The vehicle ONNX's weights as an Ultralytics .pt (the naive loop's model)."""
     import torch
 
     from alprd.engines import lift
@@ -265,45 +369,132 @@ def naive(root: Path, args: argparse.Namespace, video: Path) -> dict:
     model.args = {"imgsz": 640, "task": "detect"}
     vehicle_pt = root / "vehicle-naive.pt"
     torch.save({"model": model, "train_args": dict(model.args)}, vehicle_pt)
-    run = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "naive_loop.py"), str(video), str(vehicle_pt),
-         str(REPO / "models" / args.plate), str(REPO / "models" / args.ocr),
-         str(REPO / "models" / args.dictionary), str(args.frames), "32", "128"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    r = json.loads(run.stdout.strip().splitlines()[-1])
+    return vehicle_pt
+
+
+def naive_args(config_path: Path, vehicle_pt: Path, args: argparse.Namespace) -> list[str]:
+    """The naive loop's models and input sizes, those of alprd's config."""
+    from alprd import config as cfgmod
+
+    m = cfgmod.load(config_path).models
+    size = m.vehicle.input_size
+    plate = m.plate.input_size
+    return [
+        str(vehicle_pt), str(REPO / "models" / args.plate), str(REPO / "models" / args.ocr),
+        str(REPO / "models" / args.dictionary),
+        "--vehicle-size", *[str(v) for v in (size if isinstance(size, tuple) else (size,))],
+        "--plate-size", str(plate if isinstance(plate, int) else max(plate)),
+        "--ocr-height", str(m.ocr.input_height), "--ocr-width", str(m.ocr.input_width or 0),
+    ]  # fmt: skip
+
+
+def fair_flags(smoke: bool) -> list[str]:
+    """The naive loop on the GPU, fp16, recogniser there too (CPU, fp32 in --smoke)."""
+    device = ["--device", "cpu"] if smoke else ["--device", "cuda:0", "--half"]
+    return [*device, "--ocr-backend", "torch"]
+
+
+def naive(video: Path, common: list[str], *extra: str) -> dict:
+    """One naive loop, in a child process."""
+    run = subprocess.run([sys.executable, str(NAIVE), str(video), *common, *extra],
+                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    if run.returncode != 0:
+        raise SystemExit(f"naive loop failed:\n{run.stderr[-3000:]}")
+    r: dict = json.loads(run.stdout.strip().splitlines()[-1])
     r["fps"] = r["frames"] / r["wall_s"]
     return r
+
+
+def naive_processes(root: Path, videos: list[Path], common: list[str], n: int) -> dict:
+    """`n` naive loops at once, each one camera of the same set as the batched
+    loop (`--first-camera`), released together once all are warm and decoded:
+    frames/s of all together, from the first start to the last end."""
+    go = root / "go"
+    threads = str(max(1, (os.cpu_count() or n) // n))  # n processes share the cores
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    more = ["--more-videos", *[str(v) for v in videos[1:]]] if len(videos) > 1 else []
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(NAIVE), str(videos[0]), *common, *more, "--cameras", "1",
+             "--first-camera", str(k), "--go", str(go)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+        )
+        for k in range(n)
+    ]  # fmt: skip
+    deadline = time.monotonic() + 600
+    while len(list(root.glob("go.*.ready"))) < n:
+        failed = [p for p in procs if p.poll() is not None]
+        if failed or time.monotonic() > deadline:
+            for p in procs:
+                p.kill()
+            err = failed[0].communicate()[1][-3000:] if failed else "timed out"
+            raise SystemExit(f"naive loop failed:\n{err}")
+        time.sleep(0.05)
+    go.touch()
+    results = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"naive loop failed:\n{err[-3000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    frames = sum(r["frames"] for r in results)
+    wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
+    return {
+        "frames": frames, "wall_s": wall, "fps": frames / wall, "processes": n,
+        "stages": {k: [v for r in results for v in r["stages"][k]] for k in STAGES},
+        "reads": sum(r["reads"] for r in results),
+    }  # fmt: skip
+
+
+def row(section: str, decoded: str, name: str, r: dict, base: float) -> str:
+    st = r.get("stages") or {}
+    stages = " ".join(
+        f"{pct(st.get(s, []), 0.5):>6.1f}/{pct(st.get(s, []), 0.99):<6.1f}" for s in STAGES
+    )
+    still = f"{r['gated']}/{r['skipped']}" if "gated" in r else "-"
+    return (f"{section:11} {decoded:7} {name:50} {r['fps']:8.1f} {r['fps'] / base:6.2f}x "
+            f"{stages} {r.get('reads', ''):>6} {still:>9}")  # fmt: skip
+
+
+HEADER = (f"{'':11} {'decode':7} {'loop':50} {'frames/s':>8} {'ratio':>7} "
+          f"{'vehicle p50/p99':>13} {'plate p50/p99':>13} {'ocr p50/p99':>13} "
+          f"{'reads':>6} {'still/skip':>9}")  # fmt: skip
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--videos", type=Path, default=DATA / "videos")
-    p.add_argument("--frames", type=int, default=249)
-    p.add_argument("--streams", type=int, default=16)
-    p.add_argument("--steps", type=int, default=100, help="batches of --streams frames")
+    p.add_argument("--frames", type=int, default=249, help="frames of the one-stream video")
+    p.add_argument("--streams", type=int, default=16, help="cameras")
+    p.add_argument("--steps", type=int, default=100, help="frames of each camera")
     p.add_argument("--vehicle", default="vehicle-yolov8n-coco.onnx")
     p.add_argument("--plate", default="plate-yolov8n.pt")
     p.add_argument("--ocr", default="trained/ocr-alprd-plate.onnx")
     p.add_argument("--dictionary", default="trained/ocr-alprd-plate-dict.txt")
     p.add_argument("--ocr-backend", default="torch", help="onnxruntime: the recogniser on the CPU")
+    p.add_argument("--only-streams", action="store_true", help="skip the one-stream rows")
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the naive loop on Ultralytics' and ONNX Runtime's defaults",
+    )
+    p.add_argument(
+        "--lanes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also alprd's recogniser alone (no tracking) on the cameras, this many batches in "
+        "flight, all cameras per batch and split between the lanes (outside the ratios)",
+    )
     p.add_argument(
         "--processes",
         type=int,
         nargs="*",
         default=[],
-        help="also run the --streams cameras split over this many processes",
-    )
-    p.add_argument("--only-streams", action="store_true", help="skip the one-stream rows")
-    p.add_argument(
-        "--lanes",
-        type=int,
-        nargs="*",
-        default=[2],
-        help="also run the --streams cameras with this many batches in flight",
+        help="also alprd's recogniser alone on the cameras split over this many processes",
     )
     p.add_argument("--out", type=Path)
-    p.add_argument("--smoke", action="store_true", help="run on the CPU, no naive loop (a check)")
+    p.add_argument("--smoke", action="store_true", help="run on the CPU (a check)")
     args = p.parse_args()
 
     import torch
@@ -314,63 +505,110 @@ def main() -> int:
     from alprd import log as logmod
 
     logmod.configure("console", "warning")
+    videos = sorted(args.videos.glob("*.mp4"))
     rear = args.videos / "rear-nl-L417VS.mp4"
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (smoke)"
-    results: dict = {"gpu": gpu, "torch": torch.__version__}
-    clips = {}
-    for video in sorted(args.videos.glob("*.mp4")):
-        clips[video.name], fps = decode(video, 10_000, pinned=torch.cuda.is_available())
-        results.setdefault("decode_fps", {})[video.name] = fps
+    pinned = torch.cuda.is_available()
+    gpu = torch.cuda.get_device_name() if pinned else "none (smoke)"
+    results: dict = {"gpu": gpu, "torch": torch.__version__, "one": {}, "many": {}, "extra": {}}
+    for video in videos:
+        results.setdefault("decode_fps", {})[video.name] = decode(video, 10_000, pinned)[1]
+    fair = fair_flags(args.smoke)
+    n = args.streams
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        quick = args.smoke or args.only_streams
-        results["naive"] = naive(root, args, rear) if not quick else {"fps": 1.0, "stages": {}}
         one = site(root, args, 1)
-        frames = clips[rear.name][: args.frames]
-        rows = ["naive", "alprd_every_frame", "alprd_default", "alprd_streams"]
+        common = naive_args(one, naive_vehicle(root, args), args)
+        one_rows = results["one"]
         if not args.only_streams:
-            results["alprd_default"] = one_stream(one, frames, skipping=True)
-            results["alprd_every_frame"] = one_stream(one, frames, skipping=False)
-        else:
-            rows = ["alprd_streams"]
+            frames = ["--frames", str(args.frames), "--warmup", str(WARM_ONE)]
+            for decoded in ("inside", "outside"):
+                rows = one_rows[decoded] = {}
+                rows["naive"] = naive(rear, common, *frames, *fair, "--decode", decoded)
+                for name, same in (("alprd, same work", True), ("alprd, as configured", False)):
+                    rows[name] = one_stream(one, rear, args.frames, same, decoded)
+            if not args.no_reference:
+                one_rows["outside"]["naive, Ultralytics/ONNX Runtime defaults"] = naive(
+                    rear, common, *frames, "--decode", "outside"
+                )
+        many = site(root, args, n)
+        steps = ["--frames", str(args.steps), "--warmup", str(WARM_MANY), "--decode", "outside"]
+        rows = results["many"]
+        more = ["--more-videos", *[str(v) for v in videos[1:]]] if len(videos) > 1 else []
+        rows["naive, batched (predict on N frames)"] = naive(
+            videos[0], common, *steps, *fair, *more, "--cameras", str(n)
+        )
+        rows["naive, N processes"] = naive_processes(root, videos, [*common, *steps, *fair], n)
+        clips = [decode(v, args.steps, pinned)[0] for v in videos]
+        for name, same, lanes in (
+            ("alprd, same work, one batch at a time", True, 1),
+            ("alprd, same work, daemon default", True, None),
+            ("alprd, as configured, daemon default", False, None),
+        ):
+            rows[name] = cameras(many, clips, args.steps, n, same, lanes)
+            name_lanes = rows[name]["lanes"]
+            if lanes is None:
+                rows[f"{name} ({name_lanes} in flight)"] = rows.pop(name)
+        extra = results["extra"]
         streams = []
-        names = sorted(clips)
-        for i in range(args.streams):  # cameras replaying the clips at other offsets
-            clip = clips[names[i % len(names)]]
+        for i in range(n):  # the same cameras, as `many_streams` takes them
+            clip = clips[i % len(clips)]
             offset = (i * 37) % len(clip)
             streams.append(clip[offset:] + clip[:offset])
-        many = site(root, args, args.streams)
-        results["alprd_streams"] = many_streams(many, streams, args.steps)
         for lanes in args.lanes:
             for split in (False, True):
-                name = f"alprd_streams_{lanes}_lanes" + ("_split" if split else "")
-                cfg = site(root, args, args.streams // lanes) if split else many
-                results[name] = many_streams(cfg, streams, args.steps, lanes=lanes, split=split)
-                rows.append(name)
-        videos = sorted(args.videos.glob("*.mp4"))
-        for n in args.processes:
-            name = f"alprd_streams_{n}_processes"
-            results[name] = processes(root, args, videos, n, args.streams, args.steps)
-            rows.append(name)
-    naive_fps = results["naive"]["fps"]
-    print(f"GPU: {results['gpu']} (torch {results['torch']})")
-    print("decode fps (excluded below): " + ", ".join(
-        f"{k} {v:.0f}" for k, v in results["decode_fps"].items()))  # fmt: skip
-    print(f"{'':32} {'frames/s':>9} {'ratio':>6} {'vehicle p50/p99':>16} "
-          f"{'plate p50/p99':>14} {'ocr p50/p99':>12} {'reads':>6}")  # fmt: skip
-    for name in rows:
-        r = results[name]
-        st = r["stages"] or {"vehicle": [], "plate": [], "ocr": []}
-        stages = " ".join(
-            f"{pct(st[s], 0.5):>7.1f}/{pct(st[s], 0.99):<7.1f}" for s in ("vehicle", "plate", "ocr")
-        )
-        reads = r.get("reads", r.get("plates_read", ""))
-        print(f"{name:32} {r['fps']:9.1f} {r['fps'] / naive_fps:5.1f}x {stages} {reads:>6}")
-    if "alprd_default" in results:
-        print(f"alprd events (default): {results['alprd_default']['events']}")
+                name = f"recogniser alone, {lanes} lanes" + (", split" if split else "")
+                cfg = site(root, args, n // lanes) if split else many
+                extra[name] = many_streams(cfg, streams, args.steps, lanes=lanes, split=split)
+        for k in args.processes:
+            extra[f"recogniser alone, {k} processes"] = processes(
+                root, args, videos, k, n, args.steps
+            )
+    report(results, args)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1, default=str))
     return 0
+
+
+def report(results: dict, args: argparse.Namespace) -> None:
+    print(f"GPU: {results['gpu']} (torch {results['torch']}, {os.cpu_count()} CPUs)")
+    print("decode fps, one core: " + ", ".join(
+        f"{k} {v:.0f}" for k, v in results["decode_fps"].items()))  # fmt: skip
+    print(HEADER)
+    headline = []
+    for decoded, rows in results["one"].items():
+        base = rows["naive"]["fps"]
+        for name, r in rows.items():
+            print(row("one stream", decoded, name, r, base))
+        for name in ("alprd, same work", "alprd, as configured"):
+            headline.append(f"one stream, decode {decoded}, {name[7:]}: "
+                            f"{rows[name]['fps'] / base:.2f}x")  # fmt: skip
+    rows = results["many"]
+    if rows:
+        naive_rows = {k: r["fps"] for k, r in rows.items() if k.startswith("naive")}
+        faster = max(naive_rows, key=naive_rows.__getitem__)
+        base = naive_rows[faster]
+        for name, r in rows.items():
+            print(row(f"{args.streams} cameras", "outside", name, r, base))
+        for name, r in rows.items():
+            if name.startswith("alprd"):
+                headline.append(f"{args.streams} cameras, {name[7:]}: {r['fps'] / base:.2f}x "
+                                f"against {faster}")  # fmt: skip
+    for name, r in results["extra"].items():
+        print(f"{name} (outside the ratios): {r['fps']:.1f} frames/s, "
+              f"{r.get('plates_read', '')} plates read")  # fmt: skip
+    for rows in results["one"].values():
+        for name, r in rows.items():
+            if "events" in r:
+                print(f"{name} events: {r['events']}")
+        break
+    print("ratio: frames/s against the naive loop of the same rows (one stream: same decode; "
+          "cameras: the faster naive way). same work: every frame searched and read (motion "
+          "gating and per-track skipping off); as configured: alprd's defaults. The naive "
+          "loop: detectors and recogniser fp16 on the GPU (the defaults row: fp32 detectors, "
+          "recogniser on ONNX Runtime's CPU provider). Both warmed up untimed.")  # fmt: skip
+    print("headline ratios:")
+    for line in headline:
+        print(f"  {line}")
 
 
 if __name__ == "__main__":
