@@ -446,6 +446,12 @@ def naive_processes(root: Path, videos: list[Path], common: list[str], n: int) -
     }  # fmt: skip
 
 
+def progress(section: str, rows: dict) -> None:
+    """The latest row, as soon as it is measured (stderr)."""
+    name, r = list(rows.items())[-1]
+    print(f"{section}: {name}: {r['fps']:.1f} frames/s", file=sys.stderr, flush=True)
+
+
 def row(section: str, decoded: str, name: str, r: dict, base: float) -> str:
     st = r.get("stages") or {}
     stages = " ".join(
@@ -506,48 +512,65 @@ def main() -> int:
 
     logmod.configure("console", "warning")
     videos = sorted(args.videos.glob("*.mp4"))
-    rear = args.videos / "rear-nl-L417VS.mp4"
     pinned = torch.cuda.is_available()
     gpu = torch.cuda.get_device_name() if pinned else "none (smoke)"
     results: dict = {"gpu": gpu, "torch": torch.__version__, "one": {}, "many": {}, "extra": {}}
     for video in videos:
         results.setdefault("decode_fps", {})[video.name] = decode(video, 10_000, pinned)[1]
     fair = fair_flags(args.smoke)
+    try:
+        measure(args, results, videos, fair)
+    except KeyboardInterrupt:  # stopped early: what was measured so far
+        print("interrupted: partial results", file=sys.stderr)
+    report(results, args)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+def measure(args: argparse.Namespace, results: dict, videos: list[Path], fair: list[str]) -> None:
+    """Every row into `results`, in order; the reference row last."""
+    import torch
+
+    rear = args.videos / "rear-nl-L417VS.mp4"
+    pinned = torch.cuda.is_available()
     n = args.streams
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        one = site(root, args, 1)
-        common = naive_args(one, naive_vehicle(root, args), args)
+        # one config for every row: a batch of one frame pads to the same sizes
+        # (powers of two) whatever the largest batch configured
+        config = site(root, args, n)
+        common = naive_args(config, naive_vehicle(root, args), args)
         one_rows = results["one"]
         if not args.only_streams:
             frames = ["--frames", str(args.frames), "--warmup", str(WARM_ONE)]
             for decoded in ("inside", "outside"):
                 rows = one_rows[decoded] = {}
                 rows["naive"] = naive(rear, common, *frames, *fair, "--decode", decoded)
+                progress(decoded, rows)
                 for name, same in (("alprd, same work", True), ("alprd, as configured", False)):
-                    rows[name] = one_stream(one, rear, args.frames, same, decoded)
-            if not args.no_reference:
-                one_rows["outside"]["naive, Ultralytics/ONNX Runtime defaults"] = naive(
-                    rear, common, *frames, "--decode", "outside"
-                )
-        many = site(root, args, n)
+                    rows[name] = one_stream(config, rear, args.frames, same, decoded)
+                    progress(decoded, rows)
         steps = ["--frames", str(args.steps), "--warmup", str(WARM_MANY), "--decode", "outside"]
         rows = results["many"]
         more = ["--more-videos", *[str(v) for v in videos[1:]]] if len(videos) > 1 else []
         rows["naive, batched (predict on N frames)"] = naive(
             videos[0], common, *steps, *fair, *more, "--cameras", str(n)
         )
+        progress("cameras", rows)
         rows["naive, N processes"] = naive_processes(root, videos, [*common, *steps, *fair], n)
+        progress("cameras", rows)
         clips = [decode(v, args.steps, pinned)[0] for v in videos]
         for name, same, lanes in (
             ("alprd, same work, one batch at a time", True, 1),
             ("alprd, same work, daemon default", True, None),
             ("alprd, as configured, daemon default", False, None),
         ):
-            rows[name] = cameras(many, clips, args.steps, n, same, lanes)
+            rows[name] = cameras(config, clips, args.steps, n, same, lanes)
             name_lanes = rows[name]["lanes"]
             if lanes is None:
                 rows[f"{name} ({name_lanes} in flight)"] = rows.pop(name)
+            progress("cameras", rows)
         extra = results["extra"]
         streams = []
         for i in range(n):  # the same cameras, as `many_streams` takes them
@@ -557,16 +580,17 @@ def main() -> int:
         for lanes in args.lanes:
             for split in (False, True):
                 name = f"recogniser alone, {lanes} lanes" + (", split" if split else "")
-                cfg = site(root, args, n // lanes) if split else many
+                cfg = site(root, args, n // lanes) if split else config
                 extra[name] = many_streams(cfg, streams, args.steps, lanes=lanes, split=split)
         for k in args.processes:
             extra[f"recogniser alone, {k} processes"] = processes(
                 root, args, videos, k, n, args.steps
             )
-    report(results, args)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1, default=str))
-    return 0
+        if not args.only_streams and not args.no_reference:  # last: outside the ratios
+            one_rows["outside"]["naive, Ultralytics/ONNX Runtime defaults"] = naive(
+                rear, common, *frames, "--decode", "outside"
+            )
+            progress("outside", one_rows["outside"])
 
 
 def report(results: dict, args: argparse.Namespace) -> None:
@@ -576,15 +600,18 @@ def report(results: dict, args: argparse.Namespace) -> None:
     print(HEADER)
     headline = []
     for decoded, rows in results["one"].items():
+        if "naive" not in rows:
+            continue
         base = rows["naive"]["fps"]
         for name, r in rows.items():
             print(row("one stream", decoded, name, r, base))
         for name in ("alprd, same work", "alprd, as configured"):
-            headline.append(f"one stream, decode {decoded}, {name[7:]}: "
+            if name in rows:
+                headline.append(f"one stream, decode {decoded}, {name[7:]}: "
                             f"{rows[name]['fps'] / base:.2f}x")  # fmt: skip
     rows = results["many"]
-    if rows:
-        naive_rows = {k: r["fps"] for k, r in rows.items() if k.startswith("naive")}
+    naive_rows = {k: r["fps"] for k, r in rows.items() if k.startswith("naive")}
+    if naive_rows:
         faster = max(naive_rows, key=naive_rows.__getitem__)
         base = naive_rows[faster]
         for name, r in rows.items():
