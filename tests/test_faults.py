@@ -190,7 +190,7 @@ def test_s3_bad_pt_dropped_into_models_is_rejected_and_the_old_engine_serves_on(
             assert service.recognizer.engines["plate"].fingerprint == before
         assert not [e for e in logs if e["event"] == "engine_swapped"]
         gap = max_gap(frames, "yard", started)
-        assert gap < 0.75, gap  # 10 fps camera served throughout: 7 frame periods at most
+        assert gap < 1.0, gap  # 10 fps camera served throughout: 10 frame periods at most
     assert cache.check(
         site / "models" / "plate-yolov8n.openvino.blob",
         manager.plan(cfgmod.load(config), "plate").inputs,

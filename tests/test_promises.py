@@ -414,7 +414,7 @@ def test_status_json_of_a_running_daemon(passes_with_outputs_down):
     for name in PASSES:
         cam = s["cameras"][name]
         assert cam["state"] == "ended" and cam["processed"] >= 10 and cam["events"] == 1, cam
-        assert cam["reads"] >= 3 and cam["dropped"] >= 0, cam
+        assert cam["reads"] >= 1 and cam["dropped"] >= 0, cam
     dead = s["cameras"]["dead"]
     assert dead["state"] == "reconnecting" and dead["processed"] == 0, dead
     assert dead["reconnects"] >= 1, dead
@@ -423,13 +423,14 @@ def test_status_json_of_a_running_daemon(passes_with_outputs_down):
     last = sorted(s["last_events"], key=lambda e: e["camera"])
     assert [(e["camera"], e["plate"]) for e in last] == [("rear", "L417VS"), ("rear2", "L417VS")]
     for event in last:
-        assert event["id"] and event["first_seen"].endswith("Z") and event["reads"] >= 3, event
+        assert event["id"] and event["first_seen"].endswith("Z") and event["reads"] >= 1, event
     # The same events as the log's.
     logged_events = sorted(
         (e for e in run["events"] if e["event"] == "plate_event"), key=lambda e: e["camera"]
     )
     for event, logged_event in zip(last, logged_events, strict=True):
         assert event["confidence"] == pytest.approx(logged_event["confidence"], abs=1e-3)
+        assert event["reads"] == logged_event["reads"], (event, logged_event)
 
 
 # --------------------------------------------------------------------------- exit 70
