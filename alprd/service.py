@@ -383,7 +383,7 @@ class Service:
         which takes seconds), while the configured one builds behind."""
         target = manager.plan(config, role)
         if not cache.check(target.engine, target.inputs):
-            return load_engine(config, role)
+            return load_engine(config, role, target=target)  # planned once
         choices = manager.interim(target.request.backend)
         for backend, precision in choices:
             quick = config.model_copy(deep=True)
