@@ -107,6 +107,7 @@ class MqttSink:
         self._removed: list[str] = []
         self._lock = threading.Lock()  # one write (or reset, or close) at a time
         self._connected = threading.Event()
+        self._settled = threading.Event()  # the first connection attempt has an outcome
         self._was_connected = False
         self._refused = ""  # the broker's last refusal, logged once
         self._failed = ""  # the last failed connection attempt, logged once
@@ -143,6 +144,7 @@ class MqttSink:
     ) -> None:
         if client is not self._client:  # a client already replaced
             return
+        self._settled.set()
         if reason.is_failure:
             self._why = f"refused: {reason}"
             if str(reason) != self._refused:  # once per reason, not per attempt
@@ -160,6 +162,7 @@ class MqttSink:
     def _on_connect_error(self, client: paho.Client, exc: OSError) -> None:
         if client is not self._client:
             return
+        self._settled.set()
         self._why = why = str(exc) or type(exc).__name__
         if why != self._failed:  # once per reason, not per attempt
             log.warning("mqtt_connect_failed", host=self.host, port=self.port, reason=why)
@@ -216,6 +219,9 @@ class MqttSink:
     def write(self, record: Record) -> None:
         payload = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         camera = str(record["camera"])
+        # the first connection still being made (a TLS handshake at start-up): wait
+        # for its outcome rather than report "not connected" and recover 0.1 s later
+        self._settled.wait(self.publish_timeout_s)
         with self._lock:
             if self._closed:
                 raise SinkError("mqtt sink closed")
@@ -246,6 +252,7 @@ class MqttSink:
 
     def close(self) -> None:
         """Publish "offline" (retained) if connected, then disconnect."""
+        self._settled.set()
         with self._lock:
             if self._closed:
                 return
