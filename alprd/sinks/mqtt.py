@@ -144,26 +144,27 @@ class MqttSink:
     ) -> None:
         if client is not self._client:  # a client already replaced
             return
-        self._settled.set()
         if reason.is_failure:
             self._why = f"refused: {reason}"
             if str(reason) != self._refused:  # once per reason, not per attempt
                 log.warning("mqtt_refused", host=self.host, port=self.port, reason=str(reason))
             self._refused = str(reason)
+            self._settled.set()
             return
         self._refused = self._failed = self._why = ""
         # Queued ahead of any event: the broker sees "online" first.
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self._publish_discovery(client)
         self._connected.set()
+        self._settled.set()
         log.info("mqtt_connected", host=self.host, port=self.port)
         self._was_connected = True
 
     def _on_connect_error(self, client: paho.Client, exc: OSError) -> None:
         if client is not self._client:
             return
-        self._settled.set()
         self._why = why = str(exc) or type(exc).__name__
+        self._settled.set()
         if why != self._failed:  # once per reason, not per attempt
             log.warning("mqtt_connect_failed", host=self.host, port=self.port, reason=why)
         self._failed = why
