@@ -267,6 +267,7 @@ class TrackingConfig(_Section):
     iou_min: float = Field(0.3, gt=0.0, le=1.0)
     max_shift: float = Field(0.5, ge=0.0)
     max_age_s: float = Field(1.5, gt=0)
+    min_misses: int = Field(2, ge=1)
     decided_after: int = Field(5, ge=1)
     recheck_every: int = Field(10, ge=0)
 

@@ -575,6 +575,9 @@ class Service:
                 next_ping = now + ping
             if now >= next_tick:  # passes of cameras gone quiet still end
                 for cam in list(self.cameras.values()):
+                    sent = cam.slot.last_put
+                    if sent is not None and now - sent <= self.config.tracking.max_age_s:
+                        continue  # frames still come: they end the passes
                     for event in cam.pipeline.tick(time.time()):
                         self._emit(cam, event)
                 if self.outputs is not None:

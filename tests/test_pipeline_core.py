@@ -10,7 +10,7 @@ from alprd.pipeline import geometry
 from alprd.pipeline.ocr import Alphabet, trim_edges
 from alprd.pipeline.rules import PlateRules, levenshtein, parse_format
 from alprd.pipeline.track import Tracker
-from alprd.pipeline.types import Plate, PlateRead, Text, Vehicle
+from alprd.pipeline.types import Frame, Plate, PlateRead, Text, Vehicle
 from alprd.pipeline.vote import Voter, vote
 
 # --------------------------------------------------------------------------- geometry
@@ -232,6 +232,53 @@ def test_tracker_joins_a_fast_move_by_centre_distance():
     assert ids == [1]
     ids, _ = tr.update([(400, 0, 500, 100)], now=0.4)  # too far: a new vehicle
     assert ids == [2]
+
+
+def test_a_long_gap_between_processed_frames_does_not_end_a_track_still_in_view():
+    """A busy host processes a 5 fps camera's frames 1.6 s apart (the others are
+    dropped): the vehicle is still there, its track goes on; a track ends only
+    once missed in min_misses frames in a row and older than max_age_s."""
+    tr = Tracker(max_age_s=1.5, min_misses=2)
+    [tid], _ = tr.update([(0, 0, 100, 100)], now=0.0)
+    ids, ended = tr.update([(20, 0, 120, 100)], now=1.6)
+    assert ids == [tid] and ended == []
+    assert tr.update([], now=3.2) == ([], [])  # missed once: not yet
+    ids, ended = tr.update([], now=3.4)
+    assert ids == [] and [t.id for t in ended] == [tid]
+    quick = Tracker(max_age_s=1.5, min_misses=2)  # a fast camera: many misses,
+    quick.update([(0, 0, 100, 100)], now=0.0)  # the age decides
+    assert all(quick.update([], now=k / 25)[1] == [] for k in range(1, 38))
+    assert [t.id for t in quick.update([], now=38 / 25)[1]] == [1]
+
+
+def test_expire_ends_tracks_by_age_alone():
+    tr = Tracker(max_age_s=1.0, min_misses=5)
+    tr.update([(0, 0, 10, 10)], now=0.0)
+    assert tr.expire(0.9) == []
+    assert [t.id for t in tr.expire(1.1)] == [1] and tr.live == []
+
+
+def test_a_pass_processed_far_apart_is_one_event_with_all_its_reads():
+    """One vehicle pass of a 5 fps camera on a host that keeps up with every
+    eighth frame only: one event, carrying every read (before, the pass was cut
+    in two at each gap, the first part emitted with one read, the rest dropped as
+    a duplicate)."""
+    from alprd.config import Config
+    from alprd.pipeline.recognizer import FrameResult
+    from alprd.pipeline.stream import CameraPipeline
+
+    pipe = CameraPipeline("rear", None, Config(), early=False, motion=False)  # type: ignore[arg-type]
+    image = np.zeros((4, 4, 3), np.uint8)
+    events = []
+    for k in range(6):  # 1.6 s apart, the car creeping forward
+        car = Vehicle((10 + 5 * k, 10, 110 + 5 * k, 90), 0.9, "car")
+        plate = Plate((40 + 5 * k, 60, 80 + 5 * k, 70), 0.8, car)
+        result = FrameResult([car], [(plate, Text("L417VS", (0.9,) * 6))])
+        events += pipe.feed(Frame("rear", 8 * k, 1.6 * k, image), result)
+    for k in range(6, 8):  # the car has gone
+        events += pipe.feed(Frame("rear", 8 * k, 1.6 * k, image), FrameResult([], []))
+    assert [(e.plate, e.reads) for e in events] == [("L417VS", 6)]
+    assert pipe.voter.suppressed == 0
 
 
 def test_tracker_finish_ends_everything():

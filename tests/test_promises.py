@@ -480,21 +480,21 @@ def test_an_unexpected_error_at_start_up_exits_70_and_is_logged(site, sock, monk
 def test_an_unexpected_error_in_the_main_loop_exits_70_and_is_logged(site, sock, monkeypatch):
     """README (Exit codes): 70 when the daemon hits an unexpected fatal error, "see
     the log". This test injects the fault: a `sitecustomize.py` on the daemon's
-    PYTHONPATH makes the main loop's first tick of the camera pipelines raise
-    RuntimeError. After READY=1: exit 70, an `alprd_crashed` error line with the
+    PYTHONPATH makes the main loop's first processed frame raise RuntimeError
+    (in `CameraPipeline.feed`). After READY=1: exit 70, an `alprd_crashed` error line with the
     exception, and the daemon still stops in order (STOPPING=1, `alprd_stopped`)."""
     inject = site / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(
         "from alprd.pipeline import stream\n"
-        "_tick = stream.CameraPipeline.tick\n"
+        "_feed = stream.CameraPipeline.feed\n"
         "_raised = []\n"
-        "def tick(self, now):\n"
+        "def feed(self, frame, *args, **kwargs):\n"
         "    if not _raised:\n"
-        "        _raised.append(now)\n"
-        "        raise RuntimeError('fault injected into CameraPipeline.tick')\n"
-        "    return _tick(self, now)\n"
-        "stream.CameraPipeline.tick = tick\n"
+        "        _raised.append(frame)\n"
+        "        raise RuntimeError('fault injected into CameraPipeline.feed')\n"
+        "    return _feed(self, frame, *args, **kwargs)\n"
+        "stream.CameraPipeline.feed = feed\n"
     )
     monkeypatch.setenv("PYTHONPATH", str(inject))
     config = write_config(
@@ -510,7 +510,7 @@ def test_an_unexpected_error_in_the_main_loop_exits_70_and_is_logged(site, sock,
     assert crash["level"] == "error"
     exc = crash["exception"][0]
     assert exc["exc_type"] == "RuntimeError", exc
-    assert exc["exc_value"] == "fault injected into CameraPipeline.tick", exc
+    assert exc["exc_value"] == "fault injected into CameraPipeline.feed", exc
     sock.pump()
     ready = [i for i, m in enumerate(sock.messages) if m.startswith("READY=1")]
     assert ready and sock.messages[-1] == "STOPPING=1\nSTATUS=stopping", sock.messages

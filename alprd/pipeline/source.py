@@ -141,6 +141,7 @@ class LatestFrame:
         self._frame: Frame | None = None
         self.dropped = 0
         self.published = 0
+        self.last_put: float | None = None  # time.monotonic() of the newest frame
 
     def put(self, frame: Frame) -> None:
         with self._cond:
@@ -148,6 +149,7 @@ class LatestFrame:
                 self.dropped += 1
             self._frame = frame
             self.published += 1
+            self.last_put = time.monotonic()
             self._cond.notify_all()
 
     def take(self, timeout: float | None = None) -> Frame | None:

@@ -55,8 +55,14 @@ class CameraPipeline:
         self.camera, self.recognizer, self.zone = camera, recognizer, zone
         self.rules = rules_for(config, regions)
         t, v = config.tracking, config.voting
-        self.vehicles = Tracker(iou_min=t.iou_min, max_shift=t.max_shift, max_age_s=t.max_age_s)
-        self.orphans = Tracker(iou_min=t.iou_min, max_shift=t.max_shift, max_age_s=t.max_age_s)
+        self.vehicles = Tracker(
+            iou_min=t.iou_min, max_shift=t.max_shift, max_age_s=t.max_age_s,
+            min_misses=t.min_misses,
+        )  # fmt: skip
+        self.orphans = Tracker(
+            iou_min=t.iou_min, max_shift=t.max_shift, max_age_s=t.max_age_s,
+            min_misses=t.min_misses,
+        )  # fmt: skip
         self.voter = Voter(
             camera,
             min_agreeing=v.min_agreeing if early else 0,
@@ -179,10 +185,11 @@ class CameraPipeline:
         return self.voter.add(key, read)
 
     def tick(self, now: float) -> list[PlateEvent]:
-        """Advance the clock without a frame (a camera gone quiet): passes whose
-        tracks are older than tracking.max_age_s end and give their events."""
-        _, v_ended = self.vehicles.update([], now)
-        _, o_ended = self.orphans.update([], now)
+        """Advance the clock without a frame (a camera gone quiet: the caller
+        knows): passes whose tracks are older than tracking.max_age_s end and give
+        their events. A camera that sends frames ends its passes by its frames."""
+        v_ended = self.vehicles.expire(now)
+        o_ended = self.orphans.expire(now)
         events: list[PlateEvent] = []
         for key in [f"v{t.id}" for t in v_ended] + [f"p{t.id}" for t in o_ended]:
             self._settle(key, self.voter.end(key), events, ended=True)

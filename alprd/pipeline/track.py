@@ -2,8 +2,11 @@
 
 Each new box joins the live track it overlaps most (IoU >= ``iou_min``); failing
 that, the nearest track whose centre is within ``max_shift`` box diagonals (a
-vehicle moves far between frames at a low frame rate). A track not seen for
-``max_age_s`` ends.
+vehicle moves far between frames at a low frame rate). A track ends in a frame
+that misses it when it has not been seen for ``max_age_s`` and was missed in
+``min_misses`` frames in a row: a long gap between processed frames (a busy
+host, frames dropped) does not end a track whose vehicle is still there.
+`expire` ends tracks by age alone, for a camera that sends no frames.
 """
 
 from __future__ import annotations
@@ -23,15 +26,24 @@ class Track:
     first_time: float
     last_time: float
     hits: int = 1
+    misses: int = 0  # processed frames in a row without it
 
 
 class Tracker:
-    def __init__(self, *, iou_min: float = 0.3, max_shift: float = 0.5, max_age_s: float = 1.5):
+    def __init__(
+        self,
+        *,
+        iou_min: float = 0.3,
+        max_shift: float = 0.5,
+        max_age_s: float = 1.5,
+        min_misses: int = 2,
+    ):
         if not 0 < iou_min <= 1:
             raise ValueError("iou_min must be in (0, 1]")
-        if max_shift < 0 or max_age_s <= 0:
-            raise ValueError("max_shift must be >= 0 and max_age_s > 0")
+        if max_shift < 0 or max_age_s <= 0 or min_misses < 1:
+            raise ValueError("max_shift must be >= 0, max_age_s > 0 and min_misses >= 1")
         self.iou_min, self.max_shift, self.max_age_s = iou_min, max_shift, max_age_s
+        self.min_misses = min_misses
         self._tracks: dict[int, Track] = {}
         self._next_id = 1
 
@@ -47,10 +59,8 @@ class Tracker:
 
     def update(self, boxes: Sequence[Box], now: float) -> tuple[list[int], list[Track]]:
         """Assign each box a track id (same order as `boxes`); returns the ids and
-        the tracks that ended (not seen for longer than max_age_s)."""
-        ended = [t for t in self._tracks.values() if now - t.last_time > self.max_age_s]
-        for t in ended:
-            del self._tracks[t.id]
+        the tracks that ended (missed here, not seen for longer than max_age_s
+        and missed in min_misses frames in a row)."""
         ids = [0] * len(boxes)
         free = dict(self._tracks)
         pairs = sorted(
@@ -74,12 +84,26 @@ class Tracker:
         for i, b in enumerate(boxes):
             if ids[i]:
                 t = self._tracks[ids[i]]
-                t.box, t.last_time, t.hits = b, now, t.hits + 1
+                t.box, t.last_time, t.hits, t.misses = b, now, t.hits + 1, 0
             else:
                 ids[i] = self._next_id
                 self._tracks[self._next_id] = Track(self._next_id, b, now, now)
                 self._next_id += 1
+        ended = []
+        for t in free.values():
+            t.misses += 1
+            if now - t.last_time > self.max_age_s and t.misses >= self.min_misses:
+                ended.append(t)
+                del self._tracks[t.id]
         return ids, ended
+
+    def expire(self, now: float) -> list[Track]:
+        """End the tracks not seen for longer than max_age_s, missed or not (a
+        camera that sends no frames: nothing will miss them)."""
+        ended = [t for t in self._tracks.values() if now - t.last_time > self.max_age_s]
+        for t in ended:
+            del self._tracks[t.id]
+        return ended
 
     def _nearest(self, box: Box, tracks: Iterable[Track]) -> Track | None:
         cx, cy = centre(box)
