@@ -179,11 +179,12 @@ def one_stream(config_path: Path, video: Path, limit: int, same: bool, decoded: 
 
 
 def cameras(config_path: Path, clips: list[list], steps: int, n: int, same: bool,
-            lanes: int | None) -> dict:  # fmt: skip
+            lanes: int | None, prof: Any = None) -> dict:  # fmt: skip
     """`n` cameras (camera i: clips[i mod len], 37 i frames in), one frame of each
     per step through `CameraPipeline`s batched as the daemon's loop does
     (`Batch.begin`, `Lanes`, `Batch.finish`); `lanes` batches in flight (None:
-    the daemon's choice, 2 on a GPU). Warmed up untimed on WARM_MANY steps."""
+    the daemon's choice, 2 on a GPU). Warmed up untimed on WARM_MANY steps.
+    `prof`: a cProfile.Profile over the timed steps only."""
     from alprd import config as cfgmod
     from alprd.pipeline.recognizer import Lanes, Recognizer
     from alprd.pipeline.stream import Batch, CameraPipeline, process_many
@@ -212,6 +213,8 @@ def cameras(config_path: Path, clips: list[list], steps: int, n: int, same: bool
             for found in batch.finish(results):
                 events.extend(found)
 
+    if prof is not None:
+        prof.enable()
     t = time.perf_counter()
     step = 0
     while step < steps or pool.busy:
@@ -227,6 +230,8 @@ def cameras(config_path: Path, clips: list[list], steps: int, n: int, same: bool
     for pipe in pipes:
         events += pipe.finish()
     wall = time.perf_counter() - t
+    if prof is not None:
+        prof.disable()
     frames = sum(p.frames for p in pipes)
     out = {
         "frames": frames, "fps": frames / wall, "reads": sum(p.reads for p in pipes),
@@ -499,6 +504,12 @@ def main() -> int:
         default=[],
         help="also alprd's recogniser alone on the cameras split over this many processes",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="only the two N-camera daemon rows (same work, as configured), each under "
+        "cProfile: frames/s, stage times and where the main thread's time goes",
+    )
     p.add_argument("--out", type=Path)
     p.add_argument("--smoke", action="store_true", help="run on the CPU (a check)")
     args = p.parse_args()
@@ -517,6 +528,9 @@ def main() -> int:
     results: dict = {"gpu": gpu, "torch": torch.__version__, "one": {}, "many": {}, "extra": {}}
     for video in videos:
         results.setdefault("decode_fps", {})[video.name] = decode(video, 10_000, pinned)[1]
+    if args.profile:
+        profile(args, videos, pinned)
+        return 0
     fair = fair_flags(args.smoke)
     try:
         measure(args, results, videos, fair)
@@ -591,6 +605,28 @@ def measure(args: argparse.Namespace, results: dict, videos: list[Path], fair: l
                 rear, common, *frames, "--decode", "outside"
             )
             progress("outside", one_rows["outside"])
+
+
+def profile(args: argparse.Namespace, videos: list[Path], pinned: bool) -> None:
+    """The N-camera rows "same work" and "as configured", two batches in flight,
+    each under cProfile: what the main thread spends its time on in each."""
+    import cProfile
+    import pstats
+
+    clips = [decode(v, args.steps, pinned)[0] for v in videos]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = site(Path(tmp), args, args.streams)
+        for name, same in (("same work", True), ("as configured", False)):
+            prof = cProfile.Profile()
+            r = cameras(config, clips, args.steps, args.streams, same, None, prof)
+            stages = {
+                k: f"{len(v)} calls, {sum(v):.2f} s" for k, v in r["stages"].items() if v
+            }  # fmt: skip
+            print(f"\n== {args.streams} cameras, {name}: {r['fps']:.1f} frames/s, "
+                  f"{r['reads']} reads, {r['gated']} gated, {r['skipped']} skipped, "
+                  f"{r['events']} events; stages {stages}")  # fmt: skip
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
 
 def report(results: dict, args: argparse.Namespace) -> None:
