@@ -41,7 +41,9 @@ engines: $(VENV)/.installed
 bench-engines: $(VENV)/.installed
 	$(PY) -m benchmarks.engines
 
-# Plate reading and detection on ../shared/data (plates-br, plate-boxes-ro).
+# Plate reading and detection on the real data (plates-br, ocr-train, plate-boxes-ro).
+ALPRD_TEST_DATA ?= ../shared/data
+export ALPRD_TEST_DATA
 bench-accuracy: $(VENV)/.installed
 	$(PY) -m benchmarks.accuracy
 
@@ -50,7 +52,7 @@ bench-accuracy: $(VENV)/.installed
 bench-ocr-gpu: $(VENV)/.installed
 	$(PY) -m benchmarks.ocr_gpu
 
-# alprd against the naive Ultralytics loop on every video in ../shared/data/videos,
+# alprd against the naive Ultralytics loop on every video in $ALPRD_TEST_DATA/videos,
 # same run, same work and as configured, decoded inside and outside the timed loop,
 # then STREAMS replayed cameras against the naive loop batched and as processes.
 # The naive loop runs on the serving venv's CPU torch. BENCH_ARGS adds e.g.
@@ -61,7 +63,7 @@ bench: $(VENV)/.installed
 
 # The same on the rear-view video only.
 bench-pipeline: $(VENV)/.installed
-	$(PY) -m benchmarks.pipeline --video ../shared/data/videos/rear-nl-L417VS.mp4 $(BENCH_ARGS)
+	$(PY) -m benchmarks.pipeline --video $(ALPRD_TEST_DATA)/videos/rear-nl-L417VS.mp4 $(BENCH_ARGS)
 
 # GPU mode (torch backend, fp16, CUDA graphs) against the naive loop on the same
 # card, and 16 cameras batched: needs CUDA torch and ultralytics.
@@ -87,6 +89,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check alprd tests benchmarks
 	$(BIN)/ruff format --check alprd tests benchmarks
 	$(BIN)/mypy alprd
+	$(PY) -m pytest -q tests/test_repository.py  # layers and wording
 
 # As root: alprd in $(PREFIX)/venv (from the system Python, readable by the
 # service's dynamic user), the units, /etc/alprd/alprd.toml (an existing one is

@@ -16,6 +16,7 @@ from alprd import config as cfgmod
 from alprd import log as logmod
 from alprd.engines.served import ServedModels, served_models
 from alprd.exitcodes import ExitCode
+from alprd.hashing import sha256_file
 
 log = logmod.get_logger("alprd.cli")
 
@@ -463,7 +464,7 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     for o in faulty:
         source = getattr(config.models, o.role).source
         try:
-            store.reject(o.role, fetch.sha256_file(source), o.message)
+            store.reject(o.role, sha256_file(source), o.message)
         except OSError:
             continue
     if faulty:
@@ -487,11 +488,12 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
+    from alprd import plates
     from alprd.engines.base import EngineError
-    from alprd.pipeline import formats, offline
+    from alprd.pipeline import offline
 
     config = _load(args)
-    problem = formats.unknown(args.regions or [], config.plates.formats)
+    problem = plates.unknown(args.regions or [], config.plates.formats)
     if problem:
         print(f"error: --region: {problem}", file=sys.stderr)
         return ExitCode.USAGE

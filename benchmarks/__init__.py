@@ -1,0 +1,11 @@
+"""alprd's benchmarks (`make bench*`). Real data (videos, photos, labelled crops)
+is read from `$ALPRD_TEST_DATA`, by default the `shared/data` folder beside the
+checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")

@@ -1,16 +1,16 @@
 """`make bench-accuracy`: plate reading and detection on the real photos.
 
-- ../shared/data/plates-br (50 photos, one plate each with box and text): exact
+- plates-br (50 photos, one plate each with box and text): exact
   full-plate reads (the read of the plate found at the ground-truth box, after the
   rules), plate detection recall at IoU 0.5, and the recogniser alone on the
   ground-truth boxes (what the OCR can do with a perfect detector); rules: the
   default config's (every built-in format), Brazil's only, none.
-- ../shared/data/ocr-train (real crops of Brazil, the US and Europe): each
+- ocr-train (real crops of Brazil, the US and Europe): each
   recogniser on the validation split (plates training never sees), per region and
   per country / state with enough crops, tight and detector-like boxes, default
   rules and none; the confusion pairs left.
 - synthetic plates of every region the generator draws (labelled as such).
-- ../shared/data/plate-boxes-ro (50 dash-cam frames, boxes only): plate recall at
+- plate-boxes-ro (50 dash-cam frames, boxes only): plate recall at
   IoU 0.5 over every annotated plate.
 """
 
@@ -33,14 +33,12 @@ from alprd.pipeline import geometry
 from alprd.pipeline.recognizer import Recognizer, load_engine
 from alprd.pipeline.stream import rules_for
 from alprd.pipeline.types import Box, Plate
+from benchmarks import DATA
 
 #: The validation share `alprd train-ocr` holds out by default (--val-fraction).
 VAL_FRACTION = 0.2
 #: A country or state gets its own rows from this many validation crops.
 PER_KIND = 30
-DATA = Path(
-    os.environ.get("ALPRD_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
 
 
 def best_match(plates: list[Plate], gt: Box) -> tuple[int, float]:

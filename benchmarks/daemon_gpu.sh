@@ -1,12 +1,13 @@
 #!/bin/bash
 # `alprd run` on an NVIDIA host: the torch backend (two lanes: engines.lanes "auto"),
-# 8 file cameras replaying $VIDEOS (default ../shared/data/videos), for
+# 8 file cameras replaying $VIDEOS (default $ALPRD_TEST_DATA/videos), for
 # $1 seconds (default 50), then SIGTERM; prints the events, engines and the stop.
 # The log goes to $OUT/daemon.log (default /tmp/alprd-daemon-gpu).
 set -u
 OUT=${OUT:-/tmp/alprd-daemon-gpu}; export OUT; mkdir -p "$OUT"
 REPO=$PWD
-VIDEOS=$(realpath "${VIDEOS:-$REPO/../shared/data/videos}")
+ALPRD_TEST_DATA=${ALPRD_TEST_DATA:-$REPO/../shared/data}
+VIDEOS=$(realpath "${VIDEOS:-$ALPRD_TEST_DATA/videos}")
 mkdir -p /tmp/run/state
 {
   printf '[paths]\nroot = "%s"\nstate_dir = "/tmp/run/state"\n' "$REPO"

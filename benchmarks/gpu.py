@@ -51,10 +51,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks import DATA, REPO
+
 os.environ.update(YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", YOLO_VERBOSE="False")
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
 NAIVE = REPO / "benchmarks" / "naive_loop.py"
 STAGES = ("vehicle", "plate", "ocr")
 #: untimed warm-up, both sides: frames for one stream, steps for N cameras
@@ -504,12 +504,6 @@ def main() -> int:
         default=[],
         help="also alprd's recogniser alone on the cameras split over this many processes",
     )
-    p.add_argument(
-        "--profile",
-        action="store_true",
-        help="only the two N-camera daemon rows (same work, as configured), each under "
-        "cProfile: frames/s, stage times and where the main thread's time goes",
-    )
     p.add_argument("--out", type=Path)
     p.add_argument("--smoke", action="store_true", help="run on the CPU (a check)")
     args = p.parse_args()
@@ -528,9 +522,6 @@ def main() -> int:
     results: dict = {"gpu": gpu, "torch": torch.__version__, "one": {}, "many": {}, "extra": {}}
     for video in videos:
         results.setdefault("decode_fps", {})[video.name] = decode(video, 10_000, pinned)[1]
-    if args.profile:
-        profile(args, videos, pinned)
-        return 0
     fair = fair_flags(args.smoke)
     try:
         measure(args, results, videos, fair)
@@ -605,28 +596,6 @@ def measure(args: argparse.Namespace, results: dict, videos: list[Path], fair: l
                 rear, common, *frames, "--decode", "outside"
             )
             progress("outside", one_rows["outside"])
-
-
-def profile(args: argparse.Namespace, videos: list[Path], pinned: bool) -> None:
-    """The N-camera rows "same work" and "as configured", two batches in flight,
-    each under cProfile: what the main thread spends its time on in each."""
-    import cProfile
-    import pstats
-
-    clips = [decode(v, args.steps, pinned)[0] for v in videos]
-    with tempfile.TemporaryDirectory() as tmp:
-        config = site(Path(tmp), args, args.streams)
-        for name, same in (("same work", True), ("as configured", False)):
-            prof = cProfile.Profile()
-            r = cameras(config, clips, args.steps, args.streams, same, None, prof)
-            stages = {
-                k: f"{len(v)} calls, {sum(v):.2f} s" for k, v in r["stages"].items() if v
-            }  # fmt: skip
-            print(f"\n== {args.streams} cameras, {name}: {r['fps']:.1f} frames/s, "
-                  f"{r['reads']} reads, {r['gated']} gated, {r['skipped']} skipped, "
-                  f"{r['events']} events; stages {stages}")  # fmt: skip
-            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
 
 def report(results: dict, args: argparse.Namespace) -> None:

@@ -11,13 +11,12 @@ that view is wrong (`alprd.pipeline.ocr.wrong_view`), as `Recognizer` does. Prin
 the exact rates per region of both and how often they agree. Needs torch with CUDA,
 onnx and onnxruntime; no other alprd dependency beyond numpy, OpenCV and structlog.
 
-    python -m benchmarks.ocr_gpu [--data ../shared/data/ocr-train] [--onnx PATH]
+    python -m benchmarks.ocr_gpu [--data $ALPRD_TEST_DATA/ocr-train] [--onnx PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -30,9 +29,9 @@ from alprd.engines.backends.torch import TorchEngine
 from alprd.pipeline import ocr
 from alprd.pipeline.source import read_image
 from alprd.train import data
+from benchmarks import DATA, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data") / "ocr-train"
+OCR_DATA = DATA / "ocr-train"
 HEIGHT, WIDTH, ASPECT = 32, 128, 1.3
 CHARSET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
@@ -45,7 +44,7 @@ def served(first: np.ndarray, other: np.ndarray, alphabet: ocr.Alphabet) -> tupl
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--data", type=Path, default=OCR_DATA)
     p.add_argument("--onnx", type=Path, default=REPO / "models/trained/ocr-alprd-plate.onnx")
     p.add_argument("--batch", type=int, default=64)
     args = p.parse_args()

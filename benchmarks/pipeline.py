@@ -29,9 +29,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from benchmarks import DATA, REPO
+
 T0 = time.monotonic()
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
 VIDEOS = DATA / "videos"
 VIDEO = VIDEOS / "rear-nl-L417VS.mp4"
 

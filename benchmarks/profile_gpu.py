@@ -1,5 +1,7 @@
 """Where the time of the GPU mode's N-stream loop goes: a cProfile of
 `benchmarks.gpu.many_streams` (16 cameras batched), top functions by own time.
+With --cameras: the daemon's loop instead (`benchmarks.gpu.cameras`: tracking,
+voting, motion gating), "same work" and "as configured" one after the other.
 Run where `make bench-gpu` runs: python -m benchmarks.profile_gpu."""
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ def main() -> int:
         action="store_true",
         help="torch.profiler instead of cProfile: host and device time per op",
     )
+    p.add_argument(
+        "--cameras",
+        action="store_true",
+        help="the daemon's N-camera loop, same work and as configured, each under cProfile",
+    )
     args = p.parse_args()
     import torch
 
@@ -45,6 +52,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = gpu.site(Path(tmp), ns, args.streams)
         gpu.many_streams(config, streams, 5)  # engines built
+        if args.cameras:
+            for name, same in (("same work", True), ("as configured", False)):
+                prof = cProfile.Profile()
+                r = gpu.cameras(config, clips, args.steps, args.streams, same, None, prof)
+                stages = {k: f"{len(v)} x, {sum(v):.2f} s" for k, v in r["stages"].items() if v}
+                print(f"== {name}: {r['fps']:.1f} frames/s over {r['frames']} frames "
+                      f"(profiled); {r['reads']} reads, {r['gated']} gated, "
+                      f"{r['skipped']} skipped; stages {stages}")  # fmt: skip
+                pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+                pstats.Stats(prof).sort_stats("cumulative").print_stats("alprd", 30)
+            return 0
         if args.kernels:
             from torch.profiler import ProfilerActivity, profile
 

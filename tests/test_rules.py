@@ -1,7 +1,7 @@
 """Plate formats and format-aware decoding: the built-in library, the decoder's
 choices on constructed reads (field misses, vanity plates, crests), the margin,
 the format reported, the config keys; and the library's coverage of the real
-labels (skipped without ../shared/data)."""
+labels (skipped without the real data)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import pytest
 from conftest import SHARED_DATA, needs_data, run_alprd
 
 from alprd import config as cfgmod
+from alprd import plates as formats
 from alprd.exitcodes import ExitCode
-from alprd.pipeline import formats
-from alprd.pipeline.rules import DEFAULT_FORMAT_MARGIN, PlateRules, parse_format
+from alprd.pipeline.rules import DEFAULT_FORMAT_MARGIN, PlateRules
 from alprd.pipeline.types import Plate, PlateRead, Text
 from alprd.pipeline.vote import Voter
+from alprd.plates import parse_format
 
 # --------------------------------------------------------------------------- library
 

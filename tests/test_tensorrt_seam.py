@@ -190,7 +190,7 @@ def test_while_tensorrt_builds_the_gpu_serves_through_torch(monkeypatch) -> None
     """Background start-up on an NVIDIA host: while the TensorRT engines build,
     the torch backend serves on the same GPU (fp16, built in seconds), ONNX Runtime
     on the CPU behind it; elsewhere ONNX Runtime alone. The GPU is the seam here
-    (none on this machine): `cuda_gpu_present` is told there is one."""
+    (none on a CPU host): `cuda_gpu_present` is told there is one."""
     from alprd.engines import manager
 
     assert manager.interim("openvino") == [("onnxruntime", "fp32")]

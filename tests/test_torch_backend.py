@@ -1,8 +1,8 @@
-"""The torch backend on this machine's CPU torch: real builds through the engine
+"""The torch backend on the CPU build of torch: real builds through the engine
 cache, real detections compared with ONNX Runtime on real frames. Its CUDA path
-(fp16, CUDA graphs, pinned buffers, letterbox on the GPU) cannot run here (no GPU):
-it is exercised and measured on an H100 by `make bench-gpu` through the device
-tool (BENCHMARKS.md), not in CI."""
+(fp16, CUDA graphs, pinned buffers, letterbox on the GPU) needs a GPU: it is
+exercised and measured on an NVIDIA H100 by `make bench-gpu` (BENCHMARKS.md),
+not in CI."""
 
 from __future__ import annotations
 

@@ -237,7 +237,7 @@ def test_samples_show_each_plate_in_its_view_and_some_in_the_wrong_one():
 
 
 def test_the_wrong_view_class_is_the_last_one():
-    from alprd.train.model import CHARSET, encode
+    from alprd.engines.platenet import CHARSET, encode
 
     assert encode(" ") == [len(CHARSET) + 1]
     assert encode("A0 ") == [1, 27, len(CHARSET) + 1]
@@ -374,6 +374,8 @@ def test_training_writes_model_dictionary_card_and_metrics(trained):
     card = (trained / "MODEL_CARD.md").read_text()
     for words in ("AGPL-3.0", "seed 0", "30 steps", "torch", "| tight | all |"):
         assert words in card
+    named = card.split("From `")[1].split("`")[0]  # the data by name, not by path
+    assert named.split(" ")[0] in ("ocr-train", "data") and "/" not in named, named
 
 
 def test_the_trained_model_builds_and_reads_through_the_pipeline(trained, tmp_path):
@@ -508,7 +510,7 @@ def test_training_can_start_from_the_shipped_recogniser():
     import onnxruntime as ort
     import torch
 
-    from alprd.train.model import PlateNet
+    from alprd.engines.platenet import PlateNet
     from alprd.train.ocr import init_from
 
     rng = np.random.default_rng(0)

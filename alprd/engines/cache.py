@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from alprd.engines import fingerprint as fp
-from alprd.fetch import sha256_file
+from alprd.hashing import sha256_file
 
 LOCK_DIR = ".locks"
 

@@ -120,10 +120,10 @@ PLATENET = "alprd-platenet"
 
 
 def fused_platenet(dims: dict[str, Any]) -> torch.nn.Module:
-    """alprd's plate recogniser (`alprd.train.model.PlateNet`) as its ONNX export
+    """alprd's plate recogniser (`alprd.engines.platenet.PlateNet`) as its ONNX export
     holds it: every batch norm folded into the convolution before it (the convs
     carry biases, the norms are identities), softmax on top."""
-    from alprd.train.model import Exported, PlateNet
+    from alprd.engines.platenet import Exported, PlateNet
 
     net = PlateNet(
         height=int(dims["height"]), width=int(dims["width"]),

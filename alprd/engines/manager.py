@@ -38,7 +38,7 @@ from alprd.engines.base import (
     Tolerances,
     effective_precision,
 )
-from alprd.fetch import sha256_file
+from alprd.hashing import sha256_file
 from alprd.log import get_logger
 
 log = get_logger("alprd.engines")

@@ -31,7 +31,7 @@ from pathlib import Path
 from alprd import config as cfgmod
 from alprd.engines import cache
 from alprd.engines.base import ROLES, Role
-from alprd.fetch import sha256_file
+from alprd.hashing import sha256_file
 from alprd.log import get_logger
 
 log = get_logger("alprd.served")

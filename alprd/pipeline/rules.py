@@ -3,8 +3,8 @@ plates.
 
 A format is a regular expression restricted to a fixed-length sequence of
 character classes (``[A-Z]{3}[0-9]{4}``, ``\\d``, ``.``, literal characters, each
-optionally followed by ``{n}``); `alprd.pipeline.formats` holds the library of
-national formats. For each read the decoder finds the most probable reading that
+optionally followed by ``{n}``: `alprd.plates.parse_format`); `alprd.plates` holds
+the library of national formats. For each read the decoder finds the most probable reading that
 fits one of the allowed formats: position by position it takes the most probable
 character the format allows among the recogniser's candidates (so a ``0`` read
 where a letter must be becomes ``O`` if ``O`` was its runner-up), and characters
@@ -34,18 +34,16 @@ from __future__ import annotations
 
 import math
 import re
-import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from alprd.pipeline import formats as library
+from alprd import plates as library
 from alprd.pipeline.ocr import presence, trim_edges
 from alprd.pipeline.types import Text
-
-Format = tuple[frozenset[str], ...]
+from alprd.plates import CHARSET, Format, levenshtein, parse_format
 
 #: Characters that may be dropped between the first and the last kept one.
 MAX_DROPPED_INSIDE = 3
@@ -54,66 +52,10 @@ MAX_DROPPED_INSIDE = 3
 #: format_margin's default).
 DEFAULT_FORMAT_MARGIN = 3.0
 
-_TOKEN = re.compile(r"\[(?P<cls>[^\]]+)\]|\\(?P<esc>[dw])|(?P<dot>\.)|(?P<lit>[A-Za-z0-9])")
-_COUNT = re.compile(r"\{(\d+)\}")
 _EPSILON = 1e-4
-_ALNUM = string.ascii_uppercase + string.digits
+_ALNUM = CHARSET
 _INDEX = {c: i for i, c in enumerate(_ALNUM)}
 _OTHER = len(_ALNUM)  # the index of a character no class allows
-
-
-def parse_format(pattern: str) -> Format:
-    """``[A-Z]{3}[0-9]{4}`` -> one allowed set per position. ValueError if the
-    pattern is not a fixed-length sequence of classes."""
-    out: list[frozenset[str]] = []
-    pos = 0
-    while pos < len(pattern):
-        m = _TOKEN.match(pattern, pos)
-        if not m:
-            raise ValueError(
-                f"format {pattern!r}: unsupported at {pattern[pos:]!r}; use character "
-                "classes like [A-Z], [0-9], \\d, . or letters/digits, each optionally {n}"
-            )
-        pos = m.end()
-        allowed = _expand(m)
-        count = 1
-        c = _COUNT.match(pattern, pos)
-        if c:
-            count, pos = int(c.group(1)), c.end()
-        out += [allowed] * count
-    if not out:
-        raise ValueError(f"format {pattern!r} is empty")
-    return tuple(out)
-
-
-def _expand(m: re.Match[str]) -> frozenset[str]:
-    alnum = string.ascii_uppercase + string.digits
-    if m.group("dot"):
-        return frozenset(alnum)
-    if m.group("esc"):
-        return frozenset(string.digits if m.group("esc") == "d" else alnum)
-    if m.group("lit"):
-        return frozenset(m.group("lit").upper())
-    spec, chars = m.group("cls"), set()
-    i = 0
-    while i < len(spec):
-        if i + 2 < len(spec) and spec[i + 1] == "-":
-            chars |= {chr(c) for c in range(ord(spec[i]), ord(spec[i + 2]) + 1)}
-            i += 3
-        else:
-            chars.add(spec[i])
-            i += 1
-    return frozenset(chars)
-
-
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        cur = [i]
-        for j, cb in enumerate(b, start=1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 @dataclass(frozen=True)

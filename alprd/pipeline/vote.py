@@ -16,8 +16,9 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from alprd.pipeline.rules import FormatOf, Known, levenshtein
+from alprd.pipeline.rules import FormatOf, Known
 from alprd.pipeline.types import PlateEvent, PlateRead
+from alprd.plates import levenshtein
 
 
 def vote(reads: Sequence[PlateRead]) -> tuple[str, tuple[float, ...]]:

@@ -56,7 +56,7 @@ SOURCES = ("real", "rendered", "synth")
 #: renders), the US, Europe.
 LABEL_FILES = ("labels.csv", "labels-us.csv", "labels-eu.csv")
 #: The target of a sample shown in the wrong view (a one-line plate unfolded, a
-#: two-line plate as one line): `alprd.train.model.encode` maps it to the
+#: two-line plate as one line): `alprd.engines.platenet.encode` maps it to the
 #: recogniser's last class.
 WRONG_VIEW = " "
 

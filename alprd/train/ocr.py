@@ -7,7 +7,7 @@ it; without it the checkpoint is kept and ``--export-only`` exports it later) an
 Reproducible: the seed fixes the weights, the data order and every augmentation
 (per DataLoader worker); the split is a hash of the plate text.
 
-    python -m alprd.train.ocr --data ../shared/data/ocr-train --out models/trained \\
+    python -m alprd.train.ocr --data $ALPRD_TEST_DATA/ocr-train --out models/trained \\
         --device cuda --workers 15 --steps 6000 --batch 256
 """
 
@@ -36,9 +36,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, IterableDataset
 
+from alprd.engines.platenet import CHANNELS, HIDDEN, Exported, PlateNet, encode, greedy
 from alprd.pipeline.ocr import either_view
+from alprd.plates import CHARSET
 from alprd.train import data
-from alprd.train.model import CHANNELS, CHARSET, HIDDEN, Exported, PlateNet, encode, greedy
 
 DEFAULT_MIX = "real=0.5,rendered=0.15,synth=0.35"
 
@@ -378,7 +379,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     net = net.cpu()
     final = evaluate(net, recipe.validation, views, torch.device("cpu")) if views else {}
     run = {
-        "data": str(args.data),
+        "data": dataset(args.data),
         "counts": counts,
         "mix": weights,
         "samples_drawn": sources,
@@ -459,6 +460,13 @@ def init_from(path: Path, net: PlateNet) -> None:
             norm.bias.copy_(src.bias)
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)
+
+
+def dataset(folder: Path) -> str:
+    """The data a model was trained on, by name (the folder's name and its label
+    files), never by where it lay on the training machine."""
+    labels = sorted(p.name for p in folder.glob("labels*.csv"))
+    return f"{folder.name} ({', '.join(labels)})" if labels else folder.name
 
 
 def _run_key(args: argparse.Namespace) -> dict[str, Any]:
@@ -598,7 +606,7 @@ def model_card(name: str, run: dict[str, Any], exported: dict[str, Any], command
         "",
         f"From `{run['data']}`. Real crops are split by plate text (sha256 of the plate "
         "string, validation fraction below); the validation plates are never trained on, "
-        "and renders of validation plates are left out. `../shared/data/plates-br` is "
+        "and renders of validation plates are left out. the plates-br photos are "
         "never used for training or selection.",
         "",
         f"- counts: {json.dumps(run['counts'])}",

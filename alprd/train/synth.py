@@ -39,6 +39,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from alprd.plates import CHARSET, DIGITS, LETTERS
+
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 BGR = tuple[int, int, int]
@@ -52,9 +54,6 @@ def _f32(a: Any) -> F32:
     return cast(F32, a)
 
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-DIGITS = "0123456789"
-CHARSET = LETTERS + DIGITS
 # Characters a recogniser confuses (0/O, 1/I, 8/B, 5/S, 2/Z, ...): drawn this many
 # times more often wherever a format allows them.
 CONFUSABLE = frozenset("OQDIBSZG01852")

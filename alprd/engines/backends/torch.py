@@ -18,7 +18,7 @@ regions from them (`run_regions`): no crop is cut or copied on the host. Only th
 candidates above the score threshold come back.
 
 Measured on one NVIDIA H100 (see BENCHMARKS.md); the
-CPU path (no CUDA) is what the tests here run.
+CPU path (no CUDA) is what `make test` runs.
 """
 
 from __future__ import annotations

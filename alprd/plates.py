@@ -1,8 +1,17 @@
-"""The built-in library of licence-plate formats (pure; standard library only).
+r"""Plates (pure; standard library only; the ground floor, with config, ops and
+log): the characters of a registration, the plate-format language, the edit
+distance, and the built-in library of licence-plate formats.
 
-Per region (a lower-case ISO-like code: ``de``, ``gb``, ``us-ca``, ``br``, ``in``)
-the registration's formats as fixed-length sequences of character classes, in
-the pattern syntax of `alprd.pipeline.rules.parse_format` (``[A-Z]{3}[0-9]{4}``).
+The format language: a sequence of character classes (``[A-Z]``, ``[0-9]``,
+``\d``, ``.``, a letter or digit), each optionally followed by a count ``{n}``
+or, in the library and `expand`, ``{m,n}``. `parse_format` turns a fixed-length
+pattern into one allowed set per position (what the decoder in
+`alprd.pipeline.rules` uses); `expand` turns a variable one into the fixed-length
+patterns it covers. Both read patterns with the same tokenizer.
+
+The library: per region (a lower-case ISO-like code: ``de``, ``gb``, ``us-ca``,
+``br``, ``in``) the registration's formats as fixed-length sequences of
+character classes (``[A-Z]{3}[0-9]{4}``).
 Only the registration is described: A-Z and 0-9, no separators, no country band
 letters, German umlauts as their base letter. Series of variable length are
 written with ``{m,n}`` counts and expanded here into every fixed length they
@@ -22,9 +31,77 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import string
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+LETTERS = string.ascii_uppercase
+DIGITS = string.digits
+#: The characters of a registration: what every recogniser, format and label uses.
+CHARSET = LETTERS + DIGITS
+
+#: One position of a fixed-length format: the characters allowed there.
+Format = tuple[frozenset[str], ...]
 
 _PART = re.compile(r"(\[[^\]]+\]|\\[dw]|\.|[A-Za-z0-9])(?:\{(\d+)(?:,(\d+))?\})?")
+_HINT = "use character classes like [A-Z], [0-9], \\d, . or letters/digits, each optionally {n}"
+
+
+def _parts(pattern: str, hint: str = "") -> Iterator[tuple[str, int, int, int]]:
+    """The pattern's classes: (class, least count, most count, where it starts).
+    ValueError at the first thing that is not a class with an optional count."""
+    pos = 0
+    while pos < len(pattern):
+        m = _PART.match(pattern, pos)
+        if not m:
+            raise ValueError(f"format {pattern!r}: unsupported at {pattern[pos:]!r}{hint}")
+        lo = int(m.group(2)) if m.group(2) else 1
+        hi = int(m.group(3)) if m.group(3) else lo
+        yield m.group(1), lo, hi, pos
+        pos = m.end()
+
+
+def allowed(cls: str) -> frozenset[str]:
+    """The characters one class allows: ``[A-HJ-NP-Z]``, ``\\d``, ``.``, ``A``."""
+    if cls == ".":
+        return frozenset(CHARSET)
+    if cls in ("\\d", "\\w"):
+        return frozenset(DIGITS if cls == "\\d" else CHARSET)
+    if not cls.startswith("["):
+        return frozenset(cls.upper())
+    spec, chars = cls[1:-1], set()
+    i = 0
+    while i < len(spec):
+        if i + 2 < len(spec) and spec[i + 1] == "-":
+            chars |= {chr(c) for c in range(ord(spec[i]), ord(spec[i + 2]) + 1)}
+            i += 3
+        else:
+            chars.add(spec[i])
+            i += 1
+    return frozenset(chars)
+
+
+def parse_format(pattern: str) -> Format:
+    """``[A-Z]{3}[0-9]{4}`` -> one allowed set per position. ValueError if the
+    pattern is not a fixed-length sequence of classes."""
+    out: list[frozenset[str]] = []
+    for cls, lo, hi, pos in _parts(pattern, f"; {_HINT}"):
+        if hi != lo:  # a range of counts has no fixed length
+            count = pattern.index("{", pos)
+            raise ValueError(f"format {pattern!r}: unsupported at {pattern[count:]!r}; {_HINT}")
+        out += [allowed(cls)] * lo
+    if not out:
+        raise ValueError(f"format {pattern!r} is empty")
+    return tuple(out)
+
+
+def levenshtein(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        cur = [i]
+        for j, cb in enumerate(b, start=1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
 
 
 def expand(pattern: str, at_most: int | None = None) -> tuple[str, ...]:
@@ -33,17 +110,10 @@ def expand(pattern: str, at_most: int | None = None) -> tuple[str, ...]:
     class are merged (``[A-Z]{1}[A-Z]{2}`` -> ``[A-Z]{3}``). ValueError if the
     pattern is not a sequence of classes with optional ``{n}`` / ``{m,n}`` counts."""
     parts: list[tuple[str, range]] = []
-    pos = 0
-    while pos < len(pattern):
-        m = _PART.match(pattern, pos)
-        if not m:
-            raise ValueError(f"format {pattern!r}: unsupported at {pattern[pos:]!r}")
-        lo = int(m.group(2)) if m.group(2) else 1
-        hi = int(m.group(3)) if m.group(3) else lo
+    for cls, lo, hi, _ in _parts(pattern):
         if hi < lo:
             raise ValueError(f"format {pattern!r}: count {{{lo},{hi}}} is empty")
-        parts.append((m.group(1), range(lo, hi + 1)))
-        pos = m.end()
+        parts.append((cls, range(lo, hi + 1)))
     out: dict[str, None] = {}
     for counts in itertools.product(*(r for _, r in parts)):
         if not sum(counts) or (at_most is not None and sum(counts) > at_most):

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CHARSET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+from alprd.plates import CHARSET
+
 #: The default widths (`alprd train-ocr --channels/--hidden`).
 CHANNELS = (32, 64, 96, 160)
 HIDDEN = 192
