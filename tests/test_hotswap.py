@@ -142,7 +142,8 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
     variant(site / "models" / "plate.onnx", tmp, "2")
     os.rename(tmp, site / "models" / "plate.onnx")  # temp name, then rename
     [swap] = running.wait_log(logs, "engine_swapped")
-    time.sleep(1.5)  # nothing more follows
+    swapped = time.monotonic()
+    after = running.rate(1.5)  # frames a second after the swap; nothing more follows
     assert [e["model"] for e in logs[n0:] if e["event"] == "engine_built"] == ["plate"]
     assert len([e for e in logs if e["event"] == "engine_swapped"]) == 1
     assert swap["model"] == "plate" and swap["generation"] == 2
@@ -152,11 +153,15 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
     )
     assert "plate=onnxruntime#2" in running.service.notifier.sent[-1]
     # The camera kept being served all along: frames came in steadily through the
-    # build and the swap (25 fps camera; the build is in a child process).
-    window = time.monotonic() - started
-    during = len([t for t in running.frames if t >= started]) / window
-    assert during >= 0.5 * steady, (steady, during)
-    assert running.max_gap(started) < running.gap_limit(steady), (steady, running.max_gap(started))
+    # build and the swap (25 fps camera; the build is in a niced child process).
+    # Compared with the slower of the rates measured before the drop and after the
+    # swap, so that other load on the machine rising meanwhile is not blamed on
+    # the build.
+    during = len([t for t in running.frames if started <= t <= swapped]) / (swapped - started)
+    reference = min(steady, after)
+    assert during >= 0.5 * reference, (steady, during, after)
+    gap = running.max_gap(started)
+    assert gap < running.gap_limit(reference), (steady, after, gap)
 
 
 # faults: Scenario 3: bad models dropped into a running daemon's models/

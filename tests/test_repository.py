@@ -60,7 +60,9 @@ def test_imports_run_only_downward():
 
 def test_the_layer_check_sees_a_lazy_import_up(tmp_path):
     bad = tmp_path / "config.py"
-    bad.write_text("def f():\n    from alprd.pipeline import rules\n    from alprd import service\n")
+    bad.write_text(
+        "def f():\n    from alprd.pipeline import rules\n    from alprd import service\n"
+    )
     assert imports_of(bad) == {"pipeline", "service"}
 
 

@@ -17,13 +17,13 @@ import onnx
 import pytest
 from conftest import REPO, copy_models, run_alprd
 from structlog.testing import capture_logs
-from test_faults import cam, clip, logged, max_gap, running
+from test_faults import cam, clip, gap_limit, logged, max_gap, running
 
 from alprd import config as cfgmod
 from alprd.engines import identify, manager
 from alprd.engines.identify import Identity, route
 from alprd.engines.served import Served, ServedModels, now
-from alprd.fetch import sha256_file
+from alprd.hashing import sha256_file
 from alprd.rebuild import Rebuilder
 
 COCO = REPO / "models" / "vehicle-yolov8n-coco.onnx"
@@ -257,13 +257,14 @@ def test_drop_restart_bad_drop_restart(tmp_path, plate_onnx):
     best = tmp_path / "models" / "best.onnx"
     with running(config) as (service, frames, logs):
         assert service.recognizer is not None
+        limit = gap_limit(frames, "yard")
         started = time.monotonic()
         variant(plate_onnx, best, "retrained")
         [swapped] = logged(logs, "engine_swapped", model="plate")
         routed = [e for e in logs if e["event"] == "model_routed"]
         assert [(e["model"], Path(e["file"]).name) for e in routed] == [("plate", "best.onnx")]
         assert swapped["source"] == "best.onnx"
-        assert max_gap(frames, "yard", started) < 1.5
+        assert max_gap(frames, "yard", started) < limit
         serving = service.recognizer.engines["plate"].fingerprint
         status = json.loads((tmp_path / "state" / "status.json").read_text())
         time.sleep(2.5)  # the status file is refreshed every 2 s
@@ -314,7 +315,7 @@ def test_a_reload_that_needs_a_new_engine_never_stops_the_frames(tmp_path):
         assert service.recognizer is not None
         before = service.recognizer.engines["plate"].fingerprint
         logged(logs, "camera_connected")
-        time.sleep(1.0)
+        limit = gap_limit(frames, "yard")
         started = time.monotonic()
         text = config.read_text()
         config.write_text(text + "[models.plate]\ninput_size = 320\n")
@@ -330,7 +331,7 @@ def test_a_reload_that_needs_a_new_engine_never_stops_the_frames(tmp_path):
         assert (service.recognizer.plate.height, service.recognizer.plate.width) == (320, 320)
         assert service.config is not None and service.config.models.plate.input_size == 320
         gap = max_gap(frames, "yard", started)
-        assert gap < 1.0, gap  # a 10 fps camera served throughout the build
+        assert gap < limit, (gap, limit)  # a 10 fps camera served throughout the build
 
 
 @pytest.mark.faults
