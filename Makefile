@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test test-faults models engines bench bench-gpu bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs lint clean distclean
+.PHONY: install install-systemd run test test-faults models engines bench bench-gpu soak bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -73,6 +73,15 @@ bench-gpu: $(VENV)/.installed
 # A running daemon while a retrained plate model is dropped in: frame gaps and drops.
 bench-swap: $(VENV)/.installed
 	$(PY) -m benchmarks.swap
+
+# The daemon for MINUTES (default 60) against CAMERAS live HTTP cameras with faults
+# along the way (camera lost, broker down, reload, disk full, model drops): memory,
+# fds, threads over time, CSV and PNG in soak/, events produced = stored = delivered.
+MINUTES ?= 60
+CAMERAS ?= 4
+soak: $(VENV)/.installed
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet "matplotlib==3.11.2"
+	$(PY) -m benchmarks.soak --minutes $(MINUTES) --cameras $(CAMERAS) $(BENCH_ARGS)
 
 # Events per second into SQLite + JSONL + MQTT through the outbox (needs mosquitto).
 bench-outputs: $(VENV)/.installed

@@ -12,7 +12,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 from alprd.log import get_logger
 
@@ -22,10 +30,14 @@ STATUS_FILE = "status.json"
 
 
 class Metrics:
-    """The daemon's Prometheus metrics, in their own registry."""
+    """The daemon's Prometheus metrics, in their own registry, with the process's
+    own (resident memory, open fds, CPU seconds: `process_*`) and the Python
+    garbage collector's (`python_gc_*`), to watch a long run from outside."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        r.register(PROCESS_COLLECTOR)
+        r.register(GC_COLLECTOR)
         self.frames = Counter("alprd_frames", "Frames processed", ["camera"], registry=r)
         self.dropped = Gauge(
             "alprd_frames_dropped", "Frames a camera delivered that were never processed",

@@ -91,11 +91,12 @@ class Running:
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     @staticmethod
-    def gap_limit(steady: float) -> float:
+    def gap_limit(steady: float, gap: float = 0.0) -> float:
         """The longest gap between frames that still counts as uninterrupted: eight
-        frame periods at the rate measured before (1 s at least: a busy 2-core
-        machine gave 0.78 s at 8 frames/s)."""
-        return max(1.0, 8 / steady)
+        frame periods at the rate measured before, or twice the longest gap seen
+        then (a machine busy with other work serves frames in bursts), 1 s at
+        least (a busy 2-core machine gave 0.78 s at 8 frames/s)."""
+        return max(1.0, 8 / steady, 2 * gap)
 
     def rate(self, window: float) -> float:
         """Frames a second over the next `window` seconds (waits for them)."""
@@ -135,7 +136,9 @@ def daemon(site):
 def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames(daemon, site):
     running, logs = daemon
     before = running.plate_fingerprint()
-    steady = running.rate(2.0)  # frames a second before the drop
+    measured = time.monotonic()
+    steady = running.rate(3.0)  # frames a second before the drop
+    before_gap = running.max_gap(measured)
     started = time.monotonic()
     n0 = len(logs)  # what start-up logged comes before
     tmp = site / "models" / ".plate.onnx.tmp"
@@ -161,7 +164,7 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
     reference = min(steady, after)
     assert during >= 0.5 * reference, (steady, during, after)
     gap = running.max_gap(started)
-    assert gap < running.gap_limit(reference), (steady, after, gap)
+    assert gap < running.gap_limit(reference, before_gap), (steady, after, before_gap, gap)
 
 
 # faults: Scenario 3: bad models dropped into a running daemon's models/
@@ -178,7 +181,9 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
 def test_a_bad_model_is_rejected_and_the_old_engine_keeps_serving(daemon, site, payload, reason):
     running, logs = daemon
     before = running.plate_fingerprint()
-    steady = running.rate(1.0)
+    measured = time.monotonic()
+    steady = running.rate(2.0)
+    before_gap = running.max_gap(measured)
     target = site / "models" / "plate.onnx"
     tmp = site / "models" / ".incoming.tmp"
     if payload == "garbage":
@@ -204,7 +209,7 @@ def test_a_bad_model_is_rejected_and_the_old_engine_keeps_serving(daemon, site, 
     assert not [e for e in logs if e["event"] == "engine_swapped"]
     n = len(running.frames)
     until(lambda: len(running.frames) >= n + 5)  # and frames go on after the rejection
-    assert running.max_gap(started) < running.gap_limit(steady)  # reads uninterrupted
+    assert running.max_gap(started) < running.gap_limit(steady, before_gap)  # uninterrupted
     # Touched again with the same bytes: not retried until the file changes.
     os.utime(target)
     running.wait_log(logs, "model_unchanged_since_rejection")

@@ -375,6 +375,10 @@ def test_the_metrics_endpoint_serves_every_documented_metric(passes_with_outputs
     assert value("alprd_outbox_pending", output="webhook") == 2
     assert value("alprd_output_backlog", output="jsonl") == 2
     assert value("alprd_engine_builds") == 0
+    # the process's own, to watch a long run from outside
+    assert 50e6 < value("process_resident_memory_bytes") < 4e9
+    assert value("process_open_fds") > 3
+    assert value("python_gc_collections_total", generation="0") > 0
     for model in ("vehicle", "plate", "ocr"):
         assert value("alprd_engine_generation", model=model) == 1
         assert value("alprd_model_last_good", model=model) == 0
