@@ -132,15 +132,18 @@ def max_gap(frames: list[tuple[str, float]], camera: str, since: float) -> float
 def gap_limit(frames: list[tuple[str, float]], camera: str, window: float = 3.0) -> float:
     """The longest gap between a camera's frames that still counts as
     uninterrupted, from how the camera is served over the next `window` seconds
-    (measured, so it takes that long): eight frame periods at that rate, or twice
-    the longest gap seen there, 1 s at least. A 10 fps camera on an idle machine:
-    1 s; on a machine busy with other work (frames served in bursts), what the
-    machine itself does to the camera without the fault."""
+    (measured, so it takes that long): eight frame periods at that rate, or three
+    times the longest gap seen there, 1 s at least. A 10 fps camera on an idle
+    machine: 1 s; on a machine busy with other work (frames served in bursts), a
+    bound on what the machine itself does to the camera over the longer time of
+    the fault (three suites at once on 2 cores: 0.55-0.93 s gaps in 3 s without
+    any fault, 1.7-1.9 s over a 20 s build; a loop that waited for the build would
+    stop for all of it)."""
     start = time.monotonic()
     time.sleep(window)  # a rate is measured over time
     n = sum(c == camera and t >= start for c, t in frames)
     assert n, f"no frame of {camera} in {window} s"
-    return max(1.0, 8 * window / n, 2 * max_gap(frames, camera, start))
+    return max(1.0, 8 * window / n, 3 * max_gap(frames, camera, start))
 
 
 def logged(logs: list[dict], event: str, n: int = 1, timeout: float = 120, **match: Any) -> list:

@@ -93,10 +93,11 @@ class Running:
     @staticmethod
     def gap_limit(steady: float, gap: float = 0.0) -> float:
         """The longest gap between frames that still counts as uninterrupted: eight
-        frame periods at the rate measured before, or twice the longest gap seen
-        then (a machine busy with other work serves frames in bursts), 1 s at
-        least (a busy 2-core machine gave 0.78 s at 8 frames/s)."""
-        return max(1.0, 8 / steady, 2 * gap)
+        frame periods at the rate measured before, or three times the longest gap
+        seen then (a machine busy with other work serves frames in bursts, and a
+        longer time holds longer gaps), 1 s at least (a busy 2-core machine gave
+        0.78 s at 8 frames/s)."""
+        return max(1.0, 8 / steady, 3 * gap)
 
     def rate(self, window: float) -> float:
         """Frames a second over the next `window` seconds (waits for them)."""
