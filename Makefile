@@ -42,7 +42,7 @@ bench-engines: $(VENV)/.installed
 	$(PY) -m benchmarks.engines
 
 # Plate reading and detection on the real data (plates-br, ocr-train, plate-boxes-ro).
-ALPRD_TEST_DATA ?= ../shared/data
+ALPRD_TEST_DATA ?= $(abspath ../shared/data)
 export ALPRD_TEST_DATA
 bench-accuracy: $(VENV)/.installed
 	$(PY) -m benchmarks.accuracy

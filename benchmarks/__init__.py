@@ -8,4 +8,4 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
+DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data").resolve()

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 #: Real test data beside the checkout (never copied into it); ALPRD_TEST_DATA overrides.
-SHARED_DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data")
+SHARED_DATA = Path(os.environ.get("ALPRD_TEST_DATA") or REPO.parent / "shared" / "data").resolve()
 #: The default models (fetched by `make install`, or committed under trained/),
 #: relative to models/.
 DEFAULT_MODELS = (
