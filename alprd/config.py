@@ -278,6 +278,16 @@ class VotingConfig(_Section):
     min_confidence: float = Field(0.5, ge=0.0, le=1.0)
     dedupe_window_s: float = Field(60.0, ge=0)
     dedupe_max_distance: int = Field(1, ge=0)
+    max_reads: int = Field(100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _room_to_agree(self) -> VotingConfig:
+        if self.max_reads < self.min_agreeing:
+            raise ValueError(
+                f"max_reads ({self.max_reads}) must be at least min_agreeing "
+                f"({self.min_agreeing}): a pass could never agree"
+            )
+        return self
 
 
 class PlatesConfig(_Section):

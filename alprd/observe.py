@@ -71,6 +71,15 @@ class Metrics:
             "or is gone", ["model"], registry=r,
         )  # fmt: skip
         self.camera_up = Gauge("alprd_camera_up", "1 when a camera streams", ["camera"], registry=r)
+        self.passes = Gauge(
+            "alprd_passes_open", "Vehicle passes being read (tracks with reads)", ["camera"],
+            registry=r,
+        )  # fmt: skip
+        self.reads_held = Gauge(
+            "alprd_pass_reads_held",
+            "Reads the open passes keep to vote on (at most voting.max_reads each)",
+            ["camera"], registry=r,
+        )  # fmt: skip
 
     def serve(self, port: int, address: str = "127.0.0.1") -> None:
         start_http_server(port, addr=address, registry=self.registry)

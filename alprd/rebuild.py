@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alprd import config as cfgmod
+from alprd.bounded import RecentSet
 from alprd.engines import fingerprint as fp
 from alprd.engines import identify, manager
 from alprd.engines.base import EngineError, ModelRejected, Role
@@ -37,6 +38,7 @@ log = get_logger("alprd.rebuild")
 
 #: Files waiting to be identified at most (a burst of drops; the newest are kept).
 MAX_FILES = 16
+REMEMBERED = 256  # rejected models (and unfit files) not built or logged again
 REBUILD_NICE = 10
 
 
@@ -75,8 +77,9 @@ class Rebuilder:
         self._files: list[Path] = []
         self._cond = threading.Condition()
         self._halt = False
-        self._rejected: set[tuple[Role, str]] = set()  # (role, source sha256)
-        self._unfit: set[tuple[Path, int, int]] = set()  # (file, size, mtime): said once
+        # what was said once: (role, source sha256) rejected, (file, size, mtime) unfit
+        self._rejected: RecentSet[tuple[Role, str]] = RecentSet(REMEMBERED)
+        self._unfit: RecentSet[tuple[Path, int, int]] = RecentSet(REMEMBERED)
         self.builds = 0
         self.busy = False
         self._building: str | None = None

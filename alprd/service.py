@@ -627,8 +627,9 @@ class Service:
             reads=event.reads, vehicle=event.vehicle_class, known=event.known_label,
             format=event.format,
         )  # fmt: skip
+        snapshot = cam.pipeline.take_snapshot(event)  # taken always: none left behind
         if self.outputs is not None:
-            record = self.outputs.emit(event, cam.pipeline.take_snapshot(event))
+            record = self.outputs.emit(event, snapshot)
             if self.status_writer is not None:
                 self.status_writer.last_events.append(record)
         self.metrics.events.labels(event.camera).inc()
@@ -681,6 +682,9 @@ class Service:
             m.dropped.labels(name).set(cam.slot.dropped)
             m.reads.labels(name).set(cam.pipeline.reads)
             m.camera_up.labels(name).set(1 if cam.reader.state == "streaming" else 0)
+            voter = cam.pipeline.voter
+            m.passes.labels(name).set(len(voter.open_passes))
+            m.reads_held.labels(name).set(voter.reads_held)
             cameras[name] = {
                 "state": cam.reader.state,
                 "processed": cam.processed,

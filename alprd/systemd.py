@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Mapping
 
 import sdnotify
@@ -18,13 +19,18 @@ def ascii_only(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii").replace("\n", " ")
 
 
+SENT_KEPT = 256
+
+
 class Notifier:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.enabled = bool(env.get("NOTIFY_SOCKET"))
         self._sd = sdnotify.SystemdNotifier() if self.enabled else None
         self.watchdog_s = watchdog_interval(env)
-        self.sent: list[str] = []  # what was sent, for the health line and tests
+        # the last messages sent, for the health line and tests (WATCHDOG=1 every
+        # half WatchdogSec for months: a bounded history)
+        self.sent: deque[str] = deque(maxlen=SENT_KEPT)
 
     def _send(self, *lines: str) -> None:
         message = "\n".join(lines)

@@ -24,6 +24,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from alprd.bounded import RecentSet
 from alprd.engines.base import Role
 from alprd.log import get_logger
 
@@ -143,7 +144,7 @@ class ModelWatcher:
         self._observer.schedule(_Enqueue(self._queue), str(models_dir), recursive=False)
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watch", daemon=True)
-        self._ignored: set[Path] = set()
+        self._ignored: RecentSet[Path] = RecentSet(256)  # said once each
         self.mode = "poll" if poll else "inotify"
 
     def start(self) -> None:

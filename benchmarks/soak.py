@@ -53,7 +53,7 @@ MODELS = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-pl
           "trained/ocr-alprd-plate-dict.txt")  # fmt: skip
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 FIELDS = ("t_s", "rss_mb", "uss_mb", "pss_mb", "fds", "threads", "gc", "outbox", "backlog",
-          "frames", "events")  # fmt: skip
+          "passes", "reads_held", "frames", "events")  # fmt: skip
 
 
 def free_port() -> int:
@@ -195,15 +195,18 @@ def proc_sample(pid: int) -> dict[str, float]:
 
 
 def metrics_sample(port: int) -> dict[str, float]:
-    """GC collections, outbox, backlog, frames and events from the daemon's metrics."""
-    out = dict.fromkeys(("gc", "outbox", "backlog", "frames", "events"), 0.0)
+    """GC collections, outbox, backlog, open passes and the reads they hold, frames
+    and events from the daemon's metrics."""
+    out = dict.fromkeys(("gc", "outbox", "backlog", "passes", "reads_held", "frames", "events"),
+                        0.0)  # fmt: skip
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     except OSError:
         return out
     names = {"python_gc_collections_total": "gc", "alprd_outbox_pending": "outbox",
              "alprd_output_backlog": "backlog", "alprd_frames_total": "frames",
-             "alprd_events_total": "events"}  # fmt: skip
+             "alprd_events_total": "events", "alprd_passes_open": "passes",
+             "alprd_pass_reads_held": "reads_held"}  # fmt: skip
     for line in text.decode().splitlines():
         if line.startswith("#"):
             continue
@@ -417,7 +420,8 @@ def report(args: argparse.Namespace, site: Site, rows: list[dict[str, float]], c
           f"{os.cpu_count()} CPUs; exit code {code}")  # fmt: skip
     print(f"{'':<10} {'start':>9} {'end':>9} {'max':>9} {'slope, 2nd half':>16}")
     for key, unit in (("rss_mb", "MB"), ("uss_mb", "MB"), ("pss_mb", "MB"), ("fds", ""),
-                      ("threads", ""), ("outbox", ""), ("backlog", "")):  # fmt: skip
+                      ("threads", ""), ("outbox", ""), ("backlog", ""), ("passes", ""),
+                      ("reads_held", "")):  # fmt: skip
         if not warm:
             break
         ys = [r[key] for r in half]
@@ -448,7 +452,7 @@ def plot(path: Path, rows: list[dict[str, float]], marks: list[tuple[float, str]
     axes[0].set_ylabel("MB")
     for key in ("fds", "threads"):
         axes[1].plot(t, [r[key] for r in rows], label=key)
-    for key in ("outbox", "backlog"):
+    for key in ("outbox", "backlog", "passes", "reads_held"):
         axes[2].plot(t, [r[key] for r in rows], label=key)
     axes[2].set_xlabel("minutes")
     for ax in axes:

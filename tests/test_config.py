@@ -133,8 +133,10 @@ def test_semantic_rules(tmp_path):
         '[[cameras]]\nname = "gate"\nurl = "a"\n[[cameras]]\nname = "gate"\nurl = "b"\n'
         "[outputs.webhook]\nenabled = true\n"
         '[models.vehicle]\nclasses = ["car", "car"]\n'
+        "[voting]\nmin_agreeing = 20\nmax_reads = 10\n"
     )
     by_key = {p.key: p.message for p in _problems(text, tmp_path / "a.toml")}
+    assert "max_reads (10) must be at least min_agreeing (20)" in by_key["voting"]
     assert "repeated: gate" in by_key["cameras"]
     assert "http:// or https://" in by_key["outputs.webhook.url"]
     assert "duplicate class names: car" in by_key["models.vehicle.classes"]

@@ -337,6 +337,36 @@ def test_early_emission_once_enough_reads_agree():
     assert v.end("v1") is None
 
 
+def test_a_pass_read_for_hours_keeps_its_most_confident_reads_and_counts_all():
+    """A car parked in view is read on every frame; the pass holds `max_reads`
+    reads (the most confident) and the event still spans and counts every read."""
+    v = Voter("gate", min_agreeing=0, max_reads=50)
+    for i in range(20_000):  # a misread plate, weakly read, most of the time
+        text, conf = ("ABC123", 0.9) if i % 4 == 0 else ("A8C128", 0.4)
+        v.add("v1", read(text, t=1000.0 + i / 5, conf=conf, frame=10 + i))
+    assert v.reads_held == 50
+    event = v.end("v1")
+    assert event.plate == "ABC123" and event.reads == 20_000
+    assert (event.first_frame, event.last_frame) == (10, 20_009)
+    assert (event.first_seen, event.last_seen) == (1000.0, 1000.0 + 19_999 / 5)
+    assert v.reads_held == 0
+
+
+def test_reads_after_the_event_are_counted_not_kept():
+    v = Voter("gate", min_agreeing=3, max_reads=10)
+    assert [v.add("v1", read("ABC123", frame=i)) is None for i in range(3)] == [True] * 2 + [False]
+    assert v.emitted("v1") and v.agreeing("v1") == 3
+    for i in range(3, 1000):
+        assert v.add("v1", read("ABC123", frame=i)) is None
+    assert v.reads_held == 3 and v.agreeing("v1") == 3
+    assert v.end("v1") is None and not v.emitted("v1")
+
+
+def test_max_reads_below_min_agreeing_is_refused():
+    with pytest.raises(ValueError, match="max_reads"):
+        Voter("gate", min_agreeing=10, max_reads=5)
+
+
 def test_the_same_plate_within_the_window_is_not_emitted_twice():
     v = Voter("gate", min_agreeing=0, dedupe_window_s=60, dedupe_max_distance=1)
     v.add("v1", read("ABC123", t=0))

@@ -352,7 +352,7 @@ def test_the_metrics_endpoint_serves_every_documented_metric(passes_with_outputs
         "alprd_frames_total", "alprd_frames_dropped", "alprd_stage_seconds", "alprd_reads",
         "alprd_events_total", "alprd_outbox_pending", "alprd_engine_generation",
         "alprd_engine_builds", "alprd_camera_up", "alprd_output_backlog",
-        "alprd_model_last_good",
+        "alprd_model_last_good", "alprd_passes_open", "alprd_pass_reads_held",
     }, documented  # fmt: skip
     s = samples(text)
     served = {name for name, _ in s}
@@ -369,6 +369,8 @@ def test_the_metrics_endpoint_serves_every_documented_metric(passes_with_outputs
         assert value("alprd_reads", camera=name) >= 1
         assert value("alprd_events_total", camera=name) == 1
         assert value("alprd_camera_up", camera=name) == 0  # its clip has ended
+        assert value("alprd_passes_open", camera=name) == 0  # and its pass with it
+        assert value("alprd_pass_reads_held", camera=name) == 0
     assert value("alprd_frames_dropped", camera="dead") == 0
     assert value("alprd_reads", camera="dead") == 0
     assert value("alprd_camera_up", camera="dead") == 0

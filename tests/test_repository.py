@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: alprd's top-level modules and packages, bottom first. A module may import
 #: from its own layer and the layers below it, never from one above.
 LAYERS: list[set[str]] = [
-    {"__init__", "exitcodes", "log", "ops", "plates", "hashing", "config"},
+    {"__init__", "exitcodes", "log", "ops", "plates", "hashing", "bounded", "config"},
     {"fetch", "observe", "systemd"},
     {"engines"},
     {"pipeline"},

@@ -69,6 +69,7 @@ class CameraPipeline:
             min_confidence=v.min_confidence,
             dedupe_window_s=v.dedupe_window_s,
             dedupe_max_distance=v.dedupe_max_distance,
+            max_reads=v.max_reads,
             known=self.rules.known_match,
             format_of=self.rules.format_of,
         )
@@ -127,7 +128,7 @@ class CameraPipeline:
         return select
 
     def _decided(self, key: str) -> bool:
-        return self.voter.agreeing(key) >= self.decided_after
+        return self.voter.emitted(key) or self.voter.agreeing(key) >= self.decided_after
 
     def feed(
         self,
@@ -178,7 +179,7 @@ class CameraPipeline:
             return None
         read = PlateRead(plate, ruled[0], frame.index, frame.time, ruled[1])
         self.reads += 1
-        if self.keep_snapshots:
+        if self.keep_snapshots and not self.voter.emitted(key):  # its event has one
             kept = self.snapshots.get(key)
             if kept is None or read.text.confidence > kept.read.text.confidence:
                 self.snapshots[key] = Snapshot(frame.image, read)

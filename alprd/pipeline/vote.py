@@ -4,7 +4,10 @@
 position, weighting each character by its confidence. `Voter` emits a pass's
 event when its track ends, or as soon as ``min_agreeing`` reads agree with the
 vote (0: only at the end); the same plate (within ``dedupe_max_distance``
-edits) on the same camera is not emitted again within ``dedupe_window_s``. The
+edits) on the same camera is not emitted again within ``dedupe_window_s``. A
+pass holds at most ``max_reads`` reads (the most confident; a car parked in
+view for hours is read all along): its first and last times, frames and read
+count cover every read. Reads after its event are counted, not kept. The
 event's ``format`` names the regions whose format the voted plate fits, when
 any of the pass's reads was decoded with a format ("" when all were read as
 printed).
@@ -54,9 +57,35 @@ def vote(reads: Sequence[PlateRead]) -> tuple[str, tuple[float, ...]]:
 
 @dataclass
 class _Pass:
-    reads: list[PlateRead] = field(default_factory=list)
+    limit: int
+    reads: list[PlateRead] = field(default_factory=list)  # the `limit` most confident
+    count: int = 0  # every read, kept or not; and the span of all of them:
+    first_time: float = float("inf")
+    last_time: float = float("-inf")
+    first_frame: int = 2**62
+    last_frame: int = -1
+    formatted: bool = False  # a read was decoded with a plate format
     emitted: bool = False
     _agreeing: tuple[int, int] = (0, 0)  # (reads when counted, count)
+
+    def add(self, read: PlateRead) -> None:
+        self.count += 1
+        self.first_time, self.last_time = (
+            min(self.first_time, read.time),
+            max(self.last_time, read.time),
+        )
+        self.first_frame, self.last_frame = (
+            min(self.first_frame, read.frame),
+            max(self.last_frame, read.frame),
+        )
+        if self.emitted:  # its event is out: nothing more to vote on
+            return
+        self.formatted = self.formatted or bool(read.format)
+        self.reads.append(read)
+        if len(self.reads) > self.limit:
+            weakest = min(range(len(self.reads)), key=lambda i: self.reads[i].text.confidence)
+            del self.reads[weakest]
+            self._agreeing = (-1, 0)  # same length, other reads: count again
 
     def agreeing(self) -> int:
         """How many reads agree with the current vote (recounted only after a new
@@ -78,11 +107,15 @@ class Voter:
         dedupe_max_distance: int = 1,
         known: Callable[[str], Known | None] = lambda plate: None,
         format_of: FormatOf = lambda plate: "",
+        max_reads: int = 100,
     ) -> None:
         """`known`: the known plate a voted plate matches; `format_of`: the regions
         whose format it fits (`PlateRules.known_match`, `PlateRules.format_of`)."""
         if min_agreeing < 0:
             raise ValueError("min_agreeing must be >= 0")
+        if max_reads < max(min_agreeing, 1):
+            raise ValueError("max_reads must be >= min_agreeing and >= 1")
+        self.max_reads = max_reads
         self.camera = camera
         self.min_agreeing = min_agreeing
         self.min_confidence = min_confidence
@@ -96,8 +129,10 @@ class Voter:
 
     def add(self, key: str, read: PlateRead) -> PlateEvent | None:
         """Record a read of pass `key`; returns its event if enough reads agree now."""
-        p = self._passes.setdefault(key, _Pass())
-        p.reads.append(read)
+        p = self._passes.get(key)
+        if p is None:
+            p = self._passes[key] = _Pass(self.max_reads)
+        p.add(read)
         if p.emitted or not self.min_agreeing:
             return None
         return self._emit(key, p) if p.agreeing() >= self.min_agreeing else None
@@ -114,6 +149,16 @@ class Voter:
         p = self._passes.get(key)
         return p.agreeing() if p is not None else 0
 
+    def emitted(self, key: str) -> bool:
+        """Whether pass `key`'s event is out (its later reads change nothing)."""
+        p = self._passes.get(key)
+        return p is not None and p.emitted
+
+    @property
+    def reads_held(self) -> int:
+        """Reads kept by the open passes (each holds at most `max_reads`)."""
+        return sum(len(p.reads) for p in self._passes.values())
+
     @property
     def open_passes(self) -> list[str]:
         return list(self._passes)
@@ -128,7 +173,7 @@ class Voter:
         confidence = sum(support) / len(support) if support else 0.0
         if not text or confidence < self.min_confidence:
             return None
-        last = max(r.time for r in p.reads)
+        last = p.last_time
         self._recent = [(t, at) for t, at in self._recent if last - at <= self.dedupe_window_s]
         if any(levenshtein(text, t) <= self.dedupe_max_distance for t, _ in self._recent):
             self.suppressed += 1
@@ -142,16 +187,16 @@ class Voter:
             plate=text,
             confidence=round(confidence, 4),
             char_confidences=support,
-            first_seen=min(r.time for r in p.reads),
+            first_seen=p.first_time,
             last_seen=last,
-            first_frame=min(r.frame for r in p.reads),
-            last_frame=max(r.frame for r in p.reads),
+            first_frame=p.first_frame,
+            last_frame=p.last_frame,
             plate_box=plate.box,
             vehicle_box=plate.vehicle.box if plate.vehicle else None,
             vehicle_class=plate.vehicle.label if plate.vehicle else None,
-            reads=len(p.reads),
+            reads=p.count,
             track_id=int(key[1:]) if key[1:].isdigit() else 0,
             known_label=known.label if known else None,
             known_plate=known.plate if known else None,
-            format=self._format_of(text) if any(r.format for r in p.reads) else "",
+            format=self._format_of(text) if p.formatted else "",
         )
