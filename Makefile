@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test test-faults models engines bench bench-gpu soak bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs lint clean distclean
+.PHONY: install install-systemd run test test-core test-faults models engines bench bench-gpu soak bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -90,6 +90,10 @@ bench-outputs: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+# The pure core alone (no models, engines, servers or daemons): seconds.
+test-core: $(VENV)/.installed
+	$(PY) -m pytest -q tests/core
+
 # The fault-injection suite alone (README "Faults and hardening"); `make test` runs it too.
 test-faults: $(VENV)/.installed
 	$(PY) -m pytest -m faults -v
@@ -98,7 +102,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check alprd tests benchmarks
 	$(BIN)/ruff format --check alprd tests benchmarks
 	$(BIN)/mypy alprd
-	$(PY) -m pytest -q tests/test_repository.py  # layers and wording
+	$(PY) -m pytest -q tests/core/test_repository.py  # layers and wording
 
 # As root: alprd in $(PREFIX)/venv (from the system Python, readable by the
 # service's dynamic user), the units, /etc/alprd/alprd.toml (an existing one is

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import SHARED_DATA, copy_models, needs_data
-from notify_socket import NotifySocket
+from support.notify_socket import NotifySocket
 from test_sinks import free_port
 
 from alprd.exitcodes import ExitCode

@@ -1,5 +1,5 @@
 """The project's own units under a real systemd (PID 1 of private namespaces, see
-tests/systemd/boot.sh), with a test drop-in that points them at this checkout.
+tests/support/systemd/boot.sh), with a test drop-in that points them at this checkout.
 
 Skipped where that cannot run (not root, or namespaces refused)."""
 
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import REPO, SHARED_DATA, copy_models
 
-HERE = REPO / "tests" / "systemd"
+HERE = REPO / "tests" / "support" / "systemd"
 UNITS = ("alprd.service", "alprd-warmup.service")
 
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import DEFAULT_MODELS, REPO, SHARED_DATA, copy_models, needs_data, run_alprd
-from notify_socket import NotifySocket
+from support.notify_socket import NotifySocket
 from test_service import Daemon, camera, write_config
 from test_sinks import free_port
 

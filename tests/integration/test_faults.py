@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 import pytest
 from conftest import DEFAULT_MODELS, REPO, run_alprd
-from notify_socket import NotifySocket
 from structlog.testing import capture_logs
+from support.notify_socket import NotifySocket
 
 from alprd import config as cfgmod
 from alprd.engines import cache, manager

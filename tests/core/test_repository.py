@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: alprd's top-level modules and packages, bottom first. A module may import
 #: from its own layer and the layers below it, never from one above.
