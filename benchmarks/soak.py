@@ -28,38 +28,28 @@ import contextlib
 import csv
 import json
 import os
-import pwd
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import cv2
 
 from benchmarks import DATA, REPO
+from tests.support.servers import MOSQUITTO, Broker, MjpegCamera, free_port
 
 MODELS = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx",
           "trained/ocr-alprd-plate-dict.txt")  # fmt: skip
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 FIELDS = ("t_s", "rss_mb", "uss_mb", "pss_mb", "fds", "threads", "gc", "outbox", "backlog",
           "passes", "reads_held", "frames", "events")  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def jpegs(video: Path, limit: int = 300) -> list[bytes]:
@@ -73,84 +63,6 @@ def jpegs(video: Path, limit: int = 300) -> list[bytes]:
         out.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
     cap.release()
     return out
-
-
-class Camera:
-    """An HTTP MJPEG camera looping `frames` at `fps`; unplug / plug in again."""
-
-    def __init__(self, frames: list[bytes], fps: float) -> None:
-        self.frames, self.fps, self.port = frames, fps, free_port()
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/cam.mjpg"
-
-    def start(self) -> None:
-        frames, period = self.frames, 1.0 / self.fps
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
-                self.end_headers()
-                n, t = 0, time.monotonic()
-                with contextlib.suppress(OSError):
-                    while not getattr(self.server, "halt", False):
-                        jpeg = frames[n % len(frames)]
-                        head = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                        self.wfile.write(head % len(jpeg) + jpeg + b"\r\n")
-                        n += 1
-                        time.sleep(max(0.0, t + n * period - time.monotonic()))
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.halt = True  # type: ignore[attr-defined]
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-
-class Broker:
-    """mosquitto on a free local port, persistent, stopped and started at will."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port, self.dir = free_port(), directory
-        directory.mkdir()
-        (directory / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {directory}/\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.dir / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 class Delivered:
@@ -239,7 +151,7 @@ class Site:
     marks: list[tuple[float, str]] = field(default_factory=list)
 
 
-def make_site(root: Path, cameras: list[Camera], broker: Broker, metrics_port: int) -> Site:
+def make_site(root: Path, cameras: list[MjpegCamera], broker: Broker, metrics_port: int) -> Site:
     for name in MODELS:
         (root / "models" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / "models" / name, root / "models" / name)
@@ -315,12 +227,12 @@ def main() -> int:
     if not videos:
         print(f"no videos in {args.videos}: nothing to measure")
         return 0
-    if not os.access(MOSQUITTO, os.X_OK):
+    if MOSQUITTO is None:
         print("mosquitto is not installed (Debian package 'mosquitto'): nothing to measure")
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     clips = [jpegs(v) for v in videos]
-    cameras = [Camera(clips[i % len(clips)], args.fps) for i in range(args.cameras)]
+    cameras = [MjpegCamera(clips[i % len(clips)], args.fps) for i in range(args.cameras)]
     for c in cameras:
         c.start()
     with tempfile.TemporaryDirectory(prefix="alprd-soak-") as tmp:
@@ -338,7 +250,7 @@ def main() -> int:
                 subprocess.run(["umount", "-l", str(site.state)], check=False)
 
 
-def soak(args: argparse.Namespace, site: Site, cameras: list[Camera], broker: Broker,
+def soak(args: argparse.Namespace, site: Site, cameras: list[MjpegCamera], broker: Broker,
          metrics_port: int) -> int:  # fmt: skip
     export_plate(site)
     delivered = Delivered(broker.port)

@@ -16,7 +16,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ import pytest
 from conftest import DEFAULT_MODELS, REPO, run_alprd
 from structlog.testing import capture_logs
 from support.notify_socket import NotifySocket
+from support.servers import MjpegCamera, free_port, wait_until
 
 from alprd import config as cfgmod
 from alprd.engines import cache, manager
@@ -45,20 +45,6 @@ pytestmark = pytest.mark.faults
 
 SOURCES = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx")
 NOBODY = 65534
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(cond: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def copy_models(models: Path, engines: bool = True) -> None:
@@ -218,48 +204,6 @@ def test_s3_bad_pt_dropped_into_models_is_rejected_and_the_old_engine_serves_on(
 # ------------------------------------------------------------------ 5: camera lost and back
 
 
-class MjpegCamera:
-    """An HTTP MJPEG camera on a fixed local port that can be unplugged and plugged in."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.jpeg = cv2.imencode(".jpg", np.full((240, 320, 3), 90, np.uint8))[1].tobytes()
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/cam.mjpg"
-
-    def start(self) -> None:
-        jpeg = self.jpeg
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
-                self.end_headers()
-                with contextlib.suppress(OSError):
-                    while not getattr(self.server, "halt", False):
-                        head = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                        self.wfile.write(head % len(jpeg) + jpeg + b"\r\n")
-                        time.sleep(0.05)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        assert self.server is not None
-        self.server.halt = True  # type: ignore[attr-defined]
-        self.server.shutdown()
-        self.server.server_close()
-        self.server = None
-
-
 def test_s5_a_camera_that_disconnects_and_returns_reconnects_and_others_are_unaffected(
     site, tmp_path
 ):
@@ -381,7 +325,8 @@ def test_s7_kill9_with_events_in_flight_loses_no_acknowledged_event(tmp_path):
     emitting events while the webhook fails half the time; SIGKILL at three random
     instants, restart each time: every event acknowledged before a kill (emit()
     returned) is delivered after the restart, in order (at least once)."""
-    from test_sinks import MOSQUITTO, Broker, Subscriber
+    from support.servers import MOSQUITTO, Broker
+    from test_sinks import Subscriber
 
     if MOSQUITTO is None:  # said, not silently half-run (`.ci/run` installs it)
         pytest.skip("mosquitto not installed (Debian package 'mosquitto'): the MQTT half "

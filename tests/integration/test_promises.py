@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from conftest import DEFAULT_MODELS, REPO, SHARED_DATA, copy_models, needs_data, run_alprd
 from support.notify_socket import NotifySocket
+from support.servers import free_port
 from test_service import Daemon, camera, write_config
-from test_sinks import free_port
 
 from alprd.exitcodes import ExitCode
 

@@ -30,7 +30,8 @@ import pytest
 from conftest import REPO, copy_models
 from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
-from test_sinks import Broker, event, needs_broker, wait_until
+from support.servers import Broker, wait_until
+from test_sinks import event, needs_broker
 
 from alprd import config as cfgmod
 from alprd.engines import cache, manager

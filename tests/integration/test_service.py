@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, copy_models, needs_data
 from support.notify_socket import NotifySocket
-from test_sinks import free_port
+from support.servers import free_port
 
 from alprd.exitcodes import ExitCode
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import pwd
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +20,7 @@ import pytest
 from conftest import REPO
 from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
+from support.servers import MOSQUITTO, Broker, free_port, wait_until
 
 from alprd.pipeline.types import PlateEvent
 from alprd.sinks.base import SinkError, event_to_dict, iso_utc
@@ -57,20 +54,6 @@ def event(i: int, camera: str = "gate", plate: str | None = None, t: float = T0)
 
 def record(i: int, **kw: Any) -> dict[str, Any]:
     return event_to_dict(event(i, **kw), f"ev-{i:04d}")
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- record
@@ -438,59 +421,9 @@ def test_outbox_removes_a_record_its_sink_cannot_take(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- mqtt
 
-MOSQUITTO = shutil.which("mosquitto") or next(
-    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)),
-    None,
-)
 needs_broker = pytest.mark.skipif(
     MOSQUITTO is None, reason="mosquitto not installed (Debian package 'mosquitto')"
 )
-
-
-class Broker:
-    """A real mosquitto on a free local port, with persistence (sessions and retained
-    messages survive a stop/start, as on a real server)."""
-
-    def __init__(self, directory: Path) -> None:
-        assert MOSQUITTO is not None
-        self.port = free_port()
-        self.dir = directory
-        self.dir.mkdir()
-        self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {self.dir}/\n"
-            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
-            "log_dest stderr\n",
-            encoding="utf-8",
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert MOSQUITTO is not None
-        with open(self.dir / "broker.log", "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.conf)], stdout=log_file, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.dir / "broker.log").read_text())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
 
 
 @pytest.fixture
