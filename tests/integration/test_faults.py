@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import conftest
-import cv2
-import numpy as np
 import pytest
 from conftest import DEFAULT_MODELS, REPO, run_alprd
 from structlog.testing import capture_logs
+from support.media import grey_clip
 from support.notify_socket import NotifySocket
 from support.servers import MjpegCamera, free_port, wait_until
 
@@ -60,11 +59,7 @@ def copy_models(models: Path, engines: bool = True) -> None:
 
 
 def clip(path: Path, seconds: int = 120, fps: int = 10) -> Path:
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (320, 240))
-    for i in range(seconds * fps):
-        out.write(np.full((240, 320, 3), i % 255, np.uint8))
-    out.release()
-    return path
+    return grey_clip(path, seconds * fps, fps)
 
 
 @pytest.fixture

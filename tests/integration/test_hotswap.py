@@ -11,12 +11,11 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import onnx
 import pytest
 from conftest import DEFAULT_MODELS, REPO, copy_models
 from structlog.testing import capture_logs
+from support.media import grey_clip
 
 from alprd import config as cfgmod
 from alprd.engines import manager
@@ -59,11 +58,7 @@ def site(tmp_path, plate_onnx):
     models = tmp_path / "models"
     copy_models(models, MODELS)
     shutil.copyfile(plate_onnx, models / "plate.onnx")
-    clip = tmp_path / "clip.avi"
-    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
-    for i in range(25 * 120):
-        out.write(np.full((240, 320, 3), i % 255, np.uint8))
-    out.release()
+    clip = grey_clip(tmp_path / "clip.avi", 25 * 120, fps=25)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "alprd.toml").write_text(
         '[paths]\nroot = ".."\n[engines]\nbackend = "onnxruntime"\n'

@@ -16,9 +16,9 @@ import urllib.request
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from conftest import SHARED_DATA, copy_models, needs_data
+from support.media import grey_clip
 from support.notify_socket import NotifySocket
 from support.servers import free_port
 
@@ -30,11 +30,7 @@ NL_VIDEO = SHARED_DATA / "videos" / "rear-nl-L417VS.mp4"
 @pytest.fixture
 def site(tmp_path):
     copy_models(tmp_path / "models")
-    clip = tmp_path / "clip.avi"
-    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
-    for i in range(600):
-        out.write(np.full((240, 320, 3), i % 255, np.uint8))
-    out.release()
+    grey_clip(tmp_path / "clip.avi", 600)
     etc = tmp_path / "etc"
     etc.mkdir()
     return tmp_path

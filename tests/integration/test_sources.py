@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 import pytest
 from structlog.testing import capture_logs
+from support.media import grey_clip
 
 from alprd.pipeline.source import (
     CameraReader,
@@ -22,12 +22,7 @@ from alprd.pipeline.types import Frame
 @pytest.fixture
 def video(tmp_path):
     """A real 2 s, 10 fps MJPEG video written by OpenCV."""
-    path = tmp_path / "clip.avi"
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    for i in range(20):
-        out.write(np.full((48, 64, 3), i * 10, np.uint8))
-    out.release()
-    return path
+    return grey_clip(tmp_path / "clip.avi", 20, size=(64, 48), step=10)
 
 
 @pytest.mark.parametrize(

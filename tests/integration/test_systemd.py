@@ -15,10 +15,9 @@ import uuid
 import zipfile
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from conftest import REPO, SHARED_DATA, copy_models
+from support.media import grey_clip
 
 HERE = REPO / "tests" / "support" / "systemd"
 UNITS = ("alprd.service", "alprd-warmup.service")
@@ -67,11 +66,7 @@ def site():
     (root / "models").mkdir(parents=True)
     (root / "etc").mkdir()
     copy_models(root / "models")
-    clip = root / "clip.avi"
-    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
-    for i in range(3000):
-        out.write(np.full((240, 320, 3), i % 255, np.uint8))
-    out.release()
+    clip = grey_clip(root / "clip.avi", 3000)
     (root / "etc" / "alprd.toml").write_text(
         '[paths]\nroot = ".."\n'
         '[engines]\nbackend = "openvino"\n'
@@ -473,12 +468,7 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
         if video.is_file():
             run(*ns, "cp", str(video), clip)
         else:
-            out = cv2.VideoWriter(
-                str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240)
-            )
-            for i in range(100):
-                out.write(np.full((240, 320, 3), i, np.uint8))
-            out.release()
+            grey_clip(tmp_path / "clip.avi", 100)
             clip = "/var/lib/alprd/clip.avi"
             run(*ns, "cp", str(tmp_path / "clip.avi"), clip)
         camera = f'\\n[[cameras]]\\nname = "rear"\\nurl = "{clip}"\\nfps = 5\\n'
