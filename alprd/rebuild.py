@@ -16,8 +16,6 @@ and the same bytes are not tried again, here or after a restart.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +37,6 @@ log = get_logger("alprd.rebuild")
 #: Files waiting to be identified at most (a burst of drops; the newest are kept).
 MAX_FILES = 16
 REMEMBERED = 256  # rejected models (and unfit files) not built or logged again
-REBUILD_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -122,11 +119,12 @@ class Rebuilder:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        # This thread (Linux: niceness is per thread) and the threads it starts
-        # yield the CPU to the camera loop: loading and checking a new engine here
-        # must not delay frames.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REBUILD_NICE)
+        # Not niced, on purpose: the engine loaded here keeps the threads it
+        # starts (ONNX Runtime's pool, OpenVINO's streams) for as long as it
+        # serves, and on Linux a thread inherits its creator's niceness, which an
+        # unprivileged daemon can never lower again. The heavy work (export,
+        # build, validation) runs in the niced build child; here only hashing and
+        # the load.
         while True:
             with self._cond:
                 while not self._jobs and not self._files and not self._halt:

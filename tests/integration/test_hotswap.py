@@ -4,6 +4,7 @@ variants that differ in their bytes), a camera feeding frames throughout."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -161,6 +162,19 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
     assert during >= 0.5 * reference, (steady, during, after)
     gap = running.max_gap(started)
     assert gap < running.gap_limit(reference, before_gap), (steady, after, before_gap, gap)
+    # The new engine's threads (ONNX Runtime's pool, started when it was loaded)
+    # serve at the daemon's priority, not at the build's.
+    assert thread_nices() == {os.getpriority(os.PRIO_PROCESS, 0)}, thread_nices()
+
+
+def thread_nices() -> set[int]:
+    """The niceness of every thread of this process (Linux: it is per thread)."""
+    nices = set()
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            nices.add(int(fields[16]))  # field 19 of stat(5); these start at field 3
+    return nices
 
 
 # faults: Scenario 3: bad models dropped into a running daemon's models/
