@@ -440,6 +440,11 @@ def _run_child(
     elif code != 0 and not result.error:
         if timed_out.is_set():
             why = f"build took longer than engines.build_timeout_s ({timeout_s:g} s)"
+        elif code == -signal.SIGKILL:  # what the kernel's OOM killer sends
+            why = (
+                "build process killed by signal 9 (out of memory? the unit's "
+                "MemoryMax= bounds alprd and its build together; see the kernel log)"
+            )
         elif code < 0:
             why = f"build process killed by signal {-code}"
         else:

@@ -513,6 +513,17 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
             run(*ns, "systemctl", "show", "-p", "User", "--value", "alprd").stdout.strip()
             == "alprd"
         )
+        # The unit's memory bounds are in force, and the daemon serves well within them
+        shown = run(*ns, "systemctl", "show", "-p", "MemoryHigh,MemoryMax,OOMPolicy,MemoryCurrent",
+                    "alprd").stdout  # fmt: skip
+        memory = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+        assert (memory["MemoryHigh"], memory["MemoryMax"], memory["OOMPolicy"]) == (
+            str(2 << 30),
+            str(3 << 30),
+            "continue",
+        ), shown
+        if memory["MemoryCurrent"].isdigit():  # where the memory controller is delegated
+            assert int(memory["MemoryCurrent"]) < 2 << 30, shown
     finally:
         run(str(HERE / "stop.sh"), pidfile, check=False)
 
