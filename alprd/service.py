@@ -69,7 +69,11 @@ def _settle_heap() -> None:
     """Everything loaded so far (engines, Ultralytics, torch: hundreds of thousands
     of objects) out of the garbage collector's sight: its full collections then
     walk only what the loop allocates. Measured on the GPU bench: the OCR stage's
-    p99 went from ~110 ms (a full collection in the middle of a batch) to ~5 ms."""
+    p99 went from ~110 ms (a full collection in the middle of a batch) to ~5 ms.
+    Called again after a reload or a swap: what was frozen is thawed first, or what
+    those replaced (an engine, a pipeline, a config in a reference cycle) would
+    never be collected."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
 

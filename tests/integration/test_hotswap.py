@@ -10,6 +10,7 @@ import os
 import shutil
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import onnx
@@ -17,6 +18,7 @@ import pytest
 from conftest import DEFAULT_MODELS, REPO, copy_models
 from structlog.testing import capture_logs
 from support.media import grey_clip
+from support.servers import wait_until
 
 from alprd import config as cfgmod
 from alprd.engines import manager
@@ -133,6 +135,8 @@ def daemon(site):
 def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames(daemon, site):
     running, logs = daemon
     before = running.plate_fingerprint()
+    assert running.service.recognizer is not None
+    old_engine = weakref.ref(running.service.recognizer.engines["plate"].engine)
     measured = time.monotonic()
     steady = running.rate(3.0)  # frames a second before the drop
     before_gap = running.max_gap(measured)
@@ -165,6 +169,9 @@ def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames
     # The new engine's threads (ONNX Runtime's pool, started when it was loaded)
     # serve at the daemon's priority, not at the build's.
     assert thread_nices() == {os.getpriority(os.PRIO_PROCESS, 0)}, thread_nices()
+    # and the engine it replaced is freed (its session's native memory with it),
+    # not kept alive by the garbage collector's frozen heap
+    wait_until(lambda: old_engine() is None, timeout=10, what="the old engine freed")
 
 
 def thread_nices() -> set[int]:

@@ -5,6 +5,7 @@ WATCHDOG=1, RELOADING=1/READY=1, STOPPING=1. Real engines, real camera threads."
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+import weakref
 from pathlib import Path
 
 import cv2
@@ -22,6 +24,7 @@ from support.media import grey_clip
 from support.notify_socket import NotifySocket
 from support.servers import free_port
 
+from alprd import service as service_module
 from alprd.exitcodes import ExitCode
 
 NL_VIDEO = SHARED_DATA / "videos" / "rear-nl-L417VS.mp4"
@@ -274,3 +277,24 @@ def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loo
     plate_jpg, vehicle_jpg = stored["snapshots"]
     assert plate_jpg.endswith(f"{stored['id']}-plate.jpg") and Path(plate_jpg).is_file()
     assert cv2.imread(vehicle_jpg).shape[0] > cv2.imread(plate_jpg).shape[0]
+
+
+def test_what_a_reload_or_swap_replaced_is_collected_even_in_a_cycle():
+    """The loop's heap is frozen after start-up (full collections then skip what was
+    loaded); what a reload or swap replaces is garbage only later, and may sit in a
+    reference cycle (an engine and its callbacks): settling the heap again thaws
+    first, so it is collected rather than kept for the life of the daemon."""
+
+    class Engine:  # stands for any object graph a swap lets go
+        pass
+
+    try:
+        old = Engine()
+        old.me = old  # type: ignore[attr-defined]  # a cycle: only the collector frees it
+        gone = weakref.ref(old)
+        service_module._settle_heap()  # start-up: frozen with everything else
+        del old
+        service_module._settle_heap()  # after the swap
+        assert gone() is None
+    finally:
+        gc.unfreeze()
