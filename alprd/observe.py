@@ -81,6 +81,14 @@ class Metrics:
             ["camera"], registry=r,
         )  # fmt: skip
 
+    def forget_camera(self, name: str) -> None:
+        """Drop a removed camera's series (a site that renames cameras over months
+        would otherwise serve every name it ever had)."""
+        for metric in (self.frames, self.dropped, self.reads, self.events, self.camera_up,
+                       self.passes, self.reads_held):  # fmt: skip
+            with contextlib.suppress(KeyError):
+                metric.remove(name)
+
     def serve(self, port: int, address: str = "127.0.0.1") -> None:
         start_http_server(port, addr=address, registry=self.registry)
         log.info("metrics_serving", address=address, port=port)

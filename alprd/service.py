@@ -526,6 +526,7 @@ class Service:
         cam.reader.join(timeout=timeout)
         for event in cam.pipeline.finish():
             self._emit(cam, event)
+        self.metrics.forget_camera(name)
         log.info("camera_closed", camera=name, frames=cam.processed, events=cam.events)
 
     # ------------------------------------------------------------------ loop

@@ -16,6 +16,7 @@ from pathlib import Path
 import onnx
 import pytest
 from conftest import DEFAULT_MODELS, REPO, copy_models
+from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 from support.media import grey_clip
 from support.servers import wait_until
@@ -317,3 +318,19 @@ def test_a_reload_rebuilds_only_what_changed_and_applies_thresholds_at_once(daem
     now = service.recognizer.engines
     assert now["vehicle"] is engines["vehicle"] and now["ocr"] is engines["ocr"]
     assert now["plate"] is not engines["plate"]
+
+
+def test_a_reload_that_removes_a_camera_drops_its_metric_series(daemon, site):
+    running, logs = daemon
+    service = running.service
+
+    def exposed() -> str:
+        return generate_latest(service.metrics.registry).decode()
+
+    wait_until(lambda: 'alprd_camera_up{camera="yard"}' in exposed(), what="yard's series")
+    path = site / "etc" / "alprd.toml"
+    path.write_text(path.read_text().replace('name = "yard"', 'name = "gate"'))
+    service.request_reload()
+    running.wait_log(logs, "config_applied")
+    wait_until(lambda: 'alprd_camera_up{camera="gate"}' in exposed(), what="gate's series")
+    assert 'camera="yard"' not in exposed()
