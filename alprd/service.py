@@ -118,7 +118,7 @@ class Service:
         self.status_writer: StatusWriter | None = None
         self.started_at = time.time()
         self.rebuilder: Rebuilder | None = None
-        self._samples: deque[Path] = deque()
+        self._samples: deque[Path] = deque(maxlen=SAMPLES_KEPT)
         self._sample_names = count()
         self._next_sample = 0.0
         self.recognizer: Recognizer | None = None
@@ -496,8 +496,10 @@ class Service:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{cam.config.name}-{next(self._sample_names) % SAMPLES_KEPT}.jpg"
-            if cv2.imwrite(str(path), image) and path not in self._samples:
-                self._samples.append(path)
+            if cv2.imwrite(str(path), image):
+                if path in self._samples:
+                    self._samples.remove(path)
+                self._samples.append(path)  # the newest last; the oldest fall off
         except OSError as exc:
             log.warning("sample_not_kept", reason=str(exc))
 
