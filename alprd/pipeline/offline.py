@@ -23,7 +23,7 @@ from alprd.pipeline import annotate
 from alprd.pipeline.recognizer import Recognizer
 from alprd.pipeline.source import SourceError, classify, iter_file
 from alprd.pipeline.stream import CameraPipeline, rules_for
-from alprd.pipeline.types import Box, PlateEvent
+from alprd.pipeline.types import PlateEvent, box_list
 
 log = get_logger("alprd.detect")
 
@@ -34,10 +34,6 @@ class DetectOptions:
     save: Path | None = None
     fps: float | None = None
     regions: list[str] | None = None
-
-
-def _box(box: Box | None) -> list[float] | None:
-    return None if box is None else [round(v, 1) for v in box]
 
 
 def run(
@@ -102,8 +98,8 @@ def _images(
                 "frame": 0,
                 "plate": t.text,
                 "confidence": round(t.confidence, 4),
-                "plate_box": _box(plate.box),
-                "vehicle_box": _box(plate.vehicle.box if plate.vehicle else None),
+                "plate_box": box_list(plate.box),
+                "vehicle_box": box_list(plate.vehicle.box if plate.vehicle else None),
                 "vehicle_class": plate.vehicle.label if plate.vehicle else None,
                 "known_label": known.label if known else None,
                 "format": fmt,
@@ -136,19 +132,11 @@ def _event(
 ) -> None:
     record = {
         "source": url,
-        "camera": e.camera,
-        "plate": e.plate,
-        "confidence": e.confidence,
+        **e.fields(),
         "first_frame": e.first_frame,
         "last_frame": e.last_frame,
         "first_time": round(e.first_seen, 3),
         "last_time": round(e.last_seen, 3),
-        "reads": e.reads,
-        "plate_box": _box(e.plate_box),
-        "vehicle_box": _box(e.vehicle_box),
-        "vehicle_class": e.vehicle_class,
-        "known_label": e.known_label,
-        "format": e.format,
     }
     human = (
         f"{url}: {e.plate} ({e.confidence:.2f}) frames {e.first_frame}-{e.last_frame}, "

@@ -82,3 +82,25 @@ class PlateEvent:
     #: The regions whose plate format `plate` fits, sorted and joined by "/"
     #: ("it/sk"); "" when read as printed (no format fits).
     format: str = ""
+
+    def fields(self) -> dict[str, object]:
+        """What every output of an event says (the daemon's records add an id and
+        wall-clock times, `alprd detect` the file and times into it)."""
+        return {
+            "camera": self.camera,
+            "plate": self.plate,
+            "confidence": round(self.confidence, 4),
+            "char_confidences": [round(c, 4) for c in self.char_confidences],
+            "plate_box": box_list(self.plate_box),
+            "vehicle_box": box_list(self.vehicle_box),
+            "vehicle_class": self.vehicle_class,
+            "reads": self.reads,
+            "known_label": self.known_label,
+            "known_plate": self.known_plate,
+            "format": self.format,
+        }
+
+
+def box_list(box: Box | None) -> list[float] | None:
+    """A box as JSON: [x1, y1, x2, y2] to 0.1 px, or None."""
+    return None if box is None else [round(v, 1) for v in box]

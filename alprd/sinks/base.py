@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from alprd.pipeline.types import Box, PlateEvent
+from alprd.pipeline.types import PlateEvent
 
 #: The JSON-ready form of one event: what every sink writes, as produced by `event_to_dict`.
 Record = dict[str, Any]
@@ -47,26 +47,12 @@ def parse_iso_utc(text: str) -> float:
     return stamp.timestamp()
 
 
-def _box(box: Box | None) -> list[float] | None:
-    return None if box is None else [round(v, 1) for v in box]
-
-
 def event_to_dict(event: PlateEvent, event_id: str) -> Record:
     """The JSON record of one event (times are epoch seconds in `event`)."""
     return {
         "id": event_id,
-        "camera": event.camera,
-        "plate": event.plate,
-        "confidence": round(event.confidence, 4),
-        "char_confidences": [round(c, 4) for c in event.char_confidences],
+        **event.fields(),
         "first_seen": iso_utc(event.first_seen),
         "last_seen": iso_utc(event.last_seen),
-        "plate_box": _box(event.plate_box),
-        "vehicle_box": _box(event.vehicle_box),
-        "vehicle_class": event.vehicle_class,
-        "reads": event.reads,
-        "known_label": event.known_label,
-        "known_plate": event.known_plate,
-        "format": event.format,
         "snapshots": [],
     }
