@@ -28,9 +28,9 @@ from alprd.engines import fingerprint as fp
 from alprd.engines import identify, manager
 from alprd.engines.base import EngineError, ModelRejected, Role
 from alprd.engines.served import Served, ServedModels, assign, entry_for, now
+from alprd.engines.serving import LoadedEngine, load_engine
 from alprd.hashing import sha256_file
 from alprd.log import get_logger
-from alprd.pipeline.recognizer import LoadedEngine, load_engine
 
 log = get_logger("alprd.rebuild")
 

@@ -31,19 +31,13 @@ from alprd import watch
 from alprd.engines import cache, manager, served
 from alprd.engines.base import EngineError, ModelRejected, Role
 from alprd.engines.served import ServedModels
+from alprd.engines.serving import Build, LoadedEngine, default_build, load_engine, roles_of
 from alprd.exitcodes import ExitCode
 from alprd.log import get_logger, redact
 from alprd.observe import Metrics, Status, StatusWriter
 from alprd.ops import Image
-from alprd.pipeline.recognizer import (
-    Build,
-    Lanes,
-    LoadedEngine,
-    Recognizer,
-    default_build,
-    load_engine,
-    roles_of,
-)
+from alprd.pipeline.lanes import Lanes
+from alprd.pipeline.recognizer import Recognizer
 from alprd.pipeline.source import CameraReader, LatestFrame
 from alprd.pipeline.stream import Batch, CameraPipeline
 from alprd.pipeline.types import PlateEvent

@@ -29,8 +29,9 @@ from rich.table import Table
 
 from alprd import config as cfgmod
 from alprd import log as logmod
+from alprd.engines.serving import load_engine
 from alprd.pipeline import geometry
-from alprd.pipeline.recognizer import Recognizer, load_engine
+from alprd.pipeline.recognizer import Recognizer
 from alprd.pipeline.stream import rules_for
 from alprd.pipeline.types import Box, Plate
 from benchmarks import DATA

@@ -186,7 +186,8 @@ def cameras(config_path: Path, clips: list[list], steps: int, n: int, same: bool
     the daemon's choice, 2 on a GPU). Warmed up untimed on WARM_MANY steps.
     `prof`: a cProfile.Profile over the timed steps only."""
     from alprd import config as cfgmod
-    from alprd.pipeline.recognizer import Lanes, Recognizer
+    from alprd.pipeline.lanes import Lanes
+    from alprd.pipeline.recognizer import Recognizer
     from alprd.pipeline.stream import Batch, CameraPipeline, process_many
     from alprd.pipeline.types import Frame
 
@@ -253,7 +254,8 @@ def many_streams(config_path: Path, streams: list[list], steps: int, prof: Any =
     import torch
 
     from alprd import config as cfgmod
-    from alprd.pipeline.recognizer import Lanes, Recognizer
+    from alprd.pipeline.lanes import Lanes
+    from alprd.pipeline.recognizer import Recognizer
 
     recognizer = Recognizer.load(cfgmod.load(config_path))
     n = len(streams)

@@ -99,7 +99,7 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 #: A computation that pauses (yields) where it would wait for a device, so that
-#: another can use the host meanwhile (`alprd.pipeline.recognizer.Lanes`); `drive`
+#: another can use the host meanwhile (`alprd.pipeline.lanes.Lanes`); `drive`
 #: runs one straight through.
 Steps = Generator[None, None, T]
 

@@ -6,32 +6,27 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from alprd import config as cfgmod
 from alprd import ops
-from alprd.engines import manager
 from alprd.engines.base import (
-    Engine,
     EngineError,
-    ModelRejected,
     Pending,
     Role,
     Steps,
     drive,
     run_all,
 )
+from alprd.engines.serving import LoadedEngine, load_engine, roles_of
 from alprd.log import get_logger
 from alprd.pipeline import geometry, ocr
 from alprd.pipeline.detect import Detector, Region, bucket
 from alprd.pipeline.types import Box, Plate, Text, Vehicle
 
 log = get_logger("alprd.pipeline")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,61 +49,6 @@ class StageTimes:
         s.append(seconds)
         if len(s) > self.keep:
             del s[: len(s) - self.keep]
-
-
-@dataclass(frozen=True)
-class LoadedEngine:
-    """An engine ready to serve a role, with what its sidecar says about it."""
-
-    role: Role
-    engine: Engine
-    names: tuple[str, ...]
-    batch: int
-    backend: str
-    precision: str
-    fingerprint: str = ""
-    source: Path | None = None  # the model file it was built from
-    source_sha256: str = ""
-    path: Path | None = None  # the engine file
-
-
-#: How `load_engine` makes an engine current (build it if stale).
-Build = Callable[[manager.Target, cfgmod.Config], manager.Outcome]
-
-
-def default_build(target: manager.Target, config: cfgmod.Config) -> manager.Outcome:
-    return manager.ensure(
-        target, timeout_s=config.engines.build_timeout_s, nice=config.engines.build_nice
-    )
-
-
-def roles_of(config: cfgmod.Config) -> list[Role]:
-    return ["vehicle", "plate", "ocr"] if config.models.vehicle.enabled else ["plate", "ocr"]
-
-
-def load_engine(
-    config: cfgmod.Config,
-    role: Role,
-    build: Build = default_build,
-    target: manager.Target | None = None,
-) -> LoadedEngine:
-    """Make `role`'s engine current (building it if stale) and load it; `target`:
-    the plan already made for it (the source is then not read again)."""
-    target = target or manager.plan(config, role)
-    outcome = build(target, config)
-    if outcome.status not in ("current", "built"):
-        error = ModelRejected if outcome.model_fault else EngineError
-        raise error(f"{role} engine: {outcome.status}: {outcome.message}")
-    engine, sidecar = manager.load(target)
-    req = target.request
-    warm = getattr(engine, "warm", None)
-    if warm is not None and req.shape.width is not None:  # every batch size it will
-        # see, ready now rather than mid-stream
-        warm((3, req.shape.height, req.shape.width), req.shape.batch)
-    return LoadedEngine(
-        role, engine, sidecar.names, req.shape.batch, req.backend, req.precision,
-        sidecar.fingerprint, req.source, target.inputs.source_sha256, target.engine,
-    )  # fmt: skip
 
 
 class Recognizer:
@@ -468,69 +408,6 @@ class Recognizer:
         ):
             if engine is not None:
                 engine.close()
-
-
-class Lanes(Generic[T]):
-    """Up to `n` batches in flight at once (`Recognizer.steps`, or anything built
-    on it), each in a lane of its own (on a GPU, its own CUDA stream): while the
-    device works on one batch, the host decodes another's results and sets up its
-    next stage, instead of the two taking turns. `submit` a batch when `free`,
-    then `step`: it advances the batches in flight one step each in turn, oldest
-    first, and hands finished ones back in the order they were submitted. With
-    one lane a batch simply runs through."""
-
-    def __init__(self, recognizer: Recognizer, n: int) -> None:
-        self.contexts = [recognizer.lane() for _ in range(n)]
-        self.idle = list(range(n))
-        self.active: deque[tuple[Steps[T], int, int]] = deque()
-        self.tags: dict[int, Any] = {}
-        self.finished: dict[int, T] = {}
-        self.submitted = self.released = 0
-
-    @property
-    def free(self) -> bool:
-        return bool(self.idle)
-
-    @property
-    def busy(self) -> bool:
-        """Batches in flight, or finished and not handed back yet."""
-        return self.released < self.submitted
-
-    def submit(self, steps: Steps[T], tag: Any = None) -> None:
-        """Start `steps` (its first device work is queued now) in a free lane."""
-        seq = self.submitted
-        self.submitted += 1
-        self.tags[seq] = tag
-        self._advance(steps, self.idle.pop(0), seq)
-
-    def step(self) -> list[tuple[Any, T]]:
-        """Advance the batch in flight whose turn it is by one step (waiting for
-        its device work, likely done meanwhile); returns (tag, result) of the
-        batches finished, in submission order."""
-        if self.active:
-            self._advance(*self.active.popleft())
-        out = []
-        while self.released in self.finished:
-            out.append((self.tags.pop(self.released), self.finished.pop(self.released)))
-            self.released += 1
-        return out
-
-    def drain(self) -> list[tuple[Any, T]]:
-        """Run every batch in flight to its end; all of them, in order."""
-        out = []
-        while self.busy:
-            out += self.step()
-        return out
-
-    def _advance(self, steps: Steps[T], lane: int, seq: int) -> None:
-        with self.contexts[lane]:
-            try:
-                next(steps)
-            except StopIteration as end:
-                self.idle.append(lane)
-                self.finished[seq] = end.value
-                return
-        self.active.append((steps, lane, seq))
 
 
 def _owner(box: tuple[float, float, float, float], vehicles: Sequence[Vehicle]) -> Vehicle | None:

@@ -200,7 +200,8 @@ def test_two_cameras_batched_by_the_daemon_loop_give_what_each_gives_alone():
     """`process_many` (the daemon's loop: one frame of each camera, stages batched
     across cameras) gives each camera the events and reads it gets alone."""
     from alprd import config as cfgmod
-    from alprd.pipeline.recognizer import Lanes, Recognizer
+    from alprd.pipeline.lanes import Lanes
+    from alprd.pipeline.recognizer import Recognizer
     from alprd.pipeline.source import iter_file
     from alprd.pipeline.stream import Batch, CameraPipeline, process_many
 

@@ -380,7 +380,8 @@ def test_training_writes_model_dictionary_card_and_metrics(trained):
 
 def test_the_trained_model_builds_and_reads_through_the_pipeline(trained, tmp_path):
     from alprd.engines import manager
-    from alprd.pipeline.recognizer import Recognizer, load_engine
+    from alprd.engines.serving import load_engine
+    from alprd.pipeline.recognizer import Recognizer
 
     models = tmp_path / "models"
     (models / "trained").mkdir(parents=True)

@@ -493,7 +493,7 @@ class TorchEngine:
 
     def stream(self) -> Any:
         """A context in which this engine's work goes to a stream of its own (a
-        lane of `alprd.pipeline.recognizer.Lanes`), or a no-op off CUDA."""
+        lane of `alprd.pipeline.lanes.Lanes`), or a no-op off CUDA."""
         if self.device.type != "cuda":
             return contextlib.nullcontext()
         return torch.cuda.stream(torch.cuda.Stream())
