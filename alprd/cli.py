@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from alprd import __version__, fetch
@@ -634,7 +635,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return NOT_RUNNING
     running = status.status != "stopped" and is_running(status, stale_after_s=15.0)
     if args.json:
-        print(json.dumps({"running": running, **status.__dict__}))
+        print(json.dumps({"running": running, **asdict(status)}))
         return ExitCode.OK if running else NOT_RUNNING
     updated = datetime.fromtimestamp(status.updated_at, UTC).isoformat(timespec="seconds")
     if not running:
@@ -642,20 +643,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         return NOT_RUNNING
     print(f"alprd pid {status.pid}: {status.status}")
     for role, e in status.engines.items():
-        source = Path(e["source"]).name if e.get("source") else "?"
-        since = f" since {e['since']}" if e.get("since") else ""
+        source = Path(e.source).name if e.source else "?"
+        since = f" since {e.since}" if e.since else ""
         print(
-            f"  engine {role:<8} {e['backend']} {e['precision']} "
-            f"#{e['generation']} {e['fingerprint']}  model {source} "
-            f"{e.get('sha256', '')}{since}"
+            f"  engine {role:<8} {e.backend} {e.precision} "
+            f"#{e.generation} {e.fingerprint}  model {source} {e.sha256}{since}"
         )
-        if e.get("last_good"):
-            print(f"         {'':<8} LAST GOOD model (kept copy): {e['last_good']}")
+        if e.last_good:
+            print(f"         {'':<8} LAST GOOD model (kept copy): {e.last_good}")
     for name, c in status.cameras.items():
         print(
-            f"  camera {name:<10} {c['state']:<12} frames {c['processed']} dropped {c['dropped']} "
-            f"still {c.get('still', 0)} reads {c['reads']} events {c['events']} "
-            f"reconnects {c['reconnects']}"
+            f"  camera {name:<10} {c.state:<12} frames {c.processed} dropped {c.dropped} "
+            f"still {c.still} reads {c.reads} events {c.events} reconnects {c.reconnects}"
         )
     for name, n in status.outbox.items():
         print(f"  outbox {name}: {n} pending")

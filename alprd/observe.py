@@ -8,9 +8,9 @@ import json
 import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -27,6 +27,7 @@ from alprd.log import get_logger
 log = get_logger("alprd.observe")
 
 STATUS_FILE = "status.json"
+T = TypeVar("T")
 
 
 class Metrics:
@@ -94,6 +95,32 @@ class Metrics:
         log.info("metrics_serving", address=address, port=port)
 
 
+@dataclass(frozen=True)
+class EngineStatus:
+    """The engine serving a role, and the model it was built from."""
+
+    backend: str
+    precision: str
+    fingerprint: str  # first 12 hex digits
+    generation: int  # 1 at start-up, +1 at each swap
+    source: str  # the model file
+    sha256: str  # the model file's, first 12 hex digits
+    since: str | None = None  # when this model began to be served
+    served: int | None = None  # its place among the models this role has served
+    last_good: str | None = None  # why it serves the last good model, if it does
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    state: str  # streaming, reconnecting, ended, ...
+    processed: int  # frames
+    dropped: int  # frames it delivered that were never processed
+    reads: int
+    still: int  # frames not searched: nothing moved
+    events: int
+    reconnects: int
+
+
 @dataclass
 class Status:
     """The state file: what `alprd status` prints."""
@@ -102,11 +129,39 @@ class Status:
     started_at: float
     updated_at: float
     status: str
-    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
-    cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    engines: dict[str, EngineStatus] = field(default_factory=dict)
+    cameras: dict[str, CameraStatus] = field(default_factory=dict)
     outbox: dict[str, int] = field(default_factory=dict)
     backlog: dict[str, int] = field(default_factory=dict)
-    last_events: list[dict[str, Any]] = field(default_factory=list)
+    last_events: list[dict[str, Any]] = field(default_factory=list)  # event records
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Status:
+        """The status a daemon wrote (an older or newer one too: keys this version
+        does not know are ignored, missing ones take their defaults)."""
+        return cls(
+            **{
+                k: v
+                for k, v in data.items()
+                if k in _known(cls) and k not in ("engines", "cameras")
+            },
+            engines={r: _typed(EngineStatus, e) for r, e in data.get("engines", {}).items()},
+            cameras={n: _typed(CameraStatus, c) for n, c in data.get("cameras", {}).items()},
+        )
+
+
+def _known(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _typed(cls: type[T], data: dict[str, Any]) -> T:
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]  # a dataclass, as every caller passes
+        if f.name in data:
+            kwargs[f.name] = data[f.name]
+        elif f.default is MISSING:  # written by a version without it
+            kwargs[f.name] = 0 if f.type == "int" else ""
+    return cls(**kwargs)
 
 
 class StatusWriter:
@@ -140,7 +195,7 @@ def read_status(state_dir: Path) -> Status | None:
     PermissionError when this user may not read it."""
     try:
         data = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
-        return Status(**data)
+        return Status.from_json(data)
     except PermissionError:
         raise
     except (OSError, ValueError, TypeError):

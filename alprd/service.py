@@ -34,7 +34,7 @@ from alprd.engines.served import ServedModels
 from alprd.engines.serving import Build, LoadedEngine, default_build, load_engine, roles_of
 from alprd.exitcodes import ExitCode
 from alprd.log import get_logger, redact
-from alprd.observe import Metrics, Status, StatusWriter
+from alprd.observe import CameraStatus, EngineStatus, Metrics, Status, StatusWriter
 from alprd.ops import Image
 from alprd.pipeline.lanes import Lanes
 from alprd.pipeline.recognizer import Recognizer
@@ -660,7 +660,7 @@ class Service:
     def _observe(self, summary: str) -> None:
         """Refresh the metrics gauges and the status file."""
         m = self.metrics
-        engines: dict[str, dict[str, Any]] = {}
+        engines: dict[str, EngineStatus] = {}
         if self.recognizer is not None:
             for role, e in self.recognizer.engines.items():
                 generation = self.recognizer.generations.get(role, 1)
@@ -669,15 +669,15 @@ class Service:
                 entry = self.served.current(role) if self.served is not None else None
                 if entry is not None and entry.sha256 != e.source_sha256:
                     entry = None
-                engines[role] = {
-                    "backend": e.backend, "precision": e.precision,
-                    "fingerprint": e.fingerprint[:12], "generation": generation,
-                    "source": str(entry.source if entry else e.source or ""),
-                    "sha256": e.source_sha256[:12],
-                    "since": entry.since if entry else None,
-                    "served": entry.generation if entry else None,
-                    "last_good": self.last_good.get(role),
-                }  # fmt: skip
+                engines[role] = EngineStatus(
+                    backend=e.backend, precision=e.precision,
+                    fingerprint=e.fingerprint[:12], generation=generation,
+                    source=str(entry.source if entry else e.source or ""),
+                    sha256=e.source_sha256[:12],
+                    since=entry.since if entry else None,
+                    served=entry.generation if entry else None,
+                    last_good=self.last_good.get(role),
+                )  # fmt: skip
         cameras = {}
         for name, cam in self.cameras.items():
             m.dropped.labels(name).set(cam.slot.dropped)
@@ -686,15 +686,15 @@ class Service:
             voter = cam.pipeline.voter
             m.passes.labels(name).set(len(voter.open_passes))
             m.reads_held.labels(name).set(voter.reads_held)
-            cameras[name] = {
-                "state": cam.reader.state,
-                "processed": cam.processed,
-                "dropped": cam.slot.dropped,
-                "reads": cam.pipeline.reads,
-                "still": cam.pipeline.gated,
-                "events": cam.events,
-                "reconnects": cam.reader.reconnects,
-            }
+            cameras[name] = CameraStatus(
+                state=cam.reader.state,
+                processed=cam.processed,
+                dropped=cam.slot.dropped,
+                reads=cam.pipeline.reads,
+                still=cam.pipeline.gated,
+                events=cam.events,
+                reconnects=cam.reader.reconnects,
+            )
         outbox = {}
         if self.outputs is not None and self.outputs.outbox is not None:
             for name in self.outputs.queued:

@@ -20,3 +20,38 @@ def test_a_removed_camera_s_series_are_dropped():
     text = generate_latest(m.registry).decode()
     assert 'camera="gate"' not in text
     assert text.count('camera="yard"') == 9  # 7 metrics; both counters serve _created too
+
+
+def test_the_status_file_round_trips_typed_and_reads_other_versions(tmp_path):
+    """What the daemon writes is what `alprd status` reads, as typed objects; a file
+    from another version (a key more, a key less) still reads."""
+    import json
+
+    from alprd.observe import (
+        STATUS_FILE,
+        CameraStatus,
+        EngineStatus,
+        Status,
+        StatusWriter,
+        read_status,
+    )
+
+    engine = EngineStatus("openvino", "fp16", "0123456789ab", 2, "/m/best.pt", "abcdef012345",
+                          since="2026-12-06T10:00:00Z", served=3)  # fmt: skip
+    camera = CameraStatus("streaming", 100, 2, 7, 40, 1, 0)
+    writer = StatusWriter(tmp_path)
+    writer.last_events.append({"plate": "L417VS", "camera": "gate"})
+    writer.write(Status(1, 10.0, 20.0, "serving", {"plate": engine}, {"gate": camera}, {"mqtt": 1}))
+    status = read_status(tmp_path)
+    assert status is not None
+    assert status.engines == {"plate": engine} and status.cameras == {"gate": camera}
+    assert status.outbox == {"mqtt": 1} and status.last_events[0]["plate"] == "L417VS"
+
+    data = json.loads((tmp_path / STATUS_FILE).read_text())
+    data["cameras"]["gate"]["fps_now"] = 4.5  # a newer daemon's key
+    del data["cameras"]["gate"]["still"]  # an older daemon's file
+    data["uptime"] = 10
+    (tmp_path / STATUS_FILE).write_text(json.dumps(data))
+    other = read_status(tmp_path)
+    assert other is not None and other.cameras["gate"].still == 0
+    assert other.cameras["gate"].processed == 100 and other.engines["plate"].served == 3
