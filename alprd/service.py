@@ -508,13 +508,17 @@ class Service:
             max_s=s.reconnect_max_s, open_timeout_s=s.open_timeout_s,
             allocate=self.recognizer.frame_allocator(), loop=cam.loop,
         )  # fmt: skip
-        pipeline = CameraPipeline(
-            cam.name, self.recognizer, self.config, zone=cam.zone, regions=cam.regions,
-            keep_snapshots=self.config.outputs.snapshots.enabled, motion=cam.motion,
-        )  # fmt: skip
-        self.cameras[cam.name] = Camera(cam, slot, reader, pipeline)
+        self.cameras[cam.name] = Camera(cam, slot, reader, self._pipeline(cam, self.config))
         reader.start()
         log.info("camera_opened", camera=cam.name, url=redact(cam.url), fps=cam.fps)
+
+    def _pipeline(self, cam: cfgmod.CameraConfig, config: cfgmod.Config) -> CameraPipeline:
+        """A camera's stages, tracking and voting (at start, and at each reload)."""
+        assert self.recognizer is not None
+        return CameraPipeline(
+            cam.name, self.recognizer, config, zone=cam.zone, regions=cam.regions,
+            keep_snapshots=config.outputs.snapshots.enabled, motion=cam.motion,
+        )  # fmt: skip
 
     def _close_camera(self, name: str, timeout: float = 5.0) -> None:
         cam = self.cameras.pop(name)
@@ -770,20 +774,13 @@ class Service:
         for role in pending:
             new = _with_section(new, role, getattr(old.models, role))
         self.config = new
-        for lo in loaded.values():
-            old_engine = self.recognizer.engines.get(lo.role)
-            self.recognizer.engines[lo.role] = lo
-            if old_engine is not None:
-                old_engine.engine.close()
+        for lo in loaded.values():  # roles not served until now: nothing to close
+            self.recognizer.swap(lo, new)
         self.recognizer.configure(new)
         for cam in self.cameras.values():  # kept: reader untouched, stages renewed
             for event in cam.pipeline.finish():
                 self._emit(cam, event)
-            cam.pipeline = CameraPipeline(
-                cam.config.name, self.recognizer, new, zone=cam.config.zone,
-                regions=cam.config.regions, keep_snapshots=new.outputs.snapshots.enabled,
-                motion=cam.config.motion,
-            )  # fmt: skip
+            cam.pipeline = self._pipeline(cam.config, new)
         for name, cam_config in wanted.items():
             if name not in self.cameras:
                 self._open_camera(cam_config)

@@ -334,3 +334,26 @@ def test_a_reload_that_removes_a_camera_drops_its_metric_series(daemon, site):
     running.wait_log(logs, "config_applied")
     wait_until(lambda: 'alprd_camera_up{camera="gate"}' in exposed(), what="gate's series")
     assert 'camera="yard"' not in exposed()
+
+
+def test_a_reload_that_disables_then_enables_the_vehicle_detector(daemon, site):
+    """A role a reload removes is closed at once; one it brings back is loaded at
+    once (nothing serves it meanwhile, so no background build) and served through
+    the same swap as a rebuilt engine: its generation counts on."""
+    running, logs = daemon
+    service = running.service
+    assert service.recognizer is not None
+    path = site / "etc" / "alprd.toml"
+    original = path.read_text()
+    path.write_text(original + "[models.vehicle]\nenabled = false\n")
+    service.request_reload()
+    [applied] = running.wait_log(logs, "config_applied")
+    assert "vehicle" not in service.recognizer.engines and service.recognizer.vehicle is None
+    path.write_text(original)
+    service.request_reload()
+    applied = running.wait_log(logs, "config_applied", n=2)[-1]
+    assert (applied["engines_loaded"], applied["engines_building"]) == ("vehicle", "none")
+    assert service.recognizer.vehicle is not None
+    assert service.recognizer.generations["vehicle"] == 2
+    n = len(running.frames)
+    wait_until(lambda: len(running.frames) > n + 10, what="frames after the reloads")
