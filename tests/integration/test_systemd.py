@@ -369,7 +369,8 @@ def test_systemd_receives_the_status_reload_and_stop_sequence(sd, site):
         assert wait(lambda: "plate=openvino#2" in prop(sd, "alprd", "StatusText"), timeout=240)
         assert wait(lambda: "ocr=openvino#2" in prop(sd, "alprd", "StatusText"), timeout=240)
         sd("systemctl", "reload", "alprd")
-        assert wait(lambda: "(config generation 1)" in prop(sd, "alprd", "StatusText"))
+        reloaded = wait(lambda: "(config generation 1)" in prop(sd, "alprd", "StatusText"), 60)
+        assert reloaded, (prop(sd, "alprd", "StatusText"), journal(sd, since)[-40:])
         sd("systemctl", "stop", "alprd")
         assert prop(sd, "alprd", "Result") == "success"
         got = notifications(sd, since)
