@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import ClassVar, Generic, Literal, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from alprd import ops
 
 Role = Literal["vehicle", "plate", "ocr"]
 Kind = Literal["detector", "recognizer"]
@@ -85,12 +88,33 @@ class BuildRequest:
 
 
 class Engine(Protocol):
-    """A loaded engine: float32 NCHW batch in, the model's outputs out."""
+    """A loaded engine: float32 NCHW batch in, the model's outputs out. What an
+    engine can do beyond `run` is declared by every backend, never probed for:
+    `on_device` says whether it is a `DeviceEngine` (`is_device`)."""
 
     backend: str
     precision: str
+    #: works on frames where they already are (a torch device): a `DeviceEngine`
+    on_device: bool
+    #: runs any batch size (callers pad to few sizes, `alprd.pipeline.detect.bucket`);
+    #: False: exactly the batch it was built for
+    any_batch: bool
+    #: inferences `run_many` runs at once (CPU engines: `engines.streams`)
+    streams: int
 
     def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]: ...
+
+    def run_many(
+        self, batches: Sequence[npt.NDArray[np.float32]]
+    ) -> list[list[npt.NDArray[np.float32]]]:
+        """`run` on each batch: at once where the engine can (CPU engines with
+        `engines.streams` > 1), else one after another."""
+        ...
+
+    def warm(self, shape: tuple[int, int, int], batch: int) -> None:
+        """Ready for inputs of `shape` (C x H x W) at every batch size up to
+        `batch` that callers will use (a no-op where nothing is prepared per shape)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -135,16 +159,97 @@ class Pending(Generic[T]):
         return Pending(lambda: f(self.result()))
 
 
-def run_all(
-    engine: Engine, batches: Sequence[npt.NDArray[np.float32]]
-) -> list[list[npt.NDArray[np.float32]]]:
-    """`engine.run` on each batch: at once where the engine can (`run_many`: CPU
-    engines with `engines.streams` > 1), else one after another."""
-    run_many = getattr(engine, "run_many", None)
-    if run_many is not None and len(batches) > 1:
-        outputs: list[list[npt.NDArray[np.float32]]] = run_many(batches)
-        return outputs
-    return [engine.run(b) for b in batches]
+#: class ids a detector keeps; None = all
+Keep = Sequence[int] | npt.NDArray[np.int64] | None
+#: (frame index, x1, y1, x2, y2): a region of a frame to search, whole pixels
+Region = tuple[int, int, int, int, int]
+#: Where a plate is cut from its frame: x1, y1, x2, y2 (whole pixels, may be
+#: empty), and whether the cut is a two-line plate to unfold into one line
+Cut = tuple[int, int, int, int, bool]
+#: candidates above the score filter and the letterbox of each input
+Launched = tuple[Pending[ops.Candidates], list[ops.Letterbox]]
+
+
+@runtime_checkable
+class DeviceFrames(Protocol):
+    """A batch's frames uploaded once (`DeviceEngine.upload`) and shared by the
+    stages of that batch."""
+
+    @property
+    def arrays(self) -> Sequence[ops.Image]:
+        """The host frames, in order."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def take(self, indices: Sequence[int]) -> DeviceFrames:
+        """These frames (repeats allowed), sharing the uploaded data."""
+        ...
+
+
+class DeviceEngine(Engine, Protocol):
+    """An engine that takes frames on its device and does its pre-processing there
+    (letterbox, region sampling, plate cuts): only candidates come back. Its
+    `launch_*` calls queue the work and return a `Pending` collected later."""
+
+    #: the device is a GPU: batches in flight at once pay off (`engines.lanes`)
+    gpu: bool
+    #: what cameras should decode frames into (page-locked buffers); None: plain arrays
+    allocate_frame: Callable[[tuple[int, ...]], ops.Image] | None
+
+    def upload(self, images: Sequence[ops.Image]) -> DeviceFrames: ...
+
+    def launch_frames(
+        self, frames: Sequence[ops.Image] | DeviceFrames, height: int, width: int,
+        fill: int = 114, min_score: float = 0.0, keep: Keep = None,
+    ) -> Launched:  # fmt: skip
+        """Each frame letterboxed to height x width and detected on."""
+        ...
+
+    def launch_regions(
+        self, frames: DeviceFrames, regions: Sequence[Region], height: int, width: int,
+        fill: int = 114, min_score: float = 0.0, keep: Keep = None,
+    ) -> Launched:  # fmt: skip
+        """Each region letterboxed (relative to the region) and detected on."""
+        ...
+
+    def launch_cuts(
+        self, frames: DeviceFrames, cuts: Sequence[tuple[int, Cut]], height: int, width: int
+    ) -> Pending[npt.NDArray[np.float32]]:
+        """The recogniser on plates cut from the frames (frame index, `Cut`),
+        resized to height x width: its output, len(cuts) x ..."""
+        ...
+
+    def stream(self) -> AbstractContextManager[object]:
+        """A context in which this engine's work goes to a queue of its own (a lane
+        of `alprd.pipeline.lanes.Lanes`)."""
+        ...
+
+
+def is_device(engine: Engine) -> TypeGuard[DeviceEngine]:
+    """Whether `engine` works on frames on its device (its declared `on_device`)."""
+    return engine.on_device
+
+
+class HostEngine:
+    """What an engine that takes host arrays only declares: no device, the built
+    batch only, nothing to warm, `run_many` one batch after another (a backend
+    that runs several at once overrides it)."""
+
+    on_device = False
+    any_batch = False
+    streams = 1
+
+    def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        raise NotImplementedError
+
+    def run_many(
+        self, batches: Sequence[npt.NDArray[np.float32]]
+    ) -> list[list[npt.NDArray[np.float32]]]:
+        return [self.run(b) for b in batches]
+
+    def warm(self, shape: tuple[int, int, int], batch: int) -> None:
+        return None
 
 
 class Backend(Protocol):

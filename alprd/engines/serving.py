@@ -58,10 +58,9 @@ def load_engine(
         raise error(f"{role} engine: {outcome.status}: {outcome.message}")
     engine, sidecar = manager.load(target)
     req = target.request
-    warm = getattr(engine, "warm", None)
-    if warm is not None and req.shape.width is not None:  # every batch size it will
-        # see, ready now rather than mid-stream
-        warm((3, req.shape.height, req.shape.width), req.shape.batch)
+    if req.shape.width is not None:  # every batch size it will see, ready now
+        # rather than mid-stream
+        engine.warm((3, req.shape.height, req.shape.width), req.shape.batch)
     return LoadedEngine(
         role, engine, sidecar.names, req.shape.batch, req.backend, req.precision,
         sidecar.fingerprint, req.source, target.inputs.source_sha256, target.engine,

@@ -4,15 +4,17 @@ pixels out."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 
 from alprd import ops
-from alprd.engines.base import Engine, Pending, run_all
+from alprd.engines.base import DeviceEngine, DeviceFrames, Engine, Pending, Region, is_device
 
-#: (frame index, x1, y1, x2, y2): a region of a frame to search, whole pixels
-Region = tuple[int, int, int, int, int]
+#: what a detector takes: host frames, or frames its engine already uploaded
+Frames = Sequence[ops.Image] | DeviceFrames
+
+T = TypeVar("T")
 
 
 def bucket(n: int, batch: int) -> int:
@@ -23,6 +25,20 @@ def bucket(n: int, batch: int) -> int:
     while size < n:
         size *= 2
     return min(size, batch)
+
+
+def split(items: Sequence[T], batch: int, any_batch: bool) -> list[tuple[list[T], int]]:
+    """`items` in batches of at most `batch`, each padded with repeats of its last
+    item to `batch` (an engine built for that batch only) or to its `bucket` size
+    (`Engine.any_batch`); with how many of each are real (the padding's results
+    are dropped)."""
+    out = []
+    for start in range(0, len(items), batch):
+        chunk = list(items[start : start + batch])
+        n = len(chunk)
+        size = bucket(n, batch) if any_batch else batch
+        out.append((chunk + [chunk[-1]] * (size - n), n))
+    return out
 
 
 class Detector:
@@ -44,43 +60,45 @@ class Detector:
 
     @property
     def on_device(self) -> bool:
-        """Letterboxes on the device and takes frames already there (torch backend)."""
-        return hasattr(self.engine, "run_regions")
+        """Letterboxes on the device and takes frames already there (`DeviceEngine`)."""
+        return self.engine.on_device
 
-    def __call__(self, images: Sequence[ops.Image] | Any) -> list[ops.Detections]:
-        """Detections in each image. `images` may be the engine's own frames on the
-        device (`TorchEngine.upload`, when `on_device`)."""
+    def __call__(self, images: Frames) -> list[ops.Detections]:
+        """Detections in each image. `images` may be frames already on the device
+        (`DeviceEngine.upload`, when `on_device`)."""
         return self.launch(images).result()
 
-    def launch(self, images: Sequence[ops.Image] | Any) -> Pending[list[ops.Detections]]:
+    def launch(self, images: Frames) -> Pending[list[ops.Detections]]:
         """`self(images)`, collected later: on the device, the work is queued and
         `result()` waits for it; on the host it is done now."""
         if not len(images):
             return Pending.done([])
-        sizes = [img.shape[:2] for img in getattr(images, "arrays", images)]
-        if self.on_device:
-            found, boxes = self._on_device(images, range(len(images)), None)
+        arrays = images.arrays if isinstance(images, DeviceFrames) else images
+        sizes = [img.shape[:2] for img in arrays]
+        if is_device(engine := self.engine):
+            found, boxes = self._on_device(engine, images, range(len(images)), None)
         else:
-            found, boxes = self._run_cpu(images)
+            found, boxes = self._run_cpu(arrays)
         return found.then(lambda f: self._finish(f, boxes, sizes))
 
-    def regions(self, images: Sequence[ops.Image] | Any, regions: Sequence[Region]
-                ) -> list[ops.Detections]:  # fmt: skip
+    def regions(self, images: Frames, regions: Sequence[Region]) -> list[ops.Detections]:
         """Detections in each region, in the region's own pixels (what calling the
         detector on ``image[y1:y2, x1:x2]`` gives). On the device the regions are
         sampled from the frames there: no crop is copied or uploaded."""
         return self.launch_regions(images, regions).result()
 
-    def launch_regions(self, images: Sequence[ops.Image] | Any, regions: Sequence[Region]
-                       ) -> Pending[list[ops.Detections]]:  # fmt: skip
+    def launch_regions(
+        self, images: Frames, regions: Sequence[Region]
+    ) -> Pending[list[ops.Detections]]:
         """`regions`, collected later (see `launch`)."""
         if not regions:
             return Pending.done([])
         sizes = [(y2 - y1, x2 - x1) for _, x1, y1, x2, y2 in regions]
-        if self.on_device and hasattr(images, "arrays"):
-            found, boxes = self._on_device(images, range(len(regions)), regions)
+        if is_device(engine := self.engine) and isinstance(images, DeviceFrames):
+            found, boxes = self._on_device(engine, images, range(len(regions)), regions)
         else:
-            crops = [images[i][y1:y2, x1:x2] for i, x1, y1, x2, y2 in regions]
+            arrays = images.arrays if isinstance(images, DeviceFrames) else images
+            crops = [arrays[i][y1:y2, x1:x2] for i, x1, y1, x2, y2 in regions]
             return self.launch(crops)
         return found.then(lambda f: self._finish(f, boxes, sizes))
 
@@ -101,34 +119,23 @@ class Detector:
     def _run_cpu(self, images: Sequence[ops.Image]
                  ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:  # fmt: skip
         boxed = [ops.letterbox(img, self.height, self.width) for img in images]
-        tensor = ops.to_tensor([b for b, _ in boxed])
-        chunks, sizes = [], []
-        for start in range(0, len(images), self.batch):
-            chunk = tensor[start : start + self.batch]
-            n = len(chunk)
-            if n < self.batch:  # fixed-batch engine: pad with copies, drop their results
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - n, axis=0)])
-            chunks.append(chunk)
-            sizes.append(n)
-        outputs = [out[0][:n] for out, n in zip(run_all(self.engine, chunks), sizes, strict=True)]
+        batches = split([b for b, _ in boxed], self.batch, self.engine.any_batch)
+        ran = self.engine.run_many([ops.to_tensor(chunk) for chunk, _ in batches])
+        outputs = [out[0][:n] for out, (_, n) in zip(ran, batches, strict=True)]
         found = ops.candidates(np.concatenate(outputs), self.conf, self.keep)
         return Pending.done(found), [lb for _, lb in boxed]
 
     def _on_device(
-        self, images: Any, items: range, regions: Sequence[Region] | None
+        self, engine: DeviceEngine, images: Frames, items: range, regions: Sequence[Region] | None
     ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:
         """Letterbox, inference and the score filter on the device, in batches of
         at most the engine's size, each padded with repeats to a `bucket` size (a
         few shapes, one CUDA graph each); only the candidates come back."""
-        engine: Any = self.engine
-        frames = images if hasattr(images, "arrays") else engine.upload(list(images))
+        frames = images if isinstance(images, DeviceFrames) else engine.upload(list(images))
         found: list[tuple[Pending[ops.Candidates], int, int]] = []
         boxes: list[ops.Letterbox] = []
-        for start in range(0, len(items), self.batch):
-            chunk = list(items[start : start + self.batch])
-            n = len(chunk)
-            size = bucket(n, self.batch) if getattr(engine, "any_batch", False) else self.batch
-            chunk += [chunk[-1]] * (size - n)
+        start = 0
+        for chunk, n in split(items, self.batch, engine.any_batch):
             if regions is None:
                 got, lbs = engine.launch_frames(frames.take(chunk), self.height, self.width,
                                                 min_score=self.conf, keep=self.keep)  # fmt: skip
@@ -138,6 +145,7 @@ class Detector:
                                                  keep=self.keep)  # fmt: skip
             found.append((got, start, n))
             boxes += lbs[:n]
+            start += n
 
         def collect() -> ops.Candidates:
             parts = []

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from alprd.engines.base import Cut
 from alprd.ops import Image
 from alprd.pipeline.geometry import clip_box, expand
 from alprd.pipeline.types import Box, Text
@@ -135,11 +136,6 @@ def trim_edges(text: Text, min_confidence: float) -> Text:
     return Text(text.text[lo:hi], text.char_confidences[lo:hi], text.candidates[lo:hi])
 
 
-#: Where a plate is cut from its frame: x1, y1, x2, y2 (whole pixels, may be
-#: empty), and whether the cut is a two-line plate to unfold (`unfold_lines`)
-Cut = tuple[int, int, int, int, bool]
-
-
 def cut(
     size: tuple[int, int], box: Box, *, margin: float, trim_y: float, two_line_aspect: float
 ) -> Cut:
@@ -176,7 +172,7 @@ def crop(
     ``height`` keeping that aspect (at most ``max_width``). Scaled to [-1, 1].
     Returns 3 x height x width (BGR). Training uses this same function, so serving
     and training never prepare crops differently (the torch backend samples the
-    same cut on the GPU: `TorchEngine.run_cuts`)."""
+    same cut on the GPU: `TorchEngine.launch_cuts`)."""
     x1, y1, x2, y2, _ = cut(image.shape[:2], box, margin=margin, trim_y=trim_y,
                             two_line_aspect=two_line_aspect)  # fmt: skip
     patch = image[y1:y2, x1:x2]

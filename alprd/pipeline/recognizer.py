@@ -8,25 +8,33 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from alprd import config as cfgmod
 from alprd import ops
 from alprd.engines.base import (
+    Cut,
+    DeviceFrames,
     EngineError,
     Pending,
+    Region,
     Role,
     Steps,
     drive,
-    run_all,
+    is_device,
 )
 from alprd.engines.serving import LoadedEngine, load_engine, roles_of
 from alprd.log import get_logger
 from alprd.pipeline import geometry, ocr
-from alprd.pipeline.detect import Detector, Region, bucket
+from alprd.pipeline.detect import Detector, split
 from alprd.pipeline.types import Box, Plate, Text, Vehicle
 
 log = get_logger("alprd.pipeline")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -116,11 +124,8 @@ class Recognizer:
         """What cameras should decode frames into for the first stage's engine
         (page-locked buffers for the torch backend on a GPU: uploaded without a
         copy); None for plain arrays. The function stays valid across swaps."""
-        first = self.vehicle or self.plate
-        allocate: Callable[[tuple[int, ...]], ops.Image] | None = getattr(
-            first.engine, "allocate_frame", None
-        )
-        return allocate
+        engine = (self.vehicle or self.plate).engine
+        return engine.allocate_frame if is_device(engine) else None
 
     def summary(self) -> str:
         """`vehicle=openvino plate=openvino#2 ...`: backend per role, and the engine
@@ -135,13 +140,15 @@ class Recognizer:
     def vehicles(self, image: ops.Image) -> list[Vehicle]:
         return self.vehicles_many([image])[0]
 
-    def vehicles_many(self, images: Sequence[ops.Image], frames: Any = None
+    def vehicles_many(self, images: Sequence[ops.Image], frames: DeviceFrames | None = None
                       ) -> list[list[Vehicle]]:  # fmt: skip
         """Vehicles in each image (one batched detector call); `frames`: the images
         already on the device (`upload`)."""
         return drive(self._vehicles(images, frames))
 
-    def _vehicles(self, images: Sequence[ops.Image], frames: Any) -> Steps[list[list[Vehicle]]]:
+    def _vehicles(
+        self, images: Sequence[ops.Image], frames: DeviceFrames | None
+    ) -> Steps[list[list[Vehicle]]]:
         if self.vehicle is None:
             return [[] for _ in images]
         source = frames if frames is not None and self.vehicle.on_device else images
@@ -168,7 +175,7 @@ class Recognizer:
         vehicles: Sequence[Sequence[Vehicle]],
         *,
         fallback: Sequence[bool],
-        frames: Any = None,
+        frames: DeviceFrames | None = None,
     ) -> list[list[Plate]]:
         """`plates` for several images: every vehicle crop of every image in one
         batched detector call, then the full frames that need the fallback in one.
@@ -181,7 +188,7 @@ class Recognizer:
         images: Sequence[ops.Image],
         vehicles: Sequence[Sequence[Vehicle]],
         fallback: Sequence[bool],
-        frames: Any,
+        frames: DeviceFrames | None,
     ) -> Steps[list[list[Plate]]]:
         regions: list[Region] = []
         owners: list[Vehicle | None] = []  # None: a whole frame
@@ -224,28 +231,31 @@ class Recognizer:
                 found[i].append(Plate(box, float(c), _owner(box, vehicles[i])))
         return [_dedupe(f) for f in found]
 
-    def upload(self, images: Sequence[ops.Image]) -> Any:
+    def upload(self, images: Sequence[ops.Image]) -> DeviceFrames | None:
         """The images on the device once for the detector stages of a batch, when
-        the first stage's engine works there (torch backend); else None."""
-        first = self.vehicle or self.plate
-        if not first.on_device or not images:
+        the first stage's engine works there (`DeviceEngine`); else None."""
+        engine = (self.vehicle or self.plate).engine
+        if not is_device(engine) or not images:
             return None
-        return first.engine.upload(list(images))  # type: ignore[attr-defined]
+        return engine.upload(list(images))
 
     def read(self, image: ops.Image, plates: Sequence[Plate]) -> list[Text]:
         """OCR on each plate, cut from the full-resolution frame."""
         return self.read_many([image], [plates])[0]
 
     def read_many(
-        self, images: Sequence[ops.Image], plates: Sequence[Sequence[Plate]], frames: Any = None
+        self,
+        images: Sequence[ops.Image],
+        plates: Sequence[Sequence[Plate]],
+        frames: DeviceFrames | None = None,
     ) -> list[list[Text]]:
         """`read` for several images: all their plates in batches of the engine's
         size. `frames`: the images already on the device (`upload`); a fixed-size
-        recogniser there samples its crops from them (`TorchEngine.run_cuts`)."""
+        recogniser there samples its crops from them (`DeviceEngine.launch_cuts`)."""
         return drive(self._read(images, plates, frames))
 
     def _read(self, images: Sequence[ops.Image], plates: Sequence[Sequence[Plate]],
-              frames: Any) -> Steps[list[list[Text]]]:  # fmt: skip
+              frames: DeviceFrames | None) -> Steps[list[list[Text]]]:  # fmt: skip
         """Each plate read in the view its aspect suggests (`ocr.cut`: a cut narrower
         than ``two_line_aspect`` is unfolded as a two-line plate); with
         ``view_check``, the plates the recogniser says are in the wrong view
@@ -272,22 +282,28 @@ class Recognizer:
         return per_image
 
     def _recognise(
-        self, images: Sequence[ops.Image], items: Sequence[tuple[int, Box, ocr.Cut]], frames: Any
+        self,
+        images: Sequence[ops.Image],
+        items: Sequence[tuple[int, Box, Cut]],
+        frames: DeviceFrames | None,
     ) -> Steps[tuple[list[Text], list[bool]]]:
-        """The recogniser on plates (image index, box, `ocr.Cut`: where and in which
+        """The recogniser on plates (image index, box, `Cut`: where and in which
         view), in batches of the engine's size: each plate's text and whether the
         recogniser says its view is the wrong one. `frames`: the images already on
         the device (`upload`); a fixed-size recogniser there samples its crops from
-        them (`TorchEngine.run_cuts`)."""
-        o = self.ocr
-        on_device = (
-            frames is not None and hasattr(self.reader, "run_cuts") and o.input_width is not None
-        )
-        inputs: list[Any]
-        if on_device:
-            inputs = [(i, c) for i, _, c in items]
+        them (`DeviceEngine.launch_cuts`)."""
+        o, reader = self.ocr, self.reader
+        outputs: list[npt.NDArray[np.float32]]
+        if frames is not None and o.input_width is not None and is_device(reader):
+            cuts = split([(i, c) for i, _, c in items], self.reader_batch, reader.any_batch)
+            sizes = [n for _, n in cuts]
+            launched = [reader.launch_cuts(frames, chunk, o.input_height, o.input_width)
+                        for chunk, _ in cuts]  # fmt: skip
+            if launched:
+                yield
+            outputs = [pending.result() for pending in launched]
         else:
-            inputs = [
+            crops = [
                 ocr.crop(
                     images[i],
                     box,
@@ -301,26 +317,10 @@ class Recognizer:
                 )
                 for i, box, c in items
             ]
-        any_batch = getattr(self.reader, "any_batch", False)
-        chunks, sizes = [], []
-        for start in range(0, len(inputs), self.reader_batch):
-            chunk = inputs[start : start + self.reader_batch]
-            n = len(chunk)
-            size = bucket(n, self.reader_batch) if any_batch else self.reader_batch
-            chunk += [chunk[-1]] * (size - n)  # padded with repeats, their results dropped
-            chunks.append(chunk)
-            sizes.append(n)
-        if on_device:
-            launched = [
-                self.reader.launch_cuts(frames, chunk, o.input_height, o.input_width)  # type: ignore[attr-defined]
-                for chunk in chunks
-            ]
-            if launched:
-                yield
-            outputs = [pending.result() for pending in launched]
-        else:
-            batches = [ocr.batch(chunk, fixed=o.input_width is not None) for chunk in chunks]
-            outputs = [out[0] for out in run_all(self.reader, batches)]
+            chunks = split(crops, self.reader_batch, reader.any_batch)
+            sizes = [n for _, n in chunks]
+            batches = [ocr.batch(chunk, fixed=o.input_width is not None) for chunk, _ in chunks]
+            outputs = [out[0] for out in reader.run_many(batches)]
         texts: list[Text] = []
         wrong: list[bool] = []
         for out, n in zip(outputs, sizes, strict=True):
@@ -390,15 +390,14 @@ class Recognizer:
         configured = self.config.engines.lanes
         if configured != "auto":
             return configured
-        first = self.vehicle or self.plate
-        return 2 if getattr(first.engine, "gpu", False) else 1
+        engine = (self.vehicle or self.plate).engine
+        return 2 if is_device(engine) and engine.gpu else 1
 
-    def lane(self) -> Any:
+    def lane(self) -> contextlib.AbstractContextManager[object]:
         """A context for one lane of `Lanes`: its device work on a stream of its
         own (the first engine's `stream`), or a no-op on host engines."""
-        first = self.vehicle or self.plate
-        stream = getattr(first.engine, "stream", None)
-        return stream() if stream is not None else contextlib.nullcontext()
+        engine = (self.vehicle or self.plate).engine
+        return engine.stream() if is_device(engine) else contextlib.nullcontext()
 
     def close(self) -> None:
         for engine in (

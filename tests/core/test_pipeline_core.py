@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from alprd.pipeline import geometry
+from alprd.pipeline.detect import bucket, split
 from alprd.pipeline.ocr import Alphabet, trim_edges
 from alprd.pipeline.rules import PlateRules
 from alprd.pipeline.track import Tracker
@@ -439,3 +440,16 @@ def test_tracker_hold_keeps_still_tracks_alive():
         t.hold(now)
     ids, ended = t.update([(0, 0, 10, 10)], 3.0)
     assert ids == [tid] and ended == []
+
+
+def test_batches_are_padded_with_repeats_to_the_engine_batch_or_its_bucket() -> None:
+    items = list("abcdefghij")
+    # an engine built for one batch size: every batch that size
+    assert split(items, 4, any_batch=False) == [
+        (list("abcd"), 4), (list("efgh"), 4), (list("ijjj"), 2),
+    ]  # fmt: skip
+    # an engine that runs any batch: the last one only up to its power of two
+    assert split(items, 8, any_batch=True) == [(list("abcdefgh"), 8), (list("ij"), 2)]
+    assert split(list("abc"), 8, any_batch=True) == [(list("abcc"), 3)]
+    assert split([], 4, any_batch=False) == []
+    assert [bucket(n, 16) for n in (1, 2, 3, 5, 9, 16, 17)] == [1, 2, 4, 8, 16, 16, 16]

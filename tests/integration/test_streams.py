@@ -13,7 +13,6 @@ from conftest import copy_models
 from alprd import config as cfgmod
 from alprd.engines import manager
 from alprd.engines.backends._cpu import cpu_threads
-from alprd.engines.base import run_all
 
 
 def _config(tmp_path: Path, text: str) -> cfgmod.Config:
@@ -54,11 +53,11 @@ def test_inferences_at_once_give_what_one_after_another_gives(
     outcome = manager.ensure(target)
     assert outcome.status in ("built", "current"), outcome.message
     engine, _ = manager.load(target)
-    assert engine.streams == 2  # type: ignore[attr-defined]
+    assert engine.streams == 2
     shape = target.request.shape.dims()
     rng = np.random.default_rng(7)
     batches = [rng.random(shape, dtype=np.float32) for _ in range(5)]
-    together = run_all(engine, batches)
+    together = engine.run_many(batches)
     assert len(together) == 5
     for batch, outputs in zip(batches, together, strict=True):
         alone = engine.run(batch)

@@ -15,6 +15,7 @@ from conftest import SHARED_DATA, copy_models, needs_data
 
 from alprd import config as cfgmod
 from alprd.engines import manager
+from alprd.engines.base import is_device
 
 pytest.importorskip("ultralytics")
 RO_FRAMES = SHARED_DATA / "plate-boxes-ro" / "images"
@@ -53,8 +54,9 @@ def test_torch_engines_find_what_onnxruntime_finds(site, role: str) -> None:
     extra = "[models.vehicle]\ninput_size = [384, 640]\n"
     torch_engine, ours = detector(site("torch", extra), role)
     assert torch_engine.backend == "torch"
-    assert hasattr(torch_engine, "run_frames")  # letterbox in torch, not cv2
+    assert is_device(torch_engine) and ours.on_device  # letterbox in torch, not cv2
     ort_engine, theirs = detector(site("onnxruntime", extra), role)
+    assert not is_device(ort_engine) and not theirs.on_device
     matched = total = 0
     for frame in frames:
         a, b = ours([frame])[0], theirs([frame])[0]
@@ -112,14 +114,20 @@ def test_alprds_recogniser_on_torch_reads_what_onnxruntime_reads(site) -> None:
         engine.close()
 
 
+def run_frames(engine, frames, height, width, **kw):
+    """`launch_frames`, its candidates collected."""
+    found, boxes = engine.launch_frames(frames, height, width, **kw)
+    return found.result(), boxes
+
+
 def test_a_torch_engine_batches_and_matches_single_runs(site) -> None:
     engine, _ = detector(site("torch", "[models.vehicle]\nbatch_size = 3\n"), "vehicle")
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 255, (360, 640, 3), np.uint8) for _ in range(3)]
-    batched, boxes = engine.run_frames(frames, 640, 640)  # min_score 0: every anchor
+    batched, boxes = run_frames(engine, frames, 640, 640)  # min_score 0: every anchor
     assert len(boxes) == 3 and len(batched) == 3 * 8400
     for i, frame in enumerate(frames):
-        single, _ = engine.run_frames([frame], 640, 640)
+        single, _ = run_frames(engine, [frame], 640, 640)
         mine = batched.take(np.flatnonzero(batched.image == i))
         np.testing.assert_array_equal(single.image, 0)
         np.testing.assert_allclose(mine.xyxy, single.xyxy, rtol=1e-3, atol=1e-2)
@@ -129,15 +137,15 @@ def test_a_torch_engine_batches_and_matches_single_runs(site) -> None:
 
 @needs_data(RO_FRAMES, "frames")
 def test_the_score_filter_on_the_device_keeps_exactly_what_decoding_keeps(site) -> None:
-    """run_frames(min_score=...) sends back only the anchors decoding would keep
+    """launch_frames(min_score=...) sends back only the anchors decoding would keep
     (the filter runs on the device): the detections are the same as from the
     whole output."""
     from alprd import ops
 
     engine, _ = detector(site("torch"), "vehicle")
     frames = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:3]]
-    whole, _ = engine.run_frames(frames, 640, 640)
-    picked, _ = engine.run_frames(frames, 640, 640, min_score=0.25)
+    whole, _ = run_frames(engine, frames, 640, 640)
+    picked, _ = run_frames(engine, frames, 640, 640, min_score=0.25)
     assert len(picked) < len(whole) / 50
     on_host = whole.take(np.flatnonzero(whole.confidence >= 0.25))
     np.testing.assert_array_equal(picked.image, on_host.image)
@@ -147,10 +155,10 @@ def test_the_score_filter_on_the_device_keeps_exactly_what_decoding_keeps(site) 
         assert len(a) >= 1
         np.testing.assert_array_equal(a.class_id, b.class_id)
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-4)
-    cars, _ = engine.run_frames(frames, 640, 640, min_score=0.25, keep=[2])  # class filter
+    cars, _ = run_frames(engine, frames, 640, 640, min_score=0.25, keep=[2])  # class filter
     assert len(cars) > 0
     absent = min(set(range(80)) - set(picked.class_id.tolist()))
-    assert len(engine.run_frames(frames, 640, 640, min_score=0.25, keep=[absent])[0]) == 0
+    assert len(run_frames(engine, frames, 640, 640, min_score=0.25, keep=[absent])[0]) == 0
     np.testing.assert_array_equal(cars.class_id, 2)
     np.testing.assert_array_equal(cars.xyxy, picked.take(np.flatnonzero(picked.class_id == 2)).xyxy)
     engine.close()

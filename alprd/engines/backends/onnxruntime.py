@@ -8,14 +8,14 @@ import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from alprd.engines.backends._cpu import cpu_identity, cpu_threads
-from alprd.engines.base import BuildRequest, EngineError, Progress
+from alprd.engines.base import Backend, BuildRequest, Engine, EngineError, HostEngine, Progress
 
 
 def _providers() -> list[str]:
@@ -23,7 +23,7 @@ def _providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(HostEngine):
     backend = "onnxruntime"
 
     def __init__(self, path: Path, precision: str, threads: int = 0, streams: int = 1) -> None:
@@ -76,3 +76,8 @@ class OnnxRuntimeBackend:
 
     def load(self, path: Path, request: BuildRequest) -> OnnxRuntimeEngine:
         return OnnxRuntimeEngine(path, request.precision, streams=request.streams)
+
+
+if TYPE_CHECKING:  # what it declares, checked by mypy
+    _engine: type[Engine] = OnnxRuntimeEngine
+    _backend: type[Backend] = OnnxRuntimeBackend

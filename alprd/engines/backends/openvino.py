@@ -10,7 +10,7 @@ import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,7 @@ import openvino as ov
 
 from alprd.engines import samples
 from alprd.engines.backends._cpu import cpu_identity
-from alprd.engines.base import BuildRequest, EngineError, Progress
+from alprd.engines.base import Backend, BuildRequest, Engine, EngineError, HostEngine, Progress
 
 DEVICE = "CPU"
 
@@ -42,7 +42,7 @@ def _properties(core: ov.Core, precision: str, streams: int = 1) -> dict[str, An
     return props
 
 
-class OpenVinoEngine:
+class OpenVinoEngine(HostEngine):
     backend = "openvino"
 
     def __init__(self, compiled: ov.CompiledModel, precision: str, streams: int = 1) -> None:
@@ -153,3 +153,8 @@ def _quantize(model: ov.Model, request: BuildRequest, progress: Progress) -> ov.
         )
     except Exception as exc:
         raise EngineError(f"int8 quantization failed: {exc}") from exc
+
+
+if TYPE_CHECKING:  # what it declares, checked by mypy
+    _engine: type[Engine] = OpenVinoEngine
+    _backend: type[Backend] = OpenVinoBackend

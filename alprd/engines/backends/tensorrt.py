@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 import tensorrt as trt
 
 from alprd.engines import samples
-from alprd.engines.base import OCR_WIDTHS, BuildRequest, EngineError, Progress
+from alprd.engines.base import (
+    OCR_WIDTHS,
+    Backend,
+    BuildRequest,
+    Engine,
+    EngineError,
+    HostEngine,
+    Progress,
+)
 
 _LOGGER = trt.Logger(trt.Logger.WARNING)
 
@@ -32,7 +40,7 @@ def _torch() -> Any:
     return torch
 
 
-class TensorRtEngine:
+class TensorRtEngine(HostEngine):
     backend = "tensorrt"
 
     def __init__(self, path: Path, precision: str) -> None:
@@ -170,3 +178,8 @@ class TensorRtBackend:
 
     def load(self, path: Path, request: BuildRequest) -> TensorRtEngine:
         return TensorRtEngine(path, request.precision)
+
+
+if TYPE_CHECKING:  # what it declares, checked by mypy
+    _engine: type[Engine] = TensorRtEngine
+    _backend: type[Backend] = TensorRtBackend

@@ -13,8 +13,8 @@ on an H100, against ~10 ms launching its kernels one by one).
 
 Frames reach the GPU once per batch (`upload`: straight from the page-locked
 buffers cameras decode into, `pinned_frame`), are letterboxed there for the
-vehicle detector (`run_frames`), and the plate detector samples its vehicle
-regions from them (`run_regions`): no crop is cut or copied on the host. Only the
+vehicle detector (`launch_frames`), and the plate detector samples its vehicle
+regions from them (`launch_regions`): no crop is cut or copied on the host. Only the
 candidates above the score threshold come back.
 
 Measured on one NVIDIA H100 (see BENCHMARKS.md); the
@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -38,7 +38,18 @@ import torch.nn.functional as F
 
 from alprd import ops
 from alprd.engines.backends._cpu import cpu_identity
-from alprd.engines.base import BuildRequest, EngineError, Pending, Progress
+from alprd.engines.base import (
+    Backend,
+    BuildRequest,
+    Cut,
+    DeviceEngine,
+    DeviceFrames,
+    EngineError,
+    Keep,
+    Pending,
+    Progress,
+    Region,
+)
 
 T = TypeVar("T")
 
@@ -65,7 +76,7 @@ def pinned_frame(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
     return array
 
 
-def _sample(frames: DeviceFrames, group: int, sx: torch.Tensor, sy: torch.Tensor,
+def _sample(frames: TorchFrames, group: int, sx: torch.Tensor, sy: torch.Tensor,
             mode: str) -> torch.Tensor:  # fmt: skip
     """Frames of one shape sampled at source pixels (`sx`, `sy`: broadcastable to
     n x height x width; `sy` counts down the group's frames stacked, `atlas`), one
@@ -132,7 +143,7 @@ class _Graph:
 
 
 @dataclass
-class DeviceFrames:
+class TorchFrames:
     """A batch's frames on the device, shared by the stages of one batch (see
     `TorchEngine.upload`). Frames of one shape are one G x H x W x 3 uint8 tensor."""
 
@@ -144,9 +155,9 @@ class DeviceFrames:
     def __len__(self) -> int:
         return len(self.arrays)
 
-    def take(self, indices: Sequence[int]) -> DeviceFrames:
+    def take(self, indices: Sequence[int]) -> TorchFrames:
         """These frames (repeats allowed), sharing the tensors."""
-        return DeviceFrames([self.arrays[i] for i in indices], [self.slots[i] for i in indices],
+        return TorchFrames([self.arrays[i] for i in indices], [self.slots[i] for i in indices],
                             self.groups, self._rgb)  # fmt: skip
 
     def by_group(self) -> dict[int, tuple[list[int], torch.Tensor, torch.Tensor]]:
@@ -181,6 +192,9 @@ class DeviceFrames:
 
 class TorchEngine:
     backend = "torch"
+    #: takes frames on its device (`upload`) and pre-processes them there
+    on_device = True
+    streams = 1
 
     def __init__(self, module: torch.nn.Module, precision: str, graphs: bool = True) -> None:
         self.device = _device()
@@ -206,7 +220,9 @@ class TorchEngine:
         #: works on a GPU: batches in flight at once pay off (`engines.lanes`)
         self.gpu = self.device.type == "cuda"
         #: what a camera should decode frames into (None: plain numpy arrays)
-        self.allocate_frame = pinned_frame if self.device.type == "cuda" else None
+        self.allocate_frame: Callable[[tuple[int, ...]], ops.Image] | None = (
+            pinned_frame if self.device.type == "cuda" else None
+        )
 
     # ------------------------------------------------------------------ engine
 
@@ -231,7 +247,19 @@ class TorchEngine:
         x = self._upload(np.ascontiguousarray(batch, dtype=np.float32))
         return [self._infer(x, lambda y: y.float().cpu()).numpy()]
 
-    def upload(self, images: Sequence[ops.Image]) -> DeviceFrames:
+    def run_many(
+        self, batches: Sequence[npt.NDArray[np.float32]]
+    ) -> list[list[npt.NDArray[np.float32]]]:
+        return [self.run(b) for b in batches]
+
+    def _own(self, frames: Sequence[ops.Image] | DeviceFrames) -> TorchFrames:
+        """`frames` as this engine's own upload (host arrays, or another
+        engine's frames, uploaded now)."""
+        if isinstance(frames, TorchFrames):
+            return frames
+        return self.upload(list(frames.arrays if isinstance(frames, DeviceFrames) else frames))
+
+    def upload(self, images: Sequence[ops.Image]) -> TorchFrames:
         """The frames on the device, once for every stage of a batch (the vehicle
         letterbox, then the plate crops). Frames in page-locked memory
         (`pinned_frame`: cameras decode into those when this backend serves) are
@@ -256,29 +284,16 @@ class TorchEngine:
                 group[pos].copy_(sources[k], non_blocking=True)  # DMA from pinned frames
                 where[k] = (g, pos)
             tensors.append(group)
-        return DeviceFrames(list(images), [where[id(img)] for img in images], tensors, {})
-
-    def run_frames(
-        self,
-        images: Sequence[ops.Image] | DeviceFrames,
-        height: int,
-        width: int,
-        fill: int = 114,
-        min_score: float = 0.0,
-        keep: Sequence[int] | None = None,
-    ) -> tuple[ops.Candidates, list[ops.Letterbox]]:
-        """`launch_frames`, waiting for its result."""
-        found, boxes = self.launch_frames(images, height, width, fill, min_score, keep)
-        return found.result(), boxes
+        return TorchFrames(list(images), [where[id(img)] for img in images], tensors, {})
 
     def launch_frames(
         self,
-        images: Sequence[ops.Image] | DeviceFrames,
+        frames: Sequence[ops.Image] | DeviceFrames,
         height: int,
         width: int,
         fill: int = 114,
         min_score: float = 0.0,
-        keep: Sequence[int] | None = None,
+        keep: Keep = None,
     ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:
         """Letterbox uint8 BGR frames to height x width on the GPU (as
         `ops.letterbox` + `ops.to_tensor` do on the CPU) and run them as one batch.
@@ -287,7 +302,7 @@ class TorchEngine:
         (and is one of `keep`), what `ops.candidates` keeps of the whole output:
         the score filter runs on the device, and a few rows come back instead of
         thousands of columns."""
-        frames = images if isinstance(images, DeviceFrames) else self.upload(images)
+        frames = self._own(frames)
         dtype = self.dtype or torch.float32
         x = torch.full((len(frames), 3, height, width), fill / 255.0, dtype=dtype,
                        device=self.device)  # fmt: skip
@@ -306,35 +321,22 @@ class TorchEngine:
                 boxes[i] = lb
         return self._candidates(x, min_score, keep), boxes
 
-    def run_regions(
-        self,
-        frames: DeviceFrames,
-        regions: Sequence[tuple[int, int, int, int, int]],
-        height: int,
-        width: int,
-        fill: int = 114,
-        min_score: float = 0.0,
-        keep: Sequence[int] | None = None,
-    ) -> tuple[ops.Candidates, list[ops.Letterbox]]:
-        """`launch_regions`, waiting for its result."""
-        found, boxes = self.launch_regions(frames, regions, height, width, fill, min_score, keep)
-        return found.result(), boxes
-
     def launch_regions(
         self,
         frames: DeviceFrames,
-        regions: Sequence[tuple[int, int, int, int, int]],
+        regions: Sequence[Region],
         height: int,
         width: int,
         fill: int = 114,
         min_score: float = 0.0,
-        keep: Sequence[int] | None = None,
+        keep: Keep = None,
     ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:
         """`launch_frames` on regions of frames already on the device (frame index,
         x1, y1, x2, y2 in whole pixels): each region letterboxed as
         ``ops.letterbox(frame[y1:y2, x1:x2])`` would be (bilinear, edges clamped to
         the region), all in one sampling call per frame shape; no crop is copied
         or uploaded. Letterboxes are relative to the region."""
+        frames = self._own(frames)
         x = torch.full((len(regions), 3, height, width), fill / 255.0,
                        dtype=torch.float32, device=self.device)  # fmt: skip
         boxes = []
@@ -366,25 +368,15 @@ class TorchEngine:
         x = self._per_shape(frames, [r[0] for r in regions], x, make)
         return self._candidates(x, min_score, keep), boxes
 
-    def run_cuts(
-        self,
-        frames: DeviceFrames,
-        cuts: Sequence[tuple[int, tuple[int, int, int, int, bool]]],
-        height: int,
-        width: int,
-    ) -> npt.NDArray[np.float32]:
-        """The recogniser on plates cut from frames already on the device (see
-        `cut_batch`); returns the network's output (len(cuts) x ...)."""
-        return self.launch_cuts(frames, cuts, height, width).result()
-
     def launch_cuts(
         self,
         frames: DeviceFrames,
-        cuts: Sequence[tuple[int, tuple[int, int, int, int, bool]]],
+        cuts: Sequence[tuple[int, Cut]],
         height: int,
         width: int,
     ) -> Pending[npt.NDArray[np.float32]]:
-        """`run_cuts`, its result collected later."""
+        """The recogniser on plates cut from frames already on the device (see
+        `cut_batch`); its output (len(cuts) x ...), collected later."""
         out = self._infer(self.cut_batch(frames, cuts, height, width),
                           lambda y: y.to(torch.float32, copy=True))  # fmt: skip
         return self._later(lambda: out.cpu().numpy())
@@ -392,15 +384,16 @@ class TorchEngine:
     def cut_batch(
         self,
         frames: DeviceFrames,
-        cuts: Sequence[tuple[int, tuple[int, int, int, int, bool]]],
+        cuts: Sequence[tuple[int, Cut]],
         height: int,
         width: int,
     ) -> torch.Tensor:
         """The recogniser's input on the device, per plate (frame index,
-        `alprd.pipeline.ocr.Cut`): the crop `ocr.crop` makes on the host (a
+        `alprd.engines.base.Cut`): the crop `alprd.pipeline.ocr.crop` makes on the host (a
         two-line cut unfolded, bicubic resize to height x width, uint8 levels, BGR
         in [-1, 1]), sampled from the frames in one call per frame shape: no crop
         is cut, resized or uploaded on the host."""
+        frames = self._own(frames)
         x = torch.zeros((len(cuts), 3, height, width), dtype=torch.float32, device=self.device)
         u = torch.arange(width, device=self.device, dtype=torch.float32)[None, None, :]
         v = torch.arange(height, device=self.device, dtype=torch.float32)[None, :, None]
@@ -434,7 +427,7 @@ class TorchEngine:
         return self._per_shape(frames, [i for i, _ in cuts], x, make)
 
     def _per_shape(
-        self, frames: DeviceFrames, owners: Sequence[int], x: torch.Tensor,
+        self, frames: TorchFrames, owners: Sequence[int], x: torch.Tensor,
         make: Callable[[int, list[int], list[int]], torch.Tensor],
     ) -> torch.Tensor:  # fmt: skip
         """`x` (one row per item) filled one frame shape at a time: for the items
@@ -451,7 +444,7 @@ class TorchEngine:
         return x
 
     def _candidates(self, x: torch.Tensor, min_score: float,
-                    keep: Sequence[int] | None) -> Pending[ops.Candidates]:  # fmt: skip
+                    keep: Keep) -> Pending[ops.Candidates]:  # fmt: skip
         """`ops.candidates` of the detector's output for `x` (N x (4 + classes) x
         anchors), on the device: best class, score and class filter there; the
         result is one table of the rows kept (image, box, score, class: 7 numbers
@@ -491,12 +484,13 @@ class TorchEngine:
 
         return Pending(on_stream)
 
-    def stream(self) -> Any:
+    def stream(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which this engine's work goes to a stream of its own (a
         lane of `alprd.pipeline.lanes.Lanes`), or a no-op off CUDA."""
         if self.device.type != "cuda":
             return contextlib.nullcontext()
-        return torch.cuda.stream(torch.cuda.Stream())
+        own: contextlib.AbstractContextManager[Any] = torch.cuda.stream(torch.cuda.Stream())
+        return own
 
     def _staged(self, images: Sequence[ops.Image]) -> dict[int, torch.Tensor]:
         """Pageable arrays to the device through one pinned staging buffer (grown
@@ -611,3 +605,9 @@ class TorchBackend:
         model.fuse(verbose=False)
         model.load_state_dict(saved["state_dict"])
         return TorchEngine(lift.FirstOutput(model.eval()), request.precision)
+
+
+if TYPE_CHECKING:  # what it declares, checked by mypy
+    _engine: type[DeviceEngine] = TorchEngine
+    _frames: type[DeviceFrames] = TorchFrames
+    _backend: type[Backend] = TorchBackend
