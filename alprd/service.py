@@ -19,31 +19,28 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import count
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import cv2
-
 from alprd import config as cfgmod
 from alprd import watch
-from alprd.engines import cache, manager, served
-from alprd.engines.base import EngineError, ModelRejected, Role
+from alprd.cameras import Camera, Cameras, Samples
+from alprd.engines import served
+from alprd.engines.base import EngineError, Role
 from alprd.engines.served import ServedModels
-from alprd.engines.serving import Build, LoadedEngine, default_build, load_engine, roles_of
+from alprd.engines.serving import load_engine, roles_of
 from alprd.exitcodes import ExitCode
-from alprd.log import get_logger, redact
-from alprd.observe import CameraStatus, EngineStatus, Metrics, Status, StatusWriter
-from alprd.ops import Image
+from alprd.log import get_logger
+from alprd.observe import EngineStatus, Metrics, Status, StatusWriter
 from alprd.pipeline.lanes import Lanes
 from alprd.pipeline.recognizer import Recognizer
-from alprd.pipeline.source import CameraReader, LatestFrame
-from alprd.pipeline.stream import Batch, CameraPipeline
+from alprd.pipeline.stream import Batch
 from alprd.pipeline.types import PlateEvent
 from alprd.rebuild import Built, Rebuilder
 from alprd.sinks.base import SinkError
 from alprd.sinks.outputs import Outputs
+from alprd.startup import Startup
 from alprd.systemd import Notifier
 from alprd.watch import ModelWatcher
 
@@ -72,20 +69,7 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
-@dataclass
-class Camera:
-    config: cfgmod.CameraConfig
-    slot: LatestFrame
-    reader: CameraReader
-    pipeline: CameraPipeline
-    processed: int = 0
-    events: int = 0
-    window_frames: int = 0  # frames processed since the last health line
-
-
 STATUS_EVERY_S = 2.0  # status file and metrics gauges
-SAMPLES_KEPT = 8  # recent camera frames kept to validate new engines on
-SAMPLE_EVERY_S = 20.0
 METRICS_RETRY_S = 30.0  # a metrics port in use is tried again this often
 
 
@@ -103,23 +87,21 @@ class Service:
         self._stopping = False
         self._stop_requested = False  # set by SIGTERM/SIGINT: cancels a build in progress
         self._swaps: deque[Built] = deque()
-        self.cameras: dict[str, Camera] = {}
         self.watcher: ModelWatcher | None = None
         self.outputs: Outputs | None = None
         self._backlog_names: set[str] = set()
         self._stage_seen: dict[str, int] = {}
         self.metrics = Metrics()
+        self.cameras = Cameras(self.metrics, self._emit)
         self.status_writer: StatusWriter | None = None
         self.started_at = time.time()
         self.rebuilder: Rebuilder | None = None
-        self._samples: deque[Path] = deque(maxlen=SAMPLES_KEPT)
-        self._sample_names = count()
-        self._next_sample = 0.0
+        self.samples = Samples()
         self.recognizer: Recognizer | None = None
         self.config: cfgmod.Config | None = None  # what serves: the file + served models
         self.generation = 0
         self.served: ServedModels | None = None
-        self.last_good: dict[Role, str] = {}  # role -> why its last good model serves
+        self.startup: Startup | None = None
         self._health_at = time.monotonic()
         self._metrics_up = self._metrics_failed = False
         self._metrics_retry_at = 0.0
@@ -164,7 +146,10 @@ class Service:
             return ExitCode.CONFIG
         self._warn_exposed(config)
         self.served = served.served_models(config)
-        self.config = self._overlay(config)
+        self.startup = Startup(
+            self.served, self.notifier, lambda: self._stop_requested, self._build_later
+        )
+        self.config = self.startup.overlay(config)
         self.status_writer = StatusWriter(self.config.paths.state_dir)
         self._serve_metrics()
         try:
@@ -176,7 +161,7 @@ class Service:
             lambda: self.config,  # type: ignore[arg-type,return-value]
             self._serving_fingerprint,
             self._built,
-            lambda: tuple(self._samples),
+            lambda: self.samples.paths,
             store=self.served,
         )
         try:
@@ -189,9 +174,7 @@ class Service:
         if self._signals and self._signals[-1] in (signal.SIGTERM, signal.SIGINT):
             return self._stop()
         self.notifier.status("opening cameras")
-        for cam in self.config.cameras:
-            if cam.enabled:
-                self._open_camera(cam)
+        self.cameras.apply(self.config, self.recognizer)
         if not self.cameras:
             log.warning("no_cameras", hint="add [[cameras]] to the config and reload")
         self._start_watcher()
@@ -243,163 +226,22 @@ class Service:
 
     # ------------------------------------------------------------------ engines
 
-    def _overlay(self, config: cfgmod.Config) -> cfgmod.Config:
-        """`config` with each role served as the served-models record says (a
-        dropped model routed there; its kept copy where the file went bad)."""
-        assert self.served is not None
-        effective, choices = self.served.overlay(config)
-        for role, choice in choices.items():
-            if choice.last_good and role in roles_of(effective):
-                self.last_good[role] = choice.why
-                log.warning(
-                    "model_last_good", model=role, reason=choice.why,
-                    serving=f"{choice.source.name} {choice.entry.sha256[:12]} (kept copy)"
-                    if choice.entry else str(choice.source),
-                    hint=f"drop a good model into {config.paths.models_dir} to replace it",
-                )  # fmt: skip
-        return effective
-
     def _start_engines(self) -> Recognizer:
-        assert self.config is not None
-        roles = roles_of(self.config)
-        engines: dict[Role, LoadedEngine] = {}
-        for i, role in enumerate(roles, start=1):
-            self.notifier.status(f"loading engines {i}/{len(roles)} ({role})")
-            if self.config.service.startup == "background":
-                engines[role] = self._serve_now(self.config, role)
-            else:
-                engines[role] = self._load_role(role, self._build_extending)
+        """Every role's engine (see `Startup.engines`), serving from now on. Not
+        inline in `run`: a local there lives as long as the daemon, and would keep
+        the first engines alive after a swap replaced them."""
+        assert self.config is not None and self.startup is not None
+        self.config, engines = self.startup.engines(self.config)
         return Recognizer(self.config, engines)
 
-    def _load_role(self, role: Role, build: Build = default_build) -> LoadedEngine:
-        """`role`'s engine as the config says, recorded as served; where that model
-        cannot serve (its file went bad, a build is rejected), the last model that
-        served the role (kept copy): the daemon then starts and says so. Raises
-        EngineError only when no model can serve the role."""
-        assert self.config is not None and self.served is not None
-        config = self.config
-        sha = known = None
-        try:
-            target = manager.plan(config, role)  # reads the source once: its sha256
-            sha = target.inputs.source_sha256
-            known = self.served.rejection(role, sha)
-            if known is not None:
-                raise EngineError(f"{target.request.source.name} was rejected before: {known}")
-            loaded = load_engine(config, role, build, target)
-        except EngineError as exc:
-            if self._stop_requested:
-                raise
-            if sha is not None and known is None and isinstance(exc, ModelRejected):
-                self.served.reject(role, sha, str(exc))  # not tried again at the next start
-            fallback = self._last_good_engine(role, str(exc), sha, build)
-            if fallback is None:
-                raise
-            return fallback
-        self._record(role, config, loaded)
-        return loaded
+    @property
+    def last_good(self) -> dict[Role, str]:
+        """Role -> why its last good model serves instead of the configured one."""
+        return self.startup.last_good if self.startup is not None else {}
 
-    def _last_good_engine(
-        self, role: Role, reason: str, bad_sha: str | None, build: Build
-    ) -> LoadedEngine | None:
-        assert self.config is not None and self.served is not None
-        store = self.served
-        current = store.current(role)
-        for entry in [current, *store.history(role)] if current else []:
-            kept = store.kept(entry)
-            if entry.sha256 == bad_sha or not kept.is_file():
-                continue
-            config = served.assign(self.config, store.settings(entry, kept, kept=True))
-            try:
-                loaded = load_engine(config, role, build)
-            except EngineError as exc:
-                log.warning("model_last_good_failed", model=role, file=str(kept), reason=str(exc))
-                continue
-            self.config = config
-            self.last_good[role] = reason
-            log.warning(
-                "model_last_good", model=role, reason=reason,
-                serving=f"{entry.source.name} {entry.sha256[:12]} (kept copy, since {entry.since})",
-                hint="drop a good model into the models directory to replace it",
-            )  # fmt: skip
-            return loaded
-        return None
-
-    def _record(self, role: Role, config: cfgmod.Config, loaded: LoadedEngine) -> None:
-        """Keep what serves `role` (its source and engine) for last-known-good."""
-        assert self.served is not None
-        if loaded.source is None or not loaded.source_sha256:
-            return
-        cur = self.served.current(role)
-        if (
-            cur is not None
-            and cur.sha256 == loaded.source_sha256
-            and loaded.source in (cur.source, self.served.kept(cur))
-        ):
-            return  # kept already
-        entry = served.entry_for(config, role, loaded.source, loaded.source_sha256)
-        try:
-            self.served.record(entry, loaded.path)
-        except OSError as exc:
-            log.warning("model_not_kept", model=role, file=str(loaded.source), reason=str(exc),
-                        action="serving it; it is not kept for last-known-good")  # fmt: skip
-
-    def _build_extending(self, target: manager.Target, config: cfgmod.Config) -> manager.Outcome:
-        """Build if stale, telling systemd to extend the start timeout meanwhile."""
-        if not cache.check(target.engine, target.inputs):
-            return manager.Outcome(
-                target.request.role, "current", target.engine, target.request.backend,
-                target.request.precision,
-            )  # fmt: skip
-        extend = config.service.extend_timeout_s
-        req = target.request
-        label = f"building {req.role} engine ({req.backend}, {req.precision})"
-        done = threading.Event()
-        started = time.monotonic()
-
-        def tick() -> None:
-            while True:
-                self.notifier.extend_timeout(extend)
-                self.notifier.status(f"{label} {time.monotonic() - started:.0f}s")
-                if done.wait(extend / 3):
-                    return
-
-        ticker = threading.Thread(target=tick, name="extend-timeout", daemon=True)
-        ticker.start()
-        try:
-            return manager.ensure(
-                target, timeout_s=config.engines.build_timeout_s, nice=config.engines.build_nice,
-                cancel=lambda: self._stop_requested,
-            )  # fmt: skip
-        finally:
-            done.set()
-            ticker.join(timeout=5)
-
-    def _serve_now(self, config: cfgmod.Config, role: Role) -> LoadedEngine:
-        """Background start-up: the configured engine if current; else something
-        that serves now (`manager.interim`: the torch backend on the GPU where the
-        engines are TensorRT, else ONNX Runtime on the CPU, built first if need be,
-        which takes seconds), while the configured one builds behind."""
-        target = manager.plan(config, role)
-        if not cache.check(target.engine, target.inputs):
-            return load_engine(config, role, target=target)  # planned once
-        choices = manager.interim(target.request.backend)
-        for backend, precision in choices:
-            quick = config.model_copy(deep=True)
-            getattr(quick.models, role).backend = backend
-            getattr(quick.models, role).precision = precision
-            try:
-                loaded = load_engine(quick, role, self._build_extending)
-            except EngineError as exc:
-                if backend == choices[-1][0]:
-                    raise
-                log.warning("engine_interim_unavailable", model=role, backend=backend,
-                            reason=str(exc))  # fmt: skip
-                continue
-            log.info("engine_interim", model=role, backend=backend, building=target.request.backend)
-            break
+    def _build_later(self, role: Role) -> None:
         assert self.rebuilder is not None
-        self.rebuilder.request(role)  # the same path as a dropped model
-        return loaded
+        self.rebuilder.request(role)
 
     def _serving_fingerprint(self, role: Role) -> str | None:
         loaded = self.recognizer.engines.get(role) if self.recognizer else None
@@ -478,57 +320,6 @@ class Service:
         assert self.rebuilder is not None
         self.rebuilder.request_file(path)
 
-    def _keep_sample(self, cam: Camera, image: Image) -> None:
-        """Every SAMPLE_EVERY_S, keep a frame (JPEG in state_dir/samples, the last
-        SAMPLES_KEPT) to validate rebuilt engines on what the cameras see."""
-        assert self.config is not None
-        now = time.monotonic()
-        if now < self._next_sample:
-            return
-        self._next_sample = now + SAMPLE_EVERY_S
-        folder = self.config.paths.state_dir / "samples"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{cam.config.name}-{next(self._sample_names) % SAMPLES_KEPT}.jpg"
-            if cv2.imwrite(str(path), image):
-                if path in self._samples:
-                    self._samples.remove(path)
-                self._samples.append(path)  # the newest last; the oldest fall off
-        except OSError as exc:
-            log.warning("sample_not_kept", reason=str(exc))
-
-    # ------------------------------------------------------------------ cameras
-
-    def _open_camera(self, cam: cfgmod.CameraConfig) -> None:
-        assert self.config is not None and self.recognizer is not None
-        s = self.config.sources
-        slot = LatestFrame()
-        reader = CameraReader(
-            cam.name, cam.url, slot, fps=cam.fps, initial_s=s.reconnect_initial_s,
-            max_s=s.reconnect_max_s, open_timeout_s=s.open_timeout_s,
-            allocate=self.recognizer.frame_allocator(), loop=cam.loop,
-        )  # fmt: skip
-        self.cameras[cam.name] = Camera(cam, slot, reader, self._pipeline(cam, self.config))
-        reader.start()
-        log.info("camera_opened", camera=cam.name, url=redact(cam.url), fps=cam.fps)
-
-    def _pipeline(self, cam: cfgmod.CameraConfig, config: cfgmod.Config) -> CameraPipeline:
-        """A camera's stages, tracking and voting (at start, and at each reload)."""
-        assert self.recognizer is not None
-        return CameraPipeline(
-            cam.name, self.recognizer, config, zone=cam.zone, regions=cam.regions,
-            keep_snapshots=config.outputs.snapshots.enabled, motion=cam.motion,
-        )  # fmt: skip
-
-    def _close_camera(self, name: str, timeout: float = 5.0) -> None:
-        cam = self.cameras.pop(name)
-        cam.reader.stop()
-        cam.reader.join(timeout=timeout)
-        for event in cam.pipeline.finish():
-            self._emit(cam, event)
-        self.metrics.forget_camera(name)
-        log.info("camera_closed", camera=name, frames=cam.processed, events=cam.events)
-
     # ------------------------------------------------------------------ loop
 
     def _loop(self) -> None:
@@ -557,11 +348,7 @@ class Service:
                 _settle_heap()
             busy = False
             if lanes.free:
-                ready = [
-                    (cam, frame)
-                    for cam in list(self.cameras.values())
-                    if (frame := cam.slot.take(timeout=0)) is not None
-                ]
+                ready = self.cameras.ready()
                 if ready:
                     # one frame of every camera that has one, each stage batched across
                     # them; with 2 lanes, the next batch is set up while this one runs
@@ -579,12 +366,7 @@ class Service:
                 self.notifier.watchdog()
                 next_ping = now + ping
             if now >= next_tick:  # passes of cameras gone quiet still end
-                for cam in list(self.cameras.values()):
-                    sent = cam.slot.last_put
-                    if sent is not None and now - sent <= self.config.tracking.max_age_s:
-                        continue  # frames still come: they end the passes
-                    for event in cam.pipeline.tick(time.time()):
-                        self._emit(cam, event)
+                self.cameras.tick(self.config.tracking.max_age_s)
                 if self.outputs is not None:
                     self.outputs.retry(now)
                 next_tick = now + 0.5
@@ -602,13 +384,15 @@ class Service:
     def _finished(self, done: list[tuple[Any, Any]]) -> None:
         """Batches whose stages are done, in the order they were submitted: votes,
         events, counters."""
+        assert self.config is not None
+        samples = self.config.paths.state_dir / "samples"
         for (ready, batch), results in done:
             for (cam, frame), events in zip(ready, batch.finish(results), strict=True):
                 for event in events:
                     self._emit(cam, event)
                 cam.processed += 1
                 cam.window_frames += 1
-                self._keep_sample(cam, frame.image)
+                self.samples.offer(samples, cam.name, frame.image)
                 self.metrics.frames.labels(cam.config.name).inc()
                 if self.on_frame is not None:
                     self.on_frame(cam.config.name, frame.index)
@@ -647,19 +431,7 @@ class Service:
         now = time.monotonic()
         elapsed = max(1e-3, now - self._health_at)
         self._health_at = now
-        parts = {
-            name: f"{cam.window_frames / elapsed:.1f}fps/{cam.reader.state}"
-            for name, cam in self.cameras.items()
-        }
-        log.info(
-            "health",
-            cameras=",".join(f"{k}:{v}" for k, v in parts.items()) or "none",
-            drops=sum(c.slot.dropped for c in self.cameras.values()),
-            reads=sum(c.pipeline.reads for c in self.cameras.values()),
-            events=sum(c.events for c in self.cameras.values()),
-        )
-        for cam in self.cameras.values():
-            cam.window_frames = 0
+        log.info("health", **self.cameras.health(elapsed))
 
     def _observe(self, summary: str) -> None:
         """Refresh the metrics gauges and the status file."""
@@ -682,23 +454,7 @@ class Service:
                     served=entry.generation if entry else None,
                     last_good=self.last_good.get(role),
                 )  # fmt: skip
-        cameras = {}
-        for name, cam in self.cameras.items():
-            m.dropped.labels(name).set(cam.slot.dropped)
-            m.reads.labels(name).set(cam.pipeline.reads)
-            m.camera_up.labels(name).set(1 if cam.reader.state == "streaming" else 0)
-            voter = cam.pipeline.voter
-            m.passes.labels(name).set(len(voter.open_passes))
-            m.reads_held.labels(name).set(voter.reads_held)
-            cameras[name] = CameraStatus(
-                state=cam.reader.state,
-                processed=cam.processed,
-                dropped=cam.slot.dropped,
-                reads=cam.pipeline.reads,
-                still=cam.pipeline.gated,
-                events=cam.events,
-                reconnects=cam.reader.reconnects,
-            )
+        cameras = self.cameras.observe()
         outbox = {}
         if self.outputs is not None and self.outputs.outbox is not None:
             for name in self.outputs.queued:
@@ -731,12 +487,13 @@ class Service:
 
     def _reload(self) -> None:
         assert self.config is not None and self.recognizer is not None
+        assert self.startup is not None
         self.notifier.reloading()
         log.info("reloading_config", config=str(self.config_path))
         try:
             new = cfgmod.load(self.config_path)
             self._warn_exposed(new)
-            self._apply(self._overlay(new))
+            self._apply(self.startup.overlay(new))
         except cfgmod.ConfigError as exc:
             for problem in exc.problems:
                 log.error("config_invalid", problem=str(problem), action="kept the running config")
@@ -746,6 +503,7 @@ class Service:
 
     def _apply(self, new: cfgmod.Config) -> None:
         assert self.config is not None and self.recognizer is not None
+        assert self.startup is not None
         old = self.config
         changed_roles = [
             role
@@ -763,13 +521,9 @@ class Service:
         # for a build); a role that comes back (vehicle re-enabled) is loaded now.
         added = [r for r in changed_roles if r not in self.recognizer.engines]
         pending = [r for r in changed_roles if r in self.recognizer.engines]
-        loaded = {role: load_engine(new, role, self._build_extending) for role in added}
+        loaded = {role: load_engine(new, role, self.startup.build_extending) for role in added}
         for role in [r for r in self.recognizer.engines if r not in roles_of(new)]:
             self.recognizer.engines.pop(role).engine.close()
-        wanted = {c.name: c for c in new.cameras if c.enabled}
-        for name in list(self.cameras):  # removed or changed: closed (open passes decided)
-            if wanted.get(name) != self.cameras[name].config:
-                self._close_camera(name)
         target = new
         for role in pending:
             new = _with_section(new, role, getattr(old.models, role))
@@ -777,15 +531,9 @@ class Service:
         for lo in loaded.values():  # roles not served until now: nothing to close
             self.recognizer.swap(lo, new)
         self.recognizer.configure(new)
-        for cam in self.cameras.values():  # kept: reader untouched, stages renewed
-            for event in cam.pipeline.finish():
-                self._emit(cam, event)
-            cam.pipeline = self._pipeline(cam.config, new)
-        for name, cam_config in wanted.items():
-            if name not in self.cameras:
-                self._open_camera(cam_config)
+        self.cameras.apply(new, self.recognizer)
         if self.outputs is not None:
-            self.outputs.announce(list(self.cameras))
+            self.outputs.announce(self.cameras.names())
         self.generation += 1
         assert self.rebuilder is not None
         for role in pending:
@@ -808,10 +556,7 @@ class Service:
             self.watcher.stop()
         if self.rebuilder is not None:
             self.rebuilder.stop(timeout=max(0.1, deadline - time.monotonic()))
-        for cam in list(self.cameras.values()):
-            cam.reader.stop()
-        for name in list(self.cameras):
-            self._close_camera(name, timeout=max(0.1, deadline - time.monotonic()))
+        self.cameras.close_all(deadline)
         if self.recognizer is not None:
             self.recognizer.close()
         if self.outputs is not None:

@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import run_alprd
 
-from alprd.cli import parse_when
+from alprd.cli.reads import parse_when
 from alprd.exitcodes import ExitCode
 from alprd.pipeline.types import PlateEvent
 from alprd.sinks.base import event_to_dict
