@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from conftest import needs_data
 from structlog.testing import capture_logs
-from test_service import NL_VIDEO, Daemon, camera, site, sock, write_config  # noqa: F401
+from support.daemon import DaemonProcess
+from test_service import NL_VIDEO, camera, site, sock, write_config  # noqa: F401
 from test_sinks import event
 
 from alprd import config as cfgmod
@@ -218,7 +219,7 @@ def test_the_daemon_keeps_reading_on_a_full_disk_and_stores_the_pass_when_space_
         config = write_config(
             site, camera("rear", NL_VIDEO, fps=5), "[outputs.jsonl]\nenabled = true\n"
         )
-        d = Daemon(config, sock)
+        d = DaemonProcess(config, sock)
         try:
             sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
             disk.fill()

@@ -9,7 +9,6 @@ mosquitto. Nothing here needs a GPU or TensorRT."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import random
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import conftest
 import pytest
 from conftest import DEFAULT_MODELS, REPO, run_alprd
 from structlog.testing import capture_logs
+from support.daemon import running
 from support.media import grey_clip
 from support.notify_socket import NotifySocket
 from support.servers import MjpegCamera, free_port, wait_until
@@ -37,8 +36,6 @@ from alprd import config as cfgmod
 from alprd.engines import cache, manager
 from alprd.exitcodes import ExitCode
 from alprd.rebuild import Rebuilder
-from alprd.service import Service
-from alprd.systemd import Notifier
 
 pytestmark = pytest.mark.faults
 
@@ -79,64 +76,6 @@ def cam(name: str, url: Path | str, fps: float = 10) -> str:
     return f'[[cameras]]\nname = "{name}"\nurl = "{url}"\nfps = {fps}\n'
 
 
-@contextlib.contextmanager
-def running(config: Path) -> Iterator[tuple[Service, list[tuple[str, float]], list[dict]]]:
-    """The daemon in a thread: (service, frames as (camera, monotonic time), logs)."""
-    frames: list[tuple[str, float]] = []
-    service = Service(
-        config, notifier=Notifier({}), on_frame=lambda c, i: frames.append((c, time.monotonic()))
-    )
-    thread = threading.Thread(target=service.run, daemon=True)
-    with capture_logs() as logs:
-        thread.start()
-        wait_until(
-            lambda: (
-                any(m.startswith("READY=1") for m in service.notifier.sent) or not thread.is_alive()
-            ),
-            timeout=180,
-            what="READY=1",
-        )
-        assert thread.is_alive(), [e["event"] for e in logs]
-        try:
-            yield service, frames, logs
-        finally:
-            service.request_stop()
-            thread.join(timeout=30)
-    assert not thread.is_alive()
-
-
-def max_gap(frames: list[tuple[str, float]], camera: str, since: float) -> float:
-    times = [t for c, t in frames if c == camera and t >= since]
-    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
-
-def gap_limit(frames: list[tuple[str, float]], camera: str, window: float = 3.0) -> float:
-    """The longest gap between a camera's frames that still counts as
-    uninterrupted, from how the camera is served over the next `window` seconds
-    (measured, so it takes that long): eight frame periods at that rate, or three
-    times the longest gap seen there, 1 s at least. A 10 fps camera on an idle
-    machine: 1 s; on a machine busy with other work (frames served in bursts), a
-    bound on what the machine itself does to the camera over the longer time of
-    the fault (three suites at once on 2 cores: 0.55-0.93 s gaps in 3 s without
-    any fault, 1.7-1.9 s over a 20 s build; a loop that waited for the build would
-    stop for all of it)."""
-    start = time.monotonic()
-    time.sleep(window)  # a rate is measured over time
-    n = sum(c == camera and t >= start for c, t in frames)
-    assert n, f"no frame of {camera} in {window} s"
-    return max(1.0, 8 * window / n, 3 * max_gap(frames, camera, start))
-
-
-def logged(logs: list[dict], event: str, n: int = 1, timeout: float = 120, **match: Any) -> list:
-    def found() -> list[dict]:
-        return [
-            e for e in logs if e["event"] == event and all(e.get(k) == v for k, v in match.items())
-        ]
-
-    wait_until(lambda: len(found()) >= n, timeout=timeout, what=f"{n} x {event} {match}")
-    return found()
-
-
 def children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -175,20 +114,21 @@ def test_s3_bad_pt_dropped_into_models_is_rejected_and_the_old_engine_serves_on(
         "truncated": (good[: len(good) // 2], "a truncated or damaged PyTorch checkpoint"),
         "wrong task": (cls.read_bytes(), "an Ultralytics 'classify' model"),
     }
-    with running(config) as (service, frames, logs):
+    with running(config) as daemon:
+        service, logs = daemon.service, daemon.logs
         assert service.recognizer is not None
         before = service.recognizer.engines["plate"].fingerprint
-        limit = gap_limit(frames, "yard")
+        limit = daemon.measure_gap_limit("yard")
         started = time.monotonic()
         for n, (data, reason) in enumerate(payloads.values(), start=1):
             tmp = site / "models" / ".incoming.tmp"
             tmp.write_bytes(data)
             os.rename(tmp, pt)
-            rejected = logged(logs, "model_rejected", n)[-1]
+            rejected = daemon.wait_log("model_rejected", n, timeout=120)[-1]
             assert rejected["model"] == "plate" and reason in rejected["reason"], rejected
             assert service.recognizer.engines["plate"].fingerprint == before
         assert not [e for e in logs if e["event"] == "engine_swapped"]
-        gap = max_gap(frames, "yard", started)
+        gap = daemon.max_gap(started, "yard")
         assert gap < limit, (gap, limit)  # the 10 fps camera served throughout
     assert cache.check(
         site / "models" / "plate-yolov8n.openvino.blob",
@@ -214,24 +154,25 @@ def test_s5_a_camera_that_disconnects_and_returns_reconnects_and_others_are_unaf
         + cam("yard", clip(tmp_path / "c.avi"), fps=10),
     )
     try:
-        with running(config) as (service, frames, logs):
+        with running(config) as daemon:
+            service, frames, logs = daemon.service, daemon.frames, daemon.logs
             ready_at = time.monotonic()
             wait_until(lambda: sum(c == "gate" for c, _ in frames) >= 30, what="gate frames")
-            limit = gap_limit(frames, "yard")
+            limit = daemon.measure_gap_limit("yard")
             unplugged = time.monotonic()
             camera.stop()
-            logged(logs, "camera_lost", camera="gate", timeout=15)
+            daemon.wait_log("camera_lost", camera="gate", timeout=15)
             reader = service.cameras["gate"].reader
             wait_until(lambda: reader.attempts >= 3 and reader.backoff() == 0.8,
                        timeout=15, what="the back-off grown to its cap")  # fmt: skip
             attempts = reader.attempts
             plugged = time.monotonic()
             camera.start()
-            logged(logs, "camera_connected", 2, camera="gate", timeout=15)
+            daemon.wait_log("camera_connected", 2, camera="gate", timeout=15)
             back_s = time.monotonic() - plugged
             n = sum(c == "gate" for c, _ in frames)
             wait_until(lambda: sum(c == "gate" for c, _ in frames) >= n + 10, what="frames again")
-            assert max_gap(frames, "yard", unplugged) < limit
+            assert daemon.max_gap(unplugged, "yard") < limit
             back = time.monotonic()
             during = sum(c == "yard" and unplugged <= t <= plugged for c, t in frames)
             rate = during / (plugged - unplugged)
@@ -562,7 +503,8 @@ def test_s12_the_daemon_refuses_at_start_and_at_a_hot_drop(site, as_root, tmp_pa
     assert proc.returncode == ExitCode.ENGINE
     assert "refusing to load a model another user could have written" in proc.stderr
     models.chmod(0o755)
-    with running(config) as (service, _, logs):
+    with running(config) as daemon:
+        service, logs = daemon.service, daemon.logs
         assert service.recognizer is not None
         before = service.recognizer.engines["plate"].fingerprint
         tmp = models / ".drop.tmp"
@@ -571,7 +513,7 @@ def test_s12_the_daemon_refuses_at_start_and_at_a_hot_drop(site, as_root, tmp_pa
             f.write(b"\0")  # other bytes: a "new" model
         os.chown(tmp, NOBODY, -1)
         os.rename(tmp, models / "plate-yolov8n.pt")
-        [rejected] = logged(logs, "model_rejected")
+        [rejected] = daemon.wait_log("model_rejected", timeout=120)
         assert "owned by nobody" in rejected["reason"]
         assert service.recognizer.engines["plate"].fingerprint == before
         assert not [e for e in logs if e["event"] == "engine_build_started"]  # never loaded

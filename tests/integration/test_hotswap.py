@@ -5,12 +5,11 @@ variants that differ in their bytes), a camera feeding frames throughout."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import shutil
-import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -18,14 +17,13 @@ import pytest
 from conftest import DEFAULT_MODELS, REPO, copy_models
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
+from support.daemon import ServiceThread, running
 from support.media import grey_clip
 from support.servers import wait_until
 
 from alprd import config as cfgmod
 from alprd.engines import manager
 from alprd.rebuild import Rebuilder
-from alprd.service import Service
-from alprd.systemd import Notifier
 
 MODELS = tuple(m for m in DEFAULT_MODELS if m != "plate-yolov8n.pt")  # plate: plate.onnx
 
@@ -72,101 +70,52 @@ def site(tmp_path, plate_onnx):
     return tmp_path
 
 
-class Running:
-    def __init__(self, service: Service, frames: list[float]) -> None:
-        self.service, self.frames = service, frames
-
-    def wait_log(self, logs: list[dict], event: str, n: int = 1, timeout: float = 60) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [e for e in logs if e["event"] == event]
-            if len(found) >= n:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"no {n} x {event} in {timeout}s: {[e['event'] for e in logs]}")
-
-    def max_gap(self, since: float) -> float:
-        times = [t for t in self.frames if t >= since]
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
-    @staticmethod
-    def gap_limit(steady: float, gap: float = 0.0) -> float:
-        """The longest gap between frames that still counts as uninterrupted: eight
-        frame periods at the rate measured before, or three times the longest gap
-        seen then (a machine busy with other work serves frames in bursts, and a
-        longer time holds longer gaps), 1 s at least (a busy 2-core machine gave
-        0.78 s at 8 frames/s)."""
-        return max(1.0, 8 / steady, 3 * gap)
-
-    def rate(self, window: float) -> float:
-        """Frames a second over the next `window` seconds (waits for them)."""
-        start = time.monotonic()
-        time.sleep(window)
-        return len([t for t in self.frames if t >= start]) / window
-
-    def plate_fingerprint(self) -> str:
-        assert self.service.recognizer is not None
-        return self.service.recognizer.engines["plate"].fingerprint
+def plate_fingerprint(daemon: ServiceThread) -> str:
+    """The fingerprint of the engine serving the plate detector now."""
+    assert daemon.service.recognizer is not None
+    return daemon.service.recognizer.engines["plate"].fingerprint
 
 
 @pytest.fixture
-def daemon(site):
-    frames: list[float] = []
-    service = Service(
-        site / "etc" / "alprd.toml",
-        notifier=Notifier({}),
-        on_frame=lambda cam, i: frames.append(time.monotonic()),
-    )
-    thread = threading.Thread(target=service.run, daemon=True)
-    with capture_logs() as logs:
-        thread.start()
-        deadline = time.monotonic() + 120
-        while not any(m.startswith("READY=1") for m in service.notifier.sent):
-            assert time.monotonic() < deadline and thread.is_alive(), [e["event"] for e in logs]
-            time.sleep(0.05)
-        while len(frames) < 10:
-            assert time.monotonic() < deadline, "no frame processed"
-            time.sleep(0.05)
-        yield Running(service, frames), logs
-        service.request_stop()
-        thread.join(timeout=30)
-    assert not thread.is_alive()
+def daemon(site) -> Iterator[ServiceThread]:
+    """The daemon of `site` in a thread, ready and past its first 10 frames."""
+    with running(site / "etc" / "alprd.toml", min_frames=10, timeout=120) as d:
+        yield d
 
 
 def test_a_dropped_model_is_rebuilt_once_and_swapped_without_stopping_the_frames(daemon, site):
-    running, logs = daemon
-    before = running.plate_fingerprint()
-    assert running.service.recognizer is not None
-    old_engine = weakref.ref(running.service.recognizer.engines["plate"].engine)
+    logs = daemon.logs
+    before = plate_fingerprint(daemon)
+    assert daemon.service.recognizer is not None
+    old_engine = weakref.ref(daemon.service.recognizer.engines["plate"].engine)
     measured = time.monotonic()
-    steady = running.rate(3.0)  # frames a second before the drop
-    before_gap = running.max_gap(measured)
+    steady = daemon.rate(3.0)  # frames a second before the drop
+    before_gap = daemon.max_gap(measured)
     started = time.monotonic()
     n0 = len(logs)  # what start-up logged comes before
     tmp = site / "models" / ".plate.onnx.tmp"
     variant(site / "models" / "plate.onnx", tmp, "2")
     os.rename(tmp, site / "models" / "plate.onnx")  # temp name, then rename
-    [swap] = running.wait_log(logs, "engine_swapped")
+    [swap] = daemon.wait_log("engine_swapped")
     swapped = time.monotonic()
-    after = running.rate(1.5)  # frames a second after the swap; nothing more follows
+    after = daemon.rate(1.5)  # frames a second after the swap; nothing more follows
     assert [e["model"] for e in logs[n0:] if e["event"] == "engine_built"] == ["plate"]
     assert len([e for e in logs if e["event"] == "engine_swapped"]) == 1
     assert swap["model"] == "plate" and swap["generation"] == 2
     assert (
-        swap["old"] == before[:12]
-        and swap["new"] == running.plate_fingerprint()[:12] != before[:12]
+        swap["old"] == before[:12] and swap["new"] == plate_fingerprint(daemon)[:12] != before[:12]
     )
-    assert "plate=onnxruntime#2" in running.service.notifier.sent[-1]
+    assert "plate=onnxruntime#2" in daemon.service.notifier.sent[-1]
     # The camera kept being served all along: frames came in steadily through the
     # build and the swap (25 fps camera; the build is in a niced child process).
     # Compared with the slower of the rates measured before the drop and after the
     # swap, so that other load on the machine rising meanwhile is not blamed on
     # the build.
-    during = len([t for t in running.frames if started <= t <= swapped]) / (swapped - started)
+    during = len([t for _, t in daemon.frames if started <= t <= swapped]) / (swapped - started)
     reference = min(steady, after)
     assert during >= 0.5 * reference, (steady, during, after)
-    gap = running.max_gap(started)
-    assert gap < running.gap_limit(reference, before_gap), (steady, after, before_gap, gap)
+    gap = daemon.max_gap(started)
+    assert gap < daemon.gap_limit(reference, before_gap), (steady, after, before_gap, gap)
     # The new engine's threads (ONNX Runtime's pool, started when it was loaded)
     # serve at the daemon's priority, not at the build's.
     assert thread_nices() == {os.getpriority(os.PRIO_PROCESS, 0)}, thread_nices()
@@ -197,11 +146,11 @@ def thread_nices() -> set[int]:
     ],
 )
 def test_a_bad_model_is_rejected_and_the_old_engine_keeps_serving(daemon, site, payload, reason):
-    running, logs = daemon
-    before = running.plate_fingerprint()
+    logs = daemon.logs
+    before = plate_fingerprint(daemon)
     measured = time.monotonic()
-    steady = running.rate(2.0)
-    before_gap = running.max_gap(measured)
+    steady = daemon.rate(2.0)
+    before_gap = daemon.max_gap(measured)
     target = site / "models" / "plate.onnx"
     tmp = site / "models" / ".incoming.tmp"
     if payload == "garbage":
@@ -215,7 +164,7 @@ def test_a_bad_model_is_rejected_and_the_old_engine_keeps_serving(daemon, site, 
     started = time.monotonic()
     n0 = len(logs)
     os.rename(tmp, target)
-    [rejected] = running.wait_log(logs, "model_rejected")
+    [rejected] = daemon.wait_log("model_rejected")
     assert rejected["model"] == "plate" and reason in rejected["reason"]
     assert rejected["log_level"] == "error"
     # one line at error priority per rejection, ours: no library text, no temp path
@@ -223,14 +172,14 @@ def test_a_bad_model_is_rejected_and_the_old_engine_keeps_serving(daemon, site, 
     assert "\n" not in rejected["reason"] and "alprd-build-" not in rejected["reason"]
     if payload == "garbage":  # told apart by its first bytes: no build child started
         assert not [e for e in logs[n0:] if e["event"] == "engine_build_started"]
-    assert running.plate_fingerprint() == before  # the old engine serves on
+    assert plate_fingerprint(daemon) == before  # the old engine serves on
     assert not [e for e in logs if e["event"] == "engine_swapped"]
-    n = len(running.frames)
-    until(lambda: len(running.frames) >= n + 5)  # and frames go on after the rejection
-    assert running.max_gap(started) < running.gap_limit(steady, before_gap)  # uninterrupted
+    n = len(daemon.frames)
+    until(lambda: len(daemon.frames) >= n + 5)  # and frames go on after the rejection
+    assert daemon.max_gap(started) < daemon.gap_limit(steady, before_gap)  # uninterrupted
     # Touched again with the same bytes: not retried until the file changes.
     os.utime(target)
-    running.wait_log(logs, "model_unchanged_since_rejection")
+    daemon.wait_log("model_unchanged_since_rejection")
 
 
 def test_requests_during_a_build_coalesce_into_one_more_build_of_the_newest(site):
@@ -290,8 +239,7 @@ def test_an_engine_that_fails_validation_is_rejected_and_not_retried_until_chang
 def test_a_reload_rebuilds_only_what_changed_and_applies_thresholds_at_once(daemon, site):
     """README, reload: thresholds, rules and tracking apply at once; only an engine
     whose settings changed is rebuilt (in the background, the old one serving)."""
-    running, logs = daemon
-    service = running.service
+    service, logs = daemon.service, daemon.logs
     assert service.recognizer is not None
     engines = dict(service.recognizer.engines)  # the loaded engines, by role
     path = site / "etc" / "alprd.toml"
@@ -304,14 +252,14 @@ def test_a_reload_rebuilds_only_what_changed_and_applies_thresholds_at_once(daem
     )
     n0 = len(logs)
     service.request_reload()
-    [applied] = running.wait_log(logs, "config_applied")
+    [applied] = daemon.wait_log("config_applied")
     # at once: the camera's stages already use the new values
     pipeline = service.cameras["yard"].pipeline
     assert pipeline.vehicles.max_age_s == 3.0 and pipeline.voter.min_confidence == 0.7
     assert pipeline.rules.format_margin == 1.5
     assert set().union(*pipeline.rules.formats.names) == {"de"}
     assert (applied["engines_loaded"], applied["engines_building"]) == ("none", "plate")
-    [swap] = running.wait_log(logs, "engine_swapped")
+    [swap] = daemon.wait_log("engine_swapped")
     assert swap["model"] == "plate"
     built = [e["model"] for e in logs[n0:] if e["event"] == "engine_build_started"]
     assert built == ["plate"]  # the vehicle detector and recogniser were left alone
@@ -321,8 +269,7 @@ def test_a_reload_rebuilds_only_what_changed_and_applies_thresholds_at_once(daem
 
 
 def test_a_reload_that_removes_a_camera_drops_its_metric_series(daemon, site):
-    running, logs = daemon
-    service = running.service
+    service = daemon.service
 
     def exposed() -> str:
         return generate_latest(service.metrics.registry).decode()
@@ -331,7 +278,7 @@ def test_a_reload_that_removes_a_camera_drops_its_metric_series(daemon, site):
     path = site / "etc" / "alprd.toml"
     path.write_text(path.read_text().replace('name = "yard"', 'name = "gate"'))
     service.request_reload()
-    running.wait_log(logs, "config_applied")
+    daemon.wait_log("config_applied")
     wait_until(lambda: 'alprd_camera_up{camera="gate"}' in exposed(), what="gate's series")
     assert 'camera="yard"' not in exposed()
 
@@ -340,20 +287,19 @@ def test_a_reload_that_disables_then_enables_the_vehicle_detector(daemon, site):
     """A role a reload removes is closed at once; one it brings back is loaded at
     once (nothing serves it meanwhile, so no background build) and served through
     the same swap as a rebuilt engine: its generation counts on."""
-    running, logs = daemon
-    service = running.service
+    service = daemon.service
     assert service.recognizer is not None
     path = site / "etc" / "alprd.toml"
     original = path.read_text()
     path.write_text(original + "[models.vehicle]\nenabled = false\n")
     service.request_reload()
-    [applied] = running.wait_log(logs, "config_applied")
+    [applied] = daemon.wait_log("config_applied")
     assert "vehicle" not in service.recognizer.engines and service.recognizer.vehicle is None
     path.write_text(original)
     service.request_reload()
-    applied = running.wait_log(logs, "config_applied", n=2)[-1]
+    applied = daemon.wait_log("config_applied", n=2)[-1]
     assert (applied["engines_loaded"], applied["engines_building"]) == ("vehicle", "none")
     assert service.recognizer.vehicle is not None
     assert service.recognizer.generations["vehicle"] == 2
-    n = len(running.frames)
-    wait_until(lambda: len(running.frames) > n + 10, what="frames after the reloads")
+    n = len(daemon.frames)
+    wait_until(lambda: len(daemon.frames) > n + 10, what="frames after the reloads")

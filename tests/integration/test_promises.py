@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 import pytest
 from conftest import DEFAULT_MODELS, REPO, SHARED_DATA, copy_models, needs_data, run_alprd
+from support.daemon import DaemonProcess
 from support.notify_socket import NotifySocket
 from support.servers import free_port
-from test_service import Daemon, camera, write_config
+from test_service import camera, write_config
 
 from alprd.exitcodes import ExitCode
 
@@ -97,7 +98,7 @@ def metrics_port_table() -> str:
     return f"[metrics]\nport = {free_port()}\n"
 
 
-def log_events(d: Daemon) -> list[dict[str, Any]]:
+def log_events(d: DaemonProcess) -> list[dict[str, Any]]:
     events = []
     for line in list(d.lines):
         try:
@@ -107,7 +108,7 @@ def log_events(d: Daemon) -> list[dict[str, Any]]:
     return events
 
 
-def wait_until(what: str, check: Callable[[], Any], d: Daemon, timeout: float = 60) -> Any:
+def wait_until(what: str, check: Callable[[], Any], d: DaemonProcess, timeout: float = 60) -> Any:
     """Poll `check` until it returns something true (that is returned); fail at
     `timeout` or when the daemon exits, with its last log lines."""
     deadline = time.monotonic() + timeout
@@ -123,7 +124,7 @@ def wait_until(what: str, check: Callable[[], Any], d: Daemon, timeout: float = 
         time.sleep(0.05)
 
 
-def logged(d: Daemon, event: str, **fields: Any) -> Callable[[], dict[str, Any] | None]:
+def logged(d: DaemonProcess, event: str, **fields: Any) -> Callable[[], dict[str, Any] | None]:
     """A check for wait_until: the first log line `event` with these fields."""
 
     def check() -> dict[str, Any] | None:
@@ -179,7 +180,7 @@ def test_a_camera_zone_keeps_only_plates_whose_centre_lies_inside(site, sock):
         + camera("outside", NL_VIDEO, fps=5) + f"zone = {ZONE_BUT_PLATE}\n",
         metrics_port_table(),
     )  # fmt: skip
-    d = Daemon(config, sock)
+    d = DaemonProcess(config, sock)
     try:
         for name in ("inside", "outside"):
             wait_until(f"the end of {name}'s clip", logged(d, "camera_ended", camera=name), d, 90)
@@ -218,7 +219,7 @@ def test_a_camera_publishes_at_most_its_fps(site, sock):
         + camera("two", clip, fps=2) + "loop = true\n"
         + camera("free", clip, fps=120) + "loop = true\n"
     )  # fmt: skip
-    d = Daemon(write_config(site, cams, metrics_port_table()), sock)
+    d = DaemonProcess(write_config(site, cams, metrics_port_table()), sock)
     try:
 
         def published() -> tuple[float, dict[str, int]] | None:
@@ -271,7 +272,7 @@ def passes_with_outputs_down(tmp_path_factory, built_models):
         f"timeout_s = 1\n[metrics]\nport = {port}\n",
     )
     sock = NotifySocket(root / "notify.sock")
-    d = Daemon(config, sock)
+    d = DaemonProcess(config, sock)
     try:
         for name in PASSES:
             wait_until(f"{name}'s event", logged(d, "plate_event", camera=name), d, 90)
@@ -472,7 +473,7 @@ def test_an_unexpected_error_at_start_up_exits_70_and_is_logged(site, sock, monk
         'url = "http://hook:hook-pass-77aa@127.0.0.1:9/x?token=hook-token-03c9"\n',
     )
     config.chmod(0o600)
-    d = Daemon(config, sock)
+    d = DaemonProcess(config, sock)
     d.proc.wait(timeout=60)
     code, events = d.stop()
     assert code == ExitCode.FATAL == 70
@@ -509,7 +510,7 @@ def test_an_unexpected_error_in_the_main_loop_exits_70_and_is_logged(site, sock,
     config = write_config(
         site, camera("yard", synthetic_clip(site / "clip.avi")), metrics_port_table()
     )
-    d = Daemon(config, sock)
+    d = DaemonProcess(config, sock)
     d.proc.wait(timeout=90)
     code, events = d.stop()
     assert code == ExitCode.FATAL == 70

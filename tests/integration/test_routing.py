@@ -17,7 +17,8 @@ import onnx
 import pytest
 from conftest import REPO, copy_models, run_alprd
 from structlog.testing import capture_logs
-from test_faults import cam, clip, gap_limit, logged, max_gap, running
+from support.daemon import running
+from test_faults import cam, clip
 
 from alprd import config as cfgmod
 from alprd.engines import identify, manager
@@ -255,16 +256,17 @@ def test_drop_restart_bad_drop_restart(tmp_path, plate_onnx):
     copy_models(tmp_path / "models")
     config = site_config(tmp_path)
     best = tmp_path / "models" / "best.onnx"
-    with running(config) as (service, frames, logs):
+    with running(config) as daemon:
+        service, logs = daemon.service, daemon.logs
         assert service.recognizer is not None
-        limit = gap_limit(frames, "yard")
+        limit = daemon.measure_gap_limit("yard")
         started = time.monotonic()
         variant(plate_onnx, best, "retrained")
-        [swapped] = logged(logs, "engine_swapped", model="plate")
+        [swapped] = daemon.wait_log("engine_swapped", model="plate", timeout=120)
         routed = [e for e in logs if e["event"] == "model_routed"]
         assert [(e["model"], Path(e["file"]).name) for e in routed] == [("plate", "best.onnx")]
         assert swapped["source"] == "best.onnx"
-        assert max_gap(frames, "yard", started) < limit
+        assert daemon.max_gap(started, "yard") < limit
         serving = service.recognizer.engines["plate"].fingerprint
         status = json.loads((tmp_path / "state" / "status.json").read_text())
         time.sleep(2.5)  # the status file is refreshed every 2 s
@@ -276,22 +278,24 @@ def test_drop_restart_bad_drop_restart(tmp_path, plate_onnx):
         engine = default.with_name("plate-yolov8n.onnxruntime.onnx")
         assert engine.is_file()
         default.unlink()
-        removed = logged(logs, "engine_removed", n=2)
+        removed = daemon.wait_log("engine_removed", n=2, timeout=120)
         assert {e["file"] for e in removed} == {str(engine), f"{engine}.json"}
         assert not engine.exists() and not engine.with_name(engine.name + ".json").exists()
         assert best.with_name("best.onnxruntime.onnx").is_file()
 
-    with running(config) as (service, frames, logs):  # restart: the choice survives
+    with running(config) as daemon:  # restart: the choice survives
+        service, logs = daemon.service, daemon.logs
         assert service.recognizer is not None
         assert service.recognizer.engines["plate"].fingerprint == serving
         assert not [e for e in logs if e["event"] == "engine_build_started"]
         shutil.copyfile(COCO, tmp_path / "models" / ".x.tmp")  # 80 classes over best.onnx
         os.replace(tmp_path / "models" / ".x.tmp", best)
-        [rejected] = logged(logs, "model_rejected", model="plate")
+        [rejected] = daemon.wait_log("model_rejected", model="plate", timeout=120)
         assert "a plate detector has one class" in rejected["reason"]
         assert service.recognizer.engines["plate"].fingerprint == serving
 
-    with running(config) as (service, frames, logs):  # restart after the bad drop
+    with running(config) as daemon:  # restart after the bad drop
+        service, logs = daemon.service, daemon.logs
         assert service.recognizer is not None
         assert service.recognizer.engines["plate"].fingerprint == serving
         [warned] = [e for e in logs if e["event"] == "model_last_good"]
@@ -303,7 +307,7 @@ def test_drop_restart_bad_drop_restart(tmp_path, plate_onnx):
         assert "rejected" in status["engines"]["plate"]["last_good"]
         # a good model dropped again replaces the kept copy
         variant(plate_onnx, best, "retrained-2")
-        logged(logs, "engine_swapped", model="plate")
+        daemon.wait_log("engine_swapped", model="plate", timeout=120)
         assert service.last_good == {}
 
 
@@ -311,26 +315,27 @@ def test_drop_restart_bad_drop_restart(tmp_path, plate_onnx):
 def test_a_reload_that_needs_a_new_engine_never_stops_the_frames(tmp_path):
     copy_models(tmp_path / "models")
     config = site_config(tmp_path)
-    with running(config) as (service, frames, logs):
+    with running(config) as daemon:
+        service = daemon.service
         assert service.recognizer is not None
         before = service.recognizer.engines["plate"].fingerprint
-        logged(logs, "camera_connected")
-        limit = gap_limit(frames, "yard")
+        daemon.wait_log("camera_connected", timeout=120)
+        limit = daemon.measure_gap_limit("yard")
         started = time.monotonic()
         text = config.read_text()
         config.write_text(text + "[models.plate]\ninput_size = 320\n")
         service.request_reload()
-        [applied] = logged(logs, "config_applied")
+        [applied] = daemon.wait_log("config_applied", timeout=120)
         assert applied["engines_building"] == "plate"
         ready = [m for m in service.notifier.sent if m.startswith("READY=1")][-1]
         assert ready.endswith(", building plate"), ready  # STATUS says a build is pending
         assert (service.recognizer.plate.height, service.recognizer.plate.width) == (416, 416)
-        logged(logs, "engine_swapped", model="plate", timeout=180)
+        daemon.wait_log("engine_swapped", model="plate", timeout=180)
         assert service.recognizer.engines["plate"].fingerprint != before
         time.sleep(0.5)
         assert (service.recognizer.plate.height, service.recognizer.plate.width) == (320, 320)
         assert service.config is not None and service.config.models.plate.input_size == 320
-        gap = max_gap(frames, "yard", started)
+        gap = daemon.max_gap(started, "yard")
         assert gap < limit, (gap, limit)  # a 10 fps camera served throughout the build
 
 
@@ -344,16 +349,18 @@ def test_a_dropped_recogniser_brings_its_dictionary(tmp_path):
     mine = tmp_path / "models" / "mine.onnx"
     dictionary = tmp_path / "models" / "mine-dict.txt"
     shutil.copyfile(src.with_name("ocr-alprd-plate-dict.txt"), dictionary)
-    with running(config) as (service, _, logs):
+    with running(config) as daemon:
+        service = daemon.service
         assert service.recognizer is not None
         variant(src, mine, "site-tuned")
-        [swapped] = logged(logs, "engine_swapped", model="ocr")
+        [swapped] = daemon.wait_log("engine_swapped", model="ocr", timeout=120)
         assert swapped["source"] == "mine.onnx"
         assert service.config is not None
         assert service.config.models.ocr.dictionary == dictionary
         assert service.recognizer.config.models.ocr.source == mine
         served = service.recognizer.engines["ocr"].fingerprint
-    with running(config) as (service, _, _logs):
+    with running(config) as daemon:
+        service = daemon.service
         assert service.recognizer is not None and service.config is not None
         assert service.recognizer.engines["ocr"].fingerprint == served
         assert service.config.models.ocr.dictionary == dictionary

@@ -4,14 +4,11 @@ WATCHDOG=1, RELOADING=1/READY=1, STOPPING=1. Real engines, real camera threads."
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import weakref
@@ -20,6 +17,7 @@ from pathlib import Path
 import cv2
 import pytest
 from conftest import SHARED_DATA, copy_models, needs_data
+from support.daemon import DaemonProcess
 from support.media import grey_clip
 from support.notify_socket import NotifySocket
 from support.servers import free_port
@@ -55,54 +53,6 @@ def camera(name: str, url: Path | str, fps: float = 10) -> str:
     return f'[[cameras]]\nname = "{name}"\nurl = "{url}"\nfps = {fps}\n'
 
 
-class Daemon:
-    def __init__(self, config: Path, sock: NotifySocket, watchdog_usec: int | None = 1_000_000):
-        env = {**os.environ, "NOTIFY_SOCKET": str(sock.path)}
-        if watchdog_usec:
-            env["WATCHDOG_USEC"] = str(watchdog_usec)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "alprd", "run", "--config", str(config), "--log-format", "json"],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.sock = sock
-        # Read as it comes: a pipe left full would block the daemon's next log line
-        # (and with it the main loop), which no real journal does.
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def events(self) -> list[dict]:
-        """The JSON log lines so far."""
-        out = []
-        for line in list(self.lines):
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
-
-    def wait_event(self, event: str, timeout: float = 60, **match: object) -> dict:
-        """The first log line `event` (with fields `match`), waiting for it to come."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for e in self.events():
-                if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
-                    return e
-            assert self.proc.poll() is None, f"exited {self.proc.returncode} before {event}"
-            assert time.monotonic() < deadline, f"no {event} {match} within {timeout}s"
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, list[dict]]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return self.proc.returncode, self.events()
-
-
 @pytest.fixture
 def sock(tmp_path):
     s = NotifySocket(tmp_path / "notify.sock")
@@ -114,7 +64,7 @@ def sock(tmp_path):
 @pytest.mark.faults
 def test_startup_builds_with_extend_then_ready_watchdog_reload_stop(site, sock):
     config = write_config(site, camera("yard", site / "clip.avi"))
-    d = Daemon(config, sock)
+    d = DaemonProcess(config, sock)
     try:
         ready = sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
         engines = "vehicle=openvino plate=openvino ocr=openvino"
@@ -179,7 +129,7 @@ def test_startup_builds_with_extend_then_ready_watchdog_reload_stop(site, sock):
 @pytest.mark.faults
 def test_a_config_error_at_start_exits_with_the_config_code(site, sock):
     config = write_config(site, camera("yard", site / "clip.avi", fps=0))
-    d = Daemon(config, sock)
+    d = DaemonProcess(config, sock)
     d.proc.wait(timeout=60)
     code, events = d.stop()
     assert code == ExitCode.CONFIG
@@ -193,7 +143,7 @@ def test_background_startup_is_ready_at_once_and_swaps_later(site, sock):
     config.write_text(
         config.read_text().replace("[service]\n", '[service]\nstartup = "background"\n')
     )
-    d = Daemon(config, sock)
+    d = DaemonProcess(config, sock)
     try:
         ready = sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
         assert "onnxruntime" in ready  # served at once by ONNX Runtime
@@ -222,7 +172,7 @@ def test_a_camera_pass_becomes_one_event_and_a_dead_camera_does_not_stop_the_loo
     )
     port = free_port()
     config.write_text(config.read_text() + f"[metrics]\nport = {port}\n")
-    d = Daemon(config, sock)
+    d = DaemonProcess(config, sock)
     try:
         sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
         written = site / "state" / "reads.jsonl"
