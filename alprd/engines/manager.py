@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +38,7 @@ from alprd.engines.base import (
     Tolerances,
     effective_precision,
 )
+from alprd.engines.validate import Validation
 from alprd.hashing import sha256_file
 from alprd.log import get_logger
 
@@ -205,7 +206,7 @@ class Outcome:
     build_s: float = 0.0
     size: int = 0
     message: str = ""
-    validation: dict[str, Any] = field(default_factory=dict)
+    validation: Validation | None = None  # the engine against its source (built or rejected)
     #: the model itself is at fault (unfit for the role, unreadable, its engine
     #: disagrees with it), not the machine (a crash, a timeout, a missing runtime)
     model_fault: bool = False
@@ -272,14 +273,15 @@ def ensure(
                     model_fault=result.rejected,
                 )  # fmt: skip
             validation = result.validation
-            if not validation.get("passed"):
+            assert validation is not None  # a child that ends well sends it (`run_child`)
+            if not validation.passed:
                 failed(
                     "engine_rejected", model=req.role, precision=req.precision,
-                    reason=validation.get("reason"), **validation.get("metrics", {}),
+                    reason=validation.reason, **validation.metrics,
                 )  # fmt: skip
                 return outcome(
                     "rejected", reasons=reasons, build_s=build_s, validation=validation,
-                    message=f"validation failed: {validation.get('reason')}", model_fault=True,
+                    message=f"validation failed: {validation.reason}", model_fault=True,
                 )  # fmt: skip
             sidecar = cache.Sidecar(
                 fingerprint=fp.fingerprint(target.inputs),
@@ -288,7 +290,7 @@ def ensure(
                 engine_size=tmp.stat().st_size,
                 built_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                 build_s=build_s,
-                validation=validation,
+                validation=asdict(validation),
                 model=result.model,
                 alprd_version=__version__,
             )
@@ -315,7 +317,7 @@ class ChildResult:
     error: str = ""
     cancelled: bool = False
     rejected: bool = False  # the child refused the model (worker.EXIT_REJECTED)
-    validation: dict[str, Any] = field(default_factory=dict)
+    validation: Validation | None = None
     model: dict[str, Any] = field(default_factory=dict)
 
 
@@ -423,7 +425,7 @@ def _run_child(
                 if on_progress:
                     on_progress(msg["message"])
             elif msg.get("type") == "result":
-                result.validation, result.model = msg["validation"], msg["model"]
+                result.validation, result.model = Validation(**msg["validation"]), msg["model"]
             elif msg.get("type") == "error":
                 result.error = msg["message"]
         code = proc.wait()
@@ -451,7 +453,7 @@ def _run_child(
             why = f"build process exited with {code}"
         tail = " | ".join(list(stderr_tail)[-3:])
         result.error = why + (f": {tail}" if tail else "")
-    elif code == 0 and not result.validation:
+    elif code == 0 and result.validation is None:
         result.error = "build process ended without a result"
     return result
 

@@ -374,7 +374,8 @@ def test_fp16_openvino_agrees_with_the_source_on_real_photos(site):
     path = site(f'[engines.validation]\nimages = "{BR_PHOTOS}"\n', backend="openvino")
     outcome = manager.ensure(manager.plan(load(path), "plate"))
     assert outcome.status == "built", outcome.message
-    metrics = outcome.validation["metrics"]
+    assert outcome.validation is not None
+    metrics = outcome.validation.metrics
     assert metrics["source_detections"] >= 10  # real plates were found and compared
     assert metrics["matched_source"] >= 0.9 and metrics["mean_iou"] >= 0.9
 
