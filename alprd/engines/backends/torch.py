@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -38,6 +36,7 @@ import torch.nn.functional as F
 
 from alprd import ops
 from alprd.engines.backends._cpu import cpu_identity
+from alprd.engines.backends._torch_parts import Graph, TorchFrames, pinned_frame, sample, small
 from alprd.engines.base import (
     Backend,
     BuildRequest,
@@ -60,136 +59,6 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _small(values: Any, device: torch.device, dtype: Any = torch.int64) -> torch.Tensor:
-    """A few numbers to the device without waiting for it (a plain
-    ``torch.tensor(..., device=cuda)`` synchronises the stream: with a dozen such
-    per batch the host and the GPU took turns instead of working together)."""
-    return torch.as_tensor(np.asarray(values), dtype=dtype).to(device, non_blocking=True)
-
-
-def pinned_frame(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
-    """A uint8 host buffer the GPU copies from directly (page-locked). It comes
-    from torch's caching host allocator: a freed buffer (the array is garbage) is
-    reused for the next one, not pinned again. Cameras decode into these when this
-    backend serves, which saves a copy of every frame on the inference thread."""
-    array: npt.NDArray[np.uint8] = torch.empty(shape, dtype=torch.uint8, pin_memory=True).numpy()
-    return array
-
-
-def _sample(frames: TorchFrames, group: int, sx: torch.Tensor, sy: torch.Tensor,
-            mode: str) -> torch.Tensor:  # fmt: skip
-    """Frames of one shape sampled at source pixels (`sx`, `sy`: broadcastable to
-    n x height x width; `sy` counts down the group's frames stacked, `atlas`), one
-    `grid_sample` for them all (edges replicated): n x 3 x height x width."""
-    G, H, W = frames.groups[group].shape[:3]
-    sx, sy = torch.broadcast_tensors(sx, sy)
-    n, height, width = sx.shape
-    grid = torch.stack([(2 * sx + 1) / W - 1, (2 * sy + 1) / (G * H) - 1], dim=-1)
-    sampled = F.grid_sample(frames.atlas(group), grid.reshape(1, n * height, width, 2),
-                            mode=mode, padding_mode="border", align_corners=False)  # fmt: skip
-    return sampled.reshape(3, n, height, width).permute(1, 0, 2, 3)
-
-
-_CAPTURE = threading.Lock()
-
-
-class _Graph:
-    """One captured CUDA graph: static input, static outputs."""
-
-    def __init__(self, module: torch.nn.Module, x: torch.Tensor) -> None:
-        self.input = x.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(3):  # warm-up (cuDNN picks its kernels) off the capture
-                module(self.input)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        # one capture at a time; thread_local: the serving thread keeps working
-        # while a swapped-in engine is warmed in the thread that loaded it
-        with (
-            _CAPTURE,
-            torch.cuda.graph(self.graph, capture_error_mode="thread_local"),
-            torch.inference_mode(),
-        ):
-            self.output = module(self.input)
-        # Tensors the modules computed and cached for this input (Ultralytics' head
-        # caches its anchors per input shape, batch included): the graph reads
-        # them at every replay, so they must outlive the module's next cache
-        # (another batch size's graph), or the replay reads freed memory.
-        self.cached = [
-            v for m in module.modules() for v in vars(m).values() if isinstance(v, torch.Tensor)
-        ]
-
-        self._free: torch.cuda.Event | None = None  # the last user is done with the buffers
-
-    @contextlib.contextmanager
-    def use(self) -> Iterator[None]:
-        """One use of the graph's buffers (replay, then reading its output) on the
-        current stream: waits (on the device) for the previous use, on whichever
-        stream it was, to be done with them; the next use waits for this one."""
-        if self._free is not None:
-            torch.cuda.current_stream().wait_event(self._free)
-        try:
-            yield None
-        finally:
-            self._free = torch.cuda.Event()
-            self._free.record()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.input.copy_(x, non_blocking=True)
-        self.graph.replay()
-        return self.output
-
-
-@dataclass
-class TorchFrames:
-    """A batch's frames on the device, shared by the stages of one batch (see
-    `TorchEngine.upload`). Frames of one shape are one G x H x W x 3 uint8 tensor."""
-
-    arrays: list[ops.Image]  # the host frames (alive until the copies are done)
-    slots: list[tuple[int, int]]  # frame i -> (group, position in the group)
-    groups: list[torch.Tensor]
-    _rgb: dict[tuple[int, Any], torch.Tensor] = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.arrays)
-
-    def take(self, indices: Sequence[int]) -> TorchFrames:
-        """These frames (repeats allowed), sharing the tensors."""
-        return TorchFrames([self.arrays[i] for i in indices], [self.slots[i] for i in indices],
-                            self.groups, self._rgb)  # fmt: skip
-
-    def by_group(self) -> dict[int, tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """group -> indices of its frames here (a list, and on the device), their
-        positions in the group (on the device)."""
-        out: dict[int, tuple[list[int], list[int]]] = {}
-        for i, (g, pos) in enumerate(self.slots):
-            idx, at = out.setdefault(g, ([], []))
-            idx.append(i)
-            at.append(pos)
-        device = self.groups[0].device
-        return {g: (i, _small(i, device), _small(p, device)) for g, (i, p) in out.items()}
-
-    def atlas(self, group: int) -> torch.Tensor:
-        """Group `group`'s frames stacked into one tall image, 1 x 3 x (G * H) x W
-        RGB float32 in [0, 1]: what `grid_sample` samples regions from, in one call
-        for all the frames of a shape (made once)."""
-        key = (group, "atlas")
-        if key not in self._rgb:
-            G, H, W = self.groups[group].shape[:3]
-            rgb = self.rgb(group, torch.float32)
-            self._rgb[key] = rgb.permute(1, 0, 2, 3).reshape(1, 3, G * H, W)
-        return self._rgb[key]
-
-    def rgb(self, group: int, dtype: Any) -> torch.Tensor:
-        """Group `group` as G x 3 x H x W RGB in [0, 1] (made once per dtype)."""
-        key = (group, dtype)
-        if key not in self._rgb:
-            self._rgb[key] = self.groups[group].permute(0, 3, 1, 2).flip(1).to(dtype) / 255.0
-        return self._rgb[key]
-
-
 class TorchEngine:
     backend = "torch"
     #: takes frames on its device (`upload`) and pre-processes them there
@@ -210,7 +79,7 @@ class TorchEngine:
         self.module = module
         self.precision = precision
         self.graphs_enabled = graphs and self.device.type == "cuda"
-        self._graphs: dict[tuple[int, ...], _Graph] = {}
+        self._graphs: dict[tuple[int, ...], Graph] = {}
         self._pinned: dict[tuple[tuple[int, ...], Any], torch.Tensor] = {}
         self._staging: torch.Tensor | None = None
         self._ids: dict[tuple[int, ...], torch.Tensor] = {}  # class filters on the device
@@ -352,7 +221,7 @@ class TorchEngine:
         def make(g: int, mine: list[int], pos: list[int]) -> torch.Tensor:
             H = frames.groups[g].shape[1]
             table = [(*plan[k], at) for k, at in zip(mine, pos, strict=True)]
-            x1, y1, w, h, nw, nh, left, top, at = _small(table, self.device, torch.float32).T[
+            x1, y1, w, h, nw, nh, left, top, at = small(table, self.device, torch.float32).T[
                 :, :, None
             ]
             y1 = y1 + H * at  # the group's frames stacked into one tall image (the atlas)
@@ -362,7 +231,7 @@ class TorchEngine:
             inside = ((u >= left) & (u < left + nw))[:, None, :] & ((v >= top) & (v < top + nh))[
                 :, :, None
             ]
-            sampled = _sample(frames, g, sx[:, None, :], sy[:, :, None], "bilinear")
+            sampled = sample(frames, g, sx[:, None, :], sy[:, :, None], "bilinear")
             return torch.where(inside[:, None], sampled, fill / 255.0)
 
         x = self._per_shape(frames, [r[0] for r in regions], x, make)
@@ -407,7 +276,7 @@ class TorchEngine:
                 half = ph // 2 if two else ph  # an unfolded cut: half as high, twice as wide
                 table.append((x1, y1 + H * at, pw, ph, half, 2 * pw if two else pw,
                               float(two), float(x2 > x1 and y2 > y1)))  # fmt: skip
-            x1, y1, pw, ph, half, uw, two, real = _small(table, self.device, torch.float32).T[
+            x1, y1, pw, ph, half, uw, two, real = small(table, self.device, torch.float32).T[
                 :, :, None, None
             ]
             # the unfolded patch's pixel each output pixel samples (cv2.resize's
@@ -419,7 +288,7 @@ class TorchEngine:
             sx = torch.minimum(torch.where(bottom, ux - pw, ux).clamp(min=0) + x1, x1 + pw - 1)
             sy = torch.minimum((uy + torch.where(bottom, half, 0.0)).clamp(min=0) + y1,
                                y1 + ph - 1)  # fmt: skip
-            sampled = _sample(frames, g, sx, sy, "bicubic")
+            sampled = sample(frames, g, sx, sy, "bicubic")
             # uint8 levels as cv2 leaves them, BGR, [-1, 1]; an empty cut is 0
             levels = (sampled.flip(1) * 255.0).round().clamp(0, 255)
             return (levels / 127.5 - 1.0) * real[:, None]
@@ -440,7 +309,7 @@ class TorchEngine:
             rows = make(g, mine, [slots[k][1] for k in mine])
             if len(groups) == 1:
                 return rows
-            x[_small(mine, self.device)] = rows
+            x[small(mine, self.device)] = rows
         return x
 
     def _candidates(self, x: torch.Tensor, min_score: float,
@@ -548,7 +417,7 @@ class TorchEngine:
         key = tuple(x.shape)
         graph = self._graphs.get(key)
         if graph is None:
-            graph = self._graphs[key] = _Graph(self.module, x)
+            graph = self._graphs[key] = Graph(self.module, x)
         with graph.use():
             return consume(graph(x))
 
