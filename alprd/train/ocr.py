@@ -330,7 +330,10 @@ def init_from(path: Path, net: PlateNet) -> None:
     ONNX that `alprd train-ocr` exported (the shipped model: its batch norms are
     folded into the convolutions, so each norm starts as the identity with the
     folded bias). Every layer but the height-collapsing one is independent of the
-    input width, so a model may go on at another width."""
+    input width, so a model may go on at another width; and at wider channels
+    (`--channels`, `--hidden`): each trained weight fills the leading slice of the
+    wider one and a new channel's outgoing weights start at zero, so the wider
+    network computes what the trained one did until training uses the new channels."""
     if path.suffix.lower() != ".onnx":
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
         return
@@ -345,18 +348,32 @@ def init_from(path: Path, net: PlateNet) -> None:
                          f"{len(convs)}")  # fmt: skip
     with torch.no_grad():
         for (i, conv), src in zip(convs, sources, strict=True):
-            if conv.weight.shape != src.weight.shape:
-                raise SystemExit(f"error: {path}: a weight of {tuple(src.weight.shape)} where "
-                                 f"{tuple(conv.weight.shape)} fits (other channels?)")  # fmt: skip
-            conv.weight.copy_(src.weight)
+            _fill(conv.weight, src.weight, path)
             if conv.bias is not None:
-                conv.bias.copy_(src.bias)
+                _fill(conv.bias, src.bias, path)
                 continue
             norm = layers[i + 1]  # the batch norm folded into src: identity + its bias
             norm.weight.fill_(1.0)
-            norm.bias.copy_(src.bias)
+            norm.bias.zero_()
+            _fill(norm.bias, src.bias, path)
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)
+
+
+def _fill(dst: torch.Tensor, src: torch.Tensor, path: Path) -> None:
+    """`src` into the leading slice of `dst` (as wide or wider in every dimension but
+    a convolution's kernel); a convolution's extra inputs (dimension 1) are zeroed,
+    its extra outputs keep their fresh initialisation."""
+    fits = dst.dim() == src.dim() and all(
+        d >= s and (k < 2 or d == s)
+        for k, (d, s) in enumerate(zip(dst.shape, src.shape, strict=True))
+    )
+    if not fits:
+        raise SystemExit(f"error: {path}: a weight of {tuple(src.shape)} where {tuple(dst.shape)} "
+                         "fits (fewer channels, or another height?)")  # fmt: skip
+    if dst.dim() > 1:
+        dst[:, src.shape[1] :].zero_()
+    dst[tuple(slice(0, n) for n in src.shape)].copy_(src)
 
 
 def dataset(folder: Path) -> str:

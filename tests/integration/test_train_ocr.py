@@ -527,3 +527,26 @@ def test_training_can_start_from_the_shipped_recogniser():
     init_from(TRAINED_ONNX, wider)
     with torch.no_grad():
         assert wider.eval()(torch.zeros(1, 3, 32, 160)).shape[1] == 40  # T = W / 4
+
+
+@pytest.mark.skipif(not TRAINED_ONNX.is_file(), reason=f"no {TRAINED_ONNX}")
+def test_a_wider_recogniser_starts_as_the_shipped_one():
+    """`--init` with the shipped ONNX into wider channels (`--channels`, `--hidden`):
+    the new channels add nothing until trained, so the wider network reads what the
+    shipped one reads; a narrower one is refused with the file named."""
+    import onnxruntime as ort
+    import torch
+
+    from alprd.engines.platenet import PlateNet
+    from alprd.train.ocr import init_from
+
+    x = np.random.default_rng(1).uniform(-1, 1, (4, 3, 32, 128)).astype(np.float32)
+    session = ort.InferenceSession(str(TRAINED_ONNX), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {session.get_inputs()[0].name: x})[0]
+    wider = PlateNet(32, 128, channels=(32, 64, 112, 192), hidden=224)
+    init_from(TRAINED_ONNX, wider)
+    with torch.no_grad():
+        ours = wider.eval()(torch.from_numpy(x)).softmax(-1).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    with pytest.raises(SystemExit, match="fewer channels"):
+        init_from(TRAINED_ONNX, PlateNet(32, 128, channels=(16, 64, 96, 160)))
