@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test test-core test-faults models engines bench bench-gpu soak bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs lint clean distclean
+.PHONY: install install-systemd run test test-core test-faults models engines bench bench-gpu soak bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs bench-memory lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -79,6 +79,10 @@ bench-swap: $(VENV)/.installed
 # fds, threads over time, CSV and PNG in soak/, events produced = stored = delivered.
 MINUTES ?= 60
 CAMERAS ?= 4
+# Where the daemon's memory goes: RSS after each start-up step, per frame size, per swap.
+bench-memory: $(VENV)/.installed
+	$(PY) -m benchmarks.memory
+
 soak: $(VENV)/.installed
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet "matplotlib==3.11.2"
 	$(PY) -m benchmarks.soak --minutes $(MINUTES) --cameras $(CAMERAS) $(BENCH_ARGS)
