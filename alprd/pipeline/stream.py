@@ -12,7 +12,7 @@ from alprd.pipeline.motion import MotionGate
 from alprd.pipeline.recognizer import FrameResult, Recognizer
 from alprd.pipeline.rules import PlateRules
 from alprd.pipeline.track import Track, Tracker
-from alprd.pipeline.types import Frame, Plate, PlateEvent, PlateRead, Text, Vehicle
+from alprd.pipeline.types import Frame, PassKey, Plate, PlateEvent, PlateRead, Text, Vehicle
 from alprd.pipeline.vote import Voter
 
 
@@ -84,7 +84,7 @@ class CameraPipeline:
             else None
         )
         self.gated = 0  # frames not searched: nothing moved
-        self.snapshots: dict[str, Snapshot] = {}  # by open pass
+        self.snapshots: dict[PassKey, Snapshot] = {}  # by open pass
         self._event_snapshots: dict[int, Snapshot] = {}  # by emitted event, until taken
         self.frames = 0
         self.begun = 0  # frames handed to `Batch.begin` (ahead of `frames` while in flight)
@@ -121,13 +121,17 @@ class CameraPipeline:
             tracked.append((ids, ended))
             if not self.recheck_every or index % self.recheck_every == 0:
                 return vehicles
-            keep = [v for v, tid in zip(vehicles, ids, strict=True) if not self._decided(f"v{tid}")]
+            keep = [
+                v
+                for v, tid in zip(vehicles, ids, strict=True)
+                if not self._decided(PassKey("vehicle", tid))
+            ]
             self.skipped += len(vehicles) - len(keep)
             return keep
 
         return select
 
-    def _decided(self, key: str) -> bool:
+    def _decided(self, key: PassKey) -> bool:
         return self.voter.emitted(key) or self.voter.agreeing(key) >= self.decided_after
 
     def feed(
@@ -149,19 +153,19 @@ class CameraPipeline:
         o_ids, o_ended = self.orphans.update([p.box for p in orphans], frame.time)
         orphan_of = {id(p): tid for p, tid in zip(orphans, o_ids, strict=True)}
         events: list[PlateEvent] = []
-        for key in [f"v{t.id}" for t in v_ended] + [f"p{t.id}" for t in o_ended]:
+        for key in _ended(v_ended, o_ended):
             self._settle(key, self.voter.end(key), events, ended=True)
         for plate, text in result.plates:
             key = (
-                f"v{track_of[id(plate.vehicle)]}"
+                PassKey("vehicle", track_of[id(plate.vehicle)])
                 if plate.vehicle is not None and id(plate.vehicle) in track_of
-                else f"p{orphan_of[id(plate)]}"
+                else PassKey("plate", orphan_of[id(plate)])
             )
             self._settle(key, self._read(key, frame, plate, text), events, ended=False)
         return events
 
     def _settle(
-        self, key: str, event: PlateEvent | None, out: list[PlateEvent], *, ended: bool
+        self, key: PassKey, event: PlateEvent | None, out: list[PlateEvent], *, ended: bool
     ) -> None:
         """Record `event` (if any) and hand its pass's snapshot over to it; a pass
         that ended without an event lets its snapshot go."""
@@ -173,7 +177,7 @@ class CameraPipeline:
         elif ended:
             self.snapshots.pop(key, None)
 
-    def _read(self, key: str, frame: Frame, plate: Plate, text: Text) -> PlateEvent | None:
+    def _read(self, key: PassKey, frame: Frame, plate: Plate, text: Text) -> PlateEvent | None:
         ruled = self.rules.apply(text)
         if ruled is None:
             return None
@@ -192,7 +196,7 @@ class CameraPipeline:
         v_ended = self.vehicles.expire(now)
         o_ended = self.orphans.expire(now)
         events: list[PlateEvent] = []
-        for key in [f"v{t.id}" for t in v_ended] + [f"p{t.id}" for t in o_ended]:
+        for key in _ended(v_ended, o_ended):
             self._settle(key, self.voter.end(key), events, ended=True)
         return events
 
@@ -208,6 +212,11 @@ class CameraPipeline:
     def take_snapshot(self, event: PlateEvent) -> Snapshot | None:
         """The frame of `event`'s most confident read (when snapshots are kept)."""
         return self._event_snapshots.pop(id(event), None)
+
+
+def _ended(vehicles: list[Track], plates: list[Track]) -> list[PassKey]:
+    """The passes whose tracks ended."""
+    return [PassKey("vehicle", t.id) for t in vehicles] + [PassKey("plate", t.id) for t in plates]
 
 
 def process_many(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 from alprd.ops import Image
 
@@ -45,6 +46,14 @@ class Text:
     def confidence(self) -> float:
         c = self.char_confidences
         return sum(c) / len(c) if c else 0.0
+
+
+class PassKey(NamedTuple):
+    """One pass in front of a camera, by the track that carries it: a vehicle's, or
+    that of a plate seen without a vehicle around it."""
+
+    of: Literal["vehicle", "plate"]
+    track: int
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from alprd.pipeline.rules import FormatOf, Known
-from alprd.pipeline.types import PlateEvent, PlateRead
+from alprd.pipeline.types import PassKey, PlateEvent, PlateRead
 from alprd.plates import levenshtein
 
 
@@ -123,11 +123,11 @@ class Voter:
         self.dedupe_max_distance = dedupe_max_distance
         self._known = known
         self._format_of = format_of
-        self._passes: dict[str, _Pass] = {}
+        self._passes: dict[PassKey, _Pass] = {}
         self._recent: list[tuple[str, float]] = []  # (plate, time emitted)
         self.suppressed = 0  # events not emitted as duplicates
 
-    def add(self, key: str, read: PlateRead) -> PlateEvent | None:
+    def add(self, key: PassKey, read: PlateRead) -> PlateEvent | None:
         """Record a read of pass `key`; returns its event if enough reads agree now."""
         p = self._passes.get(key)
         if p is None:
@@ -137,19 +137,19 @@ class Voter:
             return None
         return self._emit(key, p) if p.agreeing() >= self.min_agreeing else None
 
-    def end(self, key: str) -> PlateEvent | None:
+    def end(self, key: PassKey) -> PlateEvent | None:
         """Pass `key` is over (its track ended): its event, unless already out."""
         p = self._passes.pop(key, None)
         if p is None or p.emitted or not p.reads:
             return None
         return self._emit(key, p)
 
-    def agreeing(self, key: str) -> int:
+    def agreeing(self, key: PassKey) -> int:
         """How many reads of pass `key` agree with its current vote."""
         p = self._passes.get(key)
         return p.agreeing() if p is not None else 0
 
-    def emitted(self, key: str) -> bool:
+    def emitted(self, key: PassKey) -> bool:
         """Whether pass `key`'s event is out (its later reads change nothing)."""
         p = self._passes.get(key)
         return p is not None and p.emitted
@@ -160,14 +160,14 @@ class Voter:
         return sum(len(p.reads) for p in self._passes.values())
 
     @property
-    def open_passes(self) -> list[str]:
+    def open_passes(self) -> list[PassKey]:
         return list(self._passes)
 
     def finish(self) -> list[PlateEvent]:
         events = [self.end(k) for k in list(self._passes)]
         return [e for e in events if e is not None]
 
-    def _emit(self, key: str, p: _Pass) -> PlateEvent | None:
+    def _emit(self, key: PassKey, p: _Pass) -> PlateEvent | None:
         p.emitted = True
         text, support = vote(p.reads)
         confidence = sum(support) / len(support) if support else 0.0
@@ -195,7 +195,7 @@ class Voter:
             vehicle_box=plate.vehicle.box if plate.vehicle else None,
             vehicle_class=plate.vehicle.label if plate.vehicle else None,
             reads=p.count,
-            track_id=int(key[1:]) if key[1:].isdigit() else 0,
+            track_id=key.track,
             known_label=known.label if known else None,
             known_plate=known.plate if known else None,
             format=self._format_of(text) if p.formatted else "",

@@ -11,7 +11,7 @@ from alprd.pipeline.detect import bucket, split
 from alprd.pipeline.ocr import Alphabet, trim_edges
 from alprd.pipeline.rules import PlateRules
 from alprd.pipeline.track import Tracker
-from alprd.pipeline.types import Frame, Plate, PlateRead, Text, Vehicle
+from alprd.pipeline.types import Frame, PassKey, Plate, PlateRead, Text, Vehicle
 from alprd.pipeline.vote import Voter, vote
 from alprd.plates import levenshtein, parse_format
 
@@ -321,21 +321,22 @@ def test_vote_weights_by_confidence():
 def test_one_event_per_pass_at_track_end():
     v = Voter("gate", min_agreeing=0)
     for i, s in enumerate(["ABC123", "ABC123", "A8C123"]):
-        assert v.add("v1", read(s, t=i, frame=i)) is None
-    event = v.end("v1")
+        assert v.add(PassKey("vehicle", 17), read(s, t=i, frame=i)) is None
+    event = v.end(PassKey("vehicle", 17))
     assert (event.plate, event.reads, event.first_frame, event.last_frame) == ("ABC123", 3, 0, 2)
+    assert event.track_id == 17  # the track that carried the pass
     assert event.vehicle_class == "car" and event.camera == "gate"
-    assert v.end("v1") is None
+    assert v.end(PassKey("vehicle", 17)) is None
 
 
 def test_early_emission_once_enough_reads_agree():
     v = Voter("gate", min_agreeing=3)
-    assert v.add("v1", read("ABC123")) is None
-    assert v.add("v1", read("ABC123")) is None
-    event = v.add("v1", read("ABC123"))
+    assert v.add(PassKey("vehicle", 1), read("ABC123")) is None
+    assert v.add(PassKey("vehicle", 1), read("ABC123")) is None
+    event = v.add(PassKey("vehicle", 1), read("ABC123"))
     assert event is not None and event.plate == "ABC123"
-    assert v.add("v1", read("ABC123")) is None  # the pass is out already
-    assert v.end("v1") is None
+    assert v.add(PassKey("vehicle", 1), read("ABC123")) is None  # the pass is out already
+    assert v.end(PassKey("vehicle", 1)) is None
 
 
 def test_a_pass_read_for_hours_keeps_its_most_confident_reads_and_counts_all():
@@ -344,9 +345,9 @@ def test_a_pass_read_for_hours_keeps_its_most_confident_reads_and_counts_all():
     v = Voter("gate", min_agreeing=0, max_reads=50)
     for i in range(20_000):  # a misread plate, weakly read, most of the time
         text, conf = ("ABC123", 0.9) if i % 4 == 0 else ("A8C128", 0.4)
-        v.add("v1", read(text, t=1000.0 + i / 5, conf=conf, frame=10 + i))
+        v.add(PassKey("vehicle", 1), read(text, t=1000.0 + i / 5, conf=conf, frame=10 + i))
     assert v.reads_held == 50
-    event = v.end("v1")
+    event = v.end(PassKey("vehicle", 1))
     assert event.plate == "ABC123" and event.reads == 20_000
     assert (event.first_frame, event.last_frame) == (10, 20_009)
     assert (event.first_seen, event.last_seen) == (1000.0, 1000.0 + 19_999 / 5)
@@ -355,12 +356,13 @@ def test_a_pass_read_for_hours_keeps_its_most_confident_reads_and_counts_all():
 
 def test_reads_after_the_event_are_counted_not_kept():
     v = Voter("gate", min_agreeing=3, max_reads=10)
-    assert [v.add("v1", read("ABC123", frame=i)) is None for i in range(3)] == [True] * 2 + [False]
-    assert v.emitted("v1") and v.agreeing("v1") == 3
+    car = PassKey("vehicle", 1)
+    assert [v.add(car, read("ABC123", frame=i)) is None for i in range(3)] == [True] * 2 + [False]
+    assert v.emitted(PassKey("vehicle", 1)) and v.agreeing(PassKey("vehicle", 1)) == 3
     for i in range(3, 1000):
-        assert v.add("v1", read("ABC123", frame=i)) is None
-    assert v.reads_held == 3 and v.agreeing("v1") == 3
-    assert v.end("v1") is None and not v.emitted("v1")
+        assert v.add(PassKey("vehicle", 1), read("ABC123", frame=i)) is None
+    assert v.reads_held == 3 and v.agreeing(PassKey("vehicle", 1)) == 3
+    assert v.end(PassKey("vehicle", 1)) is None and not v.emitted(PassKey("vehicle", 1))
 
 
 def test_max_reads_below_min_agreeing_is_refused():
@@ -370,21 +372,21 @@ def test_max_reads_below_min_agreeing_is_refused():
 
 def test_the_same_plate_within_the_window_is_not_emitted_twice():
     v = Voter("gate", min_agreeing=0, dedupe_window_s=60, dedupe_max_distance=1)
-    v.add("v1", read("ABC123", t=0))
-    assert v.end("v1") is not None
-    v.add("v2", read("ABC128", t=30))  # one character off: the same car, misread
-    assert v.end("v2") is None and v.suppressed == 1
-    v.add("v3", read("ABC123", t=100))  # outside the window: a new visit
-    assert v.end("v3") is not None
+    v.add(PassKey("vehicle", 1), read("ABC123", t=0))
+    assert v.end(PassKey("vehicle", 1)) is not None
+    v.add(PassKey("vehicle", 2), read("ABC128", t=30))  # one character off: the same car, misread
+    assert v.end(PassKey("vehicle", 2)) is None and v.suppressed == 1
+    v.add(PassKey("vehicle", 3), read("ABC123", t=100))  # outside the window: a new visit
+    assert v.end(PassKey("vehicle", 3)) is not None
 
 
 def test_low_confidence_passes_are_not_emitted_and_known_plates_are_labelled():
     rules = PlateRules(known={"ABC123": "staff"}, known_max_distance=1)
     v = Voter("gate", min_agreeing=0, min_confidence=0.5, known=rules.known_match)
-    v.add("v1", read("XYZ999", conf=0.2))
-    assert v.end("v1") is None
-    v.add("v2", read("ABC12E"))
-    event = v.end("v2")
+    v.add(PassKey("vehicle", 1), read("XYZ999", conf=0.2))
+    assert v.end(PassKey("vehicle", 1)) is None
+    v.add(PassKey("vehicle", 2), read("ABC12E"))
+    event = v.end(PassKey("vehicle", 2))
     assert (event.known_label, event.known_plate) == ("staff", "ABC123")
 
 

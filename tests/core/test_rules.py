@@ -16,7 +16,7 @@ from alprd import config as cfgmod
 from alprd import plates as formats
 from alprd.exitcodes import ExitCode
 from alprd.pipeline.rules import DEFAULT_FORMAT_MARGIN, PlateRules
-from alprd.pipeline.types import Plate, PlateRead, Text
+from alprd.pipeline.types import PassKey, Plate, PlateRead, Text
 from alprd.pipeline.vote import Voter
 from alprd.plates import parse_format
 
@@ -247,11 +247,11 @@ def test_the_event_names_the_format_of_the_voted_plate():
     rules = PlateRules(regions=["sk", "it"])
     v = Voter("gate", min_agreeing=0, format_of=rules.format_of)
     for s in ("RK099AN", "RK099AN", "RK099AM"):
-        v.add("v1", read(s, rules.format_of(s)))
-    event = v.end("v1")
+        v.add(PassKey("vehicle", 1), read(s, rules.format_of(s)))
+    event = v.end(PassKey("vehicle", 1))
     assert event is not None and (event.plate, event.format) == ("RK099AN", "it/sk")
-    v.add("v2", read("WTORTE1", ""))  # every read as printed
-    event = v.end("v2")
+    v.add(PassKey("vehicle", 2), read("WTORTE1", ""))  # every read as printed
+    event = v.end(PassKey("vehicle", 2))
     assert event is not None and (event.plate, event.format) == ("WTORTE1", "")
 
 
