@@ -10,8 +10,6 @@ reconnects on its own).
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import glob
 import os
 import signal
@@ -25,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from alprd import config as cfgmod
-from alprd import watch
+from alprd import heap, watch
 from alprd.cameras import Camera, Cameras, Samples
 from alprd.engines import served
 from alprd.engines.base import EngineError, Role
@@ -55,34 +53,6 @@ def _with_section(config: cfgmod.Config, role: Role, section: cfgmod.RoleModel) 
     """`config` with `role`'s model settings replaced by `section`."""
     models = config.models.model_copy(update={role: section})
     return config.model_copy(update={"models": models})
-
-
-def _settle_heap() -> None:
-    """Everything loaded so far (engines, Ultralytics, torch: hundreds of thousands
-    of objects) out of the garbage collector's sight: its full collections then
-    walk only what the loop allocates. Measured on the GPU bench: the OCR stage's
-    p99 went from ~110 ms (a full collection in the middle of a batch) to ~5 ms.
-    Called again after a reload or a swap: what was frozen is thawed first, or what
-    those replaced (an engine, a pipeline, a config in a reference cycle) would
-    never be collected. Then the C heap gives back the pages those freed (glibc keeps
-    freed memory for reuse by default: `release_free_heap`)."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    release_free_heap()
-
-
-def release_free_heap() -> bool:
-    """Return the C heap's free pages to the system (glibc's `malloc_trim(0)`, over
-    every arena). An engine swapped out or a pipeline replaced frees tens of MB in
-    the middle of the heap, which glibc would otherwise keep for good; False where
-    the C library has no `malloc_trim` (musl)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim(0)
-    return True
 
 
 STATUS_EVERY_S = 2.0  # status file and metrics gauges
@@ -197,7 +167,7 @@ class Service:
         summary = self._summary()
         self.notifier.ready(summary)
         log.info("alprd_ready", status=summary, lanes=self.recognizer.lanes())
-        _settle_heap()
+        heap.settle()
         self._observe(summary)
         try:
             self._loop()
@@ -356,12 +326,12 @@ class Service:
                 if sig == signal.SIGHUP:
                     self._finished(lanes.drain())
                     self._reload()
-                    _settle_heap()
+                    heap.settle()
                     lanes = Lanes(self.recognizer, self.recognizer.lanes())
             if self._swaps:  # engines change between batches, none in flight
                 self._finished(lanes.drain())
                 self._apply_swaps()
-                _settle_heap()
+                heap.settle()
             busy = False
             if lanes.free:
                 ready = self.cameras.ready()

@@ -5,7 +5,7 @@ RSS and its anonymous part (`/proc/self/smaps_rollup`) after each step of what
 engine loaded, then run once (its working buffers); frames of several sizes
 through the whole pipeline (what each new input shape costs); an engine swapped
 for a copy of itself, without and then with the C heap's free pages given back
-(`alprd.service.release_free_heap`); and the Python objects alive at the end by
+(`alprd.heap.release_free`); and the Python objects alive at the end by
 the file that allocated them (tracemalloc, started after the imports).
 
 Per camera, the daemon adds what `make soak CAMERAS=1` and `CAMERAS=4` differ by
@@ -55,8 +55,8 @@ def main() -> int:
     import numpy as np
 
     from alprd import config as cfgmod
+    from alprd import heap
     from alprd import log as logmod
-    from alprd import service
     from alprd.engines.serving import load_engine, roles_of
     from alprd.pipeline.recognizer import Recognizer
     from alprd.pipeline.source import read_image
@@ -86,7 +86,7 @@ def main() -> int:
         del old
         gc.collect()
     mark("3 plate engine swaps, freed memory kept by the C heap")
-    trimmed = service.release_free_heap()
+    trimmed = heap.release_free()
     mark("... and given back" if trimmed else "... (no malloc_trim here)")
     snapshot = tracemalloc.take_snapshot()
     console = Console(width=140)

@@ -17,7 +17,18 @@ REPO = Path(__file__).resolve().parents[2]
 #: alprd's top-level modules and packages, bottom first. A module may import
 #: from its own layer and the layers below it, never from one above.
 LAYERS: list[set[str]] = [
-    {"__init__", "exitcodes", "log", "ops", "plates", "hashing", "bounded", "settings", "config"},
+    {
+        "__init__",
+        "exitcodes",
+        "log",
+        "ops",
+        "plates",
+        "hashing",
+        "bounded",
+        "heap",
+        "settings",
+        "config",
+    },
     {"fetch", "observe", "systemd"},
     {"engines"},
     {"pipeline"},

@@ -22,7 +22,7 @@ from support.media import grey_clip
 from support.notify_socket import NotifySocket
 from support.servers import free_port
 
-from alprd import service as service_module
+from alprd import heap
 from alprd.exitcodes import ExitCode
 
 NL_VIDEO = SHARED_DATA / "videos" / "rear-nl-L417VS.mp4"
@@ -242,9 +242,9 @@ def test_what_a_reload_or_swap_replaced_is_collected_even_in_a_cycle():
         old = Engine()
         old.me = old  # type: ignore[attr-defined]  # a cycle: only the collector frees it
         gone = weakref.ref(old)
-        service_module._settle_heap()  # start-up: frozen with everything else
+        heap.settle()  # start-up: frozen with everything else
         del old
-        service_module._settle_heap()  # after the swap
+        heap.settle()  # after the swap
         assert gone() is None
     finally:
         gc.unfreeze()
@@ -267,7 +267,7 @@ def test_memory_a_swap_freed_in_the_middle_of_the_heap_goes_back_to_the_system()
     del blocks
     gc.collect()
     before = _rss_mb()
-    if not service_module.release_free_heap():
+    if not heap.release_free():
         pytest.skip("the C library has no malloc_trim (not glibc)")
     released = before - _rss_mb()
     assert released > 60, f"RSS fell {released:.0f} MB of the ~100 MB freed"

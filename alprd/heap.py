@@ -1,0 +1,36 @@
+"""The process's heap between frames: what the garbage collector walks, and what
+the C heap keeps. Called by the service after start-up and after every reload or
+swap."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+
+
+def settle() -> None:
+    """Everything loaded so far (engines, Ultralytics, torch: hundreds of thousands
+    of objects) out of the garbage collector's sight: its full collections then
+    walk only what the loop allocates. Measured on the GPU bench: the OCR stage's
+    p99 went from ~110 ms (a full collection in the middle of a batch) to ~5 ms.
+    Called again after a reload or a swap: what was frozen is thawed first, or what
+    those replaced (an engine, a pipeline, a config in a reference cycle) would
+    never be collected. Then the C heap gives back the pages those freed (glibc keeps
+    freed memory for reuse by default: `release_free`)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    release_free()
+
+
+def release_free() -> bool:
+    """Return the C heap's free pages to the system (glibc's `malloc_trim(0)`, over
+    every arena). An engine swapped out or a pipeline replaced frees tens of MB in
+    the middle of the heap, which glibc would otherwise keep for good; False where
+    the C library has no `malloc_trim` (musl)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True
