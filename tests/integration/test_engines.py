@@ -18,7 +18,7 @@ import pytest
 from conftest import SHARED_DATA, copy_models, needs_data, run_alprd
 
 from alprd import config as cfgmod
-from alprd.engines import cache, manager
+from alprd.engines import cache, child, manager, worker
 from alprd.engines.base import EngineError
 from alprd.exitcodes import ExitCode
 
@@ -515,7 +515,9 @@ def test_a_build_cancelled_before_the_child_reads_its_job_is_just_cancelled(
     not a crash of the daemon. (A job larger than the pipe buffer makes the write
     outlast the child for sure.)"""
     target = manager.plan(load(site()), "vehicle")
-    job = manager.worker.encode_job(target.request, tmp_path / "out")
-    monkeypatch.setattr(manager.worker, "encode_job", lambda *_: job + " " * 4_000_000)
-    result = manager.run_child(target, tmp_path / "out", timeout_s=60, cancel=lambda: True)
+    job = worker.encode_job(target.request, tmp_path / "out")
+    monkeypatch.setattr(worker, "encode_job", lambda *_: job + " " * 4_000_000)
+    result = child.run(
+        target.request, target.engine, tmp_path / "out", timeout_s=60, cancel=lambda: True
+    )
     assert result.cancelled
