@@ -34,3 +34,23 @@ def release_free() -> bool:
         return False
     trim(0)
     return True
+
+
+#: glibc's mallopt parameter: allocations this large or larger are mapped apart
+M_MMAP_THRESHOLD = -3
+
+
+def configure(mmap_threshold_kb: int) -> bool:
+    """Blocks of `mmap_threshold_kb` or more (decoded frames: 2.7 MB at 720p) get
+    pages of their own, returned to the system when freed. glibc's default moves
+    that threshold up to the largest block freed so far, after which every frame
+    comes from the heap and a freed frame stays there, behind smaller blocks still
+    in use: per camera thread, several frames' worth held for nothing. 0 keeps
+    glibc's default; False where there is no `mallopt` (not glibc)."""
+    if mmap_threshold_kb <= 0:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold_kb * 1024))

@@ -131,6 +131,7 @@ class Service:
                 log.error("config_invalid", problem=str(problem))
             return ExitCode.CONFIG
         self._warn_exposed(config)
+        heap.configure(config.service.heap_mmap_threshold_kb)  # before any frame
         self.served = served.served_models(config)
         self.startup = Startup(
             self.served, self.notifier, lambda: self._stop_requested, self._build_later
