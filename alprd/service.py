@@ -28,7 +28,7 @@ from alprd.cameras import Camera, Cameras, Samples
 from alprd.engines import served
 from alprd.engines.base import EngineError, Role
 from alprd.engines.served import ServedModels
-from alprd.engines.serving import load_engine, roles_of
+from alprd.engines.serving import engine_changes, load_engine, roles_of, with_section
 from alprd.exitcodes import ExitCode
 from alprd.log import get_logger
 from alprd.observe import EngineStatus, Metrics, Status, StatusWriter
@@ -44,16 +44,6 @@ from alprd.systemd import Notifier
 from alprd.watch import ModelWatcher
 
 log = get_logger("alprd.service")
-
-#: Settings whose change needs an engine rebuilt or reloaded, per role.
-_ENGINE_KEYS = ("source", "input_size", "input_height", "backend", "precision", "batch_size")
-
-
-def _with_section(config: cfgmod.Config, role: Role, section: cfgmod.RoleModel) -> cfgmod.Config:
-    """`config` with `role`'s model settings replaced by `section`."""
-    models = config.models.model_copy(update={role: section})
-    return config.model_copy(update={"models": models})
-
 
 STATUS_EVERY_S = 2.0  # status file and metrics gauges
 METRICS_RETRY_S = 30.0  # a metrics port in use is tried again this often
@@ -245,7 +235,7 @@ class Service:
             swap = self._swaps.popleft()
             role = swap.loaded.role
             if swap.section is not None:  # the role's settings that came with the build
-                self.config = _with_section(self.config, role, swap.section)
+                self.config = with_section(self.config, role, swap.section)
             self.last_good.pop(role, None)
             old = self.recognizer.swap(swap.loaded, self.config)
             if old is not None:
@@ -492,28 +482,17 @@ class Service:
         assert self.config is not None and self.recognizer is not None
         assert self.startup is not None
         old = self.config
-        changed_roles = [
-            role
-            for role in roles_of(new)
-            if role not in self.recognizer.engines
-            or any(
-                getattr(getattr(old.models, role), k, None)
-                != getattr(getattr(new.models, role), k, None)
-                for k in _ENGINE_KEYS
-            )
-            or old.engines.model_dump() != new.engines.model_dump()
-        ]
+        changes = engine_changes(old, new, self.recognizer.engines)
         # A role that serves already keeps its engine, and that engine's settings, until
         # the new one is built in the background and swapped in (the cameras never wait
         # for a build); a role that comes back (vehicle re-enabled) is loaded now.
-        added = [r for r in changed_roles if r not in self.recognizer.engines]
-        pending = [r for r in changed_roles if r in self.recognizer.engines]
+        added, pending = changes.added, changes.rebuilt
         loaded = {role: load_engine(new, role, self.startup.build_extending) for role in added}
-        for role in [r for r in self.recognizer.engines if r not in roles_of(new)]:
+        for role in changes.removed:
             self.recognizer.engines.pop(role).engine.close()
         target = new
         for role in pending:
-            new = _with_section(new, role, getattr(old.models, role))
+            new = with_section(new, role, getattr(old.models, role))
         self.config = new
         for lo in loaded.values():  # roles not served until now: nothing to close
             self.recognizer.swap(lo, new)

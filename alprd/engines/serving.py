@@ -4,7 +4,7 @@ rebuilder and by reload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,47 @@ def default_build(target: manager.Target, config: cfgmod.Config) -> manager.Outc
 
 def roles_of(config: cfgmod.Config) -> list[Role]:
     return ["vehicle", "plate", "ocr"] if config.models.vehicle.enabled else ["plate", "ocr"]
+
+
+#: Settings whose change needs an engine rebuilt or reloaded, per role.
+ENGINE_KEYS = ("source", "input_size", "input_height", "backend", "precision", "batch_size")
+
+
+@dataclass(frozen=True)
+class EngineChanges:
+    """What a reload from `old` to `new` does to the engines: `added`, roles served
+    from now on (loaded at once); `rebuilt`, roles served already whose engine
+    settings changed (rebuilt in the background, the old engine serving until the
+    swap); `removed`, roles no longer served."""
+
+    added: list[Role]
+    rebuilt: list[Role]
+    removed: list[Role]
+
+
+def engine_changes(
+    old: cfgmod.Config, new: cfgmod.Config, serving: Iterable[Role]
+) -> EngineChanges:
+    """The engine side of a reload; `serving`: the roles with an engine now."""
+    serving = list(serving)
+    engines_changed = old.engines.model_dump() != new.engines.model_dump()
+    added, rebuilt = [], []
+    for role in roles_of(new):
+        if role not in serving:
+            added.append(role)
+        elif engines_changed or any(
+            getattr(getattr(old.models, role), k, None)
+            != getattr(getattr(new.models, role), k, None)
+            for k in ENGINE_KEYS
+        ):
+            rebuilt.append(role)
+    return EngineChanges(added, rebuilt, [r for r in serving if r not in roles_of(new)])
+
+
+def with_section(config: cfgmod.Config, role: Role, section: cfgmod.RoleModel) -> cfgmod.Config:
+    """`config` with `role`'s model settings replaced by `section`."""
+    models = config.models.model_copy(update={role: section})
+    return config.model_copy(update={"models": models})
 
 
 def load_engine(

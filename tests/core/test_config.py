@@ -300,3 +300,27 @@ def test_toml_parse_of_the_default_file_has_no_surprises():
         "service",
         "metrics",
     }
+
+
+def test_a_reload_rebuilds_only_the_engines_whose_settings_changed():
+    """The engine side of a reload: a role whose model settings changed is rebuilt
+    (in the background), a role no longer served goes, one served again comes
+    back; thresholds and cameras change no engine."""
+    from alprd.engines.serving import engine_changes
+
+    def config(**models: dict[str, object]) -> cfgmod.Config:
+        return cfgmod.Config.model_validate({"models": models})
+
+    old = config(plate={"confidence": 0.25})
+    same = engine_changes(old, config(plate={"confidence": 0.6}), ["vehicle", "plate", "ocr"])
+    assert (same.added, same.rebuilt, same.removed) == ([], [], [])
+    plate = engine_changes(old, config(plate={"precision": "fp32"}), ["vehicle", "plate", "ocr"])
+    assert (plate.added, plate.rebuilt, plate.removed) == ([], ["plate"], [])
+    off = config(vehicle={"enabled": False})
+    gone = engine_changes(old, off, ["vehicle", "plate", "ocr"])
+    assert (gone.added, gone.rebuilt, gone.removed) == ([], [], ["vehicle"])
+    back = engine_changes(off, old, ["plate", "ocr"])
+    assert (back.added, back.rebuilt, back.removed) == (["vehicle"], [], [])
+    every = engine_changes(old, old.model_copy(update={"engines": old.engines.model_copy(
+        update={"backend": "onnxruntime"})}), ["vehicle", "plate", "ocr"])  # fmt: skip
+    assert every.rebuilt == ["vehicle", "plate", "ocr"]
