@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+from collections.abc import Callable
 
 
 def settle() -> None:
@@ -28,9 +29,8 @@ def release_free() -> bool:
     every arena). An engine swapped out or a pipeline replaced frees tens of MB in
     the middle of the heap, which glibc would otherwise keep for good; False where
     the C library has no `malloc_trim` (musl)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    trim = _glibc("malloc_trim")
+    if trim is None:
         return False
     trim(0)
     return True
@@ -47,10 +47,14 @@ def configure(mmap_threshold_kb: int) -> bool:
     comes from the heap and a freed frame stays there, behind smaller blocks still
     in use: per camera thread, several frames' worth held for nothing. 0 keeps
     glibc's default; False where there is no `mallopt` (not glibc)."""
-    if mmap_threshold_kb <= 0:
-        return False
+    mallopt = _glibc("mallopt") if mmap_threshold_kb > 0 else None
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold_kb * 1024))
+
+
+def _glibc(name: str) -> Callable[..., int] | None:
+    """The C library's function `name`, or None where it has none (musl)."""
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        function: Callable[..., int] = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold_kb * 1024))
+        return None
+    return function

@@ -28,7 +28,7 @@ from alprd.cameras import Camera, Cameras, Samples
 from alprd.engines import served
 from alprd.engines.base import EngineError, Role
 from alprd.engines.served import ServedModels
-from alprd.engines.serving import engine_changes, load_engine, roles_of, with_section
+from alprd.engines.serving import engine_changes, load_engine, roles_of
 from alprd.exitcodes import ExitCode
 from alprd.log import get_logger
 from alprd.observe import EngineStatus, Metrics, Status, StatusWriter
@@ -235,7 +235,7 @@ class Service:
             swap = self._swaps.popleft()
             role = swap.loaded.role
             if swap.section is not None:  # the role's settings that came with the build
-                self.config = with_section(self.config, role, swap.section)
+                self.config = self.config.with_model(role, swap.section)
             self.last_good.pop(role, None)
             old = self.recognizer.swap(swap.loaded, self.config)
             if old is not None:
@@ -492,7 +492,7 @@ class Service:
             self.recognizer.engines.pop(role).engine.close()
         target = new
         for role in pending:
-            new = with_section(new, role, getattr(old.models, role))
+            new = new.with_model(role, getattr(old.models, role))
         self.config = new
         for lo in loaded.values():  # roles not served until now: nothing to close
             self.recognizer.swap(lo, new)

@@ -435,6 +435,11 @@ class Config(_Section):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
+    def with_model(self, role: str, section: RoleModel) -> Config:
+        """A copy with `role`'s model settings (``[models.<role>]``) replaced by
+        `section`."""
+        return self.model_copy(update={"models": self.models.model_copy(update={role: section})})
+
     @field_validator("cameras")
     @classmethod
     def _camera_names_unique(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:

@@ -17,20 +17,16 @@ from __future__ import annotations
 import argparse
 import gc
 import tracemalloc
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import DATA
+from benchmarks import DATA, smaps_rollup
 
 
 def rollup() -> tuple[float, float]:
     """RSS and its anonymous part, in MB."""
-    kb: dict[str, int] = {}
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
-        key, value = line.split(":", 1)
-        kb[key] = int(value.split()[0])
+    kb = smaps_rollup()
     return kb["Rss"] / 1024, kb["Anonymous"] / 1024
 
 

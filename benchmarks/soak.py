@@ -43,7 +43,7 @@ from typing import Any
 
 import cv2
 
-from benchmarks import DATA, REPO
+from benchmarks import DATA, REPO, smaps_rollup
 from tests.support.servers import MOSQUITTO, Broker, MjpegCamera, free_port
 
 MODELS = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx",
@@ -92,10 +92,7 @@ class Delivered:
 def proc_sample(pid: int) -> dict[str, float]:
     """RSS, USS (private pages), PSS in MB, open fds and threads of `pid`."""
     out: dict[str, float] = {}
-    kb: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, value = line.split(":", 1)
-        kb[key] = int(value.split()[0])
+    kb = smaps_rollup(pid)
     out["rss_mb"] = kb["Rss"] / 1024
     out["pss_mb"] = kb["Pss"] / 1024
     out["uss_mb"] = (kb["Private_Clean"] + kb["Private_Dirty"]) / 1024

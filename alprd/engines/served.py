@@ -314,8 +314,7 @@ def entry_for(config: cfgmod.Config, role: Role, source: Path, sha256: str) -> S
 def assign(config: cfgmod.Config, entry: Served) -> cfgmod.Config:
     """A copy of `config` with `entry`'s role served from its source (and, for the
     recogniser, its dictionary and input size)."""
-    models = config.models.model_copy()
-    section = getattr(models, entry.role).model_copy(update={"source": entry.source})
+    section = getattr(config.models, entry.role).model_copy(update={"source": entry.source})
     if entry.role == "ocr" and entry.dictionary is not None:
         section = section.model_copy(
             update={
@@ -324,8 +323,7 @@ def assign(config: cfgmod.Config, entry: Served) -> cfgmod.Config:
                 "input_width": entry.input_width,
             }
         )
-    setattr(models, entry.role, section)
-    return config.model_copy(update={"models": models})
+    return config.with_model(entry.role, section)
 
 
 def _copy(src: Path, dest: Path) -> None:

@@ -63,10 +63,10 @@ def engine_changes(
     old: cfgmod.Config, new: cfgmod.Config, serving: Iterable[Role]
 ) -> EngineChanges:
     """The engine side of a reload; `serving`: the roles with an engine now."""
-    serving = list(serving)
+    serving, roles = list(serving), roles_of(new)
     engines_changed = old.engines.model_dump() != new.engines.model_dump()
     added, rebuilt = [], []
-    for role in roles_of(new):
+    for role in roles:
         if role not in serving:
             added.append(role)
         elif engines_changed or any(
@@ -75,13 +75,7 @@ def engine_changes(
             for k in ENGINE_KEYS
         ):
             rebuilt.append(role)
-    return EngineChanges(added, rebuilt, [r for r in serving if r not in roles_of(new)])
-
-
-def with_section(config: cfgmod.Config, role: Role, section: cfgmod.RoleModel) -> cfgmod.Config:
-    """`config` with `role`'s model settings replaced by `section`."""
-    models = config.models.model_copy(update={role: section})
-    return config.model_copy(update={"models": models})
+    return EngineChanges(added, rebuilt, [r for r in serving if r not in roles])
 
 
 def load_engine(
