@@ -310,6 +310,7 @@ def soak(args: argparse.Namespace, site: Site, cameras: list[MjpegCamera], broke
 
 def report(args: argparse.Namespace, site: Site, rows: list[dict[str, float]], code: int,
            delivered: set[str]) -> int:  # fmt: skip
+    shutil.copyfile(site.log, args.out / "daemon.log")  # the journal of the run, kept
     lines = site.log.read_text().splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]
     produced = [e for e in events if e.get("event") == "plate_event"]
@@ -340,7 +341,10 @@ def report(args: argparse.Namespace, site: Site, rows: list[dict[str, float]], c
     print(f"events: produced {len(produced)}, stored {stored}, delivered (MQTT) {len(delivered)}"
           f"{'' if len(produced) == stored == len(delivered) else '  <- NOT EQUAL'}")  # fmt: skip
     print(f"error lines: {len(errors)} ({', '.join(sorted({e['event'] for e in errors}))})")
-    print(f"series: {args.out / 'soak.csv'}, {args.out / 'soak.png'}; start = after 60 s")
+    print(
+        f"series: {args.out / 'soak.csv'}, {args.out / 'soak.png'}, "
+        f"log: {args.out / 'daemon.log'}; start = after 60 s"
+    )
     return 0 if len(produced) == stored == len(delivered) else 1
 
 
