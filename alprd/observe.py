@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from alprd.log import get_logger
 log = get_logger("alprd.observe")
 
 STATUS_FILE = "status.json"
+METRICS_RETRY_S = 30.0  # a metrics port in use is tried again this often
 T = TypeVar("T")
 
 
@@ -36,6 +38,9 @@ class Metrics:
     garbage collector's (`python_gc_*`), to watch a long run from outside."""
 
     def __init__(self) -> None:
+        self._serving = self._failed = False
+        self._retry_at = 0.0
+        self._stage_seen: dict[str, int] = {}
         r = self.registry = CollectorRegistry()
         r.register(PROCESS_COLLECTOR)
         r.register(GC_COLLECTOR)
@@ -90,9 +95,35 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 metric.remove(name)
 
-    def serve(self, port: int, address: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, port: int, address: str = "127.0.0.1") -> bool:
+        """Start the endpoint, once; where it cannot start (a port in use, an
+        address that does not resolve) it is tried again on a call after
+        METRICS_RETRY_S, logged once until it works. True while serving."""
+        if self._serving or time.monotonic() < self._retry_at:
+            return self._serving
+        try:
+            start_http_server(port, addr=address, registry=self.registry)
+        except (OSError, ValueError) as exc:  # in use, unresolvable (UnicodeError) ...
+            self._retry_at = time.monotonic() + METRICS_RETRY_S
+            if not self._failed:
+                log.warning("metrics_unavailable", port=port, reason=str(exc),
+                            action=f"trying again every {METRICS_RETRY_S:.0f}s")  # fmt: skip
+            self._failed = True
+            return False
         log.info("metrics_serving", address=address, port=port)
+        self._serving = True
+        return True
+
+    def observe_stages(
+        self, samples: Mapping[str, Sequence[float]], count: Mapping[str, int]
+    ) -> None:
+        """Each stage's times measured since the last call (`samples`: the latest
+        times per stage, `count`: how many were ever measured) into the histogram."""
+        for stage, values in samples.items():
+            new = count[stage] - self._stage_seen.get(stage, 0)
+            for value in values[-new:] if new > 0 else []:
+                self.stage.labels(stage).observe(value)
+            self._stage_seen[stage] = count[stage]
 
 
 @dataclass(frozen=True)

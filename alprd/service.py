@@ -10,22 +10,20 @@ reconnects on its own).
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from alprd import config as cfgmod
 from alprd import heap, watch
 from alprd.cameras import Camera, Cameras, Samples
-from alprd.engines import served
+from alprd.control import STOP, Control
+from alprd.engines import served, serving
 from alprd.engines.base import EngineError, Role
 from alprd.engines.served import ServedModels
 from alprd.engines.serving import engine_changes, load_engine, roles_of
@@ -46,7 +44,6 @@ from alprd.watch import ModelWatcher
 log = get_logger("alprd.service")
 
 STATUS_EVERY_S = 2.0  # status file and metrics gauges
-METRICS_RETRY_S = 30.0  # a metrics port in use is tried again this often
 
 
 @dataclass
@@ -58,15 +55,11 @@ class Service:
     on_frame: Callable[[str, int], None] | None = None
 
     def __post_init__(self) -> None:
-        self._signals: deque[int] = deque()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._stop_requested = False  # set by SIGTERM/SIGINT: cancels a build in progress
+        self.control = Control()
         self._swaps: deque[Built] = deque()
         self.watcher: ModelWatcher | None = None
         self.outputs: Outputs | None = None
         self._backlog_names: set[str] = set()
-        self._stage_seen: dict[str, int] = {}
         self.metrics = Metrics()
         self.cameras = Cameras(self.metrics, self._emit)
         self.status_writer: StatusWriter | None = None
@@ -79,39 +72,17 @@ class Service:
         self.served: ServedModels | None = None
         self.startup: Startup | None = None
         self._health_at = time.monotonic()
-        self._metrics_up = self._metrics_failed = False
-        self._metrics_retry_at = 0.0
-
-    # ------------------------------------------------------------------ signals
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # Only record it (no logging, no locks): the main loop decides.
-        if signum == signal.SIGINT and self._stopping:
-            os._exit(130)  # a second Ctrl-C forces the exit
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            self._stop_requested = True
-        self._signals.append(signum)
-        self._wake.set()
-
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # embedded (tests, benchmarks): stop with request_stop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
 
     def request_stop(self) -> None:
-        self._stop_requested = True
-        self._signals.append(signal.SIGTERM)
-        self._wake.set()
+        self.control.ask(signal.SIGTERM)
 
     def request_reload(self) -> None:
-        self._signals.append(signal.SIGHUP)
-        self._wake.set()
+        self.control.ask(signal.SIGHUP)
 
     # ------------------------------------------------------------------ run
 
     def run(self) -> int:
-        self._install_signals()
+        self.control.install()
         log.info("alprd_starting", pid=os.getpid(), config=str(self.config_path))
         self.notifier.status("loading config")
         try:
@@ -124,7 +95,7 @@ class Service:
         heap.configure(config.service.heap_mmap_threshold_kb)  # before any frame
         self.served = served.served_models(config)
         self.startup = Startup(
-            self.served, self.notifier, lambda: self._stop_requested, self._build_later
+            self.served, self.notifier, lambda: self.control.stop_requested, self._build_later
         )
         self.config = self.startup.overlay(config)
         self.status_writer = StatusWriter(self.config.paths.state_dir)
@@ -144,11 +115,11 @@ class Service:
         try:
             self.recognizer = self._start_engines()
         except EngineError as exc:
-            if self._stop_requested:  # a stop during a build cancelled it
+            if self.control.stop_requested:  # a stop during a build cancelled it
                 return self._stop()
             log.error("engine_failed", reason=str(exc))
             return ExitCode.ENGINE
-        if self._signals and self._signals[-1] in (signal.SIGTERM, signal.SIGINT):
+        if self.control.stop_pending:
             return self._stop()
         self.notifier.status("opening cameras")
         self.cameras.apply(self.config, self.recognizer)
@@ -169,22 +140,9 @@ class Service:
         return self._stop()
 
     def _serve_metrics(self) -> None:
-        """Start the metrics endpoint; a port in use is tried again every
-        METRICS_RETRY_S (logged once until it works)."""
         assert self.config is not None
-        m = self.config.metrics
-        if not m.enabled or self._metrics_up or time.monotonic() < self._metrics_retry_at:
-            return
-        try:
-            self.metrics.serve(m.port, m.address)
-        except (OSError, ValueError) as exc:  # in use, unresolvable (UnicodeError) ...
-            self._metrics_retry_at = time.monotonic() + METRICS_RETRY_S
-            if not self._metrics_failed:
-                log.warning("metrics_unavailable", port=m.port, reason=str(exc),
-                            action=f"trying again every {METRICS_RETRY_S:.0f}s")  # fmt: skip
-            self._metrics_failed = True
-            return
-        self._metrics_up = True
+        if self.config.metrics.enabled:
+            self.metrics.serve(self.config.metrics.port, self.config.metrics.address)
 
     def _warn_exposed(self, config: cfgmod.Config) -> None:
         exposed = cfgmod.permission_warning(self.config_path, config)
@@ -227,7 +185,7 @@ class Service:
     def _built(self, built: Built) -> None:
         """From the rebuild thread: hand the new engine to the main loop."""
         self._swaps.append(built)
-        self._wake.set()
+        self.control.wake.set()
 
     def _apply_swaps(self) -> None:
         assert self.recognizer is not None and self.config is not None
@@ -265,10 +223,7 @@ class Service:
         self.watcher.start()
 
     def _roles_for(self, path: Path) -> list[Role]:
-        config = self.config
-        if config is None:
-            return []
-        return [r for r in roles_of(config) if getattr(config.models, r).source == path]
+        return roles_of(self.config, path) if self.config is not None else []
 
     def _model_arrived(self, path: Path, roles: list[Role]) -> None:
         assert self.rebuilder is not None
@@ -278,19 +233,10 @@ class Service:
     def _model_removed(self, path: Path) -> None:
         """A model file was deleted: the engines built from it go too, unless one
         serves (or another model of the same stem is still there)."""
-        siblings = path.parent.glob(f"{glob.escape(path.stem)}.*")
-        if self.recognizer is None or any(watch.is_candidate(p) for p in siblings):
-            return
-        serving = {e.path for e in self.recognizer.engines.values()}
-        for artefact in watch.engines_of(path):
-            if artefact in serving or artefact.with_suffix("") in serving:
-                continue
-            try:
-                artefact.unlink()
-            except OSError as exc:
-                log.warning("engine_not_removed", file=str(artefact), reason=str(exc))
-                continue
-            log.info("engine_removed", file=str(artefact), reason=f"{path.name} was removed")
+        if self.recognizer is not None:
+            watch.drop_engines_of(
+                path, {e.path for e in self.recognizer.engines.values() if e.path}
+            )
 
     def _model_unclaimed(self, path: Path) -> None:
         """A model file no role is served from: identified and routed (rebuild thread)."""
@@ -309,9 +255,8 @@ class Service:
         next_tick = time.monotonic()
         lanes: Lanes[Any] = Lanes(self.recognizer, self.recognizer.lanes())
         while True:
-            while self._signals:
-                sig = self._signals.popleft()
-                if sig in (signal.SIGTERM, signal.SIGINT):
+            while (sig := self.control.next()) is not None:
+                if sig in STOP:
                     self._finished(lanes.drain())  # nothing in flight is lost
                     return
                 if sig == signal.SIGHUP:
@@ -355,13 +300,13 @@ class Service:
                 self._health()
                 next_health = now + self.config.service.health_interval_s
             if not busy:
-                self._wake.wait(0.01)
-                self._wake.clear()
+                self.control.wake.wait(0.01)
+                self.control.wake.clear()
 
     def _finished(self, done: list[tuple[Any, Any]]) -> None:
         """Batches whose stages are done, in the order they were submitted: votes,
         events, counters."""
-        assert self.config is not None
+        assert self.config is not None and self.recognizer is not None
         samples = self.config.paths.state_dir / "samples"
         for (ready, batch), results in done:
             for (cam, frame), events in zip(ready, batch.finish(results), strict=True):
@@ -373,18 +318,8 @@ class Service:
                 self.metrics.frames.labels(cam.config.name).inc()
                 if self.on_frame is not None:
                     self.on_frame(cam.config.name, frame.index)
-            self._observe_stages()
-
-    def _observe_stages(self) -> None:
-        """Each stage time measured since the last call, into the histogram (one
-        per batch of cameras)."""
-        assert self.recognizer is not None
-        times = self.recognizer.times
-        for stage, values in times.samples.items():
-            new = times.count[stage] - self._stage_seen.get(stage, 0)
-            for value in values[-new:] if new > 0 else []:
-                self.metrics.stage.labels(stage).observe(value)
-            self._stage_seen[stage] = times.count[stage]
+            times = self.recognizer.times
+            self.metrics.observe_stages(times.samples, times.count)
 
     def _emit(self, cam: Camera, event: PlateEvent) -> None:
         cam.events += 1
@@ -415,31 +350,16 @@ class Service:
         m = self.metrics
         engines: dict[str, EngineStatus] = {}
         if self.recognizer is not None:
-            for role, e in self.recognizer.engines.items():
+            for role, loaded in self.recognizer.engines.items():
                 generation = self.recognizer.generations.get(role, 1)
                 m.generation.labels(role).set(generation)
                 m.last_good.labels(role).set(1 if role in self.last_good else 0)
                 entry = self.served.current(role) if self.served is not None else None
-                if entry is not None and entry.sha256 != e.source_sha256:
-                    entry = None
-                engines[role] = EngineStatus(
-                    backend=e.backend, precision=e.precision,
-                    fingerprint=e.fingerprint[:12], generation=generation,
-                    source=str(entry.source if entry else e.source or ""),
-                    sha256=e.source_sha256[:12],
-                    since=entry.since if entry else None,
-                    served=entry.generation if entry else None,
-                    last_good=self.last_good.get(role),
-                )  # fmt: skip
+                engines[role] = serving.status(loaded, generation, entry, self.last_good.get(role))
         cameras = self.cameras.observe()
-        outbox = {}
-        if self.outputs is not None and self.outputs.outbox is not None:
-            for name in self.outputs.queued:
-                try:
-                    outbox[name] = self.outputs.outbox.pending(name)
-                except SinkError:  # closed (the final status at stop) or unreadable
-                    continue
-                m.outbox.labels(name).set(outbox[name])
+        outbox = self.outputs.pending() if self.outputs is not None else {}
+        for name, n in outbox.items():
+            m.outbox.labels(name).set(n)
         backlog = self.outputs.backlog() if self.outputs is not None else {}
         for name in self._backlog_names | set(backlog):
             m.backlog.labels(name).set(backlog.get(name, 0))
@@ -513,7 +433,7 @@ class Service:
     # ------------------------------------------------------------------ stop
 
     def _stop(self) -> int:
-        self._stopping = True
+        self.control.stopping = True
         self.notifier.stopping()
         log.info("alprd_stopping")
         timeout = self.config.service.stop_timeout_s if self.config else 10.0

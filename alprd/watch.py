@@ -13,10 +13,11 @@ callback, is logged once with how to use it.
 
 from __future__ import annotations
 
+import glob
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,24 @@ def engines_of(model: Path) -> list[Path]:
         engine = model.with_name(model.stem + ending)
         out += [p for p in (engine, engine.with_name(engine.name + ".json")) if p.exists()]
     return out
+
+
+def drop_engines_of(model: Path, serving: Collection[Path]) -> None:
+    """`model` was deleted: the engines built from it go too, unless one is in
+    `serving` (engine files that serve) or another model of the same stem is still
+    there to be built from."""
+    siblings = model.parent.glob(f"{glob.escape(model.stem)}.*")
+    if any(is_candidate(p) for p in siblings):
+        return
+    for artefact in engines_of(model):
+        if artefact in serving or artefact.with_suffix("") in serving:
+            continue
+        try:
+            artefact.unlink()
+        except OSError as exc:
+            log.warning("engine_not_removed", file=str(artefact), reason=str(exc))
+            continue
+        log.info("engine_removed", file=str(artefact), reason=f"{model.name} was removed")
 
 
 class _Enqueue(FileSystemEventHandler):

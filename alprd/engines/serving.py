@@ -11,6 +11,8 @@ from pathlib import Path
 from alprd import config as cfgmod
 from alprd.engines import manager
 from alprd.engines.base import Engine, EngineError, ModelRejected, Role
+from alprd.engines.served import Served
+from alprd.observe import EngineStatus
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,23 @@ class LoadedEngine:
     path: Path | None = None  # the engine file
 
 
+def status(
+    loaded: LoadedEngine, generation: int, entry: Served | None, last_good: str | None = None
+) -> EngineStatus:
+    """What the status file says of the engine serving a role. `entry`, the role's
+    served-model record, counts only while it holds the bytes the engine was
+    built from."""
+    if entry is not None and entry.sha256 != loaded.source_sha256:
+        entry = None
+    return EngineStatus(
+        backend=loaded.backend, precision=loaded.precision,
+        fingerprint=loaded.fingerprint[:12], generation=generation,
+        source=str(entry.source if entry else loaded.source or ""),
+        sha256=loaded.source_sha256[:12], since=entry.since if entry else None,
+        served=entry.generation if entry else None, last_good=last_good,
+    )  # fmt: skip
+
+
 #: How `load_engine` makes an engine current (build it if stale).
 Build = Callable[[manager.Target, cfgmod.Config], manager.Outcome]
 
@@ -39,8 +58,12 @@ def default_build(target: manager.Target, config: cfgmod.Config) -> manager.Outc
     )
 
 
-def roles_of(config: cfgmod.Config) -> list[Role]:
-    return ["vehicle", "plate", "ocr"] if config.models.vehicle.enabled else ["plate", "ocr"]
+def roles_of(config: cfgmod.Config, source: Path | None = None) -> list[Role]:
+    """The roles `config` serves; with `source`, those served from that model file."""
+    roles: list[Role] = (
+        ["vehicle", "plate", "ocr"] if config.models.vehicle.enabled else ["plate", "ocr"]
+    )
+    return [r for r in roles if source is None or getattr(config.models, r).source == source]
 
 
 #: Settings whose change needs an engine rebuilt or reloaded, per role.

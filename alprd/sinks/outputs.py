@@ -14,6 +14,7 @@ kept (the event goes out without it).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -206,6 +207,18 @@ class Outputs:
                 out.failing = False
                 log.info("output_recovered", output=out.name, replayed=replayed,
                          dropped=out.dropped)  # fmt: skip
+
+    def pending(self) -> dict[str, int]:
+        """Events waiting in the outbox per queued output (MQTT, webhook); an outbox
+        closed (the final status at stop) or unreadable counts none."""
+        out: dict[str, int] = {}
+        outbox = self.outbox
+        if outbox is None:
+            return out
+        for name in self.queued:
+            with contextlib.suppress(SinkError):
+                out[name] = outbox.pending(name)
+        return out
 
     def backlog(self) -> dict[str, int]:
         """Records waiting per output that has any."""

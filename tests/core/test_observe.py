@@ -55,3 +55,15 @@ def test_the_status_file_round_trips_typed_and_reads_other_versions(tmp_path):
     other = read_status(tmp_path)
     assert other is not None and other.cameras["gate"].still == 0
     assert other.cameras["gate"].processed == 100 and other.engines["plate"].served == 3
+
+
+def test_each_stage_time_goes_into_the_histogram_once():
+    m = Metrics()
+    samples = {"plate": [0.01, 0.03]}
+    m.observe_stages(samples, {"plate": 2})
+    m.observe_stages(samples, {"plate": 2})  # nothing new since
+    samples["plate"].append(0.5)
+    m.observe_stages(samples, {"plate": 3})
+    text = generate_latest(m.registry).decode()
+    assert 'alprd_stage_seconds_count{stage="plate"} 3.0' in text
+    assert 'alprd_stage_seconds_sum{stage="plate"} 0.54' in text

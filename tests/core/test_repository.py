@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
         "settings",
         "config",
     },
-    {"fetch", "observe", "systemd"},
+    {"fetch", "observe", "systemd", "control"},
     {"engines"},
     {"pipeline"},
     {"sinks", "train"},

@@ -320,3 +320,30 @@ def test_memory_freed_frames_go_back_to_the_system_at_once():
     if glibc < 50:
         pytest.skip(f"this C library does not keep freed frames ({glibc:.0f} MB held)")
     assert ours < 10, f"{ours:.0f} MB of freed frames still held (glibc's own: {glibc:.0f})"
+
+
+def test_a_metrics_port_in_use_is_tried_again_and_logged_once(monkeypatch):
+    import socket
+
+    from structlog.testing import capture_logs
+
+    from alprd import observe
+
+    port = free_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", port))
+    taken.listen()
+    monkeypatch.setattr(observe, "METRICS_RETRY_S", 0.3)
+    metrics = observe.Metrics()
+    with capture_logs() as logs:
+        assert metrics.serve(port) is False
+        assert metrics.serve(port) is False  # still in use
+        taken.close()
+        assert metrics.serve(port) is False  # free now, but not tried before its time
+        time.sleep(0.35)
+        assert metrics.serve(port) is True
+        assert metrics.serve(port) is True  # serving: nothing more to do
+    events = [e["event"] for e in logs]
+    assert events.count("metrics_unavailable") == 1 and events.count("metrics_serving") == 1
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "alprd_frames_total" in text or "process_resident_memory_bytes" in text
