@@ -1,5 +1,6 @@
-"""The torch backend's parts on the device: a batch's frames uploaded once
-(`TorchFrames`) and sampled there, the page-locked buffers cameras decode into,
+"""The torch backend's parts on the device: host arrays uploaded through reused
+page-locked buffers (`Uploads`), a batch's frames uploaded once (`TorchFrames`)
+and sampled there, the page-locked buffers cameras decode into,
 and the captured CUDA graphs. Used by `alprd.engines.backends.torch` only."""
 
 from __future__ import annotations
@@ -146,3 +147,50 @@ class TorchFrames:
         if key not in self._rgb:
             self._rgb[key] = self.groups[group].permute(0, 3, 1, 2).flip(1).to(dtype) / 255.0
         return self._rgb[key]
+
+
+class Uploads:
+    """Host arrays to the device through page-locked buffers, kept for reuse."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._pinned: dict[tuple[tuple[int, ...], Any], torch.Tensor] = {}
+        self._staging: torch.Tensor | None = None
+
+    def one(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the device (through a pinned buffer per shape, reused);
+        the engine converts it to its precision."""
+        host = torch.from_numpy(array)
+        if self.device.type != "cuda":
+            return host
+        key = (tuple(array.shape), host.dtype)
+        pinned = self._pinned.get(key)
+        if pinned is None:
+            pinned = self._pinned[key] = torch.empty_like(host).pin_memory()
+        pinned.copy_(host)
+        return pinned.to(self.device, non_blocking=True)
+
+    def packed(self, images: Sequence[ops.Image]) -> dict[int, torch.Tensor]:
+        """Pageable arrays to the device through one pinned staging buffer (grown
+        as needed, never re-pinned per shape): one host-to-device copy."""
+        sizes = [int(img.size) for img in images]
+        total = sum(sizes)
+        if self._staging is None or self._staging.numel() < total:
+            grown = 2 * self._staging.numel() if self._staging is not None else 0
+            self._staging = torch.empty(max(total, grown), dtype=torch.uint8).pin_memory()
+        host = self._staging.numpy()
+        at = 0
+        for img, n in zip(images, sizes, strict=True):
+            host[at : at + n] = np.ascontiguousarray(img).reshape(-1)
+            at += n
+        # synchronous from pinned memory: the buffer is reused by the next call
+        packed = self._staging[:total].to(self.device)
+        out, at = {}, 0
+        for img, n in zip(images, sizes, strict=True):
+            out[id(img)] = packed[at : at + n].view(*img.shape)
+            at += n
+        return out
+
+    def clear(self) -> None:
+        self._pinned.clear()
+        self._staging = None

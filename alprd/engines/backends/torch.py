@@ -36,7 +36,14 @@ import torch.nn.functional as F
 
 from alprd import ops
 from alprd.engines.backends._cpu import cpu_identity
-from alprd.engines.backends._torch_parts import Graph, TorchFrames, pinned_frame, sample, small
+from alprd.engines.backends._torch_parts import (
+    Graph,
+    TorchFrames,
+    Uploads,
+    pinned_frame,
+    sample,
+    small,
+)
 from alprd.engines.base import (
     Backend,
     BuildRequest,
@@ -80,8 +87,7 @@ class TorchEngine:
         self.precision = precision
         self.graphs_enabled = graphs and self.device.type == "cuda"
         self._graphs: dict[tuple[int, ...], Graph] = {}
-        self._pinned: dict[tuple[tuple[int, ...], Any], torch.Tensor] = {}
-        self._staging: torch.Tensor | None = None
+        self._uploads = Uploads(self.device)
         self._ids: dict[tuple[int, ...], torch.Tensor] = {}  # class filters on the device
         #: any batch size runs (a CUDA graph per size): callers pad to `bucket`
         #: sizes up to the configured batch instead of always to it
@@ -113,7 +119,7 @@ class TorchEngine:
         torch.cuda.synchronize()
 
     def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
-        x = self._upload(np.ascontiguousarray(batch, dtype=np.float32))
+        x = self._uploads.one(np.ascontiguousarray(batch, dtype=np.float32))
         return [self._infer(x, lambda y: y.float().cpu()).numpy()]
 
     def run_many(
@@ -145,7 +151,7 @@ class TorchEngine:
         else:
             sources = {k: torch.from_numpy(v) for k, v in unique.items() if v.flags.c_contiguous}
             if len(sources) < len(unique) or not all(t.is_pinned() for t in sources.values()):
-                sources = self._staged(list(unique.values()))
+                sources = self._uploads.packed(list(unique.values()))
         tensors, where = [], {}
         for g, (shape, ids) in enumerate(groups.items()):
             group = torch.empty((len(ids), *shape), dtype=torch.uint8, device=self.device)
@@ -361,48 +367,14 @@ class TorchEngine:
         own: contextlib.AbstractContextManager[Any] = torch.cuda.stream(torch.cuda.Stream())
         return own
 
-    def _staged(self, images: Sequence[ops.Image]) -> dict[int, torch.Tensor]:
-        """Pageable arrays to the device through one pinned staging buffer (grown
-        as needed, never re-pinned per shape): one host-to-device copy."""
-        sizes = [int(img.size) for img in images]
-        total = sum(sizes)
-        if self._staging is None or self._staging.numel() < total:
-            grown = 2 * self._staging.numel() if self._staging is not None else 0
-            self._staging = torch.empty(max(total, grown), dtype=torch.uint8).pin_memory()
-        host = self._staging.numpy()
-        at = 0
-        for img, n in zip(images, sizes, strict=True):
-            host[at : at + n] = np.ascontiguousarray(img).reshape(-1)
-            at += n
-        # synchronous from pinned memory: the buffer is reused by the next call
-        packed = self._staging[:total].to(self.device)
-        out, at = {}, 0
-        for img, n in zip(images, sizes, strict=True):
-            out[id(img)] = packed[at : at + n].view(*img.shape)
-            at += n
-        return out
-
     def close(self) -> None:
         self._graphs.clear()
-        self._pinned.clear()
+        self._uploads.clear()
         del self.module
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ internals
-
-    def _upload(self, array: np.ndarray) -> torch.Tensor:
-        """A host array on the device (through a pinned buffer per shape, reused);
-        `_infer` converts it to the engine's precision."""
-        host = torch.from_numpy(array)
-        if self.device.type != "cuda":
-            return host
-        key = (tuple(array.shape), host.dtype)
-        pinned = self._pinned.get(key)
-        if pinned is None:
-            pinned = self._pinned[key] = torch.empty_like(host).pin_memory()
-        pinned.copy_(host)
-        return pinned.to(self.device, non_blocking=True)
 
     def _infer(self, x: torch.Tensor, consume: Callable[[torch.Tensor], T]) -> T:
         """`consume(output of the network for x)`. With CUDA graphs the output is
