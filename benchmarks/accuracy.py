@@ -90,7 +90,7 @@ def brazil(
 ) -> dict[str, list[tuple[str, str]]]:
     """End to end on plates-br: the plates the pipeline finds (detection once),
     read by each recogniser; and each recogniser alone on the ground-truth boxes."""
-    from alprd.train.data import audited_label, corrections
+    from alprd.train.labels import audited_label, corrections
 
     folder = DATA / "plates-br"
     audit = corrections("plates-br")
@@ -197,7 +197,8 @@ def real_crops(
     and US state with at least `PER_KIND` crops, on the audited labels and (all
     crops) as given; then the confusion pairs left."""
     from alprd.pipeline.source import read_image
-    from alprd.train.data import detector_view, read_labels, region_of, split_rows
+    from alprd.train.data import detector_view
+    from alprd.train.labels import read_labels, region_of, split_rows
 
     folder = DATA / "ocr-train"
     if not (folder / "labels.csv").is_file():

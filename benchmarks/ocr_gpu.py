@@ -29,6 +29,7 @@ from alprd.engines.backends.torch import TorchEngine
 from alprd.pipeline import ocr
 from alprd.pipeline.source import read_image
 from alprd.train import data
+from alprd.train import labels as labelling
 from benchmarks import DATA, REPO
 
 OCR_DATA = DATA / "ocr-train"
@@ -48,7 +49,7 @@ def main() -> int:
     p.add_argument("--onnx", type=Path, default=REPO / "models/trained/ocr-alprd-plate.onnx")
     p.add_argument("--batch", type=int, default=64)
     args = p.parse_args()
-    labels = data.split_rows(data.read_labels(args.data), 0.2)[1]
+    labels = labelling.split_rows(labelling.read_labels(args.data), 0.2)[1]
     dictionary = args.onnx.with_name(args.onnx.stem + "-dict.txt").read_text().splitlines()
     alphabet = ocr.Alphabet(dictionary, CHARSET)
     module, _ = lift.platenet_from_onnx(args.onnx)
@@ -71,7 +72,7 @@ def main() -> int:
     return 0
 
 
-def compare(view: str, labels: list[data.Label], frames: list[np.ndarray],
+def compare(view: str, labels: list[labelling.Label], frames: list[np.ndarray],
             boxes: list[tuple[float, float, float, float]], engine: TorchEngine,
             session: ort.InferenceSession, alphabet: ocr.Alphabet, batch: int) -> None:  # fmt: skip
     reads: dict[str, list[str]] = {"torch": [], "onnxruntime": []}
@@ -109,7 +110,7 @@ def compare(view: str, labels: list[data.Label], frames: list[np.ndarray],
     for name, got in reads.items():
         per: dict[str, list[int]] = {}
         for label, text in zip(labels, got, strict=True):
-            for group in ("all", data.region_of(label.kind)):
+            for group in ("all", labelling.region_of(label.kind)):
                 c = per.setdefault(group, [0, 0])
                 c[0] += text == label.plate
                 c[1] += 1

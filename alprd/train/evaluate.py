@@ -12,7 +12,7 @@ from torch import nn
 
 from alprd.engines.platenet import greedy
 from alprd.pipeline.ocr import either_view
-from alprd.train import data
+from alprd.train import data, labels
 
 
 def validation_inputs(
@@ -61,10 +61,10 @@ def read_as_served(net: nn.Module, view: dict[str, np.ndarray], device: torch.de
 
 
 def region_exact(per_kind: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Exact rates per region (`data.region_of` each kind) from per-kind counts."""
+    """Exact rates per region (`labels.region_of` each kind) from per-kind counts."""
     out: dict[str, list[int]] = {}
     for kind, m in per_kind.items():
-        c = out.setdefault(data.region_of(kind), [0, 0])
+        c = out.setdefault(labels.region_of(kind), [0, 0])
         c[0] += m["ok"]
         c[1] += m["n"]
     return {r: {"exact": ok / max(1, n), "n": n} for r, (ok, n) in sorted(out.items())}

@@ -102,7 +102,7 @@ def test_new_ocr_keys_defaults_and_bounds(tmp_path):
 
 
 def test_the_split_is_by_plate_text_and_stable():
-    from alprd.train.data import Label, is_validation, split_rows
+    from alprd.train.labels import Label, is_validation, split_rows
 
     plates = [f"AB{i:05d}" for i in range(2000)]
     rows = [Label(Path(f"{p}-{k}.jpg"), p, "camera") for p in plates for k in range(3)]
@@ -118,7 +118,7 @@ def test_the_split_is_by_plate_text_and_stable():
 
 @needs_ocr_data
 def test_the_real_crops_split_shares_no_plate():
-    from alprd.train.data import read_labels, split_rows
+    from alprd.train.labels import read_labels, split_rows
 
     train, val, rendered = split_rows(read_labels(OCR_TRAIN), 0.2)
     assert train and val
@@ -132,7 +132,8 @@ def test_the_label_audit_corrects_rows_it_names_and_moves_them_across_the_split(
 ):
     """A correction applies to the row it names when that row still has the label
     the audit saw; the corrected text decides the split (one plate, one side)."""
-    from alprd.train.data import load, read_labels
+    from alprd.train.data import load
+    from alprd.train.labels import read_labels
 
     data = tmp_path / "ocr-train"
     (data / "img").mkdir(parents=True)
@@ -151,7 +152,7 @@ def test_the_label_audit_corrects_rows_it_names_and_moves_them_across_the_split(
         "ocr-train,img/d.png,OKM2371,?,O or Q: the image cannot decide\n"
         "ocr-train,img/e.png,AAA1111,-,no plate in the crop\n"
     )
-    monkeypatch.setattr("alprd.train.data.AUDIT", audit)
+    monkeypatch.setattr("alprd.train.labels.AUDIT", audit)
     assert [r.plate for r in read_labels(data)] == ["AEA9316", "AEA9316", "ZZZ0000", "OKM2371"]
     assert [r.sure for r in read_labels(data)] == [True, True, True, False]  # undecided
     assert [r.plate for r in read_labels(data, audited=False)] == [
@@ -166,7 +167,8 @@ def test_every_region_s_labels_are_read_and_split_alike(tmp_path):
     """labels.csv (Brazil), labels-us.csv and labels-eu.csv are read when present:
     kinds per region, two-line plates from the note, ``skip`` rows left out and
     ``unsure`` ones trained on but never scored."""
-    from alprd.train.data import is_validation, load, read_labels, region_of
+    from alprd.train.data import load
+    from alprd.train.labels import is_validation, read_labels, region_of
 
     data = tmp_path / "ocr-train"
     (data / "img").mkdir(parents=True)
@@ -251,7 +253,7 @@ def test_the_wrong_view_class_is_the_last_one():
 def test_the_shipped_label_audit_is_well_formed():
     import csv
 
-    from alprd.train.data import AUDIT, clean
+    from alprd.train.labels import AUDIT, clean
 
     with AUDIT.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -270,7 +272,7 @@ def test_the_label_audit_matches_the_data_it_corrects():
     the audit saw (else the data changed and the audit must be looked at again)."""
     import csv
 
-    from alprd.train.data import AUDIT, LABEL_FILES, clean
+    from alprd.train.labels import AUDIT, LABEL_FILES, clean
 
     given = {}
     for name in LABEL_FILES:
@@ -512,7 +514,7 @@ def test_training_can_start_from_the_shipped_recogniser():
     import torch
 
     from alprd.engines.platenet import PlateNet
-    from alprd.train.ocr import init_from
+    from alprd.train.warmstart import init_from
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (4, 3, 32, 128)).astype(np.float32)
@@ -538,7 +540,7 @@ def test_a_wider_recogniser_starts_as_the_shipped_one():
     import torch
 
     from alprd.engines.platenet import PlateNet
-    from alprd.train.ocr import init_from
+    from alprd.train.warmstart import init_from
 
     x = np.random.default_rng(1).uniform(-1, 1, (4, 3, 32, 128)).astype(np.float32)
     session = ort.InferenceSession(str(TRAINED_ONNX), providers=["CPUExecutionProvider"])
