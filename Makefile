@@ -22,7 +22,7 @@ install: $(VENV)/.installed models
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -e '.[test,openvino,export]'
+	$(PY) -m pip install --quiet -e '.[test,openvino,export,web]'
 	$(PY) -m pip install --quiet --no-deps ultralytics==8.4.190 torchvision==0.28.0
 	$(BIN)/opt_in_out --opt_out >/dev/null 2>&1 || true  # OpenVINO telemetry off
 	touch $@
@@ -115,7 +115,7 @@ install-systemd:
 	@test "$$(id -u)" = 0 || { echo "make install-systemd: run as root (sudo)"; exit 1; }
 	$(SYSTEM_PYTHON) -m venv $(PREFIX)/venv
 	$(PREFIX)/venv/bin/pip install --quiet --upgrade "pip>=24"
-	$(PREFIX)/venv/bin/pip install --quiet '.[openvino,export]'
+	$(PREFIX)/venv/bin/pip install --quiet '.[openvino,export,web]'
 	$(PREFIX)/venv/bin/pip install --quiet --no-deps ultralytics==8.4.190 torchvision==0.28.0
 	install -m 0644 README.md $(PREFIX)/README.md
 	install -d -m 0755 /etc/alprd
@@ -126,7 +126,8 @@ install-systemd:
 	  models/trained/MODEL_CARD.md /var/lib/alprd/models/trained/
 	$(PREFIX)/venv/bin/alprd check-config /etc/alprd/alprd.toml
 	ln -sf $(PREFIX)/venv/bin/alprd /usr/local/bin/alprd
-	install -m 0644 systemd/alprd.service systemd/alprd-warmup.service /etc/systemd/system/
+	install -m 0644 systemd/alprd.service systemd/alprd-warmup.service systemd/alprd-web.service \
+	  /etc/systemd/system/
 	for unit in alprd alprd-warmup; do \
 	  if getent group render >/dev/null; then \
 	    install -d /etc/systemd/system/$$unit.service.d; \
@@ -139,6 +140,7 @@ install-systemd:
 	@echo "  systemctl enable --now alprd          # the warm-up unit builds the engines first"
 	@echo "  journalctl -u alprd-warmup -u alprd -f"
 	@echo "  cp best.pt /var/lib/alprd/models/    # a retrained model: routed to its role, swapped in"
+	@echo "  systemctl enable --now alprd-web      # search pages and REST API: http://127.0.0.1:8080/"
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -11,28 +11,9 @@ from pathlib import Path
 from alprd.cli.common import denied, load, private
 from alprd.exitcodes import ExitCode
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 #: `alprd status` exit codes, as LSB init scripts: not running; status unknown.
 NOT_RUNNING = 3
 STATUS_UNKNOWN = 4
-
-
-def parse_when(text: str, now: float) -> float:
-    """`1h`, `30m`, `2d` ago, or an ISO 8601 date/time (UTC unless it says)."""
-    import re
-    from datetime import UTC, datetime
-
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
-    if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"{text!r}: expected 1h, 30m, 2d or a date like 2026-11-27T08:00"
-        ) from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def cmd_reads(args: argparse.Namespace) -> int:
@@ -44,6 +25,7 @@ def cmd_reads(args: argparse.Namespace) -> int:
 
     from alprd.sinks.base import SinkError
     from alprd.sinks.sqlite import SqliteSink
+    from alprd.web.store import parse_time
 
     config = load(args)
     db = config.outputs.sqlite.path
@@ -55,8 +37,8 @@ def cmd_reads(args: argparse.Namespace) -> int:
         return ExitCode.FAILURE
     now = time.time()
     try:
-        since = parse_when(args.since, now) if args.since else None
-        until = parse_when(args.until, now) if args.until else None
+        since = parse_time(args.since, now) if args.since else None
+        until = parse_time(args.until, now) if args.until else None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE

@@ -17,9 +17,10 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from alprd import plates
 from alprd.settings.base import Backend as Backend
@@ -149,23 +150,54 @@ class PlatesConfig(Section):
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
+def _host(value: str) -> str:
+    """An IP address or a host name (labels of 1-63 letters, digits, hyphens)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    if not value or len(value) > 253 or not all(_HOST_LABEL.fullmatch(x) for x in labels):
+        raise ValueError(f"not an IP address or host name: {value!r}")
+    return value
+
+
+#: An address to listen on: an IP address or a host name.
+Host = Annotated[str, AfterValidator(_host)]
+
+
 class MetricsConfig(Section):
     enabled: bool = True
-    address: str = "127.0.0.1"
+    address: Host = "127.0.0.1"
     port: int = Field(9108, ge=1, le=65535)
 
-    @field_validator("address")
+
+class WebConfig(Section):
+    """`alprd web`, the search pages and REST API over the stored events (a process
+    of its own, reading the state directory)."""
+
+    #: where it listens; an address other than loopback is refused until
+    #: authentication is configured
+    address: Host = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    #: events on a page unless a request asks for fewer or more (up to max_page_size)
+    page_size: int = Field(50, ge=1, le=1000)
+    max_page_size: int = Field(500, ge=1, le=10_000)
+    #: the largest edit distance a fuzzy plate search may ask for
+    max_fuzzy: int = Field(2, ge=0, le=4)
+    #: the time zone pages show times in (IANA name, e.g. "Europe/Lisbon"); "" for
+    #: the system's
+    time_zone: str = ""
+
+    @field_validator("time_zone")
     @classmethod
-    def _address(cls, value: str) -> str:
-        """An IP address or a host name (labels of 1-63 letters, digits, hyphens)."""
-        try:
-            ipaddress.ip_address(value)
-            return value
-        except ValueError:
-            pass
-        labels = value.rstrip(".").split(".")
-        if not value or len(value) > 253 or not all(_HOST_LABEL.fullmatch(x) for x in labels):
-            raise ValueError(f"not an IP address or host name: {value!r}")
+    def _zone(cls, value: str) -> str:
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"not a time zone name: {value!r} (e.g. Europe/Lisbon)") from None
         return value
 
 
@@ -198,6 +230,7 @@ class Config(Section):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     def with_model(self, role: str, section: RoleModel) -> Config:
         """A copy with `role`'s model settings (``[models.<role>]``) replaced by

@@ -34,7 +34,7 @@ LAYERS: list[set[str]] = [
     {"pipeline"},
     {"sinks", "train"},
     {"rebuild", "watch", "cameras", "startup"},
-    {"service"},
+    {"service", "web"},
     {"cli", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

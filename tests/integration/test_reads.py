@@ -8,11 +8,11 @@ import time
 import pytest
 from conftest import run_alprd
 
-from alprd.cli.reads import parse_when
 from alprd.exitcodes import ExitCode
 from alprd.pipeline.types import PlateEvent
 from alprd.sinks.base import event_to_dict
 from alprd.sinks.sqlite import SqliteSink
+from alprd.web.store import parse_time
 
 
 @pytest.mark.parametrize(
@@ -26,12 +26,12 @@ from alprd.sinks.sqlite import SqliteSink
     ],
 )
 def test_parse_when(text, expected):
-    assert parse_when(text, now=1000.0) == pytest.approx(expected)
+    assert parse_time(text, now=1000.0) == pytest.approx(expected)
 
 
 def test_parse_when_rejects_nonsense():
-    with pytest.raises(ValueError, match="expected 1h, 30m, 2d or a date"):
-        parse_when("yesterday", now=0)
+    with pytest.raises(ValueError, match="expected 30m, 2h, 7d or a date"):
+        parse_time("yesterday", now=0)
 
 
 def event(plate: str, camera: str, t: float, fmt: str = "") -> PlateEvent:

@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
@@ -18,9 +20,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SHARED_DATA, copy_models
 from support.media import grey_clip
+from support.servers import free_port
 
 HERE = REPO / "tests" / "support" / "systemd"
-UNITS = ("alprd.service", "alprd-warmup.service")
+UNITS = ("alprd.service", "alprd-warmup.service", "alprd-web.service")
 
 
 def _can_boot() -> str | None:
@@ -525,6 +528,33 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
         ), shown
         if memory["MemoryCurrent"].isdigit():  # where the memory controller is delegated
             assert int(memory["MemoryCurrent"]) < 2 << 30, shown
+        # The search pages, as README says: enable the unit, open the page, find the
+        # pass by a pattern, see its crop, export it (a free port: the host's network)
+        port = free_port()
+        run(*ns, "sed", "-i", f"s/^port = 8080$/port = {port}/", "/etc/alprd/alprd.toml")
+        run(*ns, "systemctl", "enable", "--now", "alprd-web", timeout=120)
+        web = f"http://127.0.0.1:{port}"
+
+        def fetch(path: str) -> tuple[int, str, bytes]:
+            try:
+                with urllib.request.urlopen(web + path, timeout=5) as r:
+                    return r.status, r.headers.get("content-type", ""), r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, "", e.read()
+            except OSError:
+                return 0, "", b""
+
+        assert wait(lambda: fetch("/")[0] == 200, timeout=60), run(
+            *ns, "journalctl", "-u", "alprd-web", "-o", "cat", check=False).stdout  # fmt: skip
+        found = json.loads(fetch("/api/v1/events?plate=L41*")[2])["events"]
+        if video.is_file():
+            assert [e["plate"] for e in found] == ["L417VS"]
+            assert b"L417VS" in fetch("/search?plate=L41*")[2]
+            status, kind, body = fetch(found[0]["snapshots"][0])
+            assert (status, kind, body[:2]) == (200, "image/jpeg", b"\xff\xd8")
+            assert b"L417VS" in fetch("/api/v1/export?plate=L41*&format=csv")[2]
+        shown = run(*ns, "systemctl", "show", "-p", "User,ActiveState", "alprd-web").stdout
+        assert "User=alprd" in shown and "ActiveState=active" in shown
     finally:
         run(str(HERE / "stop.sh"), pidfile, check=False)
 

@@ -1,0 +1,285 @@
+"""`alprd web`: the stored events in a browser and over a REST API (``/api/v1``).
+
+An ASGI app (FastAPI) in a process of its own, reading what the daemon writes:
+the SQLite store (`store.EventStore`, read-only), the snapshots and the status
+file. Pages are rendered on the server (Jinja2); the live page polls the API.
+Every response carries security headers; a bad query gets a 4xx naming the
+parameter, never a traceback; an image is served only from the snapshot folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from alprd import __version__
+from alprd import config as cfgmod
+from alprd.observe import read_status
+from alprd.sinks.base import Record
+from alprd.web.store import IMAGE_KINDS, BadQuery, EventStore, Search, StoreError, parse_time
+
+HERE = Path(__file__).parent
+#: the most events one export writes
+EXPORT_MAX = 100_000
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+}
+EXPORT_COLUMNS = ("id", "first_seen", "last_seen", "camera", "plate", "confidence", "reads",
+                  "vehicle_class", "known_label", "format")  # fmt: skip
+
+
+def create_app(config: cfgmod.Config) -> FastAPI:
+    web = config.web
+    zone: tzinfo = ZoneInfo(web.time_zone) if web.time_zone else _local_zone()
+    state: dict[str, EventStore] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if "store" in state:
+            state["store"].close()
+
+    app = FastAPI(
+        title="alprd", version=__version__, docs_url=None, redoc_url=None,
+        openapi_url="/api/v1/openapi.json", lifespan=lifespan,
+    )  # fmt: skip
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    pages = Jinja2Templates(directory=HERE / "templates")
+    pages.env.filters["local"] = lambda iso: _local(iso, zone)
+
+    def store() -> EventStore:
+        if "store" not in state:
+            try:
+                state["store"] = EventStore(config.outputs.sqlite.path)
+            except StoreError as exc:
+                raise HTTPException(503, str(exc)) from None
+        return state["store"]
+
+    def search_of(request: Request, limit: int | None, after: str | None) -> Search:
+        q = request.query_params
+        size = web.page_size if limit is None else limit
+        if not 1 <= size <= web.max_page_size:
+            raise BadQuery(f"limit: 1 to {web.max_page_size}")
+        fuzzy = _int(q.get("fuzzy") or "0", "fuzzy")
+        if not 0 <= fuzzy <= web.max_fuzzy:
+            raise BadQuery(f"fuzzy: 0 to {web.max_fuzzy}")
+        now = time.time()
+        return Search(
+            plate=q.get("plate") or None, fuzzy=fuzzy, camera=q.get("camera") or None,
+            since=parse_time(q["since"], now, zone) if q.get("since") else None,
+            until=parse_time(q["until"], now, zone) if q.get("until") else None,
+            known=q.get("known") or None, vehicle=q.get("vehicle") or None,
+            limit=size, after=after or None,
+        )  # fmt: skip
+
+    @app.middleware("http")
+    async def secure(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        response: Response = await call_next(request)
+        response.headers.update(HEADERS)
+        return response
+
+    @app.exception_handler(BadQuery)
+    async def bad_query(request: Request, exc: BadQuery) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(StoreError)
+    async def unreadable(request: Request, exc: StoreError) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    # ---------------------------------------------------------------- API
+
+    @app.get("/api/v1/events")
+    def events(request: Request, limit: int | None = None, after: str | None = None,
+               plate: str | None = None, fuzzy: int = 0, camera: str | None = None,
+               since: str | None = None, until: str | None = None, known: str | None = None,
+               vehicle: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Events newest first, a page at a time: pass `next` back as `after`.
+        `plate`: exact, or with * and ?; `fuzzy`: up to that many characters
+        differ; `since`/`until`: ISO 8601 (the site's time zone unless it says) or
+        ago (`30m`, `2h`, `7d`)."""
+        page = store().search(search_of(request, limit, after))
+        return {"events": [_public(e) for e in page.events], "next": page.next}
+
+    @app.get("/api/v1/events/{event_id}")
+    def event(event_id: str) -> dict[str, Any]:
+        record = store().event(event_id)
+        if record is None:
+            raise HTTPException(404, f"no event {event_id[:40]!r}")
+        return _public(record)
+
+    @app.get("/api/v1/events/{event_id}/images/{kind}")
+    def image(event_id: str, kind: str) -> FileResponse:
+        """The event's plate or vehicle snapshot (JPEG)."""
+        if kind not in IMAGE_KINDS:
+            raise HTTPException(404, f"no such image: {kind[:20]!r} (plate, vehicle)")
+        path = store().image(event_id, kind, config.outputs.snapshots.path)
+        if path is None:
+            raise HTTPException(404, "no such image (never taken, or removed by the quota)")
+        return FileResponse(path, media_type="image/jpeg")
+
+    @app.get("/api/v1/export")
+    def export(request: Request, format: Annotated[str, Query(pattern="^(csv|json)$")] = "csv",
+               plate: str | None = None, fuzzy: int = 0, camera: str | None = None,
+               since: str | None = None, until: str | None = None, known: str | None = None,
+               vehicle: str | None = None) -> StreamingResponse:  # fmt: skip
+        """Every event of a search (at most EXPORT_MAX), as CSV or JSON lines."""
+        first = search_of(request, web.max_page_size, None)
+        name = f"alprd-events.{'csv' if format == 'csv' else 'jsonl'}"
+        body = _csv(store(), first) if format == "csv" else _jsonl(store(), first)
+        return StreamingResponse(
+            body, media_type="text/csv" if format == "csv" else "application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )  # fmt: skip
+
+    @app.get("/api/v1/cameras")
+    def cameras() -> list[dict[str, Any]]:
+        return [asdict(c) for c in store().cameras()]
+
+    @app.get("/api/v1/status")
+    def status() -> dict[str, Any]:
+        """What `alprd status` shows: engines, cameras, outbox; `running` false
+        when the daemon has stopped or its status is stale."""
+        from alprd.observe import is_running
+
+        try:
+            current = read_status(config.paths.state_dir)
+        except PermissionError:
+            raise HTTPException(503, "the status file is not readable by this user") from None
+        if current is None:
+            return {"running": False}
+        running = current.status != "stopped" and is_running(current, stale_after_s=15.0)
+        return {"running": running, **asdict(current), "metrics": _metrics_url(config)}
+
+    # ---------------------------------------------------------------- pages
+
+    @app.get("/", response_class=HTMLResponse)
+    def live(request: Request) -> Response:
+        page = store().search(Search(limit=web.page_size))
+        return pages.TemplateResponse(request, "live.html", {"events": page.events})
+
+    @app.get("/fragments/live", response_class=HTMLResponse)
+    def live_rows(request: Request) -> Response:
+        page = store().search(Search(limit=web.page_size))
+        return pages.TemplateResponse(request, "_rows.html", {"events": page.events})
+
+    @app.get("/search", response_class=HTMLResponse)
+    def search_page(request: Request, after: str | None = None) -> Response:
+        q = request.query_params
+        problem, page = "", None
+        try:
+            limit = _int(q["limit"], "limit") if q.get("limit") else None
+            page = store().search(search_of(request, limit, after))
+        except BadQuery as exc:
+            problem = str(exc)
+        query = {k: v for k, v in q.items() if k != "after" and v}
+        return pages.TemplateResponse(
+            request, "search.html",
+            {"q": q, "page": page, "problem": problem, "query": query,
+             "cameras": [c.name for c in store().cameras()]},
+            status_code=400 if problem else 200,
+        )  # fmt: skip
+
+    @app.get("/events/{event_id}", response_class=HTMLResponse)
+    def event_page(request: Request, event_id: str) -> Response:
+        record = store().event(event_id)
+        if record is None:
+            raise HTTPException(404, f"no event {event_id[:40]!r}")
+        return pages.TemplateResponse(request, "event.html", {"e": _public(record)})
+
+    @app.get("/status", response_class=HTMLResponse)
+    def status_page(request: Request) -> Response:
+        return pages.TemplateResponse(
+            request, "status.html", {"s": status(), "cameras": store().cameras()}
+        )
+
+    return app
+
+
+def _public(record: Record) -> Record:
+    """A stored event as the API gives it: the same fields, with the snapshots as
+    the URLs to fetch them from (never a path on this machine)."""
+    kinds = [k for k in IMAGE_KINDS
+             for p in record.get("snapshots") or [] if str(p).endswith(f"-{k}.jpg")]  # fmt: skip
+    return {**record,
+            "snapshots": [f"/api/v1/events/{record['id']}/images/{k}" for k in kinds]}  # fmt: skip
+
+
+def _pages(store: EventStore, first: Search) -> Iterator[Record]:
+    search, n = first, 0
+    while True:
+        page = store.search(search)
+        for record in page.events:
+            yield record
+            n += 1
+            if n >= EXPORT_MAX:
+                return
+        if page.next is None:
+            return
+        search = Search(**{**asdict(search), "after": page.next})
+
+
+def _csv(store: EventStore, first: Search) -> Iterator[str]:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    for record in _pages(store, first):
+        writer.writerow(
+            [record.get(c) if record.get(c) is not None else "" for c in EXPORT_COLUMNS]
+        )
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue()
+
+
+def _jsonl(store: EventStore, first: Search) -> Iterator[str]:
+    for record in _pages(store, first):
+        yield json.dumps(_public(record), ensure_ascii=False) + "\n"
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise BadQuery(f"{name}: a whole number") from None
+
+
+def _local(when: str | float, zone: tzinfo) -> str:
+    """An ISO 8601 time or epoch seconds in the site's time zone."""
+    try:
+        if isinstance(when, int | float):
+            stamp = datetime.fromtimestamp(when, zone)
+        else:
+            stamp = datetime.fromisoformat(when).astimezone(zone)
+    except (TypeError, ValueError, OverflowError):
+        return str(when)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _local_zone() -> tzinfo:
+    return datetime.now(UTC).astimezone().tzinfo or UTC
+
+
+def _metrics_url(config: cfgmod.Config) -> str | None:
+    m = config.metrics
+    return f"http://{m.address}:{m.port}/metrics" if m.enabled else None

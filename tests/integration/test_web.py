@@ -1,0 +1,281 @@
+"""`alprd web` as a user runs it: the real command (uvicorn on a local port) over a
+store the daemon's own sinks wrote (SQLite, snapshot JPEGs), read over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.servers import free_port, wait_until
+
+from alprd import config as cfgmod
+from alprd.sinks.base import iso_utc, new_event_id
+from alprd.sinks.snapshots import SnapshotStore
+from alprd.sinks.sqlite import SqliteSink
+
+T0 = 1_796_000_000.0  # 2026-11-30, UTC
+PLATES = ("L417VS", "L417V5", "KA22P3368", "ABC1234", "L41XYZ")
+
+
+@dataclass
+class Site:
+    root: Path
+    config: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def record(plate: str, camera: str, t: float, snapshots: list[str] | None = None) -> dict:
+    return {
+        "id": new_event_id(), "camera": camera, "plate": plate, "confidence": 0.93,
+        "char_confidences": [0.9] * len(plate), "plate_box": [10.0, 10.0, 100.0, 40.0],
+        "vehicle_box": [0.0, 0.0, 300.0, 300.0], "vehicle_class": "car", "reads": 7,
+        "known_label": "staff" if plate == "ABC1234" else None, "known_plate": None,
+        "format": "nl", "first_seen": iso_utc(t), "last_seen": iso_utc(t + 2.0),
+        "snapshots": snapshots or [],
+    }  # fmt: skip
+
+
+def write_events(config: cfgmod.Config, n: int, start: float = T0) -> list[dict]:
+    """`n` events a minute apart, as the daemon's outputs store them."""
+    sink = SqliteSink(config.outputs.sqlite.path)
+    snaps = SnapshotStore(config.outputs.snapshots.path, 50)
+    image = np.full((480, 640, 3), 120, np.uint8)
+    out = []
+    for i in range(n):
+        camera = ("gate", "yard")[i % 2]
+        rec = record(PLATES[i % len(PLATES)], camera, start + 60.0 * i)
+        rec["snapshots"] = snaps.save(rec["id"], camera, image, (10, 10, 100, 40), (0, 0, 300, 300))
+        sink.write(rec)
+        out.append(rec)
+    sink.close()
+    return out
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    port = free_port()
+    config = tmp_path / "alprd.toml"
+    config.write_text(f'[paths]\nroot = "."\nstate_dir = "state"\n[web]\nport = {port}\n'
+                      'time_zone = "Europe/Lisbon"\n')  # fmt: skip
+    return Site(tmp_path, config, port)
+
+
+@pytest.fixture
+def events(site: Site) -> list[dict]:
+    return write_events(cfgmod.load(site.config), 120)
+
+
+def serve(site: Site, read_only: Path | None = None) -> subprocess.Popen[bytes]:
+    """`alprd web` for `site`; with `read_only`, that folder is read-only for it
+    alone (its own mount namespace, as systemd's ReadOnlyPaths= makes it)."""
+    command = [sys.executable, "-m", "alprd", "--config", str(site.config), "web"]
+    if read_only is not None:
+        ro = f"mount --bind {read_only} {read_only} && mount -o remount,bind,ro {read_only}"
+        command = ["unshare", "--mount", "sh", "-c", ro + ' && exec "$@"', "sh", *command]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            urllib.request.urlopen(site.url + "/api/v1/cameras", timeout=2)
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+        return True
+
+    wait_until(up, timeout=30, what="alprd web to answer")
+    return proc
+
+
+@pytest.fixture
+def web(site: Site, events: list[dict]) -> Iterator[Site]:
+    proc = serve(site)
+    yield site
+    proc.terminate()
+    proc.wait(10)
+
+
+def get(site: Site, path: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(site.url + path, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def api(site: Site, path: str):
+    status, _, body = get(site, path)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_every_event_comes_once_newest_first_a_page_at_a_time(web, events):
+    seen, after, pages = [], "", 0
+    while True:
+        page = api(web, f"/api/v1/events?limit=50{'&after=' + after if after else ''}")
+        seen += page["events"]
+        pages += 1
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert pages == 3
+    assert [e["id"] for e in seen] == [e["id"] for e in reversed(events)]
+    first = seen[0]  # the fields the daemon stored, snapshots as URLs to fetch
+    assert set(first) >= {"camera", "plate", "confidence", "char_confidences", "reads",
+                          "vehicle_class", "known_label", "format", "first_seen"}  # fmt: skip
+    assert first["snapshots"] == [f"/api/v1/events/{first['id']}/images/plate",
+                                  f"/api/v1/events/{first['id']}/images/vehicle"]  # fmt: skip
+
+
+def test_search_by_pattern_fuzzy_camera_label_and_time(web, events):
+    def plates(query: str) -> list[str]:
+        return [e["plate"] for e in api(web, "/api/v1/events?limit=500&" + query)["events"]]
+
+    assert set(plates("plate=L41*")) == {"L417VS", "L417V5", "L41XYZ"}
+    assert set(plates("plate=l417vs&fuzzy=1")) == {"L417VS", "L417V5"}
+    assert set(plates("plate=L417VS")) == {"L417VS"}
+    assert set(plates("known=staff")) == {"ABC1234"}
+    assert len(plates("camera=yard")) == 60
+    # events[0] at 2026-11-30T00:53:20Z, a minute apart; Lisbon is on UTC in winter
+    assert len(plates("since=2026-11-30T01:03:20&until=2026-11-30T01:13:20")) == 10
+    assert plates("plate=ZZZ*") == []
+
+
+def test_an_event_its_images_and_nothing_outside_the_snapshot_folder(web, events, site):
+    e = events[-1]
+    assert api(web, f"/api/v1/events/{e['id']}")["plate"] == e["plate"]
+    status, headers, body = get(web, f"/api/v1/events/{e['id']}/images/plate")
+    assert status == 200 and headers["content-type"] == "image/jpeg"
+    assert body[:2] == b"\xff\xd8"
+    # a record naming a file outside the snapshot folder (a store edited by hand)
+    outside = site.root / "secret"
+    outside.mkdir()
+    rec = record("EVIL1", "gate", T0, [str(outside / "x-plate.jpg")])
+    rec["snapshots"] = [str(outside / f"{rec['id']}-plate.jpg"),
+                        str(site.root / "state" / "snapshots" / ".." / ".." / "secret" /
+                            f"{rec['id']}-vehicle.jpg")]  # fmt: skip
+    for path in rec["snapshots"]:
+        Path(os.path.normpath(path)).write_bytes(b"\xff\xd8secret")
+    sink = SqliteSink(site.root / "state" / "reads.db")
+    sink.write(rec)
+    sink.close()
+    for kind in ("plate", "vehicle"):
+        assert get(web, f"/api/v1/events/{rec['id']}/images/{kind}")[0] == 404
+    for path in ("/api/v1/events/..%2F..%2Fsecret/images/plate", "/static/..%2F..%2Fsecret",
+                 f"/api/v1/events/{e['id']}/images/..%2F..%2F..%2Fsecret"):  # fmt: skip
+        status, _, body = get(web, path)
+        assert status == 404 and b"secret" not in body
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [
+        ("/api/v1/events?limit=100000", 400, "limit: 1 to 500"),
+        ("/api/v1/events?limit=0", 400, "limit: 1 to 500"),
+        ("/api/v1/events?plate=" + "A" * 5000, 400, "plate: letters, digits"),
+        ("/api/v1/events?plate=L4*&fuzzy=1", 400, "fuzzy: only with a plate"),
+        ("/api/v1/events?plate=AB&fuzzy=7", 400, "fuzzy: 0 to 2"),
+        ("/api/v1/events?fuzzy=x", 422, "fuzzy"),
+        ("/api/v1/events?since=yesterday", 400, "expected 30m, 2h, 7d"),
+        ("/api/v1/events?after=%00%01", 400, "after: not a cursor"),
+        ("/api/v1/events/nope", 404, "no event"),
+        ("/api/v1/export?format=xml", 422, "format"),
+        ("/search?limit=0", 400, "limit: 1 to 500"),
+    ],
+)
+def test_a_bad_request_gets_a_4xx_naming_what_is_wrong_never_a_traceback(web, path, status, says):
+    got, _, body = get(web, path)
+    assert got == status, body[:300]
+    assert says.encode() in body and b"Traceback" not in body
+
+
+def test_pages_render_for_a_browser_with_security_headers(web, events):
+    newest = events[-1]
+    for path, expect in [
+        ("/", newest["plate"]),
+        ("/search?plate=L41*", "L41XYZ"),
+        (f"/events/{newest['id']}", f"/api/v1/events/{newest['id']}/images/vehicle"),
+        ("/status", "alprd is not running"),
+        ("/fragments/live", newest["id"]),
+        ("/static/live.js", "fragments/live"),
+    ]:
+        status, headers, body = get(web, path)
+        assert status == 200 and expect in body.decode(), path
+        assert headers["x-content-type-options"] == "nosniff"
+        assert "script-src 'self'" in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY"
+    # times in the site's time zone (Lisbon: WET in winter)
+    assert "WET" in get(web, f"/events/{newest['id']}")[2].decode()
+    spec = api(web, "/api/v1/openapi.json")
+    assert "/api/v1/events" in spec["paths"] and "/api/v1/events/{event_id}" in spec["paths"]
+
+
+def test_an_export_holds_every_event_of_the_search(web, events):
+    status, headers, body = get(web, "/api/v1/export?plate=L41*&format=csv")
+    assert status == 200 and "attachment" in headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert len(rows) == sum(e["plate"].startswith("L41") for e in events) == 72
+    assert {r["plate"] for r in rows} == {"L417VS", "L417V5", "L41XYZ"}
+    lines = get(web, "/api/v1/export?camera=gate&format=json")[2].decode().splitlines()
+    assert len(lines) == 60 and all(json.loads(x)["camera"] == "gate" for x in lines)
+
+
+def test_events_the_daemon_writes_while_it_serves_appear(web, site):
+    config = cfgmod.load(site.config)
+    before = api(web, "/api/v1/events?limit=1")["events"][0]
+    new = write_events(config, 3, start=time.time())
+    assert api(web, "/api/v1/events?limit=1")["events"][0]["id"] == new[-1]["id"] != before["id"]
+    assert new[-1]["id"] in get(web, "/fragments/live")[2].decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root")
+def test_it_reads_the_store_from_a_read_only_folder_with_the_daemon_stopped(site, events):
+    """As under systemd (ReadOnlyPaths=): no WAL files to read through, none can be
+    made; then the daemon writes again (its files open) and the new events are seen."""
+    state = site.root / "state"
+    proc = serve(site, read_only=state)
+    try:
+        assert len(api(site, "/api/v1/events?limit=500")["events"]) == 120
+        assert get(site, f"/api/v1/events/{events[0]['id']}/images/plate")[0] == 200
+        writer = SqliteSink(state / "reads.db")  # the daemon starts again: WAL files
+        rec = record("NEW123", "gate", time.time())
+        writer.write(rec)
+        assert api(site, "/api/v1/events?limit=1")["events"][0]["id"] == rec["id"]
+        second = record("NEW456", "gate", time.time() + 1)
+        writer.write(second)  # read through the WAL, not from an immutable snapshot
+        assert api(site, "/api/v1/events?limit=1")["events"][0]["id"] == second["id"]
+        writer.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.returncode in (0, -15)
+
+
+def test_another_address_than_loopback_is_refused_without_authentication(site):
+    done = subprocess.run(
+        [sys.executable, "-m", "alprd", "--config", str(site.config), "web",
+         "--address", "0.0.0.0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 78
+    assert "web.address = '0.0.0.0'" in done.stderr and "authentication" in done.stderr
