@@ -291,6 +291,7 @@ class Service:
                 self.cameras.tick(self.config.tracking.max_age_s)
                 if self.outputs is not None:
                     self.outputs.retry(now)
+                    self.outputs.prune(now)
                 next_tick = now + 0.5
             if now >= next_status:
                 self._serve_metrics()

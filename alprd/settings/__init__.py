@@ -34,7 +34,7 @@ from alprd.settings.models import PlateModel as PlateModel
 from alprd.settings.models import RoleModel as RoleModel
 from alprd.settings.models import ValidationConfig as ValidationConfig
 from alprd.settings.models import VehicleModel as VehicleModel
-from alprd.settings.outputs import OutputsConfig
+from alprd.settings.outputs import OutputsConfig, StorageConfig
 
 # --------------------------------------------------------------------------- paths
 
@@ -228,6 +228,7 @@ class Config(Section):
     voting: VotingConfig = Field(default_factory=VotingConfig)
     plates: PlatesConfig = Field(default_factory=PlatesConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     web: WebConfig = Field(default_factory=WebConfig)

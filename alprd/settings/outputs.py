@@ -79,3 +79,18 @@ class OutputsConfig(Section):
     jsonl: JsonlOutput = Field(default_factory=JsonlOutput)
     mqtt: MqttOutput = Field(default_factory=MqttOutput)
     webhook: WebhookOutput = Field(default_factory=WebhookOutput)
+
+
+class StorageConfig(Section):
+    """How long events are kept: the store, their snapshots and what waits in the
+    outbox (`alprd.sinks.outputs.Outputs.prune`)."""
+
+    #: events first seen longer ago than this are deleted, with their snapshots and
+    #: undelivered copies; 0: kept until max_events
+    retention_days: float = Field(0.0, ge=0)
+    #: the most events the store keeps, the oldest deleted first; 0: no limit
+    max_events: int = Field(1_000_000, ge=0)
+    #: how often the limits are applied, in seconds (each time at most
+    #: prune_batch events are deleted: the store is never locked for long)
+    prune_interval_s: float = Field(60.0, gt=0)
+    prune_batch: int = Field(5000, ge=1, le=1_000_000)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alprd.log import get_logger, redact
-from alprd.sinks.base import Record, Sink, SinkError
+from alprd.sinks.base import Record, Sink, SinkError, iso_utc
 from alprd.sinks.sqlite import migrate, open_db
 
 log = get_logger("alprd.sinks")
@@ -143,6 +143,19 @@ class Outbox:
                 "SELECT count(*) FROM outbox WHERE sink = ?", (sink_name,)
             ).fetchone()
         return int(row[0])
+
+    def prune(self, before: float) -> int:
+        """Drop the rows of events first seen before `before` (epoch seconds):
+        events past the store's retention are not delivered late either."""
+        with self._lock:
+            if self._closed:
+                return 0
+            try:
+                return int(self._conn.execute(
+                    "DELETE FROM outbox WHERE json_extract(payload, '$.first_seen') < ?",
+                    (iso_utc(before),)).rowcount)  # fmt: skip
+            except sqlite3.Error as exc:
+                raise SinkError(f"{self.path}: cannot delete old rows: {exc}") from exc
 
     # ------------------------------------------------------------------ delivery side
 

@@ -25,12 +25,13 @@ from alprd import config as cfgmod
 from alprd.log import get_logger
 from alprd.pipeline.stream import Snapshot
 from alprd.pipeline.types import PlateEvent
+from alprd.settings.outputs import StorageConfig
 from alprd.sinks.base import Record, Sink, SinkError, event_to_dict, new_event_id
 from alprd.sinks.jsonl import JsonlSink
 from alprd.sinks.mqtt import MqttSink
 from alprd.sinks.outbox import Outbox, Retry
 from alprd.sinks.snapshots import SnapshotStore
-from alprd.sinks.sqlite import SqliteSink
+from alprd.sinks.sqlite import Pruned, SqliteSink
 from alprd.sinks.webhook import WebhookSink
 
 log = get_logger("alprd.outputs")
@@ -75,6 +76,7 @@ class Outputs:
         *,
         backlog_max: int = 10_000,
         retry_s: float = 2.0,
+        storage: StorageConfig | None = None,
     ) -> None:
         self._local, self._network, self._outbox = local, network, outbox
         self._snapshots = snapshots
@@ -87,6 +89,9 @@ class Outputs:
         self._snapshots_failing = False
         self._next_retry = 0.0
         self.written = 0
+        self.storage = storage or StorageConfig()
+        self._next_prune = 0.0
+        self.pruned = 0
 
     @property
     def outbox(self) -> Outbox | None:
@@ -141,8 +146,9 @@ class Outputs:
                 "snapshots", lambda: SnapshotStore(snaps.path, snaps.quota_mb, snaps.jpeg_quality)
             )
         outputs = cls(
-            local, network, outbox, store, backlog_max=o.backlog_max, retry_s=o.backlog_retry_s
-        )
+            local, network, outbox, store, backlog_max=o.backlog_max, retry_s=o.backlog_retry_s,
+            storage=config.storage,
+        )  # fmt: skip
         outputs._open_all()
         return outputs
 
@@ -207,6 +213,37 @@ class Outputs:
                 out.failing = False
                 log.info("output_recovered", output=out.name, replayed=replayed,
                          dropped=out.dropped)  # fmt: skip
+
+    def prune(self, now: float | None = None, wall: float | None = None) -> int:
+        """Apply `storage` (at most every `prune_interval_s`): events past
+        `retention_days` or beyond `max_events` leave the store, with their
+        snapshots, and their undelivered copies leave the outbox. The daemon calls
+        it on its tick; how many events were deleted."""
+        now = time.monotonic() if now is None else now
+        st = self.storage
+        if now < self._next_prune or not (st.retention_days or st.max_events):
+            return 0
+        self._next_prune = now + st.prune_interval_s
+        wall = time.time() if wall is None else wall
+        before = wall - st.retention_days * 86400 if st.retention_days else None
+        opener = next((o for o in self._local if o.name == "sqlite"), None)
+        try:
+            store = opener.get() if opener is not None else None
+            pruned = Pruned(0, [])
+            if isinstance(store, SqliteSink):
+                pruned = store.prune(before, st.max_events, st.prune_batch)
+            outbox = self.outbox.prune(before) if self.outbox and before is not None else 0
+        except (SinkError, OSError) as exc:
+            log.warning("store_not_pruned", reason=str(exc), action="tried again later")
+            return 0
+        images = 0
+        if pruned.snapshots and self._snapshots is not None and self._snapshots.obj is not None:
+            images = self._snapshots.obj.remove(pruned.snapshots)
+        if pruned.events or outbox:
+            log.info("store_pruned", events=pruned.events, snapshots=images, outbox=outbox,
+                     retention_days=st.retention_days, max_events=st.max_events)  # fmt: skip
+        self.pruned += pruned.events
+        return pruned.events
 
     def pending(self) -> dict[str, int]:
         """Events waiting in the outbox per queued output (MQTT, webhook); an outbox

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +89,21 @@ class SnapshotStore:
             raise SinkError(f"{folder}: cannot write snapshots: {exc}") from exc
         self._enforce()
         return paths
+
+    def remove(self, paths: Iterable[str | Path]) -> int:
+        """Delete these snapshots (of events no longer kept) if they are this
+        store's; how many were deleted."""
+        gone = {Path(p) for p in paths}
+        mine = [f for f in self._files if f.path in gone]
+        for f in mine:
+            try:
+                f.path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("snapshot_not_deleted", file=str(f.path), reason=str(exc))
+                gone.discard(f.path)
+        self._files = deque(f for f in self._files if f.path not in gone)
+        self._total = sum(f.size for f in self._files)
+        return len([f for f in mine if f.path in gone])
 
     def _enforce(self) -> None:
         if self._total <= self.quota:

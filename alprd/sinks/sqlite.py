@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +46,21 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def open_db(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (explicit BEGIN), WAL, fully synchronous.
+    """A connection in autocommit mode (explicit BEGIN), WAL, fully synchronous; a
+    new file with incremental auto-vacuum.
     A directory that cannot take the file raises OSError naming why (SQLite
     itself only says "unable to open database file")."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
+    new = not path.exists()
+    if new:
         if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
             raise OSError(errno.EROFS, "Read-only file system", str(path.parent))
         if not os.access(path.parent, os.W_OK):
             raise OSError(errno.EACCES, "the directory is not writable by this user",
                           str(path.parent))  # fmt: skip
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    if new:  # pages freed by deleting rows can go back (set before anything is written)
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
@@ -95,6 +100,12 @@ def _glob(pattern: str) -> str:
     """A user glob (``*``, ``?``) as an SQLite GLOB pattern: plates are upper case and
     ``[`` is literal."""
     return pattern.upper().replace("[", "[[]")
+
+
+@dataclass(frozen=True)
+class Pruned:
+    events: int
+    snapshots: list[str]  # the deleted events' snapshot files, to delete too
 
 
 class SqliteSink:
@@ -174,6 +185,44 @@ class SqliteSink:
             record.setdefault("format", fmt)  # stored before events had one
             out.append(record)
         return out
+
+    def prune(self, before: float | None, keep: int, batch: int = 5000) -> Pruned:
+        """Delete events first seen before `before` (epoch seconds) and the oldest
+        beyond the newest `keep` (0: no limit), at most `batch` in one call; then
+        give up to as many free pages back to the file system (a store created by
+        this version: incremental auto-vacuum)."""
+        doomed: list[tuple[int, str]] = []
+        try:
+            with self._lock:
+                if before is not None:
+                    doomed += self._conn.execute(
+                        "SELECT rowid, payload FROM reads WHERE first_seen < ? "
+                        "ORDER BY first_seen LIMIT ?", (before, batch),
+                    ).fetchall()  # fmt: skip
+                room = batch - len(doomed)
+                if keep and room > 0:
+                    doomed += self._conn.execute(
+                        "SELECT rowid, payload FROM reads WHERE rowid <= (SELECT rowid FROM reads"
+                        " ORDER BY rowid DESC LIMIT 1 OFFSET ?) ORDER BY rowid LIMIT ?",
+                        (keep, room),
+                    ).fetchall()
+                rowids = sorted({r for r, _ in doomed})
+                if not rowids:
+                    return Pruned(0, [])
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany("DELETE FROM reads WHERE rowid = ?",
+                                           [(r,) for r in rowids])  # fmt: skip
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute(f"PRAGMA incremental_vacuum({len(rowids)})")
+        except sqlite3.Error as exc:
+            raise SinkError(f"{self.path}: cannot delete old events: {exc}") from exc
+        snapshots = [str(p) for _, payload in dict(doomed).items()
+                     for p in json.loads(payload).get("snapshots") or []]  # fmt: skip
+        return Pruned(len(rowids), snapshots)
 
     def close(self) -> None:
         with self._lock:

@@ -217,7 +217,7 @@ def create_app(config: cfgmod.Config) -> FastAPI:
 
 def _public(record: Record) -> Record:
     """A stored event as the API gives it: the same fields, with the snapshots as
-    the URLs to fetch them from (never a path on this machine)."""
+    the URLs to fetch them from (never a file path of the server)."""
     kinds = [k for k in IMAGE_KINDS
              for p in record.get("snapshots") or [] if str(p).endswith(f"-{k}.jpg")]  # fmt: skip
     return {**record,

@@ -297,6 +297,7 @@ def test_toml_parse_of_the_default_file_has_no_surprises():
         "voting",
         "plates",
         "outputs",
+        "storage",
         "service",
         "metrics",
         "web",

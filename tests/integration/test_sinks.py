@@ -691,3 +691,68 @@ def test_mqtt_publishes_home_assistant_discovery_and_follows_camera_changes(
         assert not late.on(exit_)  # deleted, not retained
     finally:
         late.close()
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def test_sqlite_prunes_by_age_and_count_a_batch_at_a_time_and_shrinks(tmp_path: Path) -> None:
+    db = tmp_path / "reads.db"
+    sink = SqliteSink(db)
+    for i in range(3000):
+        rec = record(i, t=T0 + 99 * i)  # first seen at T0 + 100 i
+        rec["snapshots"] = [f"/snap/ev-{i:04d}-plate.jpg"]
+        sink.write(rec)
+    size = db.stat().st_size + (tmp_path / "reads.db-wal").stat().st_size
+    # by age: the 1000 events first seen before T0 + 100000 s, 400 at a time
+    before = T0 + 100_000
+    assert sink.prune(before, keep=0, batch=400).events == 400
+    pruned = sink.prune(before, keep=0, batch=1000)
+    assert pruned.events == 600 and pruned.snapshots[0] == "/snap/ev-0400-plate.jpg"
+    assert sink.prune(before, keep=0).events == 0
+    # by count: the newest 500 stay
+    assert sink.prune(None, keep=500, batch=10_000).events == 1500
+    left = sink.query(limit=10_000)
+    assert len(left) == 500 and left[-1]["id"] == "ev-2500" and left[0]["id"] == "ev-2999"
+    sink._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert sqlite3.connect(db).execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    assert db.stat().st_size < size / 3  # the freed pages went back
+    sink.close()
+
+
+def test_outputs_prune_events_their_snapshots_and_undelivered_copies(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
+    import numpy as np
+
+    from alprd import config as cfgmod
+    from alprd.pipeline.stream import Snapshot
+    from alprd.sinks.outputs import Outputs
+
+    endpoint.fail_next = 10_000  # the webhook is down: every event waits in the outbox
+    cfg = tmp_path / "alprd.toml"
+    cfg.write_text(
+        '[paths]\nroot = "."\n[storage]\nretention_days = 1\nmax_events = 0\n'
+        f'[outputs.webhook]\nenabled = true\nurl = "{endpoint.url}"\n'
+        "[outputs.outbox]\nretry_initial_s = 30\nretry_max_s = 60\n"
+    )
+    config = cfgmod.load(cfg)
+    outputs = Outputs.open(config)
+    image = np.full((240, 320, 3), 100, np.uint8)
+    now = time.time()
+    for i in range(6):  # three events two days old, three from the last hour
+        t = now - (2 * 86400 if i < 3 else 3600) + i
+        outputs.emit(event(i, t=t - i), Snapshot(image, None))  # type: ignore[arg-type]
+    snaps = sorted((tmp_path / "state" / "snapshots").rglob("*.jpg"))
+    assert len(snaps) == 12 and outputs.pending() == {"webhook": 6}
+    with capture_logs() as logs:
+        assert outputs.prune(now=1.0, wall=now) == 3
+        assert outputs.prune(now=2.0, wall=now) == 0  # not before prune_interval_s
+    said = next(e for e in logs if e["event"] == "store_pruned")
+    assert (said["events"], said["snapshots"], said["outbox"]) == (3, 6, 3)
+    assert len(sorted((tmp_path / "state" / "snapshots").rglob("*.jpg"))) == 6
+    assert outputs.pending() == {"webhook": 3}
+    store = SqliteSink(config.outputs.sqlite.path)
+    assert sorted(r["plate"] for r in store.query()) == ["ABC0003", "ABC0004", "ABC0005"]
+    store.close()
+    outputs.close(timeout=1.0)
