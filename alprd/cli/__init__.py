@@ -26,7 +26,7 @@ from alprd.cli.models import (
 )
 from alprd.cli.reads import cmd_reads, cmd_status
 from alprd.cli.serve import cmd_build, cmd_detect, cmd_run, cmd_warmup
-from alprd.cli.web import cmd_web
+from alprd.cli.web import add_parser as add_web
 from alprd.exitcodes import ExitCode
 
 
@@ -168,13 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser(
-        "web", parents=[common],
-        help="search pages and REST API over the stored events (systemd: alprd-web)",
-    )  # fmt: skip
-    p.add_argument("--address", help="listen address (default: web.address)")
-    p.add_argument("--port", type=int, help="port (default: web.port)")
-    p.set_defaults(func=cmd_web)
+    add_web(sub, common)
 
     p = sub.add_parser(
         "detect",

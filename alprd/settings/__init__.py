@@ -189,6 +189,20 @@ class WebConfig(Section):
     #: the time zone pages show times in (IANA name, e.g. "Europe/Lisbon"); "" for
     #: the system's
     time_zone: str = ""
+    #: users and API tokens (`alprd web passwd`, `alprd web token`); unset: systemd's
+    #: credential "web-users" where there is one, else "web-users" in state_dir
+    users_file: Path | None = None
+    #: how long a login lasts, in hours
+    session_hours: float = Field(12.0, gt=0, le=24 * 365)
+    #: serve HTTPS with this certificate and key (PEM); both or neither
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file: set both or neither")
+        return self
 
     @field_validator("time_zone")
     @classmethod
@@ -283,6 +297,11 @@ class Config(Section):
         mqtt = self.outputs.mqtt
         if mqtt.tls_ca_file is not None:
             mqtt.tls_ca_file = _under(p.root, mqtt.tls_ca_file)
+        w = self.web
+        w.users_file, w.tls_cert_file, w.tls_key_file = (
+            None if f is None else _under(p.root, f)
+            for f in (w.users_file, w.tls_cert_file, w.tls_key_file)
+        )
         return self
 
 

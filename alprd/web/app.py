@@ -9,6 +9,7 @@ parameter, never a traceback; an image is served only from the snapshot folder.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import io
@@ -19,17 +20,26 @@ from dataclasses import asdict
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from alprd import __version__
 from alprd import config as cfgmod
 from alprd.observe import read_status
 from alprd.sinks.base import Record
+from alprd.web.auth import Credentials, Sessions
 from alprd.web.store import IMAGE_KINDS, BadQuery, EventStore, Search, StoreError, parse_time
 
 HERE = Path(__file__).parent
@@ -48,8 +58,17 @@ EXPORT_COLUMNS = ("id", "first_seen", "last_seen", "camera", "plate", "confidenc
                   "vehicle_class", "known_label", "format")  # fmt: skip
 
 
-def create_app(config: cfgmod.Config) -> FastAPI:
+COOKIE = "alprd_session"
+#: what a request may reach without a login (the login page and its stylesheet)
+OPEN_PATHS = ("/login", "/static/")
+
+
+def create_app(config: cfgmod.Config, credentials: Credentials | None = None) -> FastAPI:
+    """The app over `config`'s store; with `credentials` (users or tokens), every
+    page and API call needs a login or a token."""
     web = config.web
+    credentials = credentials or Credentials({}, {})
+    sessions = Sessions.fresh(web.session_hours * 3600)
     zone: tzinfo = ZoneInfo(web.time_zone) if web.time_zone else _local_zone()
     state: dict[str, EventStore] = {}
 
@@ -92,10 +111,66 @@ def create_app(config: cfgmod.Config) -> FastAPI:
             limit=size, after=after or None,
         )  # fmt: skip
 
+    def who(request: Request) -> str | None:
+        cookie = request.cookies.get(COOKIE)
+        if cookie and (user := sessions.user(cookie, time.time())):
+            return user
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            name = credentials.check_token(token.strip())
+            return f"token:{name}" if name else None
+        return None
+
     @app.middleware("http")
     async def secure(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        response: Response = await call_next(request)
+        path = request.url.path
+        response: Response
+        if credentials and not path.startswith(OPEN_PATHS) and who(request) is None:
+            if path.startswith("/api/"):
+                response = JSONResponse({"detail": "authentication required: log in, or "
+                                         "send Authorization: Bearer <token>"}, status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            else:
+                response = RedirectResponse(f"/login?{urlencode({'next': path})}", 303)
+        else:
+            response = await call_next(request)
         response.headers.update(HEADERS)
+        return response
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, next: str = "/") -> Response:
+        return pages.TemplateResponse(request, "login.html", {"next": _local_path(next),
+                                                              "problem": ""})  # fmt: skip
+
+    @app.post("/login", response_class=HTMLResponse)
+    async def login(request: Request) -> Response:
+        if not _same_origin(request):
+            return JSONResponse({"detail": "cross-site login refused"}, status_code=403)
+        form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+        user, password = form.get("user", [""])[0], form.get("password", [""])[0]
+        target = _local_path(form.get("next", ["/"])[0])
+        ok = False
+        if credentials:
+            ok = await run_in_threadpool(credentials.check_password, user, password)
+        if ok:
+            response = RedirectResponse(target, 303)
+            response.set_cookie(
+                COOKIE, sessions.issue(user, time.time()), max_age=int(sessions.lifetime_s),
+                httponly=True, samesite="strict", secure=request.url.scheme == "https",
+            )  # fmt: skip
+            return response
+        await asyncio.sleep(1.0)  # a guess costs a second
+        return pages.TemplateResponse(
+            request, "login.html", {"next": target, "problem": "Wrong user or password."},
+            status_code=401,
+        )  # fmt: skip
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        if not _same_origin(request):
+            return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
+        response = RedirectResponse("/login", 303)
+        response.delete_cookie(COOKIE)
         return response
 
     @app.exception_handler(BadQuery)
@@ -213,6 +288,21 @@ def create_app(config: cfgmod.Config) -> FastAPI:
         )
 
     return app
+
+
+def _local_path(target: str) -> str:
+    """`target` if it is a path on this site, else "/" (no redirect elsewhere)."""
+    ok = target.startswith("/") and not target.startswith(("//", "/\\"))
+    return target if ok else "/"
+
+
+def _same_origin(request: Request) -> bool:
+    """A form post from a page of this site: its Origin (or Referer) is this host."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin is None:
+        return True  # not a browser (curl): no cookie to ride on
+    parts = urlsplit(origin)
+    return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
 
 
 def _public(record: Record) -> Record:

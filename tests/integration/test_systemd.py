@@ -555,6 +555,18 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
             assert b"L417VS" in fetch("/api/v1/export?plate=L41*&format=csv")[2]
         shown = run(*ns, "systemctl", "show", "-p", "User,ActiveState", "alprd-web").stdout
         assert "User=alprd" in shown and "ActiveState=active" in shown
+        # the site's network: a token as root, another address, a restart
+        token = run(*ns, "/opt/alprd/venv/bin/alprd", "web", "token", "ha", "--config",
+                    "/etc/alprd/alprd.toml").stdout.strip()  # fmt: skip
+        web_address = r'/^\[web\]/,/^address =/ s/^address = "127.0.0.1"$/address = "0.0.0.0"/'
+        run(*ns, "sed", "-i", web_address, "/etc/alprd/alprd.toml")
+        run(*ns, "systemctl", "restart", "alprd-web")
+        assert wait(lambda: fetch("/api/v1/cameras")[0] == 401, timeout=60), run(
+            *ns, "journalctl", "-u", "alprd-web", "-o", "cat", check=False).stdout  # fmt: skip
+        with urllib.request.urlopen(urllib.request.Request(
+                web + "/api/v1/cameras", headers={"Authorization": f"Bearer {token}"}),
+                timeout=5) as r:  # fmt: skip
+            assert r.status == 200
     finally:
         run(str(HERE / "stop.sh"), pidfile, check=False)
 

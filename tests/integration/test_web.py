@@ -10,61 +10,15 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 from support.servers import free_port, wait_until
+from support.web import T0, Site, api, get, record, request, serve, up, write_events
 
 from alprd import config as cfgmod
-from alprd.sinks.base import iso_utc, new_event_id
-from alprd.sinks.snapshots import SnapshotStore
 from alprd.sinks.sqlite import SqliteSink
-
-T0 = 1_796_000_000.0  # 2026-11-30, UTC
-PLATES = ("L417VS", "L417V5", "KA22P3368", "ABC1234", "L41XYZ")
-
-
-@dataclass
-class Site:
-    root: Path
-    config: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def record(plate: str, camera: str, t: float, snapshots: list[str] | None = None) -> dict:
-    return {
-        "id": new_event_id(), "camera": camera, "plate": plate, "confidence": 0.93,
-        "char_confidences": [0.9] * len(plate), "plate_box": [10.0, 10.0, 100.0, 40.0],
-        "vehicle_box": [0.0, 0.0, 300.0, 300.0], "vehicle_class": "car", "reads": 7,
-        "known_label": "staff" if plate == "ABC1234" else None, "known_plate": None,
-        "format": "nl", "first_seen": iso_utc(t), "last_seen": iso_utc(t + 2.0),
-        "snapshots": snapshots or [],
-    }  # fmt: skip
-
-
-def write_events(config: cfgmod.Config, n: int, start: float = T0) -> list[dict]:
-    """`n` events a minute apart, as the daemon's outputs store them."""
-    sink = SqliteSink(config.outputs.sqlite.path)
-    snaps = SnapshotStore(config.outputs.snapshots.path, 50)
-    image = np.full((480, 640, 3), 120, np.uint8)
-    out = []
-    for i in range(n):
-        camera = ("gate", "yard")[i % 2]
-        rec = record(PLATES[i % len(PLATES)], camera, start + 60.0 * i)
-        rec["snapshots"] = snaps.save(rec["id"], camera, image, (10, 10, 100, 40), (0, 0, 300, 300))
-        sink.write(rec)
-        out.append(rec)
-    sink.close()
-    return out
 
 
 @pytest.fixture
@@ -81,52 +35,12 @@ def events(site: Site) -> list[dict]:
     return write_events(cfgmod.load(site.config), 120)
 
 
-def serve(site: Site, read_only: Path | None = None) -> subprocess.Popen[bytes]:
-    """`alprd web` for `site`; with `read_only`, that folder is read-only for it
-    alone (its own mount namespace, as systemd's ReadOnlyPaths= makes it)."""
-    command = [sys.executable, "-m", "alprd", "--config", str(site.config), "web"]
-    if read_only is not None:
-        ro = f"mount --bind {read_only} {read_only} && mount -o remount,bind,ro {read_only}"
-        command = ["unshare", "--mount", "sh", "-c", ro + ' && exec "$@"', "sh", *command]
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-    def up() -> bool:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        try:
-            urllib.request.urlopen(site.url + "/api/v1/cameras", timeout=2)
-        except urllib.error.HTTPError:
-            return True
-        except OSError:
-            return False
-        return True
-
-    wait_until(up, timeout=30, what="alprd web to answer")
-    return proc
-
-
 @pytest.fixture
 def web(site: Site, events: list[dict]) -> Iterator[Site]:
     proc = serve(site)
     yield site
     proc.terminate()
     proc.wait(10)
-
-
-def get(site: Site, path: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(site.url + path, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-def api(site: Site, path: str):
-    status, _, body = get(site, path)
-    assert status == 200, body
-    return json.loads(body)
 
 
 def test_every_event_comes_once_newest_first_a_page_at_a_time(web, events):
@@ -271,11 +185,71 @@ def test_it_reads_the_store_from_a_read_only_folder_with_the_daemon_stopped(site
     assert proc.returncode in (0, -15)
 
 
-def test_another_address_than_loopback_is_refused_without_authentication(site):
+def test_another_address_than_loopback_is_refused_without_users(site):
     done = subprocess.run(
         [sys.executable, "-m", "alprd", "--config", str(site.config), "web",
          "--address", "0.0.0.0"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 78
-    assert "web.address = '0.0.0.0'" in done.stderr and "authentication" in done.stderr
+    assert "web.address = '0.0.0.0'" in done.stderr and "alprd web passwd" in done.stderr
+
+
+def test_with_users_every_page_and_call_needs_a_login_or_a_token(site, events):
+    """Users made with the real command; then another address than loopback is
+    served (0.0.0.0), and nothing but the login page answers without a login."""
+    made = subprocess.run(
+        [sys.executable, "-m", "alprd", "--config", str(site.config), "web", "passwd", "ana",
+         "--password-stdin"], input="a long password\n", capture_output=True, text=True,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert (site.root / "state" / "web-users").stat().st_mode & 0o777 == 0o600
+    token = subprocess.run(
+        [sys.executable, "-m", "alprd", "--config", str(site.config), "web", "token", "ha"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    command = [sys.executable, "-m", "alprd", "--config", str(site.config), "web",
+               "--address", "0.0.0.0"]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: request(site, "GET", "/login")[0] == 200 if up(site) else False,
+                   timeout=30, what="alprd web with users")  # fmt: skip
+        newest = events[-1]
+        # without a login: the API says 401, a page sends to the login page
+        status, headers, body = request(site, "GET", "/api/v1/events")
+        assert status == 401 and headers["www-authenticate"] == "Bearer"
+        for path in ("/", f"/events/{newest['id']}", "/api/v1/openapi.json"):
+            status, headers, _ = request(site, "GET", path)
+            assert status in (303, 401), path
+        assert request(site, "GET", "/search")[1]["location"] == "/login?next=%2Fsearch"
+        assert request(site, "GET", f"/api/v1/events/{newest['id']}/images/plate")[0] == 401
+        assert request(site, "GET", "/static/alprd.css")[0] == 200
+        # a wrong password, a login from another site, then the right one
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, _, body = request(site, "POST", "/login", "user=ana&password=nope&next=/", form)
+        assert status == 401 and b"Wrong user or password" in body
+        evil = {**form, "Origin": "https://evil.example"}
+        body_ok = "user=ana&password=a+long+password&next=/search"
+        assert request(site, "POST", "/login", body_ok, evil)[0] == 403
+        status, headers, _ = request(site, "POST", "/login", body_ok, form)
+        assert status == 303 and headers["location"] == "/search"
+        cookie = headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+        session = {"Cookie": cookie.split(";")[0]}
+        status, _, body = request(site, "GET", "/", headers=session)
+        assert status == 200 and newest["plate"].encode() in body and b"Log out" in body
+        assert request(site, "GET", "/api/v1/events?limit=1", headers=session)[0] == 200
+        # an API token, and a forged one
+        bearer = {"Authorization": f"Bearer {token}"}
+        status, _, body = request(site, "GET", "/api/v1/events?limit=2", headers=bearer)
+        assert status == 200 and len(json.loads(body)["events"]) == 2
+        assert (
+            request(site, "GET", "/api/v1/events", headers={"Authorization": "Bearer x"})[0] == 401
+        )
+        # an open redirect is not one
+        away = body_ok.replace("/search", "//evil.example/")
+        status, headers, _ = request(site, "POST", "/login", away, form)
+        assert status == 303 and headers["location"] == "/"
+    finally:
+        proc.terminate()
+        proc.wait(10)
