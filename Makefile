@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test test-core test-faults models engines bench bench-gpu soak bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs bench-memory lint clean distclean
+.PHONY: install install-systemd run test test-core test-faults models engines bench bench-gpu soak bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs bench-memory bench-web lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -88,6 +88,11 @@ soak: $(VENV)/.installed
 	$(PY) -m benchmarks.soak --minutes $(MINUTES) --cameras $(CAMERAS) $(BENCH_ARGS)
 
 # Events per second into SQLite + JSONL + MQTT through the outbox (needs mosquitto).
+# alprd web's searches on a store of 10 million events (made once, kept in
+# /var/tmp), and the daemon's write rate while they run.
+bench-web: $(VENV)/.installed
+	$(PY) -m benchmarks.web $(BENCH_ARGS)
+
 bench-outputs: $(VENV)/.installed
 	$(PY) -m benchmarks.outputs
 

@@ -184,8 +184,9 @@ class WebConfig(Section):
     #: events on a page unless a request asks for fewer or more (up to max_page_size)
     page_size: int = Field(50, ge=1, le=1000)
     max_page_size: int = Field(500, ge=1, le=10_000)
-    #: the largest edit distance a fuzzy plate search may ask for
-    max_fuzzy: int = Field(2, ge=0, le=4)
+    #: the largest edit distance a fuzzy plate search may ask for (1 is served by
+    #: the trigram index; more reads every stored plate)
+    max_fuzzy: int = Field(1, ge=0, le=4)
     #: the time zone pages show times in (IANA name, e.g. "Europe/Lisbon"); "" for
     #: the system's
     time_zone: str = ""

@@ -41,6 +41,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: the regions whose plate format the plate fits ("" for events stored before)
     ("ALTER TABLE reads ADD COLUMN format TEXT NOT NULL DEFAULT ''",),
+    # 3: every run of three characters of each plate, indexed (SQLite FTS5 trigram),
+    # kept by triggers: plate searches with wildcards and fuzzy searches read only
+    # the rows that can match (`alprd.web.store`)
+    (
+        "CREATE VIRTUAL TABLE reads_trigram USING fts5(plate, content='reads', "
+        "content_rowid='rowid', tokenize='trigram')",
+        "CREATE TRIGGER reads_trigram_insert AFTER INSERT ON reads BEGIN "
+        "INSERT INTO reads_trigram (rowid, plate) VALUES (new.rowid, new.plate); END",
+        "CREATE TRIGGER reads_trigram_delete AFTER DELETE ON reads BEGIN "
+        "INSERT INTO reads_trigram (reads_trigram, rowid, plate) "
+        "VALUES ('delete', old.rowid, old.plate); END",
+        "INSERT INTO reads_trigram (reads_trigram) VALUES ('rebuild')",
+        # one camera's events in a time range, newest first, without a sort
+        "CREATE INDEX reads_camera_seen ON reads (camera, first_seen)",
+        "DROP INDEX reads_camera",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -270,7 +270,7 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
         return pages.TemplateResponse(
             request, "search.html",
             {"q": q, "page": page, "problem": problem, "query": query,
-             "cameras": [c.name for c in store().cameras()]},
+             "cameras": [c.name for c in store().cameras()], "max_fuzzy": web.max_fuzzy},
             status_code=400 if problem else 200,
         )  # fmt: skip
 

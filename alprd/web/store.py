@@ -97,8 +97,19 @@ def _parse_cursor(text: str) -> tuple[float, int]:
     return parsed
 
 
-def where(search: Search) -> tuple[str, list[Any]]:
-    """The WHERE clause (without the keyword; "1" for none) and its arguments."""
+#: the store's schema version from which plates are indexed by trigram
+TRIGRAM_SCHEMA = 3
+
+
+def trigrams(plate: str) -> list[str]:
+    return sorted({plate[i : i + 3] for i in range(len(plate) - 2)})
+
+
+def where(search: Search, indexed: bool = True) -> tuple[str, list[Any]]:
+    """The WHERE clause (without the keyword; "1" for none) and its arguments.
+    `indexed`: the store has the trigram index (schema 3): a pattern with three
+    letters or digits in a row, and a fuzzy search of a plate long enough to keep
+    a trigram through its edits, read only the rows the index names."""
     clauses: list[str] = []
     args: list[Any] = []
     if search.plate:
@@ -108,9 +119,18 @@ def where(search: Search) -> tuple[str, list[Any]]:
         if "*" in plate or "?" in plate:
             if search.fuzzy:
                 raise BadQuery("fuzzy: only with a plate without * or ?")
+            if indexed and re.search(r"[A-Z0-9]{3}", plate):
+                clauses.append("rowid IN (SELECT rowid FROM reads_trigram WHERE plate GLOB ?)")
+                args.append(plate)
             clauses.append("plate GLOB ?")
             args.append(plate)
         elif search.fuzzy:
+            # k edits change at most 3k of a plate's n - 2 trigrams: one is left
+            if indexed and len(plate) - 2 > 3 * search.fuzzy:
+                grams = " OR ".join(f'"{g}"' for g in trigrams(plate))
+                clauses.append("rowid IN (SELECT rowid FROM reads_trigram WHERE reads_trigram "
+                               "MATCH ?)")  # fmt: skip
+                args.append(grams)
             clauses.append("length(plate) BETWEEN ? AND ? AND edit_distance(plate, ?) <= ?")
             args += [len(plate) - search.fuzzy, len(plate) + search.fuzzy, plate, search.fuzzy]
         else:
@@ -170,10 +190,11 @@ class EventStore:
                 f"({SCHEMA_VERSION}); upgrade alprd"
             )
         conn.create_function("edit_distance", 2, plates.levenshtein, deterministic=True)
+        self._version = version
         return conn
 
     def search(self, search: Search) -> Page:
-        clause, args = where(search)
+        clause, args = where(search, self._version >= TRIGRAM_SCHEMA)
         sql = (
             f"SELECT rowid, first_seen, payload, format FROM reads WHERE {clause} "
             "ORDER BY first_seen DESC, rowid DESC LIMIT ?"

@@ -11,10 +11,21 @@ from alprd.web.store import BadQuery, Search, normal_plate, parse_time, where
 
 def test_a_plate_is_exact_a_pattern_globs_and_fuzzy_allows_edits():
     assert where(Search(plate="l41-7vs")) == ("plate = ?", ["L417VS"])
-    assert where(Search(plate="L41*")) == ("plate GLOB ?", ["L41*"])
-    clause, args = where(Search(plate="L417VS", fuzzy=1))
+    assert where(Search(plate="L41*"), indexed=False) == ("plate GLOB ?", ["L41*"])
+    clause, args = where(Search(plate="L417VS", fuzzy=1), indexed=False)
     assert "edit_distance(plate, ?) <= ?" in clause and args == [5, 7, "L417VS", 1]
     assert where(Search()) == ("1", [])
+
+
+def test_the_trigram_index_narrows_what_it_can_and_only_that():
+    clause, args = where(Search(plate="*17V*"))
+    assert "reads_trigram WHERE plate GLOB ?" in clause and args == ["*17V*", "*17V*"]
+    assert "reads_trigram" not in where(Search(plate="L4*"))[0]  # no 3 in a row
+    # one edit leaves a trigram of a 6-character plate (4 trigrams, 3 touched)
+    clause, args = where(Search(plate="L417VS", fuzzy=1))
+    assert "MATCH ?" in clause and args[0] == '"17V" OR "417" OR "7VS" OR "L41"'
+    # two edits can touch all 4: the index cannot say, every row is read
+    assert "reads_trigram" not in where(Search(plate="L417VS", fuzzy=2))[0]
 
 
 def test_every_filter_narrows_and_a_cursor_continues_after_the_last_row():

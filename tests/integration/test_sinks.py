@@ -139,10 +139,10 @@ def test_sqlite_round_trip_filters_wal_and_schema(tmp_path: Path) -> None:
 
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     assert raw.execute("SELECT count(*) FROM reads").fetchone() == (4,)
     indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"reads_plate", "reads_camera", "reads_first_seen"} <= indexes
+    assert {"reads_plate", "reads_camera_seen", "reads_first_seen"} <= indexes
     raw.close()
 
     with capture_logs() as logs:
@@ -173,7 +173,7 @@ def test_sqlite_migrates_a_version_1_file_to_the_format_column(tmp_path: Path) -
         db = SqliteSink(path)
     assert [
         (e["from_version"], e["to_version"]) for e in logs if e["event"] == "sqlite_migrated"
-    ] == [(1, 2)]
+    ] == [(1, 3)]
     new = event_to_dict(
         PlateEvent(**{**event(1).__dict__, "plate": "RK099AN", "format": "hr/sk"}), "ev-0001"
     )
@@ -189,7 +189,11 @@ def test_sqlite_migrates_a_version_1_file_to_the_format_column(tmp_path: Path) -
         ("ABC1234", ""),
         ("RK099AN", "hr/sk"),
     ]
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    # the plates stored before the trigram index are in it, and so are new ones
+    found = "SELECT plate FROM reads_trigram WHERE plate GLOB ? ORDER BY plate"
+    assert raw.execute(found, ("*C12*",)).fetchall() == [("ABC1234",)]
+    assert raw.execute(found, ("*099*",)).fetchall() == [("RK099AN",)]
     raw.close()
 
 

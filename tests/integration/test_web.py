@@ -108,7 +108,7 @@ def test_an_event_its_images_and_nothing_outside_the_snapshot_folder(web, events
         ("/api/v1/events?limit=0", 400, "limit: 1 to 500"),
         ("/api/v1/events?plate=" + "A" * 5000, 400, "plate: letters, digits"),
         ("/api/v1/events?plate=L4*&fuzzy=1", 400, "fuzzy: only with a plate"),
-        ("/api/v1/events?plate=AB&fuzzy=7", 400, "fuzzy: 0 to 2"),
+        ("/api/v1/events?plate=AB&fuzzy=7", 400, "fuzzy: 0 to 1"),
         ("/api/v1/events?fuzzy=x", 422, "fuzzy"),
         ("/api/v1/events?since=yesterday", 400, "expected 30m, 2h, 7d"),
         ("/api/v1/events?after=%00%01", 400, "after: not a cursor"),
