@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict
@@ -86,13 +87,18 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
     pages = Jinja2Templates(directory=HERE / "templates")
     pages.env.filters["local"] = lambda iso: _local(iso, zone)
 
+    opening = threading.Lock()
+
     def store() -> EventStore:
-        if "store" not in state:
-            try:
-                state["store"] = EventStore(config.outputs.sqlite.path)
-            except StoreError as exc:
-                raise HTTPException(503, str(exc)) from None
-        return state["store"]
+        """The store, opened at the first request that finds it (the daemon may
+        not have written one yet)."""
+        with opening:
+            if "store" not in state:
+                try:
+                    state["store"] = EventStore(config.outputs.sqlite.path)
+                except StoreError as exc:
+                    raise HTTPException(503, str(exc)) from None
+            return state["store"]
 
     def search_of(request: Request, limit: int | None, after: str | None) -> Search:
         q = request.query_params
