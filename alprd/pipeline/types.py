@@ -70,6 +70,15 @@ class PlateRead:
 
 
 @dataclass(frozen=True)
+class TextVote:
+    """One text the reads of a pass gave: how many reads, and their best confidence."""
+
+    text: str
+    reads: int
+    confidence: float
+
+
+@dataclass(frozen=True)
 class PlateEvent:
     """One vehicle pass."""
 
@@ -91,6 +100,9 @@ class PlateEvent:
     #: The regions whose plate format `plate` fits, sorted and joined by "/"
     #: ("it/sk"); "" when read as printed (no format fits).
     format: str = ""
+    #: What the pass's reads said, most supported first (at most `vote.MAX_TEXTS`):
+    #: the voted plate and the readings it won against.
+    texts: tuple[TextVote, ...] = ()
 
     def fields(self) -> dict[str, object]:
         """What every output of an event says (the daemon's records add an id and
@@ -107,6 +119,10 @@ class PlateEvent:
             "known_label": self.known_label,
             "known_plate": self.known_plate,
             "format": self.format,
+            "texts": [
+                {"text": t.text, "reads": t.reads, "confidence": round(t.confidence, 4)}
+                for t in self.texts
+            ],
         }
 
 

@@ -10,7 +10,8 @@ view for hours is read all along): its first and last times, frames and read
 count cover every read. Reads after its event are counted, not kept. The
 event's ``format`` names the regions whose format the voted plate fits, when
 any of the pass's reads was decoded with a format ("" when all were read as
-printed).
+printed); its ``texts`` list what the kept reads said, by text (how many reads,
+their best confidence), most supported first, at most `MAX_TEXTS`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from alprd.pipeline.rules import FormatOf, Known
-from alprd.pipeline.types import PassKey, PlateEvent, PlateRead
+from alprd.pipeline.types import PassKey, PlateEvent, PlateRead, TextVote
 from alprd.plates import levenshtein
+
+#: At most this many texts of a pass in its event (`PlateEvent.texts`).
+MAX_TEXTS = 8
 
 
 def vote(reads: Sequence[PlateRead]) -> tuple[str, tuple[float, ...]]:
@@ -53,6 +57,21 @@ def vote(reads: Sequence[PlateRead]) -> tuple[str, tuple[float, ...]]:
         chars.append(best)
         support.append(round(score[best] / len(group), 4))
     return "".join(chars), tuple(support)
+
+
+def tally(reads: Sequence[PlateRead], limit: int = MAX_TEXTS) -> tuple[TextVote, ...]:
+    """The texts `reads` gave, by summed confidence (then text), at most `limit`."""
+    weight: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    best: dict[str, float] = defaultdict(float)
+    for r in reads:
+        if r.text.text:
+            t, c = r.text.text, r.text.confidence
+            weight[t] += c
+            count[t] += 1
+            best[t] = max(best[t], c)
+    order = sorted(weight, key=lambda t: (-weight[t], t))[:limit]
+    return tuple(TextVote(t, count[t], round(best[t], 4)) for t in order)
 
 
 @dataclass
@@ -199,4 +218,5 @@ class Voter:
             known_label=known.label if known else None,
             known_plate=known.plate if known else None,
             format=self._format_of(text) if p.formatted else "",
+            texts=tally(p.reads),
         )

@@ -11,8 +11,8 @@ from alprd.pipeline.detect import bucket, split
 from alprd.pipeline.ocr import Alphabet, trim_edges
 from alprd.pipeline.rules import PlateRules
 from alprd.pipeline.track import Tracker
-from alprd.pipeline.types import Frame, PassKey, Plate, PlateRead, Text, Vehicle
-from alprd.pipeline.vote import Voter, vote
+from alprd.pipeline.types import Frame, PassKey, Plate, PlateRead, Text, TextVote, Vehicle
+from alprd.pipeline.vote import Voter, tally, vote
 from alprd.plates import levenshtein, parse_format
 
 # --------------------------------------------------------------------------- geometry
@@ -327,6 +327,20 @@ def test_one_event_per_pass_at_track_end():
     assert event.track_id == 17  # the track that carried the pass
     assert event.vehicle_class == "car" and event.camera == "gate"
     assert v.end(PassKey("vehicle", 17)) is None
+
+
+def test_the_event_lists_what_the_reads_said_most_supported_first():
+    v = Voter("gate", min_agreeing=0)
+    said = [("ABC123", 0.9), ("A8C123", 0.6), ("ABC123", 0.8), ("", 0.0), ("ABC128", 0.7)]
+    for i, (s, conf) in enumerate(said):
+        v.add(PassKey("vehicle", 3), read(s, t=i, conf=conf, frame=i))
+    event = v.end(PassKey("vehicle", 3))
+    assert event.texts == (
+        TextVote("ABC123", 2, 0.9), TextVote("ABC128", 1, 0.7), TextVote("A8C123", 1, 0.6),
+    )  # fmt: skip
+    assert event.fields()["texts"][0] == {"text": "ABC123", "reads": 2, "confidence": 0.9}
+    many = [read(f"AB{i:04d}", conf=0.5 + i / 100) for i in range(20)]
+    assert [t.text for t in tally(many, limit=3)] == ["AB0019", "AB0018", "AB0017"]
 
 
 def test_early_emission_once_enough_reads_agree():

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
 from support.servers import MOSQUITTO, Broker, free_port, wait_until
 
-from alprd.pipeline.types import PlateEvent
+from alprd.pipeline.types import PlateEvent, TextVote
 from alprd.sinks.base import SinkError, event_to_dict, iso_utc
 from alprd.sinks.jsonl import JsonlSink
 from alprd.sinks.mqtt import MqttSink
@@ -89,6 +89,7 @@ def test_event_to_dict_is_json_ready() -> None:
         known_label="staff",
         known_plate="AYO9O34",
         format="br",
+        texts=(TextVote("AYO9034", 2, 0.98), TextVote("AY09034", 1, 0.7)),
     )
     rec = event_to_dict(ev, "id-1")
     assert json.loads(json.dumps(rec)) == rec
@@ -107,6 +108,8 @@ def test_event_to_dict_is_json_ready() -> None:
         "known_label": "staff",
         "known_plate": "AYO9O34",
         "format": "br",
+        "texts": [{"text": "AYO9034", "reads": 2, "confidence": 0.98},
+                  {"text": "AY09034", "reads": 1, "confidence": 0.7}],
         "snapshots": [],
     }
 

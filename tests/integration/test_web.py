@@ -138,8 +138,10 @@ def test_pages_render_for_a_browser_with_security_headers(web, events):
         assert headers["x-content-type-options"] == "nosniff"
         assert "script-src 'self'" in headers["content-security-policy"]
         assert headers["x-frame-options"] == "DENY"
-    # times in the site's time zone (Lisbon: WET in winter)
-    assert "WET" in get(web, f"/events/{newest['id']}")[2].decode()
+    detail = get(web, f"/events/{newest['id']}")[2].decode()
+    assert "WET" in detail  # times in the site's time zone (Lisbon: WET in winter)
+    runner_up = newest["plate"][:-1] + "?"  # what the pass's other reads said
+    assert f'<td class="plate">{runner_up}</td><td>1</td><td>0.610</td>' in detail
     spec = api(web, "/api/v1/openapi.json")
     assert "/api/v1/events" in spec["paths"] and "/api/v1/events/{event_id}" in spec["paths"]
 

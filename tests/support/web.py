@@ -42,6 +42,8 @@ def record(plate: str, camera: str, t: float, snapshots: list[str] | None = None
         "vehicle_box": [0.0, 0.0, 300.0, 300.0], "vehicle_class": "car", "reads": 7,
         "known_label": "staff" if plate == "ABC1234" else None, "known_plate": None,
         "format": "nl", "first_seen": iso_utc(t), "last_seen": iso_utc(t + 2.0),
+        "texts": [{"text": plate, "reads": 6, "confidence": 0.95},
+                  {"text": plate[:-1] + "?", "reads": 1, "confidence": 0.61}],
         "snapshots": snapshots or [],
     }  # fmt: skip
 
