@@ -37,6 +37,7 @@ from alprd.pipeline.types import PlateEvent
 from alprd.rebuild import Built, Rebuilder
 from alprd.sinks.base import SinkError
 from alprd.sinks.outputs import Outputs
+from alprd.sinks.privacy import Concealer
 from alprd.startup import Startup
 from alprd.systemd import Notifier
 from alprd.watch import ModelWatcher
@@ -59,6 +60,7 @@ class Service:
         self._swaps: deque[Built] = deque()
         self.watcher: ModelWatcher | None = None
         self.outputs: Outputs | None = None
+        self.conceal: Concealer | None = None  # privacy.hash_plates
         self._backlog_names: set[str] = set()
         self.metrics = Metrics()
         self.cameras = Cameras(self.metrics, self._emit)
@@ -101,8 +103,9 @@ class Service:
         self.status_writer = StatusWriter(self.config.paths.state_dir)
         self._serve_metrics()
         try:
+            self.conceal = Concealer.for_daemon(self.config.privacy)
             self.outputs = Outputs.open(self.config)
-        except (SinkError, OSError) as exc:
+        except (SinkError, OSError, ValueError) as exc:
             log.error("outputs_failed", reason=str(exc))
             return ExitCode.FATAL
         self.rebuilder = Rebuilder(
@@ -148,6 +151,9 @@ class Service:
         exposed = cfgmod.permission_warning(self.config_path, config)
         if exposed:
             log.warning("config_world_readable", problem=exposed)
+        if config.privacy.hash_plates and config.outputs.snapshots.enabled:
+            hint = "snapshots show plates: outputs.snapshots.enabled = false keeps none"
+            log.warning("plates_in_snapshots", hint=hint)
 
     def _summary(self) -> str:
         assert self.recognizer is not None
@@ -324,12 +330,13 @@ class Service:
 
     def _emit(self, cam: Camera, event: PlateEvent) -> None:
         cam.events += 1
+        snapshot = cam.pipeline.take_snapshot(event)  # taken always: none left behind
+        event = self.conceal(event) if self.conceal else event
         log.info(
             "plate_event", camera=event.camera, plate=event.plate, confidence=event.confidence,
             reads=event.reads, vehicle=event.vehicle_class, known=event.known_label,
             format=event.format,
         )  # fmt: skip
-        snapshot = cam.pipeline.take_snapshot(event)  # taken always: none left behind
         if self.outputs is not None:
             record = self.outputs.emit(event, snapshot)
             if self.status_writer is not None:

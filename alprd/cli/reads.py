@@ -24,6 +24,7 @@ def cmd_reads(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from alprd.sinks.base import SinkError
+    from alprd.sinks.privacy import Concealer
     from alprd.sinks.sqlite import SqliteSink
     from alprd.web.store import parse_time
 
@@ -43,6 +44,12 @@ def cmd_reads(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     try:
+        conceal = Concealer.for_reader(config.privacy)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read the plate-hash key (privacy.key_file): {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
+    hashed = conceal.hash(args.plate.upper()) if conceal and (args.plate or "").isalnum() else None
+    try:
         store = SqliteSink(db)
     except SinkError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -50,7 +57,7 @@ def cmd_reads(args: argparse.Namespace) -> int:
     try:
         rows = store.query(
             since=since, until=until, plate_pattern=args.plate, camera=args.camera,
-            limit=args.limit,
+            limit=args.limit, plate_hash=hashed,
         )  # fmt: skip
     finally:
         store.close()

@@ -81,6 +81,18 @@ class OutputsConfig(Section):
     webhook: WebhookOutput = Field(default_factory=WebhookOutput)
 
 
+class PrivacyConfig(Section):
+    """What the daemon keeps of plates it does not know (`alprd.sinks.privacy`)."""
+
+    #: store, send and log a keyed hash ("#" and 16 hex digits) instead of the text
+    #: of every plate not on the known list (`plates.known`); an exact search (web,
+    #: `alprd reads --plate`) still finds it, a pattern or fuzzy search does not
+    hash_plates: bool = False
+    #: the hash key, made by the daemon at its first start with hashing on (random,
+    #: readable by its user only); relative paths are under paths.state_dir
+    key_file: Path = Path("plate-key")
+
+
 class StorageConfig(Section):
     """How long events are kept: the store, their snapshots and what waits in the
     outbox (`alprd.sinks.outputs.Outputs.prune`)."""

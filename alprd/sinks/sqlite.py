@@ -169,9 +169,12 @@ class SqliteSink:
         plate_pattern: str | None = None,
         camera: str | None = None,
         limit: int = 100,
+        plate_hash: str | None = None,
     ) -> list[Record]:
         """Records newest first (by first_seen). `since`/`until` are epoch seconds
-        (inclusive / exclusive); `plate_pattern` is a glob (``ABC*``, ``A?C1234``)."""
+        (inclusive / exclusive); `plate_pattern` is a glob (``ABC*``, ``A?C1234``);
+        `plate_hash`: the exact plate's keyed hash (``privacy.hash_plates``), found
+        beside it."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1; got {limit}")
         where: list[str] = []
@@ -182,7 +185,10 @@ class SqliteSink:
         if until is not None:
             where.append("first_seen < ?")
             args.append(until)
-        if plate_pattern is not None:
+        if plate_pattern is not None and plate_hash:
+            where.append("(plate GLOB ? OR plate = ?)")
+            args += [_glob(plate_pattern), plate_hash]
+        elif plate_pattern is not None:
             where.append("plate GLOB ?")
             args.append(_glob(plate_pattern))
         if camera is not None:

@@ -40,8 +40,18 @@ from alprd import __version__
 from alprd import config as cfgmod
 from alprd.observe import read_status
 from alprd.sinks.base import Record
+from alprd.sinks.privacy import Concealer
 from alprd.web.auth import Credentials, Sessions
-from alprd.web.store import IMAGE_KINDS, BadQuery, EventStore, Search, StoreError, parse_time
+from alprd.web.store import (
+    IMAGE_KINDS,
+    PATTERN,
+    BadQuery,
+    EventStore,
+    Search,
+    StoreError,
+    normal_plate,
+    parse_time,
+)
 
 HERE = Path(__file__).parent
 #: the most events one export writes
@@ -109,13 +119,25 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
         if not 0 <= fuzzy <= web.max_fuzzy:
             raise BadQuery(f"fuzzy: 0 to {web.max_fuzzy}")
         now = time.time()
+        plate = normal_plate(q.get("plate") or "")
         return Search(
-            plate=q.get("plate") or None, fuzzy=fuzzy, camera=q.get("camera") or None,
+            plate=plate or None, fuzzy=fuzzy, camera=q.get("camera") or None,
             since=parse_time(q["since"], now, zone) if q.get("since") else None,
             until=parse_time(q["until"], now, zone) if q.get("until") else None,
             known=q.get("known") or None, vehicle=q.get("vehicle") or None,
-            limit=size, after=after or None,
+            limit=size, after=after or None, hashed=hashed(plate),
         )  # fmt: skip
+
+    def hashed(plate: str) -> str | None:
+        """An exact plate's keyed hash, with privacy.hash_plates (the key is read
+        at each search: the daemon makes it at its first start)."""
+        if not (plate and PATTERN.fullmatch(plate) and plate.isalnum()):
+            return None
+        try:
+            conceal = Concealer.for_reader(config.privacy)
+        except (OSError, ValueError) as exc:
+            raise HTTPException(503, f"cannot read the plate-hash key: {exc}") from None
+        return conceal.hash(plate) if conceal else None
 
     def who(request: Request) -> str | None:
         cookie = request.cookies.get(COOKIE)

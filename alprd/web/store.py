@@ -44,6 +44,8 @@ class Search:
     vehicle: str | None = None  # the vehicle class
     limit: int = 50
     after: str | None = None  # the cursor of the page before (`Page.next`)
+    #: the exact plate's keyed hash (`privacy.hash_plates`): stored either way
+    hashed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,9 @@ def where(search: Search, indexed: bool = True) -> tuple[str, list[Any]]:
                 args.append(grams)
             clauses.append("length(plate) BETWEEN ? AND ? AND edit_distance(plate, ?) <= ?")
             args += [len(plate) - search.fuzzy, len(plate) + search.fuzzy, plate, search.fuzzy]
+        elif search.hashed:
+            clauses.append("plate IN (?, ?)")
+            args += [plate, search.hashed]
         else:
             clauses.append("plate = ?")
             args.append(plate)

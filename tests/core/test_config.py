@@ -298,6 +298,7 @@ def test_toml_parse_of_the_default_file_has_no_surprises():
         "plates",
         "outputs",
         "storage",
+        "privacy",
         "service",
         "metrics",
         "web",

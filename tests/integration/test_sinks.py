@@ -108,8 +108,10 @@ def test_event_to_dict_is_json_ready() -> None:
         "known_label": "staff",
         "known_plate": "AYO9O34",
         "format": "br",
-        "texts": [{"text": "AYO9034", "reads": 2, "confidence": 0.98},
-                  {"text": "AY09034", "reads": 1, "confidence": 0.7}],
+        "texts": [
+            {"text": "AYO9034", "reads": 2, "confidence": 0.98},
+            {"text": "AY09034", "reads": 1, "confidence": 0.7},
+        ],
         "snapshots": [],
     }
 
