@@ -92,6 +92,7 @@ soak: $(VENV)/.installed
 # /var/tmp), and the daemon's write rate while they run.
 bench-web: $(VENV)/.installed
 	$(PY) -m benchmarks.web $(BENCH_ARGS)
+	$(PY) -m benchmarks.web_pages
 
 bench-outputs: $(VENV)/.installed
 	$(PY) -m benchmarks.outputs
