@@ -41,6 +41,7 @@ class Metrics:
         self._serving = self._failed = False
         self._retry_at = 0.0
         self._stage_seen: dict[str, int] = {}
+        self._backlog_names: set[str] = set()
         r = self.registry = CollectorRegistry()
         r.register(PROCESS_COLLECTOR)
         r.register(GC_COLLECTOR)
@@ -124,6 +125,15 @@ class Metrics:
             for value in values[-new:] if new > 0 else []:
                 self.stage.labels(stage).observe(value)
             self._stage_seen[stage] = count[stage]
+
+    def observe_outputs(self, outbox: Mapping[str, int], backlog: Mapping[str, int]) -> None:
+        """What waits in the outbox and in memory, per output (an output whose
+        backlog emptied reads 0, not its last number)."""
+        for name, n in outbox.items():
+            self.outbox.labels(name).set(n)
+        for name in self._backlog_names | set(backlog):
+            self.backlog.labels(name).set(backlog.get(name, 0))
+        self._backlog_names |= set(backlog)
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,6 @@ class Service:
         self.watcher: ModelWatcher | None = None
         self.outputs: Outputs | None = None
         self.conceal: Concealer | None = None  # privacy.hash_plates
-        self._backlog_names: set[str] = set()
         self.metrics = Metrics()
         self.cameras = Cameras(self.metrics, self._emit)
         self.status_writer: StatusWriter | None = None
@@ -366,12 +365,8 @@ class Service:
                 engines[role] = serving.status(loaded, generation, entry, self.last_good.get(role))
         cameras = self.cameras.observe()
         outbox = self.outputs.pending() if self.outputs is not None else {}
-        for name, n in outbox.items():
-            m.outbox.labels(name).set(n)
         backlog = self.outputs.backlog() if self.outputs is not None else {}
-        for name in self._backlog_names | set(backlog):
-            m.backlog.labels(name).set(backlog.get(name, 0))
-        self._backlog_names |= set(backlog)
+        m.observe_outputs(outbox, backlog)
         if self.rebuilder is not None:
             m.builds.set(self.rebuilder.builds)
         if self.status_writer is not None:

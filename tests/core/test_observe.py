@@ -67,3 +67,12 @@ def test_each_stage_time_goes_into_the_histogram_once():
     text = generate_latest(m.registry).decode()
     assert 'alprd_stage_seconds_count{stage="plate"} 3.0' in text
     assert 'alprd_stage_seconds_sum{stage="plate"} 0.54' in text
+
+
+def test_an_output_whose_backlog_emptied_reads_zero():
+    m = Metrics()
+    m.observe_outputs({"mqtt": 4}, {"jsonl": 7})
+    m.observe_outputs({"mqtt": 0}, {})  # the disk has room again: the backlog went out
+    text = generate_latest(m.registry).decode()
+    assert 'alprd_outbox_pending{output="mqtt"} 0.0' in text
+    assert 'alprd_output_backlog{output="jsonl"} 0.0' in text
