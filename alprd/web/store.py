@@ -103,15 +103,19 @@ def _parse_cursor(text: str) -> tuple[float, int]:
 TRIGRAM_SCHEMA = 3
 
 
-def trigrams(plate: str) -> list[str]:
-    return sorted({plate[i : i + 3] for i in range(len(plate) - 2)})
+def pieces(plate: str, edits: int) -> list[str]:
+    """`plate` cut into ``edits + 1`` runs as even as can be: `edits` edits leave
+    at least one of them whole, so a plate within `edits` of `plate` holds it."""
+    n, k = len(plate), edits + 1
+    return [plate[i * n // k : (i + 1) * n // k] for i in range(k)]
 
 
 def where(search: Search, indexed: bool = True) -> tuple[str, list[Any]]:
     """The WHERE clause (without the keyword; "1" for none) and its arguments.
     `indexed`: the store has the trigram index (schema 3): a pattern with three
-    letters or digits in a row, and a fuzzy search of a plate long enough to keep
-    a trigram through its edits, read only the rows the index names."""
+    letters or digits in a row, and a fuzzy search of a plate long enough to cut
+    into one run of three or more per edit and one more, read only the rows the
+    index names (those holding one of the runs)."""
     clauses: list[str] = []
     args: list[Any] = []
     if search.plate:
@@ -127,9 +131,8 @@ def where(search: Search, indexed: bool = True) -> tuple[str, list[Any]]:
             clauses.append("plate GLOB ?")
             args.append(plate)
         elif search.fuzzy:
-            # k edits change at most 3k of a plate's n - 2 trigrams: one is left
-            if indexed and len(plate) - 2 > 3 * search.fuzzy:
-                grams = " OR ".join(f'"{g}"' for g in trigrams(plate))
+            if indexed and len(plate) >= 3 * (search.fuzzy + 1):
+                grams = " OR ".join(f'"{g}"' for g in pieces(plate, search.fuzzy))
                 clauses.append("rowid IN (SELECT rowid FROM reads_trigram WHERE reads_trigram "
                                "MATCH ?)")  # fmt: skip
                 args.append(grams)

@@ -1,12 +1,14 @@
 """The web search's query: what a request's parameters become in SQL, and what it
 refuses (pure: no database)."""
 
+import random
 from datetime import UTC
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from alprd.web.store import BadQuery, Search, normal_plate, parse_time, where
+from alprd.plates import levenshtein
+from alprd.web.store import BadQuery, Search, normal_plate, parse_time, pieces, where
 
 
 def test_a_plate_is_exact_a_pattern_globs_and_fuzzy_allows_edits():
@@ -21,11 +23,32 @@ def test_the_trigram_index_narrows_what_it_can_and_only_that():
     clause, args = where(Search(plate="*17V*"))
     assert "reads_trigram WHERE plate GLOB ?" in clause and args == ["*17V*", "*17V*"]
     assert "reads_trigram" not in where(Search(plate="L4*"))[0]  # no 3 in a row
-    # one edit leaves a trigram of a 6-character plate (4 trigrams, 3 touched)
+    # one edit leaves one half of a 6-character plate whole
     clause, args = where(Search(plate="L417VS", fuzzy=1))
-    assert "MATCH ?" in clause and args[0] == '"17V" OR "417" OR "7VS" OR "L41"'
-    # two edits can touch all 4: the index cannot say, every row is read
+    assert "MATCH ?" in clause and args[0] == '"L41" OR "7VS"'
+    # two edits need three runs of three: too short, every row is read
     assert "reads_trigram" not in where(Search(plate="L417VS", fuzzy=2))[0]
+    assert where(Search(plate="AB123CDE9", fuzzy=2))[1][0] == '"AB1" OR "23C" OR "DE9"'
+
+
+def test_a_plate_within_k_edits_holds_one_of_the_k_plus_1_pieces_whole():
+    rng = random.Random(5)
+    chars = "ABC0123"
+    for _ in range(3000):
+        plate = "".join(rng.choice(chars) for _ in range(rng.randint(6, 10)))
+        k = rng.randint(1, 2)
+        other = list(plate)
+        for _ in range(k):  # a substitution, an insertion or a deletion
+            at, op = rng.randrange(len(other)), rng.choice("sid")
+            if op == "i":
+                other.insert(at, rng.choice(chars))
+            elif op == "d":
+                del other[at]
+            else:
+                other[at] = rng.choice(chars)
+        stored = "".join(other)
+        assert levenshtein(plate, stored) <= k
+        assert any(p in stored for p in pieces(plate, k)), (plate, stored, k)
 
 
 def test_every_filter_narrows_and_a_cursor_continues_after_the_last_row():
