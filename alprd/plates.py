@@ -104,6 +104,29 @@ def levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
+#: Characters a camera or a person confuses: a swap within one group costs
+#: `plate_distance`'s ``confusion_cost`` instead of 1.
+CONFUSABLE: tuple[str, ...] = ("0OQD", "1I", "2Z", "5S", "6G", "8B")
+_GROUP_OF = {c: i for i, group in enumerate(CONFUSABLE) for c in group}
+
+
+def plate_distance(a: str, b: str, confusion_cost: float = 0.5) -> float:
+    """The edit distance between two plates with a substitution between confusable
+    characters (`CONFUSABLE`: 0/O, 1/I, 8/B ...) costing `confusion_cost`."""
+    prev = [float(j) for j in range(len(b) + 1)]
+    for i, ca in enumerate(a, start=1):
+        cur = [float(i)]
+        ga = _GROUP_OF.get(ca, -1)
+        for j, cb in enumerate(b, start=1):
+            if ca == cb:
+                swap = 0.0
+            else:
+                swap = confusion_cost if ga >= 0 and ga == _GROUP_OF.get(cb, -2) else 1.0
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + swap))
+        prev = cur
+    return prev[-1]
+
+
 def expand(pattern: str, at_most: int | None = None) -> tuple[str, ...]:
     """``[A-Z]{1,2}[0-9]{1,3}`` -> the fixed-length patterns it covers, each at
     most `at_most` characters long, in order, without repeats; runs of one

@@ -36,6 +36,7 @@ from alprd.pipeline.stream import Batch
 from alprd.pipeline.types import PlateEvent
 from alprd.rebuild import Built, Rebuilder
 from alprd.sinks.base import SinkError
+from alprd.sinks.lists import LiveLists
 from alprd.sinks.outputs import Outputs
 from alprd.sinks.privacy import Concealer
 from alprd.startup import Startup
@@ -61,6 +62,7 @@ class Service:
         self.watcher: ModelWatcher | None = None
         self.outputs: Outputs | None = None
         self.conceal: Concealer | None = None  # privacy.hash_plates
+        self.lists: LiveLists | None = None
         self.metrics = Metrics()
         self.cameras = Cameras(self.metrics, self._emit)
         self.status_writer: StatusWriter | None = None
@@ -104,6 +106,7 @@ class Service:
         try:
             self.conceal = Concealer.for_daemon(self.config.privacy)
             self.outputs = Outputs.open(self.config)
+            self.lists = LiveLists.of(self.config)
         except (SinkError, OSError, ValueError) as exc:
             log.error("outputs_failed", reason=str(exc))
             return ExitCode.FATAL
@@ -297,6 +300,8 @@ class Service:
                 if self.outputs is not None:
                     self.outputs.retry(now)
                     self.outputs.prune(now)
+                if self.lists is not None:
+                    self.lists.refresh(now)
                 next_tick = now + 0.5
             if now >= next_status:
                 self._serve_metrics()
@@ -330,11 +335,12 @@ class Service:
     def _emit(self, cam: Camera, event: PlateEvent) -> None:
         cam.events += 1
         snapshot = cam.pipeline.take_snapshot(event)  # taken always: none left behind
+        event = self.lists.apply(event) if self.lists else event
         event = self.conceal(event) if self.conceal else event
         log.info(
             "plate_event", camera=event.camera, plate=event.plate, confidence=event.confidence,
             reads=event.reads, vehicle=event.vehicle_class, known=event.known_label,
-            format=event.format,
+            format=event.format, decision=event.decision, list=event.list_name,
         )  # fmt: skip
         if self.outputs is not None:
             record = self.outputs.emit(event, snapshot)
@@ -423,6 +429,7 @@ class Service:
         self.cameras.apply(new, self.recognizer)
         if self.outputs is not None:
             self.outputs.announce(self.cameras.names())
+        self.lists = LiveLists.of(new)  # [lists] and [plates.known] as reloaded
         self.generation += 1
         assert self.rebuilder is not None
         for role in pending:

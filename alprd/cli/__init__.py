@@ -17,6 +17,7 @@ from alprd import __version__
 from alprd import config as cfgmod
 from alprd import log as logmod
 from alprd.cli.common import print_problems
+from alprd.cli.lists import add_parser as add_lists
 from alprd.cli.models import (
     cmd_check_config,
     cmd_models_fetch,
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     add_web(sub, common)
+    add_lists(sub, common)
 
     p = sub.add_parser(
         "detect",

@@ -103,6 +103,13 @@ class PlateEvent:
     #: What the pass's reads said, most supported first (at most `vote.MAX_TEXTS`):
     #: the voted plate and the readings it won against.
     texts: tuple[TextVote, ...] = ()
+    #: The plate lists' decision ("allow", "deny", "unknown"; "" while there are
+    #: no lists) and the entry that decided it: its list, plate, label, distance.
+    decision: str = ""
+    list_name: str | None = None
+    list_plate: str | None = None
+    list_label: str | None = None
+    list_distance: float | None = None
 
     def fields(self) -> dict[str, object]:
         """What every output of an event says (the daemon's records add an id and
@@ -123,6 +130,11 @@ class PlateEvent:
                 {"text": t.text, "reads": t.reads, "confidence": round(t.confidence, 4)}
                 for t in self.texts
             ],
+            "decision": self.decision,
+            "list": self.list_name,
+            "list_plate": self.list_plate,
+            "list_label": self.list_label,
+            "list_distance": self.list_distance,
         }
 
 

@@ -34,7 +34,7 @@ from alprd.settings.models import PlateModel as PlateModel
 from alprd.settings.models import RoleModel as RoleModel
 from alprd.settings.models import ValidationConfig as ValidationConfig
 from alprd.settings.models import VehicleModel as VehicleModel
-from alprd.settings.outputs import OutputsConfig, PrivacyConfig, StorageConfig
+from alprd.settings.outputs import ListsConfig, OutputsConfig, PrivacyConfig, StorageConfig
 
 # --------------------------------------------------------------------------- paths
 
@@ -245,6 +245,7 @@ class Config(Section):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    lists: ListsConfig = Field(default_factory=ListsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     web: WebConfig = Field(default_factory=WebConfig)
@@ -297,6 +298,7 @@ class Config(Section):
         for out in (o.sqlite, o.jsonl, o.outbox, o.snapshots):
             out.path = _under(p.state_dir, out.path)
         self.privacy.key_file = _under(p.state_dir, self.privacy.key_file)
+        self.lists.path = _under(p.state_dir, self.lists.path)
         mqtt = self.outputs.mqtt
         if mqtt.tls_ca_file is not None:
             mqtt.tls_ca_file = _under(p.root, mqtt.tls_ca_file)

@@ -1,7 +1,7 @@
 """What leaves the daemon of a plate it does not know (`privacy.hash_plates`): a
 keyed hash (`alprd.hashing.plate_hash`) instead of the text, in the store, every
-other output and the journal. Plates on the known list stay readable: a site
-keeps them to act on them."""
+other output and the journal. Plates on the known list or a plate list stay
+readable: a site keeps them to act on them."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ class Concealer:
 
     def __call__(self, event: PlateEvent) -> PlateEvent:
         """`event` with its plate, and every text its reads gave, hashed, unless
-        the plate is a known one."""
-        if event.known_label is not None:
+        the plate is a known one or on a plate list."""
+        if event.known_label is not None or event.list_name is not None:
             return event
         texts = tuple(replace(t, text=self.hash(t.text)) for t in event.texts)
         return replace(event, plate=self.hash(event.plate), texts=texts)

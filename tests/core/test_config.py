@@ -299,6 +299,7 @@ def test_toml_parse_of_the_default_file_has_no_surprises():
         "outputs",
         "storage",
         "privacy",
+        "lists",
         "service",
         "metrics",
         "web",
