@@ -517,6 +517,15 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
             run(*ns, "systemctl", "show", "-p", "User", "--value", "alprd").stdout.strip()
             == "alprd"
         )
+        # A plate list added as root, as README says: the daemon (another user) takes
+        # it up while it runs, from a file it can write
+        run(*ns, "/opt/alprd/venv/bin/alprd", "lists", "add", "residents", "L417VS", "--label",
+            "Ann", "--config", "/etc/alprd/alprd.toml")  # fmt: skip
+        assert wait(lambda: "lists_loaded lists=residents entries=1" in run(
+            *ns, "journalctl", "-u", "alprd", "-o", "cat").stdout, timeout=30)  # fmt: skip
+        owner = run(*ns, "stat", "-c", "%U", "/var/lib/alprd/lists.db").stdout.strip()
+        assert owner == "alprd" and "lists_unreadable" not in run(
+            *ns, "journalctl", "-u", "alprd", "-o", "cat").stdout  # fmt: skip
         # The unit's memory bounds are in force, and the daemon serves well within them
         shown = run(*ns, "systemctl", "show", "-p", "MemoryHigh,MemoryMax,OOMPolicy,MemoryCurrent",
                     "alprd").stdout  # fmt: skip
