@@ -523,7 +523,7 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
             "Ann", "--config", "/etc/alprd/alprd.toml")  # fmt: skip
         assert wait(lambda: "lists_loaded lists=residents entries=1" in run(
             *ns, "journalctl", "-u", "alprd", "-o", "cat").stdout, timeout=30)  # fmt: skip
-        owner = run(*ns, "stat", "-c", "%U", "/var/lib/alprd/lists.db").stdout.strip()
+        owner = run(*ns, "stat", "-c", "%U", "/var/lib/alprd/state/lists.db").stdout.strip()
         assert owner == "alprd" and "lists_unreadable" not in run(
             *ns, "journalctl", "-u", "alprd", "-o", "cat").stdout  # fmt: skip
         # The unit's memory bounds are in force, and the daemon serves well within them
