@@ -341,6 +341,7 @@ class Service:
             "plate_event", camera=event.camera, plate=event.plate, confidence=event.confidence,
             reads=event.reads, vehicle=event.vehicle_class, known=event.known_label,
             format=event.format, decision=event.decision, list=event.list_name,
+            direction=event.direction,
         )  # fmt: skip
         if self.outputs is not None:
             record = self.outputs.emit(event, snapshot)

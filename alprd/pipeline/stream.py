@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from alprd import config as cfgmod
 from alprd.engines.base import Steps, drive
 from alprd.ops import Image
+from alprd.pipeline.direction import direction
 from alprd.pipeline.motion import MotionGate
 from alprd.pipeline.recognizer import FrameResult, Recognizer
 from alprd.pipeline.rules import PlateRules
@@ -51,6 +53,7 @@ class CameraPipeline:
         keep_snapshots: bool = False,
         early: bool = True,
         motion: bool | None = None,
+        arriving: str = "",
     ) -> None:
         self.camera, self.recognizer, self.zone = camera, recognizer, zone
         self.rules = rules_for(config, regions)
@@ -72,6 +75,12 @@ class CameraPipeline:
             max_reads=v.max_reads,
             known=self.rules.known_match,
             format_of=self.rules.format_of,
+            travel=partial(
+                direction,
+                arriving=arriving,
+                min_shift=t.direction_min_shift,
+                min_growth=t.direction_min_growth,
+            ),
         )
         self.keep_snapshots = keep_snapshots
         self.recheck_every = t.recheck_every

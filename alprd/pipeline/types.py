@@ -110,6 +110,8 @@ class PlateEvent:
     list_plate: str | None = None
     list_label: str | None = None
     list_distance: float | None = None
+    #: "arriving", "leaving" or "unknown" (`alprd.pipeline.direction`)
+    direction: str = "unknown"
 
     def fields(self) -> dict[str, object]:
         """What every output of an event says (the daemon's records add an id and
@@ -135,6 +137,7 @@ class PlateEvent:
             "list_plate": self.list_plate,
             "list_label": self.list_label,
             "list_distance": self.list_distance,
+            "direction": self.direction,
         }
 
 

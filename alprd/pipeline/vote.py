@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from alprd.pipeline.rules import FormatOf, Known
-from alprd.pipeline.types import PassKey, PlateEvent, PlateRead, TextVote
+from alprd.pipeline.types import Box, PassKey, PlateEvent, PlateRead, TextVote
 from alprd.plates import levenshtein
 
 #: At most this many texts of a pass in its event (`PlateEvent.texts`).
@@ -85,10 +85,16 @@ class _Pass:
     last_frame: int = -1
     formatted: bool = False  # a read was decoded with a plate format
     emitted: bool = False
+    first_read: PlateRead | None = None  # the earliest and the latest read: which
+    last_read: PlateRead | None = None  # way the pass went
     _agreeing: tuple[int, int] = (0, 0)  # (reads when counted, count)
 
     def add(self, read: PlateRead) -> None:
         self.count += 1
+        if read.time < self.first_time:
+            self.first_read = read
+        if read.time >= self.last_time:
+            self.last_read = read
         self.first_time, self.last_time = (
             min(self.first_time, read.time),
             max(self.last_time, read.time),
@@ -127,9 +133,12 @@ class Voter:
         known: Callable[[str], Known | None] = lambda plate: None,
         format_of: FormatOf = lambda plate: "",
         max_reads: int = 100,
+        travel: Callable[[Box, Box], str] = lambda first, last: "unknown",
     ) -> None:
         """`known`: the known plate a voted plate matches; `format_of`: the regions
-        whose format it fits (`PlateRules.known_match`, `PlateRules.format_of`)."""
+        whose format it fits (`PlateRules.known_match`, `PlateRules.format_of`);
+        `travel`: the direction of a pass from its first and last box
+        (`alprd.pipeline.direction`)."""
         if min_agreeing < 0:
             raise ValueError("min_agreeing must be >= 0")
         if max_reads < max(min_agreeing, 1):
@@ -142,6 +151,7 @@ class Voter:
         self.dedupe_max_distance = dedupe_max_distance
         self._known = known
         self._format_of = format_of
+        self._travel = travel
         self._passes: dict[PassKey, _Pass] = {}
         self._recent: list[tuple[str, float]] = []  # (plate, time emitted)
         self.suppressed = 0  # events not emitted as duplicates
@@ -219,4 +229,16 @@ class Voter:
             known_plate=known.plate if known else None,
             format=self._format_of(text) if p.formatted else "",
             texts=tally(p.reads),
+            direction=self._direction(p),
         )
+
+    def _direction(self, p: _Pass) -> str:
+        """From the vehicle's boxes where the first and the last read have one, else
+        from the plate's."""
+        first, last = p.first_read, p.last_read
+        if first is None or last is None or first is last:
+            return "unknown"
+        a, b = first.plate, last.plate
+        if a.vehicle is not None and b.vehicle is not None:
+            return self._travel(a.vehicle.box, b.vehicle.box)
+        return self._travel(a.box, b.box)

@@ -58,6 +58,9 @@ class CameraConfig(Section):
     zone: list[tuple[float, float]] | None = None
     regions: list[str] | None = None
     motion: bool | None = None  # motion gating for this camera; None = [motion] enabled
+    #: the way an arriving vehicle moves in the picture (down, up, left, right,
+    #: towards, away); "": every event's direction is "unknown"
+    arriving: Literal["", "down", "up", "left", "right", "towards", "away"] = ""
 
     @field_validator("zone")
     @classmethod
@@ -92,6 +95,12 @@ class TrackingConfig(Section):
     min_misses: int = Field(2, ge=1)
     decided_after: int = Field(5, ge=1)
     recheck_every: int = Field(10, ge=0)
+    #: a pass moved along the picture once its box's centre went this many box
+    #: sizes (cameras[].arriving down/up/left/right)
+    direction_min_shift: float = Field(0.5, gt=0)
+    #: a pass came towards or went away once its box's area grew or shrank by
+    #: this share (cameras[].arriving towards/away)
+    direction_min_growth: float = Field(0.25, gt=0)
 
 
 class VotingConfig(Section):

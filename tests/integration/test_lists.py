@@ -59,7 +59,8 @@ def test_the_daemon_decides_each_pass_by_the_lists_as_they_are_now(
     site: Path,  # noqa: F811
     sock,  # noqa: F811
 ) -> None:
-    camera = f'[[cameras]]\nname = "rear"\nurl = "{NL_VIDEO}"\nfps = 5\nloop = true\n'
+    camera = (f'[[cameras]]\nname = "rear"\nurl = "{NL_VIDEO}"\nfps = 5\nloop = true\n'
+              'arriving = "towards"\n')  # fmt: skip
     config = write_config(site, camera, "[voting]\ndedupe_window_s = 0\n")
     d = DaemonProcess(config, sock)
 
@@ -89,3 +90,7 @@ def test_the_daemon_decides_each_pass_by_the_lists_as_they_are_now(
         "residents", "L417V5", "Ann",
     )  # fmt: skip
     assert allow["list_distance"] == 0.5  # S read for 5: a confusable pair
+    # the car drives away from the camera behind it: never arriving, and leaving
+    # wherever its box shrank enough before the event went out
+    ways = [r["direction"] for r in stored]
+    assert "arriving" not in ways and "leaving" in ways, ways
