@@ -69,6 +69,7 @@ class Cameras:
         self._open: dict[str, Camera] = {}
         self._metrics = metrics
         self._emit = emit
+        self._health_at = time.monotonic()  # the health line's window began
 
     def __len__(self) -> int:
         return len(self._open)
@@ -143,9 +144,12 @@ class Cameras:
             for event in cam.pipeline.tick(time.time()):
                 self._emit(cam, event)
 
-    def health(self, elapsed: float) -> dict[str, str | int]:
-        """The health line's camera fields over the last `elapsed` seconds (the
-        window then starts again)."""
+    def health(self, now: float | None = None) -> dict[str, str | int]:
+        """The health line's camera fields since the last call (each camera's frame
+        rate over the time that really passed); the window then starts again."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(1e-3, now - self._health_at)
+        self._health_at = now
         fields: dict[str, str | int] = {
             "cameras": ",".join(
                 f"{cam.name}:{cam.window_frames / elapsed:.1f}fps/{cam.reader.state}"

@@ -74,7 +74,6 @@ class Service:
         self.generation = 0
         self.served: ServedModels | None = None
         self.startup: Startup | None = None
-        self._health_at = time.monotonic()
 
     def request_stop(self) -> None:
         self.control.ask(signal.SIGTERM)
@@ -258,7 +257,7 @@ class Service:
         ping = self.notifier.watchdog_s
         next_ping = time.monotonic()
         next_health = time.monotonic() + self.config.service.health_interval_s
-        self._health_at = time.monotonic()
+        self.cameras.health()  # the health line's first window starts with the loop
         next_status = time.monotonic() + STATUS_EVERY_S
         next_tick = time.monotonic()
         lanes: Lanes[Any] = Lanes(self.recognizer, self.recognizer.lanes())
@@ -308,7 +307,7 @@ class Service:
                 self._observe(self._summary())
                 next_status = now + STATUS_EVERY_S
             if now >= next_health:
-                self._health()
+                log.info("health", **self.cameras.health(now))
                 next_health = now + self.config.service.health_interval_s
             if not busy:
                 self.control.wake.wait(0.01)
@@ -350,14 +349,6 @@ class Service:
         self.metrics.events.labels(event.camera).inc()
         if self.on_event is not None:
             self.on_event(event)
-
-    def _health(self) -> None:
-        """One journal line: each camera's frame rate since the last line (over the
-        time that really passed), drops, reads, events."""
-        now = time.monotonic()
-        elapsed = max(1e-3, now - self._health_at)
-        self._health_at = now
-        log.info("health", **self.cameras.health(elapsed))
 
     def _observe(self, summary: str) -> None:
         """Refresh the metrics gauges and the status file."""
