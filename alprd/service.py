@@ -421,6 +421,8 @@ class Service:
         self.cameras.apply(new, self.recognizer)
         if self.outputs is not None:
             self.outputs.announce(self.cameras.names())
+        if self.lists is not None:
+            self.lists.close()
         self.lists = LiveLists.of(new)  # [lists] and [plates.known] as reloaded
         self.generation += 1
         assert self.rebuilder is not None

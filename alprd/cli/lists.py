@@ -10,8 +10,9 @@ from pathlib import Path
 
 from alprd.cli.common import denied, load, private
 from alprd.exitcodes import ExitCode
+from alprd.settings.base import zone_of
 from alprd.sinks.base import SinkError
-from alprd.sinks.lists import ListStore, entry, normal, read_csv, write_csv, zone_of
+from alprd.sinks.lists import ListStore, entry, normal, read_csv, write_csv
 
 
 def cmd_lists(args: argparse.Namespace) -> int:

@@ -18,14 +18,13 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from alprd import plates
 from alprd.settings.base import Backend as Backend
 from alprd.settings.base import Precision as Precision
-from alprd.settings.base import Section
+from alprd.settings.base import Section, TimeZone
 from alprd.settings.models import OCR_DEFAULT as OCR_DEFAULT
 from alprd.settings.models import OCR_PRESETS as OCR_PRESETS
 from alprd.settings.models import EnginesConfig, ModelsConfig
@@ -198,7 +197,7 @@ class WebConfig(Section):
     max_fuzzy: int = Field(1, ge=0, le=4)
     #: the time zone pages show times in (IANA name, e.g. "Europe/Lisbon"); "" for
     #: the system's
-    time_zone: str = ""
+    time_zone: TimeZone = ""
     #: users and API tokens (`alprd web passwd`, `alprd web token`); unset: systemd's
     #: credential "web-users" where there is one, else "web-users" in state_dir
     users_file: Path | None = None
@@ -213,16 +212,6 @@ class WebConfig(Section):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file: set both or neither")
         return self
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        if value:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"not a time zone name: {value!r} (e.g. Europe/Lisbon)") from None
-        return value
 
 
 class ServiceConfig(Section):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from alprd.settings.base import Section
+from alprd.settings.base import Section, TimeZone
 
 # --------------------------------------------------------------------------- outputs
 
@@ -91,20 +90,10 @@ class ListsConfig(Section):
     #: how often the daemon looks whether the lists changed, in seconds
     refresh_s: float = Field(1.0, gt=0, le=3600)
     #: the time zone of the lists' weekdays and hours (IANA name); "" for the system's
-    time_zone: str = ""
+    time_zone: TimeZone = ""
     #: what a swap of two characters a camera confuses (0/O, 1/I, 8/B ...) counts
     #: in an entry's distance (a different character counts 1)
     confusion_cost: float = Field(0.5, ge=0.0, le=1.0)
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        if value:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"not a time zone name: {value!r} (e.g. Europe/Lisbon)") from None
-        return value
 
 
 class PrivacyConfig(Section):

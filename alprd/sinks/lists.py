@@ -19,9 +19,8 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from alprd.log import get_logger
 from alprd.pipeline.lists import (
@@ -37,6 +36,7 @@ from alprd.pipeline.lists import (
 )
 from alprd.pipeline.types import PlateEvent
 from alprd.settings import Config
+from alprd.settings.base import zone_of
 from alprd.settings.outputs import ListsConfig
 from alprd.sinks.base import SinkError
 from alprd.sinks.sqlite import migrate, open_db
@@ -244,11 +244,6 @@ def write_csv(entries: Iterable[ListEntry], zone: tzinfo) -> str:
 
 def _iso(when: float | None, zone: tzinfo) -> str:
     return "" if when is None else datetime.fromtimestamp(when, zone).isoformat(timespec="minutes")
-
-
-def zone_of(name: str) -> tzinfo:
-    """The IANA zone `name`, or the system's for ""."""
-    return ZoneInfo(name) if name else (datetime.now(UTC).astimezone().tzinfo or UTC)
 
 
 class LiveLists:

@@ -18,11 +18,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
-from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import (
@@ -39,6 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from alprd import __version__
 from alprd import config as cfgmod
 from alprd.observe import read_status
+from alprd.settings.base import zone_of
 from alprd.sinks.base import Record
 from alprd.sinks.privacy import Concealer
 from alprd.web.auth import Credentials, Sessions
@@ -80,7 +80,7 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
     web = config.web
     credentials = credentials or Credentials({}, {})
     sessions = Sessions.fresh(web.session_hours * 3600)
-    zone: tzinfo = ZoneInfo(web.time_zone) if web.time_zone else _local_zone()
+    zone = zone_of(web.time_zone)
     state: dict[str, EventStore] = {}
 
     @contextlib.asynccontextmanager
@@ -392,10 +392,6 @@ def _local(when: str | float, zone: tzinfo) -> str:
     except (TypeError, ValueError, OverflowError):
         return str(when)
     return stamp.strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _local_zone() -> tzinfo:
-    return datetime.now(UTC).astimezone().tzinfo or UTC
 
 
 def _metrics_url(config: cfgmod.Config) -> str | None:

@@ -328,3 +328,13 @@ def test_a_reload_rebuilds_only_the_engines_whose_settings_changed():
     every = engine_changes(old, old.model_copy(update={"engines": old.engines.model_copy(
         update={"backend": "onnxruntime"})}), ["vehicle", "plate", "ocr"])  # fmt: skip
     assert every.rebuilt == ["vehicle", "plate", "ocr"]
+
+
+def test_a_time_zone_must_be_one_the_system_knows(tmp_path):
+    path = tmp_path / "alprd.toml"
+    path.write_text('[web]\ntime_zone = "Mars/Base"\n[lists]\ntime_zone = "Europe/Lisbon"\n')
+    with pytest.raises(cfgmod.ConfigError) as err:
+        cfgmod.load(path)
+    assert [str(p) for p in err.value.problems] == [
+        f"{path}:2: web.time_zone: not a time zone name: 'Mars/Base' (e.g. Europe/Lisbon)"
+    ]
