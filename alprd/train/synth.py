@@ -3,7 +3,10 @@
 Each plate is drawn from a *style* (one country or US state: colours, size, bands,
 small texts) and one of its *formats* (a grammar such as ``LL-NNN-LL``). Only the
 characters the grammar produces go into the label (A-Z0-9): country bands, state
-names, slogans, city strips, separators and stickers are drawn but never labelled.
+names, slogans, city strips, separators and stickers are drawn but never labelled,
+and so are the marks of US plates that readers take for characters: an emblem
+between the groups (a state's outline, a peach, a bird, a seal), scenery behind the
+characters, stacked dealer letters or an icon beside them.
 The flat plate is then dirtied, framed, warped onto a background and degraded
 (blur, noise, exposure, shadows, greyscale/infrared, JPEG) into a crop as a plate
 detector would cut it: sometimes tight, often with a loose margin.
@@ -510,9 +513,12 @@ def _small_text(
     _blend(img, m, x + round((w - m.shape[1]) * align), y, color)
 
 
-def _line_mask(font: str, items: Sequence[str], spacing: float) -> tuple[U8, list[tuple[int, int]]]:
+def _line_mask(
+    font: str, items: Sequence[str], spacing: float
+) -> tuple[U8, list[tuple[int, int, str]]]:
     """One line of characters and separators at height ``_GLYPH_H``; also the x
-    ranges of sticker slots."""
+    ranges of the slots to decorate (``|`` seal slots, ``^`` emblem slots), each with
+    its kind."""
     g = _GLYPH_H
     gap = round(spacing * g)
     pieces: list[tuple[str, int]] = []
@@ -527,9 +533,11 @@ def _line_mask(font: str, items: Sequence[str], spacing: float) -> tuple[U8, lis
             pieces.append((it, round(0.16 * g)))
         elif it == "|":
             pieces.append((it, round(0.62 * g)))
+        elif it == EMBLEM:
+            pieces.append((it, round(0.7 * g)))
     total = sum(w for _, w in pieces) + gap * max(0, len(pieces) - 1) + 2
     out = np.zeros((g, total), np.uint8)
-    slots: list[tuple[int, int]] = []
+    slots: list[tuple[int, int, str]] = []
     x = 1
     for it, w in pieces:
         if it in CHARSET:
@@ -540,8 +548,8 @@ def _line_mask(font: str, items: Sequence[str], spacing: float) -> tuple[U8, lis
             cv2.circle(out, (x + w // 2, g // 2), max(2, round(0.06 * g)), 255, -1)
         elif it == ".":
             cv2.circle(out, (x + w // 2, round(0.9 * g)), max(2, round(0.06 * g)), 255, -1)
-        elif it == "|":
-            slots.append((x, x + w))
+        elif it in ("|", EMBLEM):
+            slots.append((x, x + w, it))
         x += w + gap
     return out, slots
 
@@ -559,6 +567,156 @@ def _jitter(r: random.Random, c: Sequence[int], amount: int) -> tuple[float, flo
         min(255.0, max(0.0, c[1] + d + r.uniform(-amount, amount) * 0.5)),
         min(255.0, max(0.0, c[2] + d + r.uniform(-amount, amount) * 0.5)),
     )
+
+
+# --------------------------------------------------------------------------- US marks
+
+#: The drawn-not-labelled emblem between character groups of a US plate (a state's
+#: outline, a peach, an orange, a bird, a heart, a star): its slot in a line's items.
+EMBLEM = "^"
+US_EMBLEM = 0.45  # share of US plates with an emblem between groups
+US_PICTURE = 0.35  # share with scenery (hills, birds, a sun) behind the characters
+US_SIDE_MARK = 0.25  # share with stacked small letters or an icon beside the characters
+
+
+def _with_emblem(items: list[str], r: random.Random) -> list[str]:
+    """``items`` with its first gap or hyphen turned into an emblem slot, or (no
+    separator) an emblem put in after a middle character."""
+    out = list(items)
+    for i, it in enumerate(out):
+        if it in " -*":
+            out[i] = EMBLEM
+            return out
+    chars = [i for i, it in enumerate(out) if it in CHARSET]
+    if len(chars) >= 4:
+        out.insert(chars[r.randint(1, len(chars) - 2)] + 1, EMBLEM)
+    return out
+
+
+def _colour(r: random.Random) -> tuple[float, float, float]:
+    return (float(r.randint(0, 255)), float(r.randint(0, 255)), float(r.randint(0, 255)))
+
+
+def _blob(
+    r: random.Random, cx: float, cy: float, rx: float, ry: float, n: int
+) -> npt.NDArray[np.int32]:
+    """A random star-shaped polygon round (cx, cy): a state's outline, a hill, a bird."""
+    a = np.sort(np.array([r.uniform(0, 2 * math.pi) for _ in range(n)]))
+    k = np.array([r.uniform(0.55, 1.0) for _ in range(n)])
+    pts = np.stack([cx + rx * k * np.cos(a), cy + ry * k * np.sin(a)], axis=1)
+    return np.round(pts).astype(np.int32)
+
+
+def _emblem(img: F32, box: tuple[int, int, int, int], r: random.Random) -> str:
+    """Draw one emblem in ``box`` (x, y, w, h: the slot between groups, the line's
+    height); return its kind."""
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h * r.uniform(0.4, 0.6)
+    size = min(w, h) * r.uniform(0.35, 0.55)
+    col = _colour(r)
+    kind = r.choice(("outline", "fruit", "bird", "heart", "star", "seal"))
+    if kind == "outline":  # a state's silhouette, filled or drawn
+        pts = _blob(
+            r, cx, cy, size * r.uniform(0.8, 1.3), size * r.uniform(0.6, 1.1), r.randint(6, 11)
+        )
+        cv2.fillPoly(img, [pts], col) if r.random() < 0.6 else cv2.polylines(
+            img, [pts], True, col, max(1, round(0.06 * size))
+        )
+    elif kind == "fruit":  # a peach or an orange with a leaf
+        cv2.circle(img, (round(cx), round(cy)), max(2, round(size)), col, -1)
+        cv2.ellipse(
+            img, (round(cx + 0.4 * size), round(cy - size)), (max(1, round(0.5 * size)),
+            max(1, round(0.22 * size))), r.uniform(-40, 40), 0, 360, (40.0, 140.0, 40.0), -1,
+        )  # fmt: skip
+    elif kind == "bird":  # a body and two wings, often taller than the slot
+        for dx, dy, ax, ay in ((0, 0, 0.5, 0.9), (-0.7, -0.4, 0.9, 0.25), (0.7, -0.4, 0.9, 0.25)):
+            cv2.ellipse(
+                img, (round(cx + dx * size), round(cy + dy * size)),
+                (max(1, round(ax * size)), max(1, round(ay * size))),
+                r.uniform(-30, 30), 0, 360, col, -1,
+            )  # fmt: skip
+    elif kind == "heart":
+        for dx in (-0.45, 0.45):
+            cv2.circle(
+                img,
+                (round(cx + dx * size), round(cy - 0.3 * size)),
+                max(1, round(0.5 * size)),
+                col,
+                -1,
+            )
+        tri = np.array(
+            [[cx - size, cy - 0.2 * size], [cx + size, cy - 0.2 * size], [cx, cy + size]]
+        )
+        cv2.fillPoly(img, [np.round(tri).astype(np.int32)], col)
+    elif kind == "star":
+        a = [math.pi / 2 + k * math.pi / 5 for k in range(10)]
+        star = [
+            (
+                cx + size * (1 if k % 2 == 0 else 0.45) * math.cos(t),
+                cy - size * (1 if k % 2 == 0 else 0.45) * math.sin(t),
+            )
+            for k, t in enumerate(a)
+        ]
+        cv2.fillPoly(img, [np.round(np.array(star)).astype(np.int32)], col)
+    else:  # a seal: a ring round a disc of another colour (never an O alone)
+        rad = max(3, round(size))
+        cv2.circle(img, (round(cx), round(cy)), rad, col, max(1, round(0.15 * size)))
+        cv2.circle(img, (round(cx), round(cy)), max(1, round(0.6 * rad)), _colour(r), -1)
+    return f"<{kind}>"
+
+
+def _picture(img: F32, r: random.Random) -> None:
+    """Scenery behind the characters, faint or strong: a hill or mountain range, a
+    sun, a bird, a tree."""
+    H, W = img.shape[:2]
+    layer = img.copy()
+    col = _colour(r)
+    kind = r.choice(("hills", "sun", "bird", "tree"))
+    if kind == "hills":
+        n = r.randint(3, 7)
+        xs = sorted(r.uniform(0, W) for _ in range(n))
+        top = [(0, H)] + [(xx, r.uniform(0.35, 0.8) * H) for xx in xs] + [(W, H)]
+        cv2.fillPoly(layer, [np.round(np.array(top)).astype(np.int32)], col)
+    elif kind == "sun":
+        cv2.circle(
+            layer,
+            (round(r.uniform(0.1, 0.9) * W), round(r.uniform(0.2, 0.7) * H)),
+            max(3, round(r.uniform(0.1, 0.3) * H)),
+            col,
+            -1,
+        )
+    elif kind == "bird":
+        cx, cy, s = r.uniform(0.15, 0.85) * W, r.uniform(0.3, 0.7) * H, r.uniform(0.15, 0.35) * H
+        cv2.fillPoly(layer, [_blob(r, cx, cy, s * 1.4, s, r.randint(7, 12))], col)
+    else:
+        cx = r.uniform(0.05, 0.95) * W
+        cv2.rectangle(
+            layer, (round(cx - 0.02 * W), round(0.55 * H)), (round(cx + 0.02 * W), H), col, -1
+        )
+        cv2.fillPoly(layer, [_blob(r, cx, 0.45 * H, 0.08 * W, 0.2 * H, 9)], col)
+    alpha = r.uniform(0.2, 0.85)
+    img += (layer - img) * np.float32(alpha)
+
+
+def _side_mark(
+    img: F32, box: tuple[int, int, int, int], fg: Sequence[float], font: str, r: random.Random
+) -> str:
+    """Beside the characters: two or three small letters stacked (a dealer's or a
+    university's mark) or an icon (the wheelchair symbol, a seal); return what."""
+    x, y, w, h = box
+    if r.random() < 0.6:
+        word = "".join(r.choice(LETTERS) for _ in range(r.randint(2, 3)))
+        lh = h // len(word)
+        col = fg if r.random() < 0.6 else _colour(r)
+        for k, c in enumerate(word):
+            _small_text(img, font, c, (x, y + k * lh, w, max(2, round(lh * 0.85))), col)
+        return f"<{word}>"
+    col = (150.0, 70.0, 20.0) if r.random() < 0.6 else tuple(fg)
+    t = max(1, round(0.08 * w))
+    cv2.circle(img, (x + w // 2, y + round(0.15 * h)), max(1, round(0.1 * h)), col, -1)
+    cv2.line(img, (x + w // 2, y + round(0.3 * h)), (x + w // 2, y + round(0.6 * h)), col, t)
+    cv2.circle(img, (x + w // 2, y + round(0.75 * h)), max(2, round(0.22 * min(w, h))), col, t)
+    return "<icon>"
 
 
 # --------------------------------------------------------------------------- painting
@@ -599,6 +757,21 @@ def _paint(
 
     m = round(0.045 * H)  # inset from the plate edge
     x0, x1, y0, y1 = m, W - m, m, H - m
+    if style.region == "us" and r.random() < US_PICTURE:  # scenery behind the characters
+        for _ in range(r.randint(1, 3)):
+            _picture(img, r)
+        extras.append("<picture>")
+    if style.region == "us" and r.random() < US_SIDE_MARK:  # stacked letters or an icon
+        sw = round(r.uniform(0.07, 0.11) * W)
+        left = r.random() < 0.5
+        sx = x0 + round(0.02 * W) if left else x1 - round(0.02 * W) - sw
+        extras.append(
+            _side_mark(img, (sx, round(0.3 * H), sw, round(0.45 * H)), fgc, small_font, r)
+        )
+        if left:
+            x0 = sx + sw
+        else:
+            x1 = sx
 
     if style.band:
         code = r.choice(style.band)
@@ -702,7 +875,9 @@ def _paint(
         ch = round((y1 - y0) * r.uniform(0.38, 0.43))
         gap = (y1 - y0 - 2 * ch) // 3
         boxes = [(y0 + gap, ch), (y1 - gap - ch, ch)]
-    sticker_slots: list[tuple[int, int, int, int]] = []  # x0, x1, line top, line height
+    if style.region == "us" and r.random() < US_EMBLEM:
+        lines = [_with_emblem(items, r) for items in lines]
+    sticker_slots: list[tuple[int, int, int, int, str]] = []  # x0, x1, line top, height, kind
     for items, (ly, lh) in zip(lines, boxes, strict=True):
         mask, slots = _line_mask(font, items, spacing)
         tm = _fit(mask, x1 - x0, lh, stretch)
@@ -712,8 +887,11 @@ def _paint(
             dx, dy = r.choice((1, 2)), r.choice((1, 2))
             _blend(img, tm, lx + dx, ly + dy, [c * 0.55 for c in bgc], 0.7)
         _blend(img, tm, lx, ly, fgc)
-        sticker_slots += [(lx + round(a * sx), lx + round(b * sx), ly, lh) for a, b in slots]
-    for sx0, sx1, sy, sh in sticker_slots:
+        sticker_slots += [(lx + round(a * sx), lx + round(b * sx), ly, lh, k) for a, b, k in slots]
+    for sx0, sx1, sy, sh, kind in sticker_slots:
+        if kind == EMBLEM:
+            extras.append(_emblem(img, (sx0, sy, sx1 - sx0, sh), r))
+            continue
         # German seals: the inspection sticker above, the district seal below
         cx, rr = (sx0 + sx1) // 2, max(3, round(0.36 * (sx1 - sx0)))
         hu = r.choice(((60, 110, 230), (40, 170, 60), (210, 110, 40), (40, 200, 230)))

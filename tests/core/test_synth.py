@@ -103,6 +103,33 @@ def test_decorations_are_not_in_labels(fonts: list[Path]) -> None:
                 assert word not in p.text, (extra, p.text)
 
 
+def test_us_marks_between_and_beside_the_characters_are_drawn_not_labelled(
+    fonts: list[Path],
+) -> None:
+    """US plates get emblems between their groups (a state's outline, a peach),
+    scenery behind the characters and stacked letters or an icon beside them; none
+    of it is in the label, which still fits the plate's format."""
+    g = Generator(9, fonts, regions={"us": 1.0})
+    marks: set[str] = set()
+    for i in range(200):
+        p, info = g.sample_with_info(i)
+        drawn = [e for e in info.extras if e.startswith("<")]
+        marks.update(e if e in ("<picture>", "<icon>") or e[1:-1].islower() else "<letters>"
+                     for e in drawn)  # fmt: skip
+        assert format_regex(info.format).fullmatch(p.text), (p.text, info.extras)
+    assert {"<picture>", "<icon>", "<letters>", "<outline>", "<fruit>", "<seal>"} <= marks
+
+
+def test_emblem_slot_takes_a_gap_or_goes_between_characters() -> None:
+    import random
+
+    r = random.Random(0)
+    assert synth._with_emblem(["A", "B", "C", "-", "1", "2"], r) == ["A", "B", "C", "^", "1", "2"]
+    inserted = synth._with_emblem(list("ABC123"), r)
+    assert inserted.count(synth.EMBLEM) == 1 and inserted[0] == "A" and inserted[-1] == "3"
+    assert [c for c in inserted if c != synth.EMBLEM] == list("ABC123")
+
+
 def test_both_one_and_two_line_plates_occur_per_region(fonts: list[Path]) -> None:
     lines: dict[str, set[int]] = {}
     for region in ("us", "br", "mercosur", "in"):
