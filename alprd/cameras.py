@@ -56,7 +56,7 @@ def pipeline_for(
     return CameraPipeline(
         cam.name, recognizer, config, zone=cam.zone, regions=cam.regions,
         keep_snapshots=config.outputs.snapshots.enabled, motion=cam.motion,
-        arriving=cam.arriving,
+        arriving=cam.arriving, gate=cam.role == "gate",
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,11 +32,13 @@ from alprd.exitcodes import ExitCode
 from alprd.log import get_logger
 from alprd.observe import EngineStatus, Metrics, Status, StatusWriter
 from alprd.pipeline.lanes import Lanes
+from alprd.pipeline.lists import PlateLists
 from alprd.pipeline.recognizer import Recognizer
 from alprd.pipeline.stream import Batch
 from alprd.pipeline.types import PlateEvent
 from alprd.rebuild import Built, Rebuilder
 from alprd.sinks.base import SinkError
+from alprd.sinks.gate import Gate
 from alprd.sinks.lists import LiveLists
 from alprd.sinks.outputs import Outputs
 from alprd.sinks.privacy import Concealer
@@ -63,6 +66,7 @@ class Service:
         self.outputs: Outputs | None = None
         self.conceal: Concealer | None = None  # privacy.hash_plates
         self.lists: LiveLists | None = None
+        self.gate: Gate | None = None  # with gate cameras
         self.metrics = Metrics()
         self.cameras = Cameras(self.metrics, self._emit)
         self.status_writer: StatusWriter | None = None
@@ -106,7 +110,8 @@ class Service:
             self.conceal = Concealer.for_daemon(self.config.privacy)
             self.outputs = Outputs.open(self.config)
             self.lists = LiveLists.of(self.config)
-        except (SinkError, OSError, ValueError) as exc:
+            self.gate = self._open_gate(self.config)
+        except (SinkError, OSError, ValueError, sqlite3.Error) as exc:
             log.error("outputs_failed", reason=str(exc))
             return ExitCode.FATAL
         self.rebuilder = Rebuilder(
@@ -322,6 +327,9 @@ class Service:
             for (cam, frame), events in zip(ready, batch.finish(results), strict=True):
                 for event in events:
                     self._emit(cam, event)
+                for call in cam.pipeline.take_calls():
+                    if self.gate is not None:
+                        self.gate.submit(call)
                 cam.processed += 1
                 cam.window_frames += 1
                 self.samples.offer(samples, cam.name, frame.image)
@@ -330,6 +338,15 @@ class Service:
                     self.on_frame(cam.config.name, frame.index)
             times = self.recognizer.times
             self.metrics.observe_stages(times.samples, times.count)
+
+    def _open_gate(self, config: cfgmod.Config) -> Gate | None:
+        """The gate of `config`'s gate cameras, deciding by the lists as they are."""
+
+        def lists() -> PlateLists:
+            assert self.lists is not None
+            return self.lists.current
+
+        return Gate.of(config, lists, self.conceal.hash if self.conceal else None)
 
     def _emit(self, cam: Camera, event: PlateEvent) -> None:
         cam.events += 1
@@ -424,6 +441,13 @@ class Service:
         if self.lists is not None:
             self.lists.close()
         self.lists = LiveLists.of(new)  # [lists] and [plates.known] as reloaded
+        if self.gate is not None:
+            self.gate.close()
+        try:
+            self.gate = self._open_gate(new)
+        except (OSError, sqlite3.Error) as exc:
+            self.gate = None
+            log.error("gate_failed", reason=str(exc), action="no gate actions until a reload")
         self.generation += 1
         assert self.rebuilder is not None
         for role in pending:
@@ -449,6 +473,8 @@ class Service:
         self.cameras.close_all(deadline)
         if self.recognizer is not None:
             self.recognizer.close()
+        if self.gate is not None:
+            self.gate.close(timeout=max(0.1, deadline - time.monotonic()))
         if self.outputs is not None:
             self.outputs.close(timeout=max(0.1, deadline - time.monotonic()))
         late = time.monotonic() > deadline

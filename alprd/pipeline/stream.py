@@ -14,7 +14,16 @@ from alprd.pipeline.motion import MotionGate
 from alprd.pipeline.recognizer import FrameResult, Recognizer
 from alprd.pipeline.rules import PlateRules
 from alprd.pipeline.track import Track, Tracker
-from alprd.pipeline.types import Frame, PassKey, Plate, PlateEvent, PlateRead, Text, Vehicle
+from alprd.pipeline.types import (
+    Frame,
+    PassCall,
+    PassKey,
+    Plate,
+    PlateEvent,
+    PlateRead,
+    Text,
+    Vehicle,
+)
 from alprd.pipeline.vote import Voter
 
 
@@ -54,10 +63,14 @@ class CameraPipeline:
         early: bool = True,
         motion: bool | None = None,
         arriving: str = "",
+        gate: bool = False,
     ) -> None:
+        """`gate`: a gate camera (``role = "gate"``): its passes are called as soon
+        as their plate is read consistently enough (``[gate]``, `take_calls`), their
+        events go out when they end."""
         self.camera, self.recognizer, self.zone = camera, recognizer, zone
         self.rules = rules_for(config, regions)
-        t, v = config.tracking, config.voting
+        t, v, g = config.tracking, config.voting, config.gate
         self.vehicles = Tracker(
             iou_min=t.iou_min, max_shift=t.max_shift, max_age_s=t.max_age_s,
             min_misses=t.min_misses,
@@ -68,7 +81,7 @@ class CameraPipeline:
         )  # fmt: skip
         self.voter = Voter(
             camera,
-            min_agreeing=v.min_agreeing if early else 0,
+            min_agreeing=v.min_agreeing if early and not gate else 0,
             min_confidence=v.min_confidence,
             dedupe_window_s=v.dedupe_window_s,
             dedupe_max_distance=v.dedupe_max_distance,
@@ -81,6 +94,9 @@ class CameraPipeline:
                 min_shift=t.direction_min_shift,
                 min_growth=t.direction_min_growth,
             ),
+            decide_after=g.min_reads if gate else 0,
+            decide_confidence=g.min_confidence,
+            decide_when_heading=g.arriving_only,
         )
         self.keep_snapshots = keep_snapshots
         self.recheck_every = t.recheck_every
@@ -141,7 +157,15 @@ class CameraPipeline:
         return select
 
     def _decided(self, key: PassKey) -> bool:
-        return self.voter.emitted(key) or self.voter.agreeing(key) >= self.decided_after
+        """Whether pass `key` needs no more reads (a gate's pass not called yet
+        does: its direction may still have to show)."""
+        if self.voter.emitted(key):
+            return True
+        return self.voter.agreeing(key) >= self.decided_after and not self.voter.pending(key)
+
+    def take_calls(self) -> list[PassCall]:
+        """The passes called (gate cameras) since the last time asked."""
+        return self.voter.take_calls()
 
     def feed(
         self,

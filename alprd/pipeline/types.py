@@ -141,6 +141,22 @@ class PlateEvent:
         }
 
 
+@dataclass(frozen=True)
+class PassCall:
+    """A gate camera's pass decided before it ends: its plate is read consistently
+    enough (`alprd.pipeline.vote.Voter`, ``[gate]``); the lists and the actions
+    take it from here (`alprd.sinks.gate`)."""
+
+    camera: str
+    track_id: int
+    plate: str
+    confidence: float
+    reads: int  # reads that agree with `plate`
+    time: float  # the deciding read's frame time (wall clock for cameras)
+    frame: int
+    direction: str  # "arriving", "leaving" or "unknown", from the reads so far
+
+
 def box_list(box: Box | None) -> list[float] | None:
     """A box as JSON: [x1, y1, x2, y2] to 0.1 px, or None."""
     return None if box is None else [round(v, 1) for v in box]

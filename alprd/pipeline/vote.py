@@ -12,6 +12,11 @@ event's ``format`` names the regions whose format the voted plate fits, when
 any of the pass's reads was decoded with a format ("" when all were read as
 printed); its ``texts`` list what the kept reads said, by text (how many reads,
 their best confidence), most supported first, at most `MAX_TEXTS`.
+
+A gate camera's pass is also *called* before it ends (``decide_after`` > 0): once
+that many reads agree with the vote and its confidence is at least
+``decide_confidence`` (and, with ``decide_when_heading``, once its direction shows),
+a `PassCall` goes to `Voter.calls`, once per pass; its event follows as usual.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from alprd.pipeline.rules import FormatOf, Known
-from alprd.pipeline.types import Box, PassKey, PlateEvent, PlateRead, TextVote
+from alprd.pipeline.types import Box, PassCall, PassKey, PlateEvent, PlateRead, TextVote
 from alprd.plates import levenshtein
 
 #: At most this many texts of a pass in its event (`PlateEvent.texts`).
@@ -85,6 +90,7 @@ class _Pass:
     last_frame: int = -1
     formatted: bool = False  # a read was decoded with a plate format
     emitted: bool = False
+    called: bool = False  # its `PassCall` is out
     first_read: PlateRead | None = None  # the earliest and the latest read: which
     last_read: PlateRead | None = None  # way the pass went
     _agreeing: tuple[int, int] = (0, 0)  # (reads when counted, count)
@@ -134,11 +140,15 @@ class Voter:
         format_of: FormatOf = lambda plate: "",
         max_reads: int = 100,
         travel: Callable[[Box, Box], str] = lambda first, last: "unknown",
+        decide_after: int = 0,
+        decide_confidence: float = 0.0,
+        decide_when_heading: bool = False,
     ) -> None:
         """`known`: the known plate a voted plate matches; `format_of`: the regions
         whose format it fits (`PlateRules.known_match`, `PlateRules.format_of`);
         `travel`: the direction of a pass from its first and last box
-        (`alprd.pipeline.direction`)."""
+        (`alprd.pipeline.direction`); `decide_after` (0: never), `decide_confidence`,
+        `decide_when_heading`: when a pass is called (`calls`)."""
         if min_agreeing < 0:
             raise ValueError("min_agreeing must be >= 0")
         if max_reads < max(min_agreeing, 1):
@@ -155,6 +165,13 @@ class Voter:
         self._passes: dict[PassKey, _Pass] = {}
         self._recent: list[tuple[str, float]] = []  # (plate, time emitted)
         self.suppressed = 0  # events not emitted as duplicates
+        if decide_after < 0 or decide_after > max_reads:
+            raise ValueError("decide_after must be in 0..max_reads")
+        self.decide_after = decide_after
+        self.decide_confidence = decide_confidence
+        self.decide_when_heading = decide_when_heading
+        #: passes called and not yet taken (`take_calls`): at most one per open pass
+        self.calls: list[PassCall] = []
 
     def add(self, key: PassKey, read: PlateRead) -> PlateEvent | None:
         """Record a read of pass `key`; returns its event if enough reads agree now."""
@@ -162,6 +179,8 @@ class Voter:
         if p is None:
             p = self._passes[key] = _Pass(self.max_reads)
         p.add(read)
+        if self.decide_after and not p.called and not p.emitted:
+            self._call(key, p, read)
         if p.emitted or not self.min_agreeing:
             return None
         return self._emit(key, p) if p.agreeing() >= self.min_agreeing else None
@@ -173,10 +192,38 @@ class Voter:
             return None
         return self._emit(key, p)
 
+    def take_calls(self) -> list[PassCall]:
+        """The passes called since the last time asked."""
+        calls, self.calls = self.calls, []
+        return calls
+
+    def _call(self, key: PassKey, p: _Pass, read: PlateRead) -> None:
+        """Call pass `key` if its reads now agree enough (after `read`)."""
+        if p.agreeing() < self.decide_after:
+            return
+        text, support = vote(p.reads)
+        confidence = sum(support) / len(support) if support else 0.0
+        if not text or confidence < self.decide_confidence:
+            return
+        heading = self._direction(p)
+        if self.decide_when_heading and heading == "unknown":
+            return
+        p.called = True
+        self.calls.append(PassCall(
+            camera=self.camera, track_id=key.track, plate=text,
+            confidence=round(confidence, 4), reads=p.agreeing(), time=read.time,
+            frame=read.frame, direction=heading,
+        ))  # fmt: skip
+
     def agreeing(self, key: PassKey) -> int:
         """How many reads of pass `key` agree with its current vote."""
         p = self._passes.get(key)
         return p.agreeing() if p is not None else 0
+
+    def pending(self, key: PassKey) -> bool:
+        """Whether pass `key` is still to be called (`decide_after` > 0)."""
+        p = self._passes.get(key)
+        return bool(self.decide_after) and p is not None and not p.called and not p.emitted
 
     def emitted(self, key: PassKey) -> bool:
         """Whether pass `key`'s event is out (its later reads change nothing)."""

@@ -25,6 +25,8 @@ from alprd import plates
 from alprd.settings.base import Backend as Backend
 from alprd.settings.base import Precision as Precision
 from alprd.settings.base import Section, TimeZone
+from alprd.settings.gate import GateAction as GateAction
+from alprd.settings.gate import GateConfig
 from alprd.settings.models import OCR_DEFAULT as OCR_DEFAULT
 from alprd.settings.models import OCR_PRESETS as OCR_PRESETS
 from alprd.settings.models import EnginesConfig, ModelsConfig
@@ -60,6 +62,10 @@ class CameraConfig(Section):
     #: the way an arriving vehicle moves in the picture (down, up, left, right,
     #: towards, away); "": every event's direction is "unknown"
     arriving: Literal["", "down", "up", "left", "right", "towards", "away"] = ""
+    #: "gate": a pass is decided as soon as its plate is read consistently enough
+    #: (``[gate]``) and its decision fires the gate's actions; its event still
+    #: goes out when the pass ends
+    role: Literal["", "gate"] = ""
 
     @field_validator("zone")
     @classmethod
@@ -244,6 +250,7 @@ class Config(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     lists: ListsConfig = Field(default_factory=ListsConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     web: WebConfig = Field(default_factory=WebConfig)
@@ -261,6 +268,25 @@ class Config(Section):
         if dupes:
             raise ValueError(f"camera names must be unique; repeated: {', '.join(dupes)}")
         return cameras
+
+    @model_validator(mode="after")
+    def _gate_cameras_known(self) -> Config:
+        gates = {c.name for c in self.cameras if c.role == "gate"}
+        for i, camera in enumerate(self.cameras):
+            if camera.role == "gate" and self.gate.arriving_only and not camera.arriving:
+                raise ValueError(
+                    f'cameras[{i}] ({camera.name}): role = "gate" with gate.arriving_only '
+                    "needs arriving (the way an arriving vehicle moves in the picture: down, "
+                    "up, left, right, towards, away), or set gate.arriving_only = false"
+                )
+        for i, action in enumerate(self.gate.actions):
+            unknown = sorted(set(action.cameras) - gates)
+            if unknown:
+                raise ValueError(
+                    f"gate.actions[{i}].cameras: {', '.join(unknown)} is not a camera with "
+                    'role = "gate"'
+                )
+        return self
 
     @model_validator(mode="after")
     def _camera_regions_known(self) -> Config:

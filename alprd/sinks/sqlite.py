@@ -57,6 +57,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX reads_camera_seen ON reads (camera, first_seen)",
         "DROP INDEX reads_camera",
     ),
+    # 4: the gate's audit records: what each decision of a gate camera fired, and
+    # how it went (`alprd.sinks.gate`)
+    (
+        """CREATE TABLE gate_actions (
+            time REAL NOT NULL,
+            camera TEXT NOT NULL,
+            plate TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            action TEXT NOT NULL,
+            result TEXT NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+        "CREATE INDEX gate_actions_time ON gate_actions (time)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

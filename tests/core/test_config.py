@@ -300,6 +300,7 @@ def test_toml_parse_of_the_default_file_has_no_surprises():
         "storage",
         "privacy",
         "lists",
+        "gate",
         "service",
         "metrics",
         "web",
