@@ -15,7 +15,7 @@ PY     := $(BIN)/python
 PREFIX        ?= /opt/alprd
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: install install-systemd run test test-core test-faults models engines bench bench-gpu soak bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs bench-memory bench-web lint clean distclean
+.PHONY: install install-systemd run test test-core test-faults models engines bench bench-gpu soak bench-engines bench-accuracy bench-ocr-gpu bench-pipeline bench-swap bench-outputs bench-memory bench-web bench-gate lint clean distclean
 
 install: $(VENV)/.installed models
 
@@ -73,6 +73,10 @@ bench-gpu: $(VENV)/.installed
 # A running daemon while a retrained plate model is dropped in: frame gaps and drops.
 bench-swap: $(VENV)/.installed
 	$(PY) -m benchmarks.swap
+
+# How soon a gate opens: first read of a plate -> the relay's request (rear-view video as a live camera)
+bench-gate: $(VENV)/.installed
+	$(PY) -m benchmarks.gate
 
 # The daemon for MINUTES (default 60) against CAMERAS live HTTP cameras with faults
 # along the way (camera lost, broker down, reload, disk full, model drops): memory,

@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", metavar="NAME")
     p.add_argument("--limit", type=_positive_int, default=50, metavar="N")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument(
+        "--actions", action="store_true",
+        help="the gate's audit records instead: what each decision fired, and how it went",
+    )  # fmt: skip
     p.set_defaults(func=cmd_reads)
 
     p = sub.add_parser("status", parents=[common], help="the running daemon's state")

@@ -49,6 +49,8 @@ def cmd_reads(args: argparse.Namespace) -> int:
         print(f"error: cannot read the plate-hash key (privacy.key_file): {exc}", file=sys.stderr)
         return ExitCode.FAILURE
     hashed = conceal.hash(args.plate.upper()) if conceal and (args.plate or "").isalnum() else None
+    if args.actions:
+        return _actions(db, args, since, until)
     try:
         store = SqliteSink(db)
     except SinkError as exc:
@@ -75,6 +77,41 @@ def cmd_reads(args: argparse.Namespace) -> int:
             r.get("vehicle_class") or "", r.get("known_label") or "", r.get("format") or "",
         )  # fmt: skip
     Console(width=120).print(table)
+    return ExitCode.OK
+
+
+def _actions(db: Path, args: argparse.Namespace, since: float | None, until: float | None) -> int:
+    """`alprd reads --actions`: the gate's audit records, newest first."""
+    import fnmatch
+    import json
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from alprd.sinks.gate import read_audit
+
+    rows = [
+        f for f in read_audit(db, limit=max(args.limit, 10_000))
+        if (since is None or f.time >= since) and (until is None or f.time < until)
+        and (args.camera is None or f.camera == args.camera)
+        and (args.plate is None or fnmatch.fnmatchcase(f.plate, args.plate.upper()))
+    ][: args.limit]  # fmt: skip
+    if args.json:
+        for f in rows:
+            print(json.dumps(asdict(f)))
+        return ExitCode.OK
+    table = Table(show_edge=False)
+    for col in ("time (UTC)", "camera", "plate", "decision", "list", "label", "direction",
+                "action", "result", "detail", "ms"):  # fmt: skip
+        table.add_column(col)
+    for f in rows:
+        when = datetime.fromtimestamp(f.time, UTC).isoformat(timespec="seconds")
+        table.add_row(
+            when, f.camera, f.plate, f.decision, f.list or "", f.label or "", f.direction,
+            f.action, f.result, f.detail, f"{f.latency_ms:.0f}",
+        )  # fmt: skip
+    Console(width=160).print(table)
     return ExitCode.OK
 
 

@@ -155,6 +155,7 @@ class PassCall:
     time: float  # the deciding read's frame time (wall clock for cameras)
     frame: int
     direction: str  # "arriving", "leaving" or "unknown", from the reads so far
+    first_time: float = 0.0  # the frame time of the pass's first read
 
 
 def box_list(box: Box | None) -> list[float] | None:

@@ -212,7 +212,7 @@ class Voter:
         self.calls.append(PassCall(
             camera=self.camera, track_id=key.track, plate=text,
             confidence=round(confidence, 4), reads=p.agreeing(), time=read.time,
-            frame=read.frame, direction=heading,
+            frame=read.frame, direction=heading, first_time=p.first_time,
         ))  # fmt: skip
 
     def agreeing(self, key: PassKey) -> int:

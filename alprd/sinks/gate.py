@@ -64,9 +64,17 @@ class Firing:
     result: str  # OK, FAILED, RATE_LIMITED, DROPPED, NOT_ARRIVING
     detail: str  # the failure's reason, the answer's status
     tries: int
-    #: from the capture of the deciding frame to the action's outcome, ms (cameras:
-    #: the frame's wall-clock time)
+    #: from the capture of the pass's first read to the action's outcome, ms (a
+    #: camera's frame times are wall-clock), and its parts: waiting for the frames
+    #: whose reads agree (first read -> deciding read), inference (the deciding
+    #: frame's capture -> its decision: the frame's wait for the loop, the
+    #: detectors, the recogniser, the vote), the decision (the lists), the action
+    #: (its wait in the queue, its run)
     latency_ms: float
+    frames_ms: float = 0.0
+    inference_ms: float = 0.0
+    decision_ms: float = 0.0
+    action_ms: float = 0.0
 
 
 def fields(call: PassCall, decision: Decision, action: str = "") -> dict[str, str]:
@@ -303,7 +311,10 @@ class _Worker:
 
     def __init__(self, action: GateAction, runner: Runner, queue_max: int) -> None:
         self.action, self.runner = action, runner
-        self.jobs: queue.Queue[tuple[PassCall, Decision, str] | None] = queue.Queue(queue_max)
+        #: (call, decision, when submitted, when decided): wall-clock times
+        self.jobs: queue.Queue[tuple[PassCall, Decision, float, float] | None] = queue.Queue(
+            queue_max
+        )
         self.thread: threading.Thread | None = None
 
 
@@ -355,7 +366,9 @@ class Gate:
     def submit(self, call: PassCall) -> Decision:
         """Decide `call` by the lists now, log it, and queue the actions it fires
         (never waits: a full queue drops the job, recorded as `DROPPED`)."""
+        submitted = time.time()
         decision = self.lists().decide(call.plate, call.time)
+        decided = time.time()
         self.decided += 1
         e = decision.entry
         log.info(
@@ -367,15 +380,17 @@ class Gate:
         now = time.monotonic()
         for action, fate in plan(call, decision, self.config.actions, now, self.last_fired,
                                  self.config.arriving_only):  # fmt: skip
+            times = (submitted, decided)
             if fate:
-                self._record(call, decision, action, fate, "", 0)
+                self._record(call, decision, action, fate, "", 0, times)
                 continue
             self.last_fired[action.name] = now
             try:
-                self._workers[action.name].jobs.put_nowait((call, decision, ""))
+                self._workers[action.name].jobs.put_nowait((call, decision, *times))
             except queue.Full:
                 self._record(call, decision, action, DROPPED,
-                             f"{self.config.queue_max} firings waiting already", 0)  # fmt: skip
+                             f"{self.config.queue_max} firings waiting already", 0,
+                             times)  # fmt: skip
         return decision
 
     def _work(self, w: _Worker) -> None:
@@ -383,7 +398,7 @@ class Gate:
             job = w.jobs.get()
             if job is None:
                 return
-            call, decision, _ = job
+            call, decision, submitted, decided = job
             values = fields(call, decision, w.action.name)
             detail, result, tries = "", FAILED, 0
             while tries <= w.action.retries:
@@ -395,7 +410,7 @@ class Gate:
                     detail = str(exc)
                 except Exception as exc:  # a runner's bug must not end the gate
                     detail = f"{type(exc).__name__}: {exc}"
-            self._record(call, decision, w.action, result, detail, tries)
+            self._record(call, decision, w.action, result, detail, tries, (submitted, decided))
 
     def _plate(self, call: PassCall, decision: Decision) -> str:
         if self.conceal is not None and decision.entry is None:
@@ -403,16 +418,24 @@ class Gate:
         return call.plate
 
     def _record(self, call: PassCall, decision: Decision, action: GateAction, result: str,
-                detail: str, tries: int) -> None:  # fmt: skip
+                detail: str, tries: int, times: tuple[float, float]) -> None:  # fmt: skip
         e = decision.entry
         now = time.time()
+        submitted, decided = times
+        first = call.first_time or call.time
+
+        def ms(a: float, b: float) -> float:
+            return round(max(0.0, b - a) * 1000, 1)
+
         firing = Firing(
             time=now, camera=call.camera, plate=self._plate(call, decision),
             track_id=call.track_id, decision=decision.verdict, list=e.list if e else None,
             list_plate=e.plate if e else None, label=(e.label or None) if e else None,
             distance=decision.distance if e else None, direction=call.direction,
             action=action.name, result=result, detail=detail, tries=tries,
-            latency_ms=round(max(0.0, now - call.time) * 1000, 1),
+            latency_ms=ms(first, now), frames_ms=ms(first, call.time),
+            inference_ms=ms(call.time, submitted), decision_ms=ms(submitted, decided),
+            action_ms=ms(decided, now),
         )  # fmt: skip
         if result == FAILED:
             log.error("gate_action_failed", action=action.name, camera=call.camera,

@@ -1,0 +1,161 @@
+"""Gate cameras with the real daemon on the rear-view video in a loop (a pass every
+few seconds): a real HTTP relay, a real mosquitto and a real command receive
+exactly one opening per pass of an allowed, arriving plate; none for a denied
+plate, none for a leaving vehicle; a stuck endpoint fails on its own thread
+without holding the frames or the other actions; each firing is an audit record
+in the store, shown by `alprd reads --actions`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import needs_data
+from support.daemon import DaemonProcess
+from support.servers import MOSQUITTO, Broker
+from test_plate_lists import lists
+from test_service import NL_VIDEO, site, sock, write_config  # noqa: F401
+from test_sinks import Subscriber
+
+from alprd.sinks.gate import read_audit
+
+
+class Relay:
+    """A real HTTP endpoint that records each request (path, body), answering 200
+    (or, `stuck`, only after a minute)."""
+
+    def __init__(self, stuck: bool = False) -> None:
+        self.requests: list[tuple[str, str]] = []
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                relay.requests.append((self.path, body))
+                if stuck:
+                    time.sleep(60)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def relays() -> Iterator[tuple[Relay, Relay]]:
+    good, stuck = Relay(), Relay(stuck=True)
+    yield good, stuck
+    good.close()
+    stuck.close()
+
+
+@needs_data(NL_VIDEO, "video")
+@pytest.mark.skipif(
+    MOSQUITTO is None, reason="mosquitto not installed (Debian package 'mosquitto')"
+)
+def test_a_gate_opens_once_per_allowed_arriving_pass_and_never_for_others(
+    site: Path,  # noqa: F811
+    sock,  # noqa: F811
+    relays: tuple[Relay, Relay],
+    tmp_path: Path,
+) -> None:
+    good, stuck = relays
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    opened = tmp_path / "opened.txt"
+    # the car drives away from the camera behind it: "in" takes that as arriving,
+    # "out" as leaving
+    cameras = "".join(
+        f'[[cameras]]\nname = "{name}"\nurl = "{NL_VIDEO}"\nfps = 5\nloop = true\n'
+        f'role = "gate"\narriving = "{way}"\n'
+        for name, way in (("in", "away"), ("out", "towards"))
+    )
+    gate = (
+        '[outputs.mqtt]\nenabled = false\nhost = "127.0.0.1"\n'
+        f"port = {broker.port}\n"
+        '[[gate.actions]]\nname = "relay"\ntype = "http"\n'
+        f'url = "{good.url}/open/{{camera}}"\n'
+        'body = \'{"plate": "{plate}", "who": "{label}"}\'\n'
+        "min_interval_s = 0\n"
+        '[[gate.actions]]\nname = "stuck"\ntype = "http"\n'
+        f'url = "{stuck.url}/open"\ntimeout_s = 0.5\nretries = 1\nmin_interval_s = 0\n'
+        '[[gate.actions]]\nname = "bus"\ntype = "mqtt"\ntopic = "gate/{camera}/open"\n'
+        'payload = "{plate} {decision}"\nmin_interval_s = 0\n'
+        '[[gate.actions]]\nname = "script"\ntype = "command"\nmin_interval_s = 0\n'
+        f'command = ["{sys.executable}", "-c", '
+        "\"import sys; open(sys.argv[1], 'a').write(sys.argv[2] + chr(10))\", "
+        f'"{opened}", "{{plate}} {{camera}}"]\n'
+    )
+    config = write_config(site, cameras, "[voting]\ndedupe_window_s = 0\n" + gate)
+    assert lists(config, "add", "residents", "L417VS", "--label", "Ann").returncode == 0
+    sub = Subscriber(broker.port, "gate/#", "gate-test")
+    d = DaemonProcess(config, sock)
+    try:
+        sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
+        # two passes of the arriving camera, each with its event at its end
+        for _ in range(2):
+            d.wait_event("plate_event", timeout=120, camera="in", decision="allow")
+        time.sleep(1.5)  # the last pass's firings finish (the stuck one times out)
+        allowed_in = [e for e in d.events() if e["event"] == "gate_decision"
+                      and e["camera"] == "in" and e["decision"] == "allow"]  # fmt: skip
+        passes = len(allowed_in)
+        assert passes >= 2
+        assert (
+            good.requests[:passes] == [("/open/in", '{"plate": "L417VS", "who": "Ann"}')] * passes
+        )
+        assert all(path == "/open/in" for path, _ in good.requests)  # "out" never opened
+        assert sub.on("gate/in/open")[:passes] == ["L417VS allow"] * passes
+        assert sub.on("gate/out/open") == []
+        assert opened.read_text().splitlines()[:passes] == ["L417VS in"] * passes
+        # a deny entry: the next passes are denied and open nothing
+        before = len(good.requests)
+        assert lists(config, "add", "blocked", "L417VS", "--kind", "deny").returncode == 0
+        d.wait_event("gate_decision", timeout=120, camera="in", decision="deny")
+        d.wait_event("plate_event", timeout=120, camera="in", decision="deny")
+    finally:
+        code, logs = d.stop()
+        sub.close()
+        broker.stop()
+    assert code == 0
+    decisions = [e for e in logs if e["event"] == "gate_decision"]
+    allowed = [e for e in decisions if e["camera"] == "in" and e["decision"] == "allow"]
+    assert len(good.requests) == before + (len(allowed) - passes)  # none for a deny
+    # a leaving car is decided (and recorded), never opened for
+    out = [e for e in decisions if e["camera"] == "out"]
+    assert out and all(e["direction"] == "leaving" for e in out)
+    # the stuck endpoint failed on its own thread, at error priority, with the reason
+    failed = [e for e in logs if e["event"] == "gate_action_failed"]
+    assert failed and all(e["action"] == "stuck" and "timed out" in e["reason"] for e in failed)
+    assert all(e["tries"] == 2 for e in failed)
+    # one audit record per action and decision, in the events' store
+    audit = read_audit(site / "state" / "reads.db", limit=1000)
+    ok = [(f.camera, f.action) for f in audit if f.result == "ok"]
+    assert ok.count(("in", "relay")) == ok.count(("in", "bus")) == ok.count(("in", "script"))
+    assert ok.count(("in", "relay")) == len(allowed)
+    assert {f.result for f in audit if f.camera == "out"} == {"not-arriving"}
+    relay = next(f for f in audit if f.action == "relay" and f.result == "ok")
+    assert (relay.plate, relay.list, relay.label, relay.direction) == (
+        "L417VS", "residents", "Ann", "arriving",
+    )  # fmt: skip
+    assert 0 < relay.latency_ms < 5000
+    shown = subprocess.run(
+        [sys.executable, "-m", "alprd", "reads", "--actions", "--config", str(config)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "relay" in shown.stdout and "not-arriving" in shown.stdout
