@@ -1,11 +1,12 @@
-"""`make bench-gate`: how soon a gate opens, from the plate's first read to the
-barrier's relay receiving the request.
+"""`make bench-gate`: how soon a gate opens, from the first frame on which the
+plate is readable to the barrier's relay receiving the request.
 
 The daemon (in this process, the default models and backend) watches the rear-view
 video replayed as a live camera (looped, paced at `--fps`, frame times from the
 wall clock) with ``role = "gate"``; the plate is on an allow list and an HTTP
 action posts to a relay served here. For each pass the audit record splits the
-time from the capture of the frame of the pass's first read to the relay's
+time from the capture of the first frame whose read says the decided plate (the
+first frame on which it is readable) to the relay's
 answer: waiting for the frames whose reads agree (``gate.min_reads``), inference
 (the deciding frame's wait for the loop, the detectors, the recogniser, the vote),
 the decision (the lists) and the action (its queue, the request). The relay's
@@ -72,6 +73,13 @@ def main() -> int:
         print(f"no video at {video}: nothing to measure")
         return 0
     logmod.configure("console", "warning")
+    for arriving_only in (False, True):
+        measure(video, args, arriving_only)
+    return 0
+
+
+def measure(video: Path, args: argparse.Namespace, arriving_only: bool) -> None:
+    """One run of the daemon with ``gate.arriving_only`` as given; prints its table."""
     server, arrived = relay()
     with tempfile.TemporaryDirectory(prefix="alprd-gate-") as tmp:
         root = Path(tmp)
@@ -87,7 +95,8 @@ def main() -> int:
         config = root / "etc" / "alprd.toml"
         config.write_text(
             f'[paths]\nroot = ".."\n[engines]\nbackend = "{args.backend}"\n'
-            "[voting]\ndedupe_window_s = 0\n"
+            "[voting]\ndedupe_window_s = 0\n[metrics]\nenabled = false\n"
+            f"[gate]\narriving_only = {str(arriving_only).lower()}\n"
             # the car drives away from the camera behind it: arriving is "away"
             f'[[cameras]]\nname = "gate"\nurl = "{clip}"\nfps = {args.fps}\nloop = true\n'
             'role = "gate"\narriving = "away"\n'
@@ -104,35 +113,33 @@ def main() -> int:
             time.sleep(0.2)
         service.request_stop()
         thread.join(timeout=30)
-        fired = [f for f in read_audit(root / "state" / "reads.db", 1000) if f.result == "ok"]
+        audit = read_audit(root / "state" / "reads.db", 1000)
     server.shutdown()
-    fired.sort(key=lambda f: f.time)
+    fired = sorted((f for f in audit if f.result == "ok"), key=lambda f: f.time)
+    print(f"\ngate.arriving_only = {str(arriving_only).lower()}: camera {args.fps:g} fps "
+          f"(the rear-view video as a live camera), backend {args.backend}, gate.min_reads 2, "
+          f"{len(fired)} passes opened, {len(arrived)} requests at the relay")  # fmt: skip
     if not fired:
-        print("no gate action fired")
-        return 1
-    print(f"camera {args.fps:g} fps (the rear-view video as a live camera), backend "
-          f"{args.backend}, gate.min_reads 2, {len(fired)} passes opened, "
-          f"{len(arrived)} requests at the relay")  # fmt: skip
-    # the relay's arrival time against the capture of the pass's first read
+        return
+    # the relay's arrival time against the capture of the first readable frame
     to_relay = [
         (t - (f.time - f.latency_ms / 1000)) * 1000 for f, t in zip(fired, arrived, strict=False)
     ]
     parts: list[tuple[str, list[float]]] = [
-        ("frames (first read -> deciding read)", [f.frames_ms for f in fired]),
+        ("frames (readable -> deciding frame)", [f.frames_ms for f in fired]),
         ("inference (capture -> decision)", [f.inference_ms for f in fired]),
         ("decision (lists)", [f.decision_ms for f in fired]),
         ("action (queue + request + answer)", [f.action_ms for f in fired]),
-        ("first read -> relay answered", [f.latency_ms for f in fired]),
-        ("first read -> request at the relay", to_relay),
+        ("readable -> relay answered", [f.latency_ms for f in fired]),
+        ("readable -> request at the relay", to_relay),
     ]
     print(f"{'':<40} {'median':>8} {'p90':>8} {'max':>8}")
     for name, values in parts:
         print(f"{name:<40} {statistics.median(values):7.1f}  {pct(values, 0.9):7.1f}  "
               f"{max(values):7.1f}  ms")  # fmt: skip
-    worst = statistics.median(to_relay)
-    verdict = "met" if worst <= TARGET_MS else "NOT met"
-    print(f"target <= {TARGET_MS:.0f} ms (median, first read -> request): {verdict}")
-    return 0
+    median = statistics.median(to_relay)
+    verdict = "met" if median <= TARGET_MS else "NOT met"
+    print(f"target <= {TARGET_MS:.0f} ms (median, readable -> request): {verdict}")
 
 
 if __name__ == "__main__":

@@ -155,7 +155,9 @@ class PassCall:
     time: float  # the deciding read's frame time (wall clock for cameras)
     frame: int
     direction: str  # "arriving", "leaving" or "unknown", from the reads so far
-    first_time: float = 0.0  # the frame time of the pass's first read
+    #: the frame time of the pass's first read that says `plate` (the first frame
+    #: on which the plate was readable)
+    readable_time: float = 0.0
 
 
 def box_list(box: Box | None) -> list[float] | None:

@@ -212,7 +212,8 @@ class Voter:
         self.calls.append(PassCall(
             camera=self.camera, track_id=key.track, plate=text,
             confidence=round(confidence, 4), reads=p.agreeing(), time=read.time,
-            frame=read.frame, direction=heading, first_time=p.first_time,
+            frame=read.frame, direction=heading,
+            readable_time=min(r.time for r in p.reads if r.text.text == text),
         ))  # fmt: skip
 
     def agreeing(self, key: PassKey) -> int:

@@ -92,8 +92,9 @@ class GateConfig(Section):
     #: the least mean character confidence of the voted plate for a decision
     min_confidence: float = Field(0.7, ge=0.0, le=1.0)
     #: decide only a pass whose direction is known, and act only on arriving ones
-    #: (a pass that ends before its direction shows gets its event, no action)
-    arriving_only: bool = True
+    #: (a pass that ends before its direction shows gets its event, no action);
+    #: the decision then waits for the vehicle to move (tracking.direction_min_*)
+    arriving_only: bool = False
     #: decisions waiting for the action worker at most; one more is dropped and
     #: logged (the frames never wait for an action)
     queue_max: int = Field(64, ge=1, le=10_000)

@@ -64,9 +64,10 @@ class Firing:
     result: str  # OK, FAILED, RATE_LIMITED, DROPPED, NOT_ARRIVING
     detail: str  # the failure's reason, the answer's status
     tries: int
-    #: from the capture of the pass's first read to the action's outcome, ms (a
-    #: camera's frame times are wall-clock), and its parts: waiting for the frames
-    #: whose reads agree (first read -> deciding read), inference (the deciding
+    #: from the capture of the first frame on which the plate was read as decided to
+    #: the action's outcome, ms (a camera's frame times are wall-clock), and its
+    #: parts: waiting for the frames whose reads agree (that frame -> the deciding
+    #: frame; with gate.arriving_only also for the direction), inference (the deciding
     #: frame's capture -> its decision: the frame's wait for the loop, the
     #: detectors, the recogniser, the vote), the decision (the lists), the action
     #: (its wait in the queue, its run)
@@ -422,7 +423,7 @@ class Gate:
         e = decision.entry
         now = time.time()
         submitted, decided = times
-        first = call.first_time or call.time
+        first = call.readable_time or call.time
 
         def ms(a: float, b: float) -> float:
             return round(max(0.0, b - a) * 1000, 1)

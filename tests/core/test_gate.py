@@ -127,7 +127,7 @@ def test_gate_settings_are_checked_with_the_key_and_what_to_do(tmp_path: Path):
         return [str(p) for p in info.value.problems]
 
     cam = '[[cameras]]\nname = "gate"\nurl = "rtsp://x"\nrole = "gate"\n'
-    [p] = problems(cam)
+    [p] = problems("[gate]\narriving_only = true\n" + cam)
     assert "gate.arriving_only needs arriving" in p and "cameras[0] (gate)" in p
     [p] = problems(cam + 'arriving = "down"\n[[gate.actions]]\nname = "r"\ntype = "http"\n')
     assert "a http action needs url" in p
@@ -137,5 +137,5 @@ def test_gate_settings_are_checked_with_the_key_and_what_to_do(tmp_path: Path):
     [p] = problems(cam + 'arriving = "down"\n[[gate.actions]]\nname = "r"\ntype = "command"\n'
                    'command = ["x"]\ncameras = ["front"]\n')  # fmt: skip
     assert 'front is not a camera with role = "gate"' in p
-    ok = cfgmod.parse(cam + "[gate]\narriving_only = false\n", tmp_path / "a.toml")
+    ok = cfgmod.parse(cam, tmp_path / "a.toml")  # a one-way lane: no direction needed
     assert ok.cameras[0].role == "gate" and ok.gate.min_reads == 2

@@ -86,6 +86,7 @@ def test_a_gate_opens_once_per_allowed_arriving_pass_and_never_for_others(
         for name, way in (("in", "away"), ("out", "towards"))
     )
     gate = (
+        "[gate]\narriving_only = true\n"
         '[outputs.mqtt]\nenabled = false\nhost = "127.0.0.1"\n'
         f"port = {broker.port}\n"
         '[[gate.actions]]\nname = "relay"\ntype = "http"\n'
