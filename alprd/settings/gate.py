@@ -11,8 +11,9 @@ from pydantic import Field, model_validator
 
 from alprd.settings.base import Section
 
-#: The fields an action's body, payload, URL or command arguments may name, as
-#: ``{plate}``: what `alprd.sinks.gate` fills in.
+#: The fields an action's body, payload, URL, headers or command arguments may
+#: name, as ``{plate}``: what `alprd.sinks.gate` fills in; ``{credential:NAME}``
+#: names a secret systemd hands the unit (``LoadCredential=``).
 TEMPLATE_FIELDS = (
     "plate", "camera", "decision", "list", "label", "direction", "confidence", "time",
     "action",
@@ -74,7 +75,8 @@ class GateAction(Section):
             raise ValueError(f"url must be an http:// or https:// URL; got {self.url!r}")
         if self.type == "mqtt" and re.search(r"[#+]", self.topic):
             raise ValueError(f"topic must not hold MQTT wildcards (# +); got {self.topic!r}")
-        for where in (self.url, self.body, self.payload, self.topic, *self.command):
+        for where in (self.url, self.body, self.payload, self.topic, *self.command,
+                      *self.headers.values()):  # fmt: skip
             unknown = _unknown_fields(where)
             if unknown:
                 raise ValueError(

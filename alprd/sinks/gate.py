@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import queue
+import re
 import sqlite3
 import ssl
 import subprocess
@@ -94,13 +96,33 @@ def fields(call: PassCall, decision: Decision, action: str = "") -> dict[str, st
     }
 
 
-def fill(template: str, values: Mapping[str, str]) -> str:
+_CREDENTIAL = re.compile(r"{credential:([A-Za-z0-9_.-]+)}")
+
+
+def fill(template: str, values: Mapping[str, str], env: Mapping[str, str] | None = None) -> str:
     """`template` with each ``{field}`` replaced (other braces left as written, so
-    a JSON body needs no escaping)."""
+    a JSON body needs no escaping), and each ``{credential:NAME}`` by the secret
+    systemd hands the unit (``LoadCredential=NAME:/path``: the file NAME in
+    ``$CREDENTIALS_DIRECTORY``), so no password need be in the config file."""
     out = template
     for key, value in values.items():
         out = out.replace("{" + key + "}", value)
-    return out
+    return _CREDENTIAL.sub(lambda m: credential(m.group(1), env), out)
+
+
+def credential(name: str, env: Mapping[str, str] | None = None) -> str:
+    """The secret ``name`` of the unit's credentials (trailing newline stripped)."""
+    directory = (os.environ if env is None else env).get("CREDENTIALS_DIRECTORY", "")
+    path = Path(directory) / name
+    try:
+        if not directory:
+            raise FileNotFoundError
+        return path.read_text(encoding="utf-8").rstrip("\n")
+    except OSError:
+        raise ActionError(
+            f"credential {name!r} not found ({path if directory else 'no $CREDENTIALS_DIRECTORY'})"
+            f": give the unit LoadCredential={name}:/path/to/secret (systemctl edit alprd)"
+        ) from None
 
 
 def plan(
@@ -146,7 +168,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def run_http(action: GateAction, values: Mapping[str, str]) -> str:
     url = fill(action.url, values)
     data = fill(action.body, values).encode() if action.method != "GET" else None
-    request = urllib.request.Request(url, data=data, headers=action.headers, method=action.method)
+    headers = {k: fill(v, values) for k, v in action.headers.items()}
+    request = urllib.request.Request(url, data=data, headers=headers, method=action.method)
     try:
         response: IO[bytes]
         with urllib.request.build_opener(_NoRedirect).open(

@@ -14,7 +14,7 @@ from alprd.pipeline.lists import UNKNOWN, Decision, ListEntry, PlateLists
 from alprd.pipeline.types import PassCall, PassKey, Plate, PlateRead, Text, Vehicle
 from alprd.pipeline.vote import Voter
 from alprd.settings.gate import GateAction
-from alprd.sinks.gate import NOT_ARRIVING, RATE_LIMITED, fields, fill, plan
+from alprd.sinks.gate import NOT_ARRIVING, RATE_LIMITED, ActionError, fields, fill, plan
 
 KEY = PassKey("vehicle", 7)
 
@@ -139,3 +139,16 @@ def test_gate_settings_are_checked_with_the_key_and_what_to_do(tmp_path: Path):
     assert 'front is not a camera with role = "gate"' in p
     ok = cfgmod.parse(cam, tmp_path / "a.toml")  # a one-way lane: no direction needed
     assert ok.cameras[0].role == "gate" and ok.gate.min_reads == 2
+
+
+def test_a_credential_comes_from_the_units_credentials_directory(tmp_path: Path):
+    (tmp_path / "relay").write_text("s3cret\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    values = fields(call(), ALLOW)
+    assert fill("http://admin:{credential:relay}@relay/{plate}", values, env) == (
+        "http://admin:s3cret@relay/AB123"
+    )
+    with pytest.raises(ActionError, match=r"LoadCredential=other:/path/to/secret"):
+        fill("{credential:other}", values, env)
+    with pytest.raises(ActionError, match=r"no \$CREDENTIALS_DIRECTORY"):
+        fill("{credential:relay}", values, {})
