@@ -114,15 +114,20 @@ def credential(name: str, env: Mapping[str, str] | None = None) -> str:
     """The secret ``name`` of the unit's credentials (trailing newline stripped)."""
     directory = (os.environ if env is None else env).get("CREDENTIALS_DIRECTORY", "")
     path = Path(directory) / name
-    try:
-        if not directory:
-            raise FileNotFoundError
-        return path.read_text(encoding="utf-8").rstrip("\n")
-    except OSError:
+    if not directory:
         raise ActionError(
-            f"credential {name!r} not found ({path if directory else 'no $CREDENTIALS_DIRECTORY'})"
-            f": give the unit LoadCredential={name}:/path/to/secret (systemctl edit alprd)"
+            f"credential {name!r} not found (no $CREDENTIALS_DIRECTORY): give the unit "
+            f"LoadCredential={name}:/path/to/secret (systemctl edit alprd)"
+        )
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\n")
+    except FileNotFoundError:
+        raise ActionError(
+            f"credential {name!r} not found ({path}): give the unit "
+            f"LoadCredential={name}:/path/to/secret (systemctl edit alprd)"
         ) from None
+    except OSError as exc:
+        raise ActionError(f"credential {name!r}: {path}: {exc.strerror or exc}") from None
 
 
 def plan(

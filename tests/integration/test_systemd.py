@@ -106,8 +106,6 @@ def dropin(command: str, site: Path) -> str:
     venv = REPO / ".venv"
     lines = [
         "[Service]",
-        "ExecStartPre=",
-        f"ExecStartPre=-{venv}/bin/opt_in_out --opt_out",
         "ExecStart=",
         f"ExecStart={venv}/bin/alprd {command} --config {site}/etc/alprd.toml",
         f"ReadWritePaths={site}",
@@ -576,8 +574,40 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
                 web + "/api/v1/cameras", headers={"Authorization": f"Bearer {token}"}),
                 timeout=5) as r:  # fmt: skip
             assert r.status == 200
+        if video.is_file():  # a gate, as README's "Gates" says
+            gate_opens(ns, clip, tmp_path)
     finally:
         run(str(HERE / "stop.sh"), pidfile, check=False)
+
+
+def gate_opens(ns: tuple[str, ...], clip: str, tmp: Path) -> None:
+    """A gate camera on the looped clip whose command action runs under the unit's
+    hardening (no shell, the dynamic user): the allowed plate (on the list added
+    before) opens it once per pass, and `alprd reads --actions` shows it."""
+    script = "import sys; open('/var/lib/alprd/state/opened', 'a').write(sys.argv[1] + chr(10))"
+    (tmp / "gate.toml").write_text(
+        f'\n[[cameras]]\nname = "gate"\nurl = "{clip}"\nfps = 5\nloop = true\nrole = "gate"\n'
+        '[[gate.actions]]\nname = "open"\ntype = "command"\n'
+        f'command = ["/opt/alprd/venv/bin/python", "-c", "{script}", "{{plate}} {{label}}"]\n'
+    )
+    run(*ns, "sh", "-c", f"cat {tmp / 'gate.toml'} >> /etc/alprd/alprd.toml")
+    run(*ns, "systemctl", "reload", "alprd")  # a new camera: no restart
+
+    def opened() -> list[str]:
+        return run(*ns, "cat", "/var/lib/alprd/state/opened", check=False).stdout.splitlines()
+
+    assert wait(lambda: len(opened()) >= 2, timeout=120), run(
+        *ns, "journalctl", "-u", "alprd", "-o", "cat").stdout[-3000:]  # fmt: skip
+    assert set(opened()) == {"L417VS Ann"}
+    journal = run(*ns, "journalctl", "-u", "alprd", "-o", "cat").stdout
+    assert "gate_decision camera=gate plate=L417VS decision=allow list=residents" in journal
+    shown = run(*ns, "/opt/alprd/venv/bin/alprd", "reads", "--actions", "--json", "--config",
+                "/etc/alprd/alprd.toml").stdout  # fmt: skip
+    fired = [json.loads(line) for line in shown.splitlines()]
+    # (a second pass within min_interval_s of the first is recorded rate-limited)
+    assert {(f["action"], f["label"]) for f in fired} == {("open", "Ann")}
+    assert {f["result"] for f in fired} <= {"ok", "rate-limited"}
+    assert 2 <= sum(f["result"] == "ok" for f in fired) <= len(opened())  # line, then record
 
 
 def alprd(sd, site: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

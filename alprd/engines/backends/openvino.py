@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+
+# isort: off
+from alprd.engines.backends import _telemetry  # noqa: F401  (opts out before openvino loads)
 import openvino as ov
+
+# isort: on
 
 from alprd.engines import samples
 from alprd.engines.backends._cpu import cpu_identity
