@@ -314,16 +314,18 @@ class AuditLog:
             self._conn.close()
 
 
-def read_audit(path: Path, limit: int = 50) -> list[Firing]:
-    """The newest audit records of the store at `path`, newest first (none where
-    the store has no gate records yet)."""
+def read_audit(path: Path, limit: int = 50, camera: str | None = None) -> list[Firing]:
+    """The newest audit records of the store at `path` (of one camera), newest
+    first (none where the store has no gate records yet)."""
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
     except sqlite3.Error:
         return []
+    where, args = ("WHERE camera = ? ", [camera]) if camera else ("", [])
     try:
         rows = conn.execute(
-            "SELECT payload FROM gate_actions ORDER BY time DESC, rowid DESC LIMIT ?", (limit,)
+            f"SELECT payload FROM gate_actions {where}ORDER BY time DESC, rowid DESC LIMIT ?",
+            [*args, limit],
         ).fetchall()
     except sqlite3.Error:
         rows = []

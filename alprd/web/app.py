@@ -40,6 +40,7 @@ from alprd import config as cfgmod
 from alprd.observe import read_status
 from alprd.settings.base import zone_of
 from alprd.sinks.base import Record
+from alprd.sinks.gate import read_audit
 from alprd.sinks.privacy import Concealer
 from alprd.web.auth import Credentials, Sessions
 from alprd.web.store import (
@@ -254,6 +255,13 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )  # fmt: skip
 
+    @app.get("/api/v1/actions")
+    def actions(limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                camera: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """The gate's audit records, newest first: what each decision of a gate
+        camera fired, and how it went."""
+        return [asdict(f) for f in read_audit(config.outputs.sqlite.path, limit, camera)]
+
     @app.get("/api/v1/cameras")
     def cameras() -> list[dict[str, Any]]:
         return [asdict(c) for c in store().cameras()]
@@ -308,6 +316,12 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
         if record is None:
             raise HTTPException(404, f"no event {event_id[:40]!r}")
         return pages.TemplateResponse(request, "event.html", {"e": _public(record)})
+
+    @app.get("/gate", response_class=HTMLResponse)
+    def gate_page(request: Request, camera: str | None = None) -> Response:
+        return pages.TemplateResponse(
+            request, "gate.html", {"fired": actions(web.page_size, camera), "camera": camera}
+        )
 
     @app.get("/status", response_class=HTMLResponse)
     def status_page(request: Request) -> Response:

@@ -255,3 +255,46 @@ def test_with_users_every_page_and_call_needs_a_login_or_a_token(site, events):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_gates_audit_records_as_api_and_page(web, site):
+    """What `alprd.sinks.gate` records (the daemon's own writer, into the store the
+    events are in) is listed newest first, by camera, on /gate and the API."""
+    from alprd.pipeline.lists import Decision, ListEntry
+    from alprd.pipeline.types import PassCall
+    from alprd.settings.gate import GateConfig
+    from alprd.settings.outputs import MqttOutput
+    from alprd.sinks.gate import AuditLog, Gate
+
+    config = cfgmod.load(site.config)
+    assert api(site, "/api/v1/actions") == []  # a store without gate records yet
+    entry = ListEntry("residents", "allow", "AB123CD", "Ann")
+    from zoneinfo import ZoneInfo
+
+    from alprd.pipeline.lists import PlateLists
+
+    lists = PlateLists([entry], ZoneInfo("UTC"))
+    gate = Gate(
+        GateConfig.model_validate({"actions": [
+            {"name": "relay", "type": "command", "command": ["true"], "min_interval_s": 0},
+            {"name": "bell", "type": "command", "command": ["false"], "on": ["unknown"],
+             "retries": 0},
+        ]}),
+        MqttOutput(), lambda: lists, AuditLog(config.outputs.sqlite.path),
+    )  # fmt: skip
+    now = time.time()
+    assert gate.submit(PassCall("north", 1, "AB123CD", 0.95, 2, now, 5, "arriving", now - 0.1)) \
+        == Decision("allow", entry, 0.0)  # fmt: skip
+    gate.submit(PassCall("south", 2, "ZZ999ZZ", 0.9, 2, now + 1, 9, "unknown", now + 0.9))
+    gate.close()
+    fired = api(site, "/api/v1/actions")
+    assert [(f["camera"], f["action"], f["result"]) for f in fired] == [
+        ("south", "bell", "failed"), ("north", "relay", "ok"),
+    ]  # fmt: skip
+    assert fired[1]["label"] == "Ann" and fired[1]["latency_ms"] >= 100
+    assert "exit status 1" in fired[0]["detail"]
+    assert [f["camera"] for f in api(site, "/api/v1/actions?camera=north")] == ["north"]
+    status, _, page = get(site, "/gate")
+    assert status == 200 and b"AB123CD" in page and b"residents: AB123CD (Ann)" in page
+    assert b"failed" in page and b"exit status 1" in page
+    assert get(site, "/api/v1/actions?limit=0")[0] == 422
