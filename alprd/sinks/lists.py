@@ -170,6 +170,34 @@ class ListStore:
                 os.chown(f, folder.st_uid, folder.st_gid)
 
 
+def read_lists(path: Path) -> list[tuple[str, Kind, list[ListEntry]]]:
+    """Every list (name, kind, entries) of the file at `path`, read-only (a reader
+    that may not write the state directory: `alprd web`); none where there is no
+    file yet."""
+    if not path.is_file():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise SinkError(f"{path}: cannot read the plate lists: {exc}") from exc
+    try:
+        kinds = conn.execute("SELECT name, kind FROM lists ORDER BY name").fetchall()
+        rows = conn.execute(
+            "SELECT list, plate, label, valid_from, valid_until, days, hours, max_distance "
+            "FROM entries ORDER BY list, plate"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise SinkError(f"{path}: cannot read the plate lists: {exc}") from exc
+    finally:
+        conn.close()
+    kind_of = dict(kinds)
+    by_list: dict[str, list[ListEntry]] = {name: [] for name, _ in kinds}
+    for lst, plate, label, vf, vu, days, hours, dist in rows:
+        window = Window(vf, vu, parse_days(days), parse_hours(hours))
+        by_list[lst].append(ListEntry(lst, kind_of[lst], plate, label, window, dist))
+    return [(name, kind_of[name], entries) for name, entries in by_list.items()]
+
+
 def read_csv(text: str, zone: tzinfo) -> list[ListEntry]:
     """Entries from CSV with a header row naming `CSV_COLUMNS` (plate required):
     from/until as ISO dates or times in `zone`, days ``mon-fri``, hours

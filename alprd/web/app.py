@@ -24,6 +24,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -33,14 +34,18 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from alprd import __version__
 from alprd import config as cfgmod
+from alprd.log import get_logger
 from alprd.observe import read_status
+from alprd.pipeline.lists import Kind, ListEntry, days_text, hours_text
 from alprd.settings.base import zone_of
-from alprd.sinks.base import Record
+from alprd.sinks.base import Record, SinkError
 from alprd.sinks.gate import read_audit
+from alprd.sinks.lists import ListStore, entry, normal, read_lists
 from alprd.sinks.privacy import Concealer
 from alprd.web.auth import Credentials, Sessions
 from alprd.web.store import (
@@ -68,6 +73,26 @@ HEADERS = {
 }
 EXPORT_COLUMNS = ("id", "first_seen", "last_seen", "camera", "plate", "confidence", "reads",
                   "vehicle_class", "known_label", "format")  # fmt: skip
+
+
+log = get_logger("alprd.web")
+
+#: A list's name in the API (as `alprd lists` takes it).
+LIST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class EntryBody(BaseModel):
+    """An entry of a plate list, as `alprd lists add` takes it: from/until dates or
+    times in the lists' time zone, days ``mon-fri``, hours ``07:00-19:00``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    kind: Kind | None = None  # a new list's kind (default allow); must match an old one's
+    label: str = Field("", max_length=200)
+    from_: str | None = Field(None, alias="from")
+    until: str | None = None
+    days: str = ""
+    hours: str = ""
+    distance: float = 0.0
 
 
 COOKIE = "alprd_session"
@@ -262,6 +287,103 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
         camera fired, and how it went."""
         return [asdict(f) for f in read_audit(config.outputs.sqlite.path, limit, camera)]
 
+    # ------------------------------------------------------------ plate lists
+
+    lists_zone = zone_of(config.lists.time_zone)
+
+    def entry_json(e: ListEntry) -> dict[str, Any]:
+        w = e.window
+        return {
+            "plate": e.plate, "label": e.label,
+            "from": _iso_or_none(w.valid_from, lists_zone),
+            "until": _iso_or_none(w.valid_until, lists_zone),
+            "days": days_text(w.days), "hours": hours_text(w.hours), "distance": e.max_distance,
+        }  # fmt: skip
+
+    @app.get("/api/v1/lists")
+    def plate_lists() -> list[dict[str, Any]]:
+        """The plate lists the daemon decides by, each with its entries (times in
+        the lists' time zone)."""
+        try:
+            found = read_lists(config.lists.path)
+        except SinkError as exc:
+            raise HTTPException(503, str(exc)) from None
+        return [{"name": name, "kind": kind, "entries": [entry_json(e) for e in entries]}
+                for name, kind, entries in found]  # fmt: skip
+
+    def writer(request: Request) -> str:
+        """Who may change the lists: a logged-in user or a token holder (a form
+        post only from a page of this site); none while there are no users."""
+        if not credentials:
+            raise HTTPException(403, "changing the lists needs a login: add a user first "
+                                "(alprd web passwd NAME) or a token (alprd web token NAME)")  # fmt: skip
+        user = who(request)
+        if user is None:  # the middleware let it through: cannot happen with users
+            raise HTTPException(401, "authentication required")
+        if request.cookies.get(COOKIE) and not _same_origin(request):
+            raise HTTPException(403, "a change from another site's page is refused")
+        return user
+
+    def write_lists() -> ListStore:
+        try:
+            return ListStore(config.lists.path)
+        except SinkError as exc:
+            raise HTTPException(
+                503,
+                f"{exc}. alprd web reads the state directory only: to "
+                "let it change the lists, `sudo systemctl edit alprd-web` and "
+                "add [Service] ReadWritePaths=/var/lib/alprd/state",
+            ) from None
+
+    @app.put("/api/v1/lists/{name}/entries/{plate}")
+    def put_entry(request: Request, name: Annotated[str, PathParam(pattern=LIST_NAME)], plate: str,
+                  body: EntryBody) -> dict[str, Any]:  # fmt: skip
+        """Add an entry to list `name` (made with `kind` if new), or replace the
+        entry of that plate; the daemon takes it up within lists.refresh_s."""
+        user = writer(request)
+        try:
+            e = entry(plate, body.label, body.from_ or "", body.until or "", body.days,
+                      body.hours, str(body.distance), lists_zone, name,
+                      body.kind or "allow")  # fmt: skip
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        store = write_lists()
+        try:
+            store.add(name, [e], body.kind)
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+        finally:
+            store.close()
+        log.info("list_changed", by=user, list=name, plate=e.plate, change="added")
+        return entry_json(e)
+
+    @app.delete("/api/v1/lists/{name}/entries/{plate}")
+    def delete_entry(request: Request, name: str, plate: str) -> dict[str, Any]:
+        user = writer(request)
+        store = write_lists()
+        try:
+            removed = store.remove(name, normal(plate))
+        finally:
+            store.close()
+        if not removed:
+            raise HTTPException(404, f"{normal(plate)} is not in list {name!r}")
+        log.info("list_changed", by=user, list=name, plate=normal(plate), change="removed")
+        return {"removed": removed}
+
+    @app.delete("/api/v1/lists/{name}")
+    def delete_list(request: Request, name: str) -> dict[str, Any]:
+        user = writer(request)
+        store = write_lists()
+        try:
+            known = name in {n for n, _, _ in store.lists()}
+            removed = store.remove(name) if known else 0
+        finally:
+            store.close()
+        if not known:
+            raise HTTPException(404, f"no list {name!r}")
+        log.info("list_changed", by=user, list=name, change="deleted", entries=removed)
+        return {"removed": removed}
+
     @app.get("/api/v1/cameras")
     def cameras() -> list[dict[str, Any]]:
         return [asdict(c) for c in store().cameras()]
@@ -406,6 +528,12 @@ def _local(when: str | float, zone: tzinfo) -> str:
     except (TypeError, ValueError, OverflowError):
         return str(when)
     return stamp.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _iso_or_none(when: float | None, zone: tzinfo) -> str | None:
+    return (
+        None if when is None else datetime.fromtimestamp(when, zone).isoformat(timespec="minutes")
+    )
 
 
 def _metrics_url(config: cfgmod.Config) -> str | None:
