@@ -315,8 +315,9 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
         """Who may change the lists: a logged-in user or a token holder (a form
         post only from a page of this site); none while there are no users."""
         if not credentials:
-            raise HTTPException(403, "changing the lists needs a login: add a user first "
-                                "(alprd web passwd NAME) or a token (alprd web token NAME)")  # fmt: skip
+            raise HTTPException(403, "changing the lists needs a login: add a user "
+                                "(alprd web passwd NAME) or a token (alprd web token NAME) "
+                                "first")  # fmt: skip
         user = who(request)
         if user is None:  # the middleware let it through: cannot happen with users
             raise HTTPException(401, "authentication required")
