@@ -331,9 +331,8 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
         except SinkError as exc:
             raise HTTPException(
                 503,
-                f"{exc}. alprd web reads the state directory only: to "
-                "let it change the lists, `sudo systemctl edit alprd-web` and "
-                "add [Service] ReadWritePaths=/var/lib/alprd/state",
+                f"{exc}: alprd web's user must be able to write the lists' file "
+                "(lists.path) and its folder",
             ) from None
 
     @app.put("/api/v1/lists/{name}/entries/{plate}")

@@ -574,6 +574,24 @@ def test_make_install_systemd_then_start_just_works(tmp_path):
                 web + "/api/v1/cameras", headers={"Authorization": f"Bearer {token}"}),
                 timeout=5) as r:  # fmt: skip
             assert r.status == 200
+
+        def put(plate: str) -> tuple[int, bytes]:
+            req = urllib.request.Request(
+                f"{web}/api/v1/lists/residents/entries/{plate}", method="PUT",
+                data=b'{"label": "Bo"}', headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/json"},
+            )  # fmt: skip
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        # the lists over the API, with the token: the daemon takes the change up
+        status, said = put("XY99ZZ")
+        assert status == 200, said
+        assert wait(lambda: "lists_loaded lists=residents entries=2" in run(
+            *ns, "journalctl", "-u", "alprd", "-o", "cat").stdout, timeout=30)  # fmt: skip
         if video.is_file():  # a gate, as README's "Gates" says
             gate_opens(ns, clip, tmp_path)
     finally:
