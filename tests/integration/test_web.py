@@ -166,7 +166,7 @@ def test_events_the_daemon_writes_while_it_serves_appear(web, site):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root")
 def test_it_reads_the_store_from_a_read_only_folder_with_the_daemon_stopped(site, events):
-    """As under systemd (ReadOnlyPaths=): no WAL files to read through, none can be
+    """A read-only state folder (a read-only mount): no WAL files to read through, none can be
     made; then the daemon writes again (its files open) and the new events are seen."""
     state = site.root / "state"
     proc = serve(site, read_only=state)
