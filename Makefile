@@ -22,7 +22,7 @@ install: $(VENV)/.installed models
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -e '.[test,openvino,export,web]'
+	$(PY) -m pip install --quiet -e '.[test,openvino,export,web,gpio]'
 	$(PY) -m pip install --quiet --no-deps ultralytics==8.4.190 torchvision==0.28.0
 	$(BIN)/opt_in_out --opt_out >/dev/null 2>&1 || true  # OpenVINO telemetry off
 	touch $@
@@ -125,7 +125,7 @@ install-systemd:
 	@test "$$(id -u)" = 0 || { echo "make install-systemd: run as root (sudo)"; exit 1; }
 	$(SYSTEM_PYTHON) -m venv $(PREFIX)/venv
 	$(PREFIX)/venv/bin/pip install --quiet --upgrade "pip>=24"
-	$(PREFIX)/venv/bin/pip install --quiet '.[openvino,export,web]'
+	$(PREFIX)/venv/bin/pip install --quiet '.[openvino,export,web,gpio]'
 	$(PREFIX)/venv/bin/pip install --quiet --no-deps ultralytics==8.4.190 torchvision==0.28.0
 	install -m 0644 README.md $(PREFIX)/README.md
 	install -d -m 0755 /etc/alprd

@@ -220,7 +220,8 @@ def run_gpio(action: GateAction, values: Mapping[str, str]) -> str:
         from gpiod.line import Direction, Value  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise ActionError(
-            "a gpio action needs libgpiod's Python binding: pip install gpiod"
+            "a gpio action needs libgpiod's Python binding: pip install 'gpiod==2.3.0' in "
+            "alprd's environment (make install does)"
         ) from exc
     settings = gpiod.LineSettings(
         direction=Direction.OUTPUT, active_low=action.active_low, output_value=Value.INACTIVE
@@ -232,8 +233,9 @@ def run_gpio(action: GateAction, values: Mapping[str, str]) -> str:
             lines.set_value(action.line, Value.ACTIVE)
             time.sleep(action.pulse_s)
             lines.set_value(action.line, Value.INACTIVE)
-    except OSError as exc:
-        raise ActionError(f"{action.chip} line {action.line}: {exc.strerror or exc}") from exc
+    except (OSError, ValueError) as exc:  # no such chip or line, busy, not permitted
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ActionError(f"{action.chip} line {action.line}: {reason}") from exc
     return f"pulse {action.pulse_s:g} s on {action.chip} line {action.line}"
 
 

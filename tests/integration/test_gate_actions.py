@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +24,8 @@ from test_plate_lists import lists
 from test_service import NL_VIDEO, site, sock, write_config  # noqa: F401
 from test_sinks import Subscriber
 
-from alprd.sinks.gate import read_audit
+from alprd.settings.gate import GateAction
+from alprd.sinks.gate import ActionError, read_audit, run_gpio
 
 
 class Relay:
@@ -179,3 +181,94 @@ def test_a_gate_opens_once_per_allowed_arriving_pass_and_never_for_others(
 def opened_for(camera: str, relay: Relay) -> list[str]:
     """The bodies of the relay's requests for `camera`'s gate."""
     return [body for path, body in relay.requests if path == f"/open/{camera}"]
+
+
+def gpio_action(**kw: object) -> GateAction:
+    return GateAction.model_validate({"name": "barrier", "type": "gpio", "line": 17,
+                                      "pulse_s": 0.01, **kw})  # fmt: skip
+
+
+def test_a_gpio_pulse_is_libgpiods_request_then_active_then_inactive(monkeypatch) -> None:
+    """Behind a seam: no GPIO chip (nor the kernel's gpio-sim) exists here, so a
+    stand-in for the `gpiod` module records the calls; their names and arguments
+    are those of the real gpiod 2.3 (the next test reaches the real one)."""
+    calls: list[tuple] = []
+
+    class Lines:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            calls.append(("released",))
+
+        def set_value(self, line: int, value: str) -> None:
+            calls.append(("set", line, value))
+
+    line_mod = types.SimpleNamespace(
+        Direction=types.SimpleNamespace(OUTPUT="output"),
+        Value=types.SimpleNamespace(ACTIVE="active", INACTIVE="inactive"),
+    )
+
+    def request_lines(path: str, config: dict, consumer: str) -> Lines:
+        calls.append(("request", path, consumer, {k: vars(v) for k, v in config.items()}))
+        return Lines()
+
+    fake = types.SimpleNamespace(
+        LineSettings=lambda **kw: types.SimpleNamespace(**kw), request_lines=request_lines,
+        line=line_mod,
+    )  # fmt: skip
+    monkeypatch.setitem(sys.modules, "gpiod", fake)
+    monkeypatch.setitem(sys.modules, "gpiod.line", line_mod)
+    said = run_gpio(gpio_action(active_low=True, chip="/dev/gpiochip1"), {})
+    assert said == "pulse 0.01 s on /dev/gpiochip1 line 17"
+    assert calls == [
+        ("request", "/dev/gpiochip1", "alprd",
+         {17: {"direction": "output", "active_low": True, "output_value": "inactive"}}),
+        ("set", 17, "active"), ("set", 17, "inactive"), ("released",),
+    ]  # fmt: skip
+
+
+def test_a_gpio_action_on_a_chip_that_is_not_there_says_which_and_why() -> None:
+    """The real libgpiod binding (installed with alprd) on a chip this host lacks."""
+    pytest.importorskip("gpiod")
+    with pytest.raises(ActionError, match=r"/dev/gpiochip-none line 17: No such file"):
+        run_gpio(gpio_action(chip="/dev/gpiochip-none"), {})
+
+
+def test_submit_never_waits_for_an_action(tmp_path: Path) -> None:
+    """The loop hands a decision over and goes on while the action is stuck; the
+    other action fires meanwhile."""
+    from zoneinfo import ZoneInfo
+
+    from alprd.pipeline.lists import ListEntry, PlateLists
+    from alprd.pipeline.types import PassCall
+    from alprd.settings.gate import GateConfig
+    from alprd.settings.outputs import MqttOutput
+    from alprd.sinks.gate import AuditLog, Gate
+
+    release, started, fired = threading.Event(), threading.Event(), threading.Event()
+
+    def stuck(action: GateAction, values: dict) -> str:
+        started.set()
+        release.wait(30)
+        return "late"
+
+    def quick(action: GateAction, values: dict) -> str:
+        fired.set()
+        return "done"
+
+    lists = PlateLists([ListEntry("r", "allow", "AB123")], ZoneInfo("UTC"))
+    config = GateConfig.model_validate({"actions": [
+        {"name": "stuck", "type": "http", "url": "http://127.0.0.1:9/"},
+        {"name": "quick", "type": "command", "command": ["true"]},
+    ]})  # fmt: skip
+    gate = Gate(config, MqttOutput(), lambda: lists, AuditLog(tmp_path / "reads.db"),
+                runners={"http": stuck, "command": quick})  # fmt: skip
+    now = time.time()
+    gate.submit(PassCall("gate", 1, "AB123", 0.9, 2, now, 3, "arriving", now))
+    assert started.wait(10) and fired.wait(10)  # both running: the quick one done
+    assert not release.is_set()  # ... while the stuck one still is, and submit returned
+    release.set()
+    gate.close()
+    got = {f.action: f.result for f in read_audit(tmp_path / "reads.db")}
+    assert got == {"stuck": "ok", "quick": "ok"}
