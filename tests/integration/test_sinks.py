@@ -150,7 +150,7 @@ def test_sqlite_round_trip_filters_wal_and_schema(tmp_path: Path) -> None:
 
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
     assert raw.execute("SELECT count(*) FROM reads").fetchone() == (4,)
     indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"reads_plate", "reads_camera_seen", "reads_first_seen"} <= indexes
@@ -184,7 +184,7 @@ def test_sqlite_migrates_a_version_1_file_to_the_format_column(tmp_path: Path) -
         db = SqliteSink(path)
     assert [
         (e["from_version"], e["to_version"]) for e in logs if e["event"] == "sqlite_migrated"
-    ] == [(1, 3)]
+    ] == [(1, 4)]
     new = event_to_dict(
         PlateEvent(**{**event(1).__dict__, "plate": "RK099AN", "format": "hr/sk"}), "ev-0001"
     )
@@ -200,7 +200,8 @@ def test_sqlite_migrates_a_version_1_file_to_the_format_column(tmp_path: Path) -
         ("ABC1234", ""),
         ("RK099AN", "hr/sk"),
     ]
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
+    assert raw.execute("SELECT COUNT(*) FROM gate_actions").fetchone() == (0,)  # the gate's
     # the plates stored before the trigram index are in it, and so are new ones
     found = "SELECT plate FROM reads_trigram WHERE plate GLOB ? ORDER BY plate"
     assert raw.execute(found, ("*C12*",)).fetchall() == [("ABC1234",)]
