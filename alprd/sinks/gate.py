@@ -15,7 +15,6 @@ line, a failure at error priority with the reason.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import queue
@@ -25,20 +24,20 @@ import ssl
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
-from alprd.log import get_logger, redact
+from alprd.log import get_logger
 from alprd.pipeline.lists import Decision, PlateLists
 from alprd.pipeline.types import PassCall
 from alprd.settings import Config
 from alprd.settings.gate import GateAction, GateConfig
 from alprd.settings.outputs import MqttOutput
 from alprd.sinks.sqlite import MIGRATIONS, migrate, open_db
+from alprd.sinks.webhook import send
 
 log = get_logger("alprd.gate")
 
@@ -165,31 +164,15 @@ class Runner(Protocol):
     def __call__(self, action: GateAction, values: Mapping[str, str]) -> str: ...
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def run_http(action: GateAction, values: Mapping[str, str]) -> str:
     url = fill(action.url, values)
     data = fill(action.body, values).encode() if action.method != "GET" else None
     headers = {k: fill(v, values) for k, v in action.headers.items()}
     request = urllib.request.Request(url, data=data, headers=headers, method=action.method)
     try:
-        response: IO[bytes]
-        with urllib.request.build_opener(_NoRedirect).open(
-            request, timeout=action.timeout_s
-        ) as response:
-            status = getattr(response, "status", 200)
-            response.read(65536)
-    except urllib.error.HTTPError as exc:
-        raise ActionError(f"{redact(url)}: HTTP {exc.code} {exc.reason}") from exc
-    except (OSError, http.client.HTTPException) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise ActionError(f"{redact(url)}: {reason}") from exc
-    if not 200 <= status < 300:
-        raise ActionError(f"{redact(url)}: HTTP {status}")
-    return f"HTTP {status}"
+        return f"HTTP {send(request, action.timeout_s)}"
+    except ConnectionError as exc:
+        raise ActionError(str(exc)) from exc
 
 
 def run_command(action: GateAction, values: Mapping[str, str]) -> str:

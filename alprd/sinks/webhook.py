@@ -27,6 +27,28 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def send(request: urllib.request.Request, timeout: float) -> int:
+    """Send `request` once, following no redirect: its 2xx status, else
+    ConnectionError saying why, with the URL (its password masked)."""
+    where = redact(request.full_url)
+    try:
+        response: IO[bytes]
+        with _OPENER.open(request, timeout=timeout) as response:
+            status = int(getattr(response, "status", 200))
+            response.read(65536)  # drain a little so the connection closes cleanly
+    except urllib.error.HTTPError as exc:
+        raise ConnectionError(f"{where}: HTTP {exc.code} {exc.reason}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise ConnectionError(f"{where}: {reason}") from exc
+    if not 200 <= status < 300:
+        raise ConnectionError(f"{where}: HTTP {status}")
+    return status
+
+
 def _split_credentials(url: str) -> tuple[str, str | None]:
     """(`url` without ``user:password@``, its HTTP Basic ``Authorization`` value or None);
     urllib would take ``user:password@host`` for the host name."""
@@ -55,24 +77,14 @@ class WebhookSink:
         if auth and not any(k.lower() == "authorization" for k in self.headers):
             self.headers["Authorization"] = auth
         self.timeout_s = timeout_s
-        self._opener = urllib.request.build_opener(_NoRedirect)
 
     def write(self, record: Record) -> None:
         body = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
         request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
-        where = redact(self.url)
         try:
-            response: IO[bytes]
-            with self._opener.open(request, timeout=self.timeout_s) as response:
-                status = getattr(response, "status", 200)
-                response.read(65536)  # drain a little so the connection closes cleanly
-        except urllib.error.HTTPError as exc:
-            raise SinkError(f"{where}: HTTP {exc.code} {exc.reason}") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise SinkError(f"{where}: {reason}") from exc
-        if not 200 <= status < 300:
-            raise SinkError(f"{where}: HTTP {status}")
+            send(request, self.timeout_s)
+        except ConnectionError as exc:
+            raise SinkError(str(exc)) from exc
 
     def close(self) -> None:
         """Nothing to release: one connection per request."""
