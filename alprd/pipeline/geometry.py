@@ -8,6 +8,9 @@ from alprd.pipeline.types import Box
 
 Point = tuple[float, float]
 
+#: a plate's surround in its snapshot, per side, as fractions of its width and height
+PLATE_SURROUND = (0.1, 0.2)
+
 
 def clip_box(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
     """Integer pixel box inside a width x height image (may be empty)."""
@@ -25,6 +28,16 @@ def expand(box: Box, fx: float, fy: float) -> Box:
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
     return (x1 - fx * w, y1 - fy * h, x2 + fx * w, y2 + fy * h)
+
+
+def union(a: Box, b: Box) -> Box:
+    """The smallest box holding both."""
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def shift(box: Box, dx: float, dy: float) -> Box:
+    """The box moved by (dx, dy)."""
+    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
 
 
 def centre(box: Box) -> Point:

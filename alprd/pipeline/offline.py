@@ -117,6 +117,7 @@ def _video(
     camera = Path(url).stem or "stream"
     pipe = CameraPipeline(
         camera, recognizer, config, regions=options.regions, keep_snapshots=bool(options.save),
+        snapshot_frames=True,
         early=False,  # a file has no latency to save: each pass is decided on all its reads
     )  # fmt: skip
     for frame in iter_file(url, camera, options.fps):

@@ -9,12 +9,14 @@ from functools import partial
 from alprd import config as cfgmod
 from alprd.engines.base import Steps, drive
 from alprd.ops import Image
+from alprd.pipeline import geometry
 from alprd.pipeline.direction import direction
 from alprd.pipeline.motion import MotionGate
 from alprd.pipeline.recognizer import FrameResult, Recognizer
 from alprd.pipeline.rules import PlateRules
 from alprd.pipeline.track import Track, Tracker
 from alprd.pipeline.types import (
+    Box,
     Frame,
     PassCall,
     PassKey,
@@ -44,10 +46,35 @@ def rules_for(config: cfgmod.Config, regions: Sequence[str] | None = None) -> Pl
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The frame of a pass's most confident read (kept only when asked for)."""
+    """What a pass keeps of its most confident read's frame (only when asked for):
+    the region that holds the read's vehicle and plate with its surround (what the
+    snapshot files show), copied out so that the frame itself is freed at once (a
+    parked car's pass may stay open for hours), or the whole frame (`alprd detect
+    --save` draws on it). `origin`: the image's top-left corner in the frame."""
 
     image: Image
     read: PlateRead
+    origin: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def around(cls, frame: Image, read: PlateRead) -> Snapshot:
+        """The region of `frame` that the read's snapshot files need, copied."""
+        plate = read.plate
+        region = geometry.expand(plate.box, *geometry.PLATE_SURROUND)
+        if plate.vehicle is not None:
+            region = geometry.union(region, plate.vehicle.box)
+        h, w = frame.shape[:2]
+        x1, y1, x2, y2 = geometry.clip_box(region, w, h)
+        return cls(frame[y1:y2, x1:x2].copy(), read, (x1, y1))
+
+    def boxes(self) -> tuple[Box, Box | None]:
+        """The read's plate and vehicle boxes in `image`'s pixels."""
+        x, y = self.origin
+        plate = self.read.plate
+        vehicle = plate.vehicle.box if plate.vehicle is not None else None
+        return geometry.shift(plate.box, -x, -y), (
+            geometry.shift(vehicle, -x, -y) if vehicle is not None else None
+        )
 
 
 class CameraPipeline:
@@ -60,12 +87,15 @@ class CameraPipeline:
         zone: Sequence[tuple[float, float]] | None = None,
         regions: Sequence[str] | None = None,
         keep_snapshots: bool = False,
+        snapshot_frames: bool = False,
         early: bool = True,
         motion: bool | None = None,
         arriving: str = "",
         gate: bool = False,
     ) -> None:
-        """`gate`: a gate camera (``role = "gate"``): its passes are called as soon
+        """`keep_snapshots`: each pass keeps its most confident read's vehicle and
+        plate region (`Snapshot`), the whole frame with `snapshot_frames`.
+        `gate`: a gate camera (``role = "gate"``): its passes are called as soon
         as their plate is read consistently enough (``[gate]``, `take_calls`), their
         events go out when they end."""
         self.camera, self.recognizer, self.zone = camera, recognizer, zone
@@ -98,7 +128,7 @@ class CameraPipeline:
             decide_confidence=g.min_confidence,
             decide_when_heading=g.arriving_only,
         )
-        self.keep_snapshots = keep_snapshots
+        self.keep_snapshots, self.snapshot_frames = keep_snapshots, snapshot_frames
         self.recheck_every = t.recheck_every
         self.decided_after = t.decided_after
         self.skipped = 0  # vehicle searches saved by per-track skipping
@@ -219,7 +249,11 @@ class CameraPipeline:
         if self.keep_snapshots and not self.voter.emitted(key):  # its event has one
             kept = self.snapshots.get(key)
             if kept is None or read.text.confidence > kept.read.text.confidence:
-                self.snapshots[key] = Snapshot(frame.image, read)
+                self.snapshots[key] = (
+                    Snapshot(frame.image, read)
+                    if self.snapshot_frames
+                    else Snapshot.around(frame.image, read)
+                )
         return self.voter.add(key, read)
 
     def tick(self, now: float) -> list[PlateEvent]:

@@ -293,8 +293,9 @@ class Outputs:
     def _save_snapshots(self, record: Record, event: PlateEvent, snapshot: Snapshot) -> None:
         assert self._snapshots is not None
         try:
+            plate_box, vehicle_box = snapshot.boxes()
             record["snapshots"] = self._snapshots.get().save(
-                record["id"], event.camera, snapshot.image, event.plate_box, event.vehicle_box
+                record["id"], event.camera, snapshot.image, plate_box, vehicle_box
             )
         except (SinkError, OSError) as exc:
             if not self._snapshots_failing:

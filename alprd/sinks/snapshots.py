@@ -61,7 +61,7 @@ class SnapshotStore:
         day = time.strftime("%Y-%m-%d", time.gmtime())
         folder = self.root / camera / day
         h, w = image.shape[:2]
-        crops = [("plate", geometry.expand(plate_box, 0.1, 0.2))]
+        crops = [("plate", geometry.expand(plate_box, *geometry.PLATE_SURROUND))]
         if vehicle_box is not None:
             crops.append(("vehicle", vehicle_box))
         paths = []

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
 from support.servers import MOSQUITTO, Broker, free_port, wait_until
 
-from alprd.pipeline.types import PlateEvent, TextVote
+from alprd.pipeline.types import Plate, PlateEvent, PlateRead, Text, TextVote, Vehicle
 from alprd.sinks.base import SinkError, event_to_dict, iso_utc
 from alprd.sinks.jsonl import JsonlSink
 from alprd.sinks.mqtt import MqttSink
@@ -50,6 +50,13 @@ def event(i: int, camera: str = "gate", plate: str | None = None, t: float = T0)
         reads=7,
         track_id=i,
     )
+
+
+#: the read `event`'s boxes come from (what a snapshot keeps with its image)
+READ = PlateRead(
+    Plate((10.04, 20.0, 110.0, 50.0), 0.9, Vehicle((0.0, 0.0, 300.0, 200.0), 0.8, "car")),
+    Text("ABC0000", (0.9,) * 7, ()), 0, 0.0,
+)  # fmt: skip
 
 
 def record(i: int, **kw: Any) -> dict[str, Any]:
@@ -758,7 +765,7 @@ def test_outputs_prune_events_their_snapshots_and_undelivered_copies(
     now = time.time()
     for i in range(6):  # three events two days old, three from the last hour
         t = now - (2 * 86400 if i < 3 else 3600) + i
-        outputs.emit(event(i, t=t - i), Snapshot(image, None))  # type: ignore[arg-type]
+        outputs.emit(event(i, t=t - i), Snapshot(image, READ))
     snaps = sorted((tmp_path / "state" / "snapshots").rglob("*.jpg"))
     assert len(snaps) == 12 and outputs.pending() == {"webhook": 6}
     with capture_logs() as logs:
