@@ -54,7 +54,8 @@ def letterbox(image: Image, height: int, width: int, fill: int = 114) -> tuple[I
 def to_tensor(images: list[Image]) -> FloatArray:
     """BGR uint8 images of one size -> float32 NCHW RGB in [0, 1]."""
     batch = np.stack(images)[..., ::-1].transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(batch, dtype=np.float32) / np.float32(255.0)
+    out = np.empty(batch.shape, np.float32)  # one float block, written once
+    return np.divide(batch, np.float32(255.0), out=out, dtype=np.float32)
 
 
 @dataclass(frozen=True)
