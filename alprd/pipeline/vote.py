@@ -93,7 +93,8 @@ class _Pass:
     called: bool = False  # its `PassCall` is out
     first_read: PlateRead | None = None  # the earliest and the latest read: which
     last_read: PlateRead | None = None  # way the pass went
-    _agreeing: tuple[int, int] = (0, 0)  # (reads when counted, count)
+    #: (reads when voted, the vote's text, its support, the reads that agree)
+    _vote: tuple[int, str, tuple[float, ...], int] = (0, "", (), 0)
 
     def add(self, read: PlateRead) -> None:
         self.count += 1
@@ -116,15 +117,21 @@ class _Pass:
         if len(self.reads) > self.limit:
             weakest = min(range(len(self.reads)), key=lambda i: self.reads[i].text.confidence)
             del self.reads[weakest]
-            self._agreeing = (-1, 0)  # same length, other reads: count again
+            self._vote = (-1, "", (), 0)  # same length, other reads: vote again
+
+    def current(self) -> tuple[str, tuple[float, ...], int]:
+        """The vote over the kept reads (text, per-character support) and how many
+        reads agree with it; counted again only after a new read (asked on every
+        frame by per-track skipping, and by the gate's early call)."""
+        if self._vote[0] != len(self.reads):
+            text, support = vote(self.reads)
+            agree = sum(r.text.text == text for r in self.reads)
+            self._vote = (len(self.reads), text, tuple(support), agree)
+        return self._vote[1:]
 
     def agreeing(self) -> int:
-        """How many reads agree with the current vote (recounted only after a new
-        read: asked on every frame by per-track skipping)."""
-        if self._agreeing[0] != len(self.reads):
-            text, _ = vote(self.reads)
-            self._agreeing = (len(self.reads), sum(r.text.text == text for r in self.reads))
-        return self._agreeing[1]
+        """How many reads agree with the current vote."""
+        return self.current()[2]
 
 
 class Voter:
@@ -199,9 +206,9 @@ class Voter:
 
     def _call(self, key: PassKey, p: _Pass, read: PlateRead) -> None:
         """Call pass `key` if its reads now agree enough (after `read`)."""
-        if p.agreeing() < self.decide_after:
+        text, support, agreeing = p.current()
+        if agreeing < self.decide_after:
             return
-        text, support = vote(p.reads)
         confidence = sum(support) / len(support) if support else 0.0
         if not text or confidence < self.decide_confidence:
             return
@@ -211,7 +218,7 @@ class Voter:
         p.called = True
         self.calls.append(PassCall(
             camera=self.camera, track_id=key.track, plate=text,
-            confidence=round(confidence, 4), reads=p.agreeing(), time=read.time,
+            confidence=round(confidence, 4), reads=agreeing, time=read.time,
             frame=read.frame, direction=heading,
             readable_time=min(r.time for r in p.reads if r.text.text == text),
         ))  # fmt: skip
@@ -246,7 +253,7 @@ class Voter:
 
     def _emit(self, key: PassKey, p: _Pass) -> PlateEvent | None:
         p.emitted = True
-        text, support = vote(p.reads)
+        text, support, _ = p.current()
         confidence = sum(support) / len(support) if support else 0.0
         if not text or confidence < self.min_confidence:
             return None
