@@ -264,14 +264,19 @@ def write_csv(entries: Iterable[ListEntry], zone: tzinfo) -> str:
     w.writerow(CSV_COLUMNS)
     for e in entries:
         w.writerow([
-            e.plate, e.label, _iso(e.window.valid_from, zone), _iso(e.window.valid_until, zone),
+            e.plate, e.label, iso_minutes(e.window.valid_from, zone) or "",
+            iso_minutes(e.window.valid_until, zone) or "",
             days_text(e.window.days), hours_text(e.window.hours), f"{e.max_distance:g}",
         ])  # fmt: skip
     return out.getvalue()
 
 
-def _iso(when: float | None, zone: tzinfo) -> str:
-    return "" if when is None else datetime.fromtimestamp(when, zone).isoformat(timespec="minutes")
+def iso_minutes(when: float | None, zone: tzinfo) -> str | None:
+    """A validity bound as local ISO time to the minute (what `lists export` writes
+    and the web API shows); None for no bound."""
+    return (
+        None if when is None else datetime.fromtimestamp(when, zone).isoformat(timespec="minutes")
+    )
 
 
 class LiveLists:

@@ -45,7 +45,7 @@ from alprd.pipeline.lists import Kind, ListEntry, days_text, hours_text
 from alprd.settings.base import zone_of
 from alprd.sinks.base import Record, SinkError
 from alprd.sinks.gate import read_audit
-from alprd.sinks.lists import ListStore, entry, normal, read_lists
+from alprd.sinks.lists import ListStore, entry, iso_minutes, normal, read_lists
 from alprd.sinks.privacy import Concealer
 from alprd.web.auth import Credentials, Sessions
 from alprd.web.store import (
@@ -295,8 +295,8 @@ def create_app(config: cfgmod.Config, credentials: Credentials | None = None) ->
         w = e.window
         return {
             "plate": e.plate, "label": e.label,
-            "from": _iso_or_none(w.valid_from, lists_zone),
-            "until": _iso_or_none(w.valid_until, lists_zone),
+            "from": iso_minutes(w.valid_from, lists_zone),
+            "until": iso_minutes(w.valid_until, lists_zone),
             "days": days_text(w.days), "hours": hours_text(w.hours), "distance": e.max_distance,
         }  # fmt: skip
 
@@ -528,12 +528,6 @@ def _local(when: str | float, zone: tzinfo) -> str:
     except (TypeError, ValueError, OverflowError):
         return str(when)
     return stamp.strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _iso_or_none(when: float | None, zone: tzinfo) -> str | None:
-    return (
-        None if when is None else datetime.fromtimestamp(when, zone).isoformat(timespec="minutes")
-    )
 
 
 def _metrics_url(config: cfgmod.Config) -> str | None:
