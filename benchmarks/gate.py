@@ -31,10 +31,8 @@ from alprd.service import Service
 from alprd.sinks.gate import read_audit
 from alprd.sinks.lists import ListStore
 from alprd.systemd import Notifier
-from benchmarks import DATA, REPO
+from benchmarks import DATA, default_models
 
-MODELS = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx",
-          "trained/ocr-alprd-plate-dict.txt")  # fmt: skip
 TARGET_MS = 300.0
 
 
@@ -83,9 +81,7 @@ def measure(video: Path, args: argparse.Namespace, arriving_only: bool) -> None:
     server, arrived = relay()
     with tempfile.TemporaryDirectory(prefix="alprd-gate-") as tmp:
         root = Path(tmp)
-        for name in MODELS:
-            (root / "models" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(REPO / "models" / name, root / "models" / name)
+        default_models(root)
         (root / "etc").mkdir()
         clip = root / "clip.mp4"
         shutil.copyfile(video, clip)

@@ -43,11 +43,9 @@ from typing import Any
 
 import cv2
 
-from benchmarks import DATA, REPO, smaps_rollup
+from benchmarks import DATA, REPO, default_models, plate_onnx, smaps_rollup
 from tests.support.servers import MOSQUITTO, Broker, MjpegCamera, free_port
 
-MODELS = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx",
-          "trained/ocr-alprd-plate-dict.txt")  # fmt: skip
 FIELDS = ("t_s", "rss_mb", "uss_mb", "pss_mb", "fds", "threads", "gc", "outbox", "backlog",
           "passes", "reads_held", "frames", "events")  # fmt: skip
 
@@ -149,11 +147,7 @@ class Site:
 
 
 def make_site(root: Path, cameras: list[MjpegCamera], broker: Broker, metrics_port: int) -> Site:
-    for name in MODELS:
-        (root / "models" / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(REPO / "models" / name, root / "models" / name)
-    for engine in (REPO / "models").glob("*.openvino.blob*"):  # start without a build
-        shutil.copyfile(engine, root / "models" / engine.name)
+    default_models(root, engines=True)  # the daemon starts without a build
     state = root / "state"
     state.mkdir()
     tmpfs = (
@@ -177,16 +171,7 @@ def make_site(root: Path, cameras: list[MjpegCamera], broker: Broker, metrics_po
 
 def export_plate(site: Site) -> None:
     """The plate model as ONNX, so that a retrained variant is quick to write."""
-    from alprd import config as cfgmod
-    from alprd.engines import manager
-
-    work = site.root / "export"
-    work.mkdir()
-    shutil.copyfile(REPO / "models" / "plate-yolov8n.pt", work / "plate-yolov8n.pt")
-    (work / "e.toml").write_text('[paths]\nmodels_dir = "."\n[engines]\nbackend = "onnxruntime"\n')
-    target = manager.plan(cfgmod.load(work / "e.toml"), "plate")
-    manager.ensure(target)
-    shutil.copyfile(target.engine, site.plate_onnx)
+    shutil.copyfile(plate_onnx(site.root), site.plate_onnx)
 
 
 def drop_model(site: Site, revision: int) -> None:

@@ -27,28 +27,10 @@ import onnx
 from structlog.testing import capture_logs
 
 from alprd import cli
-from alprd import config as cfgmod
 from alprd import log as logmod
-from alprd.engines import manager
 from alprd.service import Service
 from alprd.systemd import Notifier
-from benchmarks import DATA, REPO
-
-MODELS = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx",
-          "trained/ocr-alprd-plate-dict.txt")  # fmt: skip
-
-
-def plate_onnx(root: Path) -> Path:
-    """The plate model as ONNX (a "retrained" variant is then quick to make)."""
-    work = root / "export"
-    work.mkdir()
-    shutil.copyfile(REPO / "models" / "plate-yolov8n.pt", work / "plate-yolov8n.pt")
-    (work / "export.toml").write_text(
-        '[paths]\nmodels_dir = "."\n[engines]\nbackend = "onnxruntime"\n'
-    )
-    target = manager.plan(cfgmod.load(work / "export.toml"), "plate")
-    manager.ensure(target)
-    return target.engine
+from benchmarks import DATA, default_models, plate_onnx
 
 
 def main() -> int:
@@ -63,9 +45,7 @@ def main() -> int:
     logmod.configure("console", "warning")
     with tempfile.TemporaryDirectory(prefix="alprd-swap-") as tmp:
         root = Path(tmp)
-        for name in MODELS:
-            (root / "models" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(REPO / "models" / name, root / "models" / name)
+        default_models(root)
         (root / "etc").mkdir()
         exported = plate_onnx(root)
         clip = root / "clip.mp4"
