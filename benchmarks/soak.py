@@ -17,8 +17,9 @@ network, new bytes: routed, built, validated and swapped in the background).
 Every `--sample-every` seconds: RSS, USS and PSS (`/proc/PID/smaps_rollup`), open
 fds, threads, Python GC collections, and from the daemon's metrics its outbox and
 backlog. At the end: the series as CSV and PNG (`--out`), start / end / slope of
-each over the second half, and events produced (log) = stored (SQLite) =
-delivered (MQTT) -- which must be equal.
+each over the second half, RSS by sixths of the run (a swap's or a fault's
+step shows there, where a slope smears it), and events produced (log) = stored
+(SQLite) = delivered (MQTT) -- which must be equal.
 """
 
 from __future__ import annotations
@@ -323,6 +324,7 @@ def report(args: argparse.Namespace, site: Site, rows: list[dict[str, float]], c
         slope = slope_per_hour([r["t_s"] for r in half], ys)
         print(f"{key:<10} {warm[0][key]:>9.1f} {rows[-1][key]:>9.1f} "
               f"{max(r[key] for r in warm):>9.1f} {slope:>+12.1f}/h {unit}")  # fmt: skip
+    print(windows(rows, args.minutes * 60 / 6))
     print(f"events: produced {len(produced)}, stored {stored}, delivered (MQTT) {len(delivered)}"
           f"{'' if len(produced) == stored == len(delivered) else '  <- NOT EQUAL'}")  # fmt: skip
     print(f"error lines: {len(errors)} ({', '.join(sorted({e['event'] for e in errors}))})")
@@ -331,6 +333,16 @@ def report(args: argparse.Namespace, site: Site, rows: list[dict[str, float]], c
         f"log: {args.out / 'daemon.log'}; start = after 60 s"
     )
     return 0 if len(produced) == stored == len(delivered) else 1
+
+
+def windows(rows: list[dict[str, float]], width_s: float) -> str:
+    """RSS mean / max per window of `width_s` seconds, in order (steps at swaps
+    and faults show here, where a slope would smear them)."""
+    groups: dict[int, list[float]] = {}
+    for r in rows:
+        groups.setdefault(int(r["t_s"] // width_s), []).append(r["rss_mb"])
+    parts = [f"{sum(g) / len(g):.0f}/{max(g):.0f}" for _, g in sorted(groups.items())]
+    return f"RSS by {width_s / 60:.3g}-minute window, mean/max MB: {' '.join(parts)}"
 
 
 def plot(path: Path, rows: list[dict[str, float]], marks: list[tuple[float, str]]) -> None:
