@@ -126,7 +126,7 @@ class _Pass:
         if self._vote[0] != len(self.reads):
             text, support = vote(self.reads)
             agree = sum(r.text.text == text for r in self.reads)
-            self._vote = (len(self.reads), text, tuple(support), agree)
+            self._vote = (len(self.reads), text, support, agree)
         return self._vote[1:]
 
     def agreeing(self) -> int:

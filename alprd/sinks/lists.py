@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Any
 
 from alprd.log import get_logger
 from alprd.pipeline.lists import (
@@ -68,6 +69,21 @@ CSV_COLUMNS = ("plate", "label", "from", "until", "days", "hours", "distance")
 SEED_LIST = "known"  # the config's [plates.known]
 
 
+#: every entry with its list's kind (`_entries` makes them `ListEntry`s)
+ENTRIES_SQL = (
+    "SELECT e.list, l.kind, e.plate, e.label, e.valid_from, e.valid_until, e.days, e.hours, "
+    "e.max_distance FROM entries e JOIN lists l ON l.name = e.list"
+)
+
+
+def _entries(rows: Iterable[tuple[Any, ...]]) -> list[ListEntry]:
+    out = []
+    for lst, kind, plate, label, vf, vu, days, hours, dist in rows:
+        window = Window(vf, vu, parse_days(days), parse_hours(hours))
+        out.append(ListEntry(lst, kind, plate, label, window, dist))
+    return out
+
+
 def normal(plate: str) -> str:
     """A plate as the daemon reads it: upper case, letters and digits only."""
     return "".join(c for c in plate.upper() if c.isalnum())
@@ -99,21 +115,12 @@ class ListStore:
         return [(n, k, c) for n, k, c in rows]
 
     def entries(self, name: str | None = None) -> list[ListEntry]:
-        sql = (
-            "SELECT e.list, l.kind, e.plate, e.label, e.valid_from, e.valid_until, e.days, "
-            "e.hours, e.max_distance FROM entries e JOIN lists l ON l.name = e.list"
-        )
-        args: list[str] = []
+        sql, args = ENTRIES_SQL, []
         if name is not None:
             sql += " WHERE e.list = ?"
             args.append(name)
         with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY e.list, e.plate", args).fetchall()
-        out = []
-        for lst, kind, plate, label, vf, vu, days, hours, dist in rows:
-            window = Window(vf, vu, parse_days(days), parse_hours(hours))
-            out.append(ListEntry(lst, kind, plate, label, window, dist))
-        return out
+            return _entries(self._conn.execute(sql + " ORDER BY e.list, e.plate", args))
 
     def add(self, name: str, entries: Iterable[ListEntry], kind: Kind | None = None) -> int:
         """Add (or replace, by plate) `entries` to list `name`, made with `kind`
@@ -182,20 +189,12 @@ def read_lists(path: Path) -> list[tuple[str, Kind, list[ListEntry]]]:
         raise SinkError(f"{path}: cannot read the plate lists: {exc}") from exc
     try:
         kinds = conn.execute("SELECT name, kind FROM lists ORDER BY name").fetchall()
-        rows = conn.execute(
-            "SELECT list, plate, label, valid_from, valid_until, days, hours, max_distance "
-            "FROM entries ORDER BY list, plate"
-        ).fetchall()
+        entries = _entries(conn.execute(ENTRIES_SQL + " ORDER BY e.list, e.plate"))
     except sqlite3.Error as exc:
         raise SinkError(f"{path}: cannot read the plate lists: {exc}") from exc
     finally:
         conn.close()
-    kind_of = dict(kinds)
-    by_list: dict[str, list[ListEntry]] = {name: [] for name, _ in kinds}
-    for lst, plate, label, vf, vu, days, hours, dist in rows:
-        window = Window(vf, vu, parse_days(days), parse_hours(hours))
-        by_list[lst].append(ListEntry(lst, kind_of[lst], plate, label, window, dist))
-    return [(name, kind_of[name], entries) for name, entries in by_list.items()]
+    return [(name, kind, [e for e in entries if e.list == name]) for name, kind in kinds]
 
 
 def read_csv(text: str, zone: tzinfo) -> list[ListEntry]:
