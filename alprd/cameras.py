@@ -20,11 +20,12 @@ from pathlib import Path
 import cv2
 
 from alprd import config as cfgmod
+from alprd import ops
 from alprd.log import get_logger, redact
 from alprd.observe import CameraStatus, Metrics
-from alprd.ops import Image
+from alprd.pipeline import nvdec
 from alprd.pipeline.recognizer import Recognizer
-from alprd.pipeline.source import CameraReader, LatestFrame
+from alprd.pipeline.source import CameraReader, LatestFrame, classify
 from alprd.pipeline.stream import CameraPipeline
 from alprd.pipeline.types import Frame, PlateEvent
 
@@ -86,14 +87,16 @@ class Cameras:
     def open(self, cam: cfgmod.CameraConfig, config: cfgmod.Config, recognizer: Recognizer) -> None:
         s = config.sources
         slot = LatestFrame()
+        opener = nvdec.opener_for(cam.decoder, classify(cam.url), recognizer.on_gpu(), cam.name)
         reader = CameraReader(
             cam.name, cam.url, slot, fps=cam.fps, initial_s=s.reconnect_initial_s,
             max_s=s.reconnect_max_s, open_timeout_s=s.open_timeout_s,
-            allocate=recognizer.frame_allocator(), loop=cam.loop,
+            allocate=recognizer.frame_allocator(), loop=cam.loop, opener=opener,
         )  # fmt: skip
         self._open[cam.name] = Camera(cam, slot, reader, pipeline_for(cam, config, recognizer))
         reader.start()
-        log.info("camera_opened", camera=cam.name, url=redact(cam.url), fps=cam.fps)
+        log.info("camera_opened", camera=cam.name, url=redact(cam.url), fps=cam.fps,
+                 decoder=reader.decoder)  # fmt: skip
 
     def close(self, name: str, timeout: float = 5.0) -> None:
         """Stop its reader, decide its open passes (emitted), forget its metrics."""
@@ -202,7 +205,7 @@ class Samples:
         """The kept frames, the oldest first."""
         return tuple(self._paths)
 
-    def offer(self, folder: Path, camera: str, image: Image) -> None:
+    def offer(self, folder: Path, camera: str, image: ops.AnyImage) -> None:
         """Keep `image` in `folder` if one is due."""
         now = time.monotonic()
         if now < self._next:
@@ -211,7 +214,7 @@ class Samples:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{camera}-{next(self._names) % SAMPLES_KEPT}.jpg"
-            if cv2.imwrite(str(path), image):
+            if cv2.imwrite(str(path), ops.host(image)):
                 if path in self._paths:
                     self._paths.remove(path)
                 self._paths.append(path)  # the newest last; the oldest fall off

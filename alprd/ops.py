@@ -3,6 +3,7 @@ output decoding, NMS, CTC greedy decoding. No I/O, no clock, no runtime imports.
 
 from __future__ import annotations
 
+import abc
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,63 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 Image = npt.NDArray[np.uint8]  # H x W x 3, BGR
+
+
+class DeviceImage(abc.ABC):
+    """A frame that lives on a GPU (decoded there: `alprd.pipeline.nvdec`), H x W x 3
+    uint8 BGR like `Image`. An engine working on that device takes `data` as it is
+    (no copy through the host); what needs pixels on the host asks for them:
+    the whole frame (`host`, downloaded once), a region of it (`region`: snapshot
+    files) or a small shrunk copy (`shrunk`: motion gating)."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = shape
+        self._host: Image | None = None
+
+    @property
+    @abc.abstractmethod
+    def data(self) -> object:
+        """The pixels on the device (the decoder's framework tensor)."""
+
+    @abc.abstractmethod
+    def download(self) -> Image:
+        """The whole frame copied to the host."""
+
+    @abc.abstractmethod
+    def region(self, x1: int, y1: int, x2: int, y2: int) -> Image:
+        """Pixels [y1:y2, x1:x2] copied to the host."""
+
+    @abc.abstractmethod
+    def shrunk(self, width: int, height: int) -> Image:
+        """The frame resized to width x height (area averaging), on the host."""
+
+    def host(self) -> Image:
+        """The whole frame on the host (downloaded at the first call, then kept)."""
+        if self._host is None:
+            self._host = self.download()
+        return self._host
+
+
+AnyImage = Image | DeviceImage  # a frame on the host or on a GPU
+
+
+def host(image: AnyImage) -> Image:
+    """`image`'s pixels on the host (a host image as it is)."""
+    return image.host() if isinstance(image, DeviceImage) else image
+
+
+def region(image: AnyImage, x1: int, y1: int, x2: int, y2: int) -> Image:
+    """A copy of `image[y1:y2, x1:x2]` on the host."""
+    if isinstance(image, DeviceImage):
+        return image.region(x1, y1, x2, y2)
+    return image[y1:y2, x1:x2].copy()
+
+
+def shrink(image: AnyImage, width: int, height: int) -> Image:
+    """`image` resized to width x height by area averaging, on the host."""
+    if isinstance(image, DeviceImage):
+        return image.shrunk(width, height)
+    return np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
 
 
 @dataclass(frozen=True)

@@ -176,8 +176,8 @@ class DeviceFrames(Protocol):
     stages of that batch."""
 
     @property
-    def arrays(self) -> Sequence[ops.Image]:
-        """The host frames, in order."""
+    def arrays(self) -> Sequence[ops.AnyImage]:
+        """The frames as given (on the host, or decoded on the device), in order."""
         ...
 
     def __len__(self) -> int: ...
@@ -197,7 +197,7 @@ class DeviceEngine(Engine, Protocol):
     #: what cameras should decode frames into (page-locked buffers); None: plain arrays
     allocate_frame: Callable[[tuple[int, ...]], ops.Image] | None
 
-    def upload(self, images: Sequence[ops.Image]) -> DeviceFrames: ...
+    def upload(self, images: Sequence[ops.AnyImage]) -> DeviceFrames: ...
 
     def launch_frames(
         self, frames: Sequence[ops.Image] | DeviceFrames, height: int, width: int,

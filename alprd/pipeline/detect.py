@@ -78,7 +78,7 @@ class Detector:
         if is_device(engine := self.engine):
             found, boxes = self._on_device(engine, images, range(len(images)), None)
         else:
-            found, boxes = self._run_cpu(arrays)
+            found, boxes = self._run_cpu([ops.host(img) for img in arrays])
         return found.then(lambda f: self._finish(f, boxes, sizes))
 
     def regions(self, images: Frames, regions: Sequence[Region]) -> list[ops.Detections]:
@@ -98,7 +98,7 @@ class Detector:
             found, boxes = self._on_device(engine, images, range(len(regions)), regions)
         else:
             arrays = images.arrays if isinstance(images, DeviceFrames) else images
-            crops = [arrays[i][y1:y2, x1:x2] for i, x1, y1, x2, y2 in regions]
+            crops = [ops.host(arrays[i])[y1:y2, x1:x2] for i, x1, y1, x2, y2 in regions]
             return self.launch(crops)
         return found.then(lambda f: self._finish(f, boxes, sizes))
 

@@ -1,5 +1,6 @@
-"""Motion gating (pure but for OpenCV's resize): a camera whose picture has not
-changed since the last frame that was searched skips the search.
+"""Motion gating (pure but for the resize: OpenCV's, or the GPU's for a frame
+decoded there): a camera whose picture has not changed since the last frame that
+was searched skips the search.
 
 Each frame is shrunk to a small grey thumbnail and compared with the thumbnail of
 the last frame that ran through the detectors: when fewer than `min_area` of its
@@ -14,7 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from alprd.ops import Image
+from alprd import ops
+from alprd.ops import AnyImage
 
 THUMB_WIDTH = 96
 
@@ -28,7 +30,7 @@ class MotionGate:
         self._searched_at = 0.0
         self.changed = 0.0  # fraction of pixels that changed in the last frame looked at
 
-    def still(self, image: Image, now: float) -> bool:
+    def still(self, image: AnyImage, now: float) -> bool:
         """True when `image` may be skipped; False means search it (and it becomes
         the new reference)."""
         thumb = _thumbnail(image)
@@ -43,8 +45,8 @@ class MotionGate:
         return False
 
 
-def _thumbnail(image: Image) -> np.ndarray:
+def _thumbnail(image: AnyImage) -> np.ndarray:
     h, w = image.shape[:2]
-    size = (THUMB_WIDTH, max(1, round(THUMB_WIDTH * h / w)))
-    grey = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    small = ops.shrink(image, THUMB_WIDTH, max(1, round(THUMB_WIDTH * h / w)))
+    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
     return cv2.GaussianBlur(grey, (3, 3), 0)

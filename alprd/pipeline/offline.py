@@ -18,6 +18,7 @@ from typing import IO, Any
 import cv2
 
 from alprd import config as cfgmod
+from alprd import ops
 from alprd.log import get_logger
 from alprd.pipeline import annotate
 from alprd.pipeline.recognizer import Recognizer
@@ -84,7 +85,7 @@ def _images(
                 raise
             log.error("input_failed", source=str(path), reason=str(exc))
             continue
-        result = recognizer(frame.image)
+        result = recognizer(ops.host(frame.image))
         shown = []
         for plate, text in result.plates:
             ruled = rules.apply(text)
@@ -107,7 +108,7 @@ def _images(
             _emit(out, options, record, f"{path}: {t.text} ({t.confidence:.2f})"
                   + (f" {plate.vehicle.label}" if plate.vehicle else ""))  # fmt: skip
         if options.save:
-            image = annotate.draw(frame.image, result.vehicles, shown)
+            image = annotate.draw(ops.host(frame.image), result.vehicles, shown)
             cv2.imwrite(str(options.save / f"{path.stem}.jpg"), image)
 
 

@@ -127,6 +127,12 @@ class Recognizer:
         engine = (self.vehicle or self.plate).engine
         return engine.allocate_frame if is_device(engine) else None
 
+    def on_gpu(self) -> bool:
+        """The first stage's engine works on frames on a GPU (cameras may decode
+        there: `alprd.pipeline.nvdec`)."""
+        engine = (self.vehicle or self.plate).engine
+        return is_device(engine) and engine.gpu
+
     def summary(self) -> str:
         """`vehicle=openvino plate=openvino#2 ...`: backend per role, and the engine
         generation where a swap made it more than 1."""
@@ -140,18 +146,20 @@ class Recognizer:
     def vehicles(self, image: ops.Image) -> list[Vehicle]:
         return self.vehicles_many([image])[0]
 
-    def vehicles_many(self, images: Sequence[ops.Image], frames: DeviceFrames | None = None
+    def vehicles_many(self, images: Sequence[ops.AnyImage], frames: DeviceFrames | None = None
                       ) -> list[list[Vehicle]]:  # fmt: skip
         """Vehicles in each image (one batched detector call); `frames`: the images
         already on the device (`upload`)."""
         return drive(self._vehicles(images, frames))
 
     def _vehicles(
-        self, images: Sequence[ops.Image], frames: DeviceFrames | None
+        self, images: Sequence[ops.AnyImage], frames: DeviceFrames | None
     ) -> Steps[list[list[Vehicle]]]:
         if self.vehicle is None:
             return [[] for _ in images]
-        source = frames if frames is not None and self.vehicle.on_device else images
+        source: Sequence[ops.Image] | DeviceFrames = (
+            frames if frames is not None and self.vehicle.on_device else hosted(images)
+        )
         pending = self.vehicle.launch(source)
         yield
         return [
@@ -171,7 +179,7 @@ class Recognizer:
 
     def plates_many(
         self,
-        images: Sequence[ops.Image],
+        images: Sequence[ops.AnyImage],
         vehicles: Sequence[Sequence[Vehicle]],
         *,
         fallback: Sequence[bool],
@@ -185,7 +193,7 @@ class Recognizer:
 
     def _plates(
         self,
-        images: Sequence[ops.Image],
+        images: Sequence[ops.AnyImage],
         vehicles: Sequence[Sequence[Vehicle]],
         fallback: Sequence[bool],
         frames: DeviceFrames | None,
@@ -206,7 +214,8 @@ class Recognizer:
             if not vs and fallback[i] and whole_frames:  # no vehicle: the whole frame,
                 regions.append((i, 0, 0, w, h))  # searched in the same batch
                 owners.append(None)
-        source = frames if frames is not None and self.plate.on_device else images
+        device = frames if frames is not None and self.plate.on_device else None
+        source: Sequence[ops.Image] | DeviceFrames = device or hosted(images)
         found: list[list[Plate]] = [[] for _ in images]
         pending = self.plate.launch_regions(source, regions)
         if regions:
@@ -221,7 +230,7 @@ class Recognizer:
             for i in range(len(images))
             if vehicles[i] and not found[i] and fallback[i] and whole_frames
         ]
-        whole = source.take(full) if source is frames else [images[i] for i in full]
+        whole = device.take(full) if device is not None else [ops.host(images[i]) for i in full]
         searched = self.plate.launch(whole) if full else Pending.done([])
         if full:
             yield
@@ -231,7 +240,7 @@ class Recognizer:
                 found[i].append(Plate(box, float(c), _owner(box, vehicles[i])))
         return [_dedupe(f) for f in found]
 
-    def upload(self, images: Sequence[ops.Image]) -> DeviceFrames | None:
+    def upload(self, images: Sequence[ops.AnyImage]) -> DeviceFrames | None:
         """The images on the device once for the detector stages of a batch, when
         the first stage's engine works there (`DeviceEngine`); else None."""
         engine = (self.vehicle or self.plate).engine
@@ -245,7 +254,7 @@ class Recognizer:
 
     def read_many(
         self,
-        images: Sequence[ops.Image],
+        images: Sequence[ops.AnyImage],
         plates: Sequence[Sequence[Plate]],
         frames: DeviceFrames | None = None,
     ) -> list[list[Text]]:
@@ -254,7 +263,7 @@ class Recognizer:
         recogniser there samples its crops from them (`DeviceEngine.launch_cuts`)."""
         return drive(self._read(images, plates, frames))
 
-    def _read(self, images: Sequence[ops.Image], plates: Sequence[Sequence[Plate]],
+    def _read(self, images: Sequence[ops.AnyImage], plates: Sequence[Sequence[Plate]],
               frames: DeviceFrames | None) -> Steps[list[list[Text]]]:  # fmt: skip
         """Each plate read in the view its aspect suggests (`ocr.cut`: a cut narrower
         than ``two_line_aspect`` is unfolded as a two-line plate); with
@@ -283,7 +292,7 @@ class Recognizer:
 
     def _recognise(
         self,
-        images: Sequence[ops.Image],
+        images: Sequence[ops.AnyImage],
         items: Sequence[tuple[int, Box, Cut]],
         frames: DeviceFrames | None,
     ) -> Steps[tuple[list[Text], list[bool]]]:
@@ -305,7 +314,7 @@ class Recognizer:
         else:
             crops = [
                 ocr.crop(
-                    images[i],
+                    ops.host(images[i]),
                     box,
                     margin=o.crop_margin,
                     trim_y=o.crop_trim,
@@ -341,7 +350,7 @@ class Recognizer:
 
     def many(
         self,
-        images: Sequence[ops.Image],
+        images: Sequence[ops.AnyImage],
         zones: Sequence[Sequence[tuple[float, float]] | None] | None = None,
         selects: Sequence[Callable[[list[Vehicle]], list[Vehicle]] | None] | None = None,
     ) -> list[FrameResult]:
@@ -351,7 +360,7 @@ class Recognizer:
 
     def steps(
         self,
-        images: Sequence[ops.Image],
+        images: Sequence[ops.AnyImage],
         zones: Sequence[Sequence[tuple[float, float]] | None] | None = None,
         selects: Sequence[Callable[[list[Vehicle]], list[Vehicle]] | None] | None = None,
     ) -> Steps[list[FrameResult]]:
@@ -390,8 +399,7 @@ class Recognizer:
         configured = self.config.engines.lanes
         if configured != "auto":
             return configured
-        engine = (self.vehicle or self.plate).engine
-        return 2 if is_device(engine) and engine.gpu else 1
+        return 2 if self.on_gpu() else 1
 
     def lane(self) -> contextlib.AbstractContextManager[object]:
         """A context for one lane of `Lanes`: its device work on a stream of its
@@ -407,6 +415,12 @@ class Recognizer:
         ):
             if engine is not None:
                 engine.close()
+
+
+def hosted(images: Sequence[ops.AnyImage]) -> list[ops.Image]:
+    """`images` on the host, for an engine that works there (a frame decoded on a
+    GPU is downloaded once, however many stages ask)."""
+    return [ops.host(image) for image in images]
 
 
 def _owner(box: tuple[float, float, float, float], vehicles: Sequence[Vehicle]) -> Vehicle | None:

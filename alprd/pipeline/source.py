@@ -4,7 +4,9 @@ one thread each into a latest-frame slot.
 A camera URL may be an RTSP/HTTP(S)/RTMP/UDP stream (OpenCV's FFmpeg), a V4L2
 device (``/dev/video0`` or ``0``), a GStreamer pipeline (contains ``!``; needs an
 OpenCV built with GStreamer), a video file (replayed at its own rate), an image
-file or a folder of images.
+file or a folder of images. A camera's frames are decoded by OpenCV on the CPU, or
+on an NVIDIA GPU (`alprd.pipeline.nvdec`, ``cameras[].decoder``): both are a
+`Capture`, read by the same `CameraReader`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 
 from alprd.log import get_logger, redact
-from alprd.ops import Image
+from alprd.ops import AnyImage, Image
 from alprd.pipeline.types import Frame
 
 log = get_logger("alprd.source")
@@ -46,6 +48,11 @@ STREAM_SCHEMES = (
 
 class SourceError(Exception):
     """A source cannot be opened or read; the message names it and says why."""
+
+
+class DecoderUnsupported(SourceError):
+    """This decoder cannot decode the source (its codec, or its kind): the camera
+    goes on with OpenCV's."""
 
 
 def classify(url: str) -> Kind:
@@ -90,6 +97,63 @@ def open_capture(url: str, kind: Kind, timeout_s: float = 10.0) -> cv2.VideoCapt
         )
         raise SourceError(f"{redact(url)}: {what}")
     return cap
+
+
+class Capture(Protocol):
+    """An opened video source, read one decoded frame at a time."""
+
+    #: the source's own frame rate (files are replayed at it); 0: unknown
+    fps: float
+
+    def read(self) -> AnyImage | None:
+        """The next frame, or None at the end of a file or when a stream broke."""
+        ...
+
+    def release(self) -> None: ...
+
+
+#: opens `url` (of `kind`) within `timeout_s`, or raises SourceError
+Opener = Callable[[str, "Kind", float], Capture]
+
+
+class OpenCVCapture:
+    """OpenCV's FFmpeg/V4L2/GStreamer capture (`open_capture`), decoding on the
+    CPU; into buffers from `allocate` once the frame shape is known (the serving
+    engine's page-locked buffers on a GPU), else into arrays OpenCV allocates."""
+
+    def __init__(self, url: str, kind: Kind, timeout_s: float, camera: str = "",
+                 allocate: Callable[[tuple[int, ...]], Image] | None = None) -> None:  # fmt: skip
+        self.cap = open_capture(url, kind, timeout_s)
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.camera, self.allocate = camera, allocate
+        self._shape: tuple[int, ...] | None = None
+
+    def read(self) -> Image | None:
+        buffer = self._buffer(self._shape) if self._shape is not None else None
+        ok, image = self.cap.read(buffer) if buffer is not None else self.cap.read()
+        if not ok:
+            return None
+        self._shape = image.shape
+        return image.astype(np.uint8, copy=False)
+
+    def release(self) -> None:
+        self.cap.release()
+
+    def _buffer(self, shape: tuple[int, ...]) -> Image | None:
+        """A buffer to decode the next frame into, or None (OpenCV allocates). An
+        allocator that fails (page-locked memory exhausted) is dropped with one
+        warning: the camera goes on with plain arrays."""
+        if self.allocate is None:
+            return None
+        try:
+            return self.allocate(shape)
+        except Exception as exc:
+            log.warning(
+                "camera_frame_buffers_off", camera=self.camera, reason=str(exc),
+                hint="frames are decoded into plain memory (one more copy per frame)",
+            )  # fmt: skip
+            self.allocate = None
+            return None
 
 
 def read_image(path: Path) -> Image:
@@ -157,7 +221,16 @@ class LatestFrame:
             if self._frame is None:
                 self._cond.wait(timeout)
             frame, self._frame = self._frame, None
+            if frame is not None:
+                self._cond.notify_all()
             return frame
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Whether the slot's frame was taken (waits up to `timeout` for it)."""
+        with self._cond:
+            if self._frame is not None:
+                self._cond.wait(timeout)
+            return self._frame is None
 
 
 State = Literal["connecting", "streaming", "reconnecting", "ended", "stopped"]
@@ -166,7 +239,13 @@ State = Literal["connecting", "streaming", "reconnecting", "ended", "stopped"]
 class CameraReader(threading.Thread):
     """Reads one camera into a LatestFrame, at most `fps` frames per second.
     Reconnects with exponential backoff (initial_s, doubling, capped at max_s);
-    logs each change of state once, not each attempt."""
+    logs each change of state once, not each attempt.
+
+    `opener` opens the video sources (None: OpenCV's, decoding into `allocate`'s
+    buffers); one that cannot decode this source (`DecoderUnsupported`) is given
+    up with one warning and OpenCV's takes over. `every_frame` (benchmarks):
+    files are not paced to their own rate and no frame is dropped, each waits
+    until the one before was taken."""
 
     def __init__(
         self,
@@ -181,6 +260,8 @@ class CameraReader(threading.Thread):
         clock: Callable[[], float] = time.time,
         allocate: Callable[[tuple[int, ...]], Image] | None = None,
         loop: bool = False,
+        opener: Opener | None = None,
+        every_frame: bool = False,
     ) -> None:
         super().__init__(name=f"camera-{name}", daemon=True)
         #: a video file or image folder starts again at its end (demos, soak runs)
@@ -189,6 +270,10 @@ class CameraReader(threading.Thread):
         #: where frames are decoded into once their shape is known (the serving
         #: engine's page-locked buffers on a GPU); None: OpenCV allocates
         self.allocate = allocate
+        self.opener = opener
+        #: "cpu" (OpenCV) or "nvdec" (the GPU), what decodes this camera now
+        self.decoder = "cpu" if opener is None else getattr(opener, "decoder", "other")
+        self.every_frame = every_frame
         self.camera, self.url, self.slot, self.fps = name, url, slot, fps
         self.kind = classify(url)
         self.initial_s, self.max_s, self.open_timeout_s = initial_s, max_s, open_timeout_s
@@ -208,7 +293,8 @@ class CameraReader(threading.Thread):
         self.state = state
         url = redact(self.url)
         if state == "streaming":
-            log.info("camera_connected", camera=self.camera, url=url, **fields)
+            log.info("camera_connected", camera=self.camera, url=url, decoder=self.decoder,
+                     **fields)  # fmt: skip
         elif state == "reconnecting":
             self.reconnects += 1
             log.warning("camera_lost", camera=self.camera, url=url, **fields)
@@ -226,6 +312,13 @@ class CameraReader(threading.Thread):
                         self._run_images()
                     else:
                         self._run_capture()
+                except DecoderUnsupported as exc:
+                    log.warning(
+                        "camera_decoder_fallback", camera=self.camera, url=redact(self.url),
+                        decoder=self.decoder, reason=str(exc), now="cpu",
+                    )  # fmt: skip
+                    self.opener, self.decoder = None, "cpu"
+                    continue
                 except SourceError as exc:
                     self.attempts += 1
                     delay = self.backoff()
@@ -246,7 +339,8 @@ class CameraReader(threading.Thread):
             self._set_state("streaming")
             self._publish(frame.image)
             n += 1
-            self._halt.wait(1.0 / self.fps)
+            if not self.every_frame:
+                self._halt.wait(1.0 / self.fps)
         self._end(n)
 
     def _end(self, frames_this_pass: int) -> None:
@@ -258,52 +352,42 @@ class CameraReader(threading.Thread):
         else:
             self.loops += 1
 
+    def _open(self) -> Capture:
+        if self.opener is not None:
+            return self.opener(self.url, self.kind, self.open_timeout_s)
+        return OpenCVCapture(self.url, self.kind, self.open_timeout_s, self.camera, self.allocate)
+
     def _run_capture(self) -> None:
-        cap = open_capture(self.url, self.kind, self.open_timeout_s)
+        cap = self._open()
         try:
-            native = cap.get(cv2.CAP_PROP_FPS) or 25.0
+            native = cap.fps or 25.0
+            paced = self.kind == "video" and not self.every_frame  # a file at its own rate
             started, n, last = time.monotonic(), 0, -1e9
-            shape: tuple[int, ...] | None = None
             while not self._halt.is_set():
-                buffer = self._buffer(shape) if shape is not None else None
-                if buffer is not None:
-                    ok, image = cap.read(buffer)  # decoded in place
-                else:
-                    ok, image = cap.read()
-                if not ok:
+                image = cap.read()
+                if image is None:
                     if self.kind == "video":
                         self._end(n)
                         return
                     raise SourceError(f"{redact(self.url)}: read failed (stream interrupted)")
                 self.attempts = 0
-                shape = image.shape
                 self._set_state("streaming")
-                if self.kind == "video":  # replay a file at its own rate
+                if paced:
                     self._halt.wait(max(0.0, started + n / native - time.monotonic()))
                 n += 1
                 now = time.monotonic()
-                if now - last >= 1.0 / self.fps:
+                if self.every_frame or now - last >= 1.0 / self.fps:
                     last = now
-                    self._publish(image.astype(np.uint8, copy=False))
+                    self._publish(image)
         finally:
             cap.release()
+            if isinstance(cap, OpenCVCapture) and cap.allocate is None:
+                self.allocate = None  # it failed: not tried again at the next open
 
-    def _buffer(self, shape: tuple[int, ...]) -> Image | None:
-        """A buffer to decode the next frame into, or None (OpenCV allocates). An
-        allocator that fails (page-locked memory exhausted) is dropped with one
-        warning: the camera goes on with plain arrays."""
-        if self.allocate is None:
-            return None
-        try:
-            return self.allocate(shape)
-        except Exception as exc:
-            log.warning(
-                "camera_frame_buffers_off", camera=self.camera, reason=str(exc),
-                hint="frames are decoded into plain memory (one more copy per frame)",
-            )  # fmt: skip
-            self.allocate = None
-            return None
-
-    def _publish(self, image: Image) -> None:
+    def _publish(self, image: AnyImage) -> None:
+        if self.every_frame:
+            while not self.slot.wait_empty(0.1):
+                if self._halt.is_set():
+                    return
         self.slot.put(Frame(self.camera, self.frames, self.clock(), image))
         self.frames += 1

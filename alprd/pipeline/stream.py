@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from alprd import config as cfgmod
+from alprd import ops
 from alprd.engines.base import Steps, drive
-from alprd.ops import Image
+from alprd.ops import AnyImage, Image
 from alprd.pipeline import geometry
 from alprd.pipeline.direction import direction
 from alprd.pipeline.motion import MotionGate
@@ -57,7 +58,7 @@ class Snapshot:
     origin: tuple[int, int] = (0, 0)
 
     @classmethod
-    def around(cls, frame: Image, read: PlateRead) -> Snapshot:
+    def around(cls, frame: AnyImage, read: PlateRead) -> Snapshot:
         """The region of `frame` that the read's snapshot files need, copied."""
         plate = read.plate
         region = geometry.expand(plate.box, *geometry.PLATE_SURROUND)
@@ -65,7 +66,7 @@ class Snapshot:
             region = geometry.union(region, plate.vehicle.box)
         h, w = frame.shape[:2]
         x1, y1, x2, y2 = geometry.clip_box(region, w, h)
-        return cls(frame[y1:y2, x1:x2].copy(), read, (x1, y1))
+        return cls(ops.region(frame, x1, y1, x2, y2), read, (x1, y1))
 
     def boxes(self) -> tuple[Box, Box | None]:
         """The read's plate and vehicle boxes in `image`'s pixels."""
@@ -250,7 +251,7 @@ class CameraPipeline:
             kept = self.snapshots.get(key)
             if kept is None or read.text.confidence > kept.read.text.confidence:
                 self.snapshots[key] = (
-                    Snapshot(frame.image, read)
+                    Snapshot(ops.host(frame.image), read)
                     if self.snapshot_frames
                     else Snapshot.around(frame.image, read)
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from alprd.ops import Image
+from alprd.ops import AnyImage
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
 
@@ -15,7 +15,7 @@ class Frame:
     camera: str
     index: int  # frame number from the source (files: position in the file)
     time: float  # seconds: wall clock for cameras, position for files
-    image: Image = field(repr=False, compare=False)
+    image: AnyImage = field(repr=False, compare=False)  # on the host, or on a GPU
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ class CameraConfig(Section):
     fps: float = Field(5.0, gt=0, le=120)
     enabled: bool = True
     loop: bool = False
+    #: where its video is decoded: "cpu" (OpenCV), "nvdec" (the GPU's decoder),
+    #: "auto" (NVDEC where the torch backend serves on a GPU and it loads)
+    decoder: Literal["auto", "cpu", "nvdec"] = "auto"
     zone: list[tuple[float, float]] | None = None
     regions: list[str] | None = None
     motion: bool | None = None  # motion gating for this camera; None = [motion] enabled

@@ -222,7 +222,11 @@ def test_plate_crops_sampled_on_the_device_are_the_host_crops(site) -> None:
 def test_all_stages_on_torch_read_what_onnxruntime_reads(site) -> None:
     """The whole recogniser on the torch backend (frames uploaded once, vehicles,
     plates sampled from the frames there, OCR), several frames in one batch: the
-    plates and texts ONNX Runtime gives on the same frames."""
+    plates and texts ONNX Runtime gives on the same frames; and on both, the same
+    frames as device frames give the same."""
+    import torch
+
+    from alprd.pipeline.nvdec import TorchImage
     from alprd.pipeline.recognizer import Recognizer
 
     frames = [cv2.imread(str(p)) for p in sorted(RO_FRAMES.glob("*.jpg"))[:8]]
@@ -236,6 +240,11 @@ def test_all_stages_on_torch_read_what_onnxruntime_reads(site) -> None:
         if backend == "torch":
             assert recognizer.upload(frames) is not None  # the GPU path's shape, on CPU torch
             assert {e.backend for e in recognizer.engines.values()} == {"torch"}
+        # frames decoded on the device (an NVDEC camera's) read as the host frames:
+        # taken as they are by torch, downloaded once for ONNX Runtime
+        on_device = [TorchImage(torch.from_numpy(f.copy())) for f in frames]
+        assert [sorted(t.text for _, t in r.plates if t.text)
+                for r in recognizer.many(on_device)] == results[backend]  # fmt: skip
         recognizer.close()
     ours, theirs = results["torch"], results["onnxruntime"]
     assert sum(map(len, theirs)) >= 4

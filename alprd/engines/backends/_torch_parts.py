@@ -106,7 +106,7 @@ class TorchFrames:
     """A batch's frames on the device, shared by the stages of one batch (see
     `TorchEngine.upload`). Frames of one shape are one G x H x W x 3 uint8 tensor."""
 
-    arrays: list[ops.Image]  # the host frames (alive until the copies are done)
+    arrays: list[ops.AnyImage]  # the frames as given (alive until the copies are done)
     slots: list[tuple[int, int]]  # frame i -> (group, position in the group)
     groups: list[torch.Tensor]
     _rgb: dict[tuple[int, Any], torch.Tensor] = field(repr=False)

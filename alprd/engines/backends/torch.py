@@ -134,24 +134,30 @@ class TorchEngine:
             return frames
         return self.upload(list(frames.arrays if isinstance(frames, DeviceFrames) else frames))
 
-    def upload(self, images: Sequence[ops.Image]) -> TorchFrames:
+    def upload(self, images: Sequence[ops.AnyImage]) -> TorchFrames:
         """The frames on the device, once for every stage of a batch (the vehicle
-        letterbox, then the plate crops). Frames in page-locked memory
-        (`pinned_frame`: cameras decode into those when this backend serves) are
-        copied straight from there; others are first packed into one reused pinned
-        staging buffer and copied in one go. The same array twice is copied once."""
+        letterbox, then the plate crops). Frames decoded on the GPU
+        (`ops.DeviceImage`: a camera decoded with NVDEC) are used where they are;
+        frames in page-locked memory (`pinned_frame`: cameras decode into those when
+        this backend serves) are copied straight from there; others are first
+        packed into one reused pinned staging buffer and copied in one go. The same
+        array twice is copied once."""
         groups: dict[tuple[int, ...], list[int]] = {}  # shape -> ids, first-seen order
-        unique: dict[int, ops.Image] = {}
+        unique: dict[int, ops.AnyImage] = {}
         for img in images:
             if id(img) not in unique:
                 unique[id(img)] = img
                 groups.setdefault(tuple(img.shape), []).append(id(img))
+        sources = {k: self._on_device(v) for k, v in unique.items()
+                   if isinstance(v, ops.DeviceImage)}  # fmt: skip
+        host = {k: v for k, v in unique.items() if not isinstance(v, ops.DeviceImage)}
         if self.device.type != "cuda":
-            sources = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in unique.items()}
-        else:
-            sources = {k: torch.from_numpy(v) for k, v in unique.items() if v.flags.c_contiguous}
-            if len(sources) < len(unique) or not all(t.is_pinned() for t in sources.values()):
-                sources = self._uploads.packed(list(unique.values()))
+            sources |= {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in host.items()}
+        elif host:
+            pinned = {k: torch.from_numpy(v) for k, v in host.items() if v.flags.c_contiguous}
+            if len(pinned) < len(host) or not all(t.is_pinned() for t in pinned.values()):
+                pinned = self._uploads.packed(list(host.values()))
+            sources |= pinned
         tensors, where = [], {}
         for g, (shape, ids) in enumerate(groups.items()):
             group = torch.empty((len(ids), *shape), dtype=torch.uint8, device=self.device)
@@ -160,6 +166,18 @@ class TorchEngine:
                 where[k] = (g, pos)
             tensors.append(group)
         return TorchFrames(list(images), [where[id(img)] for img in images], tensors, {})
+
+    def _on_device(self, image: ops.DeviceImage) -> torch.Tensor:
+        """A frame decoded on the GPU as a tensor on this engine's device. Its
+        memory is marked in use by this stream until the copy out of it is done
+        (its decoder thread may free it meanwhile)."""
+        data = image.data
+        tensor = data if isinstance(data, torch.Tensor) else torch.from_dlpack(data)
+        if tensor.device.type != self.device.type:
+            return tensor.to(self.device)
+        if tensor.is_cuda:
+            tensor.record_stream(torch.cuda.current_stream(self.device))
+        return tensor
 
     def launch_frames(
         self,

@@ -1,0 +1,198 @@
+"""Cameras decoded on an NVIDIA GPU (NVDEC), through NVIDIA's PyNvVideoCodec.
+
+Where the torch backend serves on a GPU, a camera's H.264/H.265 (and AV1, VP9,
+MPEG-2/4, VC-1) stream or file is demuxed on the host (PyNvVideoCodec's FFmpeg:
+RTSP, HTTP, files) and decoded by the card's video decoder into GPU memory; the
+frame is converted to interleaved colour there, copied once out of the decoder's
+surface (RGB to BGR in the same kernel), and enters the batch as an
+`ops.DeviceImage`: it never crosses to the host, unless a host stage asks (a
+snapshot region, the motion thumbnail, validation samples).
+
+`opener_for` decides per camera (``cameras[].decoder``): "cpu" is OpenCV;
+"nvdec" and "auto" (where the first engine works on a GPU) use NVDEC when the
+library loads and CUDA is there, else OpenCV with one warning. A stream whose
+codec NVDEC cannot decode (MJPEG over HTTP, say) falls back to OpenCV when it
+is opened (`source.DecoderUnsupported`, one warning for that camera).
+
+The library is imported on first use: hosts without it never load it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+
+from alprd import ops
+from alprd.log import get_logger, redact
+from alprd.pipeline.source import Capture, DecoderUnsupported, Kind, Opener, SourceError
+
+log = get_logger("alprd.source")
+
+#: NVDEC's codecs (PyNvVideoCodec's `cudaVideoCodec` names) that cameras use
+CODECS = ("H264", "HEVC", "AV1", "VP9", "VP8", "MPEG1", "MPEG2", "MPEG4", "VC1")
+
+_library: Any = None
+_missing: str | None = None
+_lock = threading.Lock()
+_warned = False
+
+
+def library() -> Any:
+    """PyNvVideoCodec, imported once; raises ImportError/RuntimeError saying why
+    it cannot be used (not installed, no driver, no CUDA)."""
+    global _library, _missing
+    with _lock:
+        if _library is None and _missing is None:
+            try:
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise RuntimeError("no CUDA device")
+                import PyNvVideoCodec
+
+                _library = PyNvVideoCodec
+            except Exception as exc:  # ImportError, or the driver's own error
+                _missing = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if _library is None:
+            raise RuntimeError(_missing)
+        return _library
+
+
+class TorchImage(ops.DeviceImage):
+    """A frame in GPU memory: an H x W x 3 uint8 BGR torch tensor."""
+
+    def __init__(self, tensor: Any) -> None:
+        super().__init__(tuple(tensor.shape))
+        self.tensor = tensor
+
+    @property
+    def data(self) -> Any:
+        return self.tensor
+
+    def download(self) -> ops.Image:
+        return np.ascontiguousarray(self.tensor.cpu().numpy())
+
+    def region(self, x1: int, y1: int, x2: int, y2: int) -> ops.Image:
+        return np.ascontiguousarray(self.tensor[y1:y2, x1:x2].cpu().numpy())
+
+    def shrunk(self, width: int, height: int) -> ops.Image:
+        import torch
+        import torch.nn.functional as F
+
+        x = self.tensor.permute(2, 0, 1).unsqueeze(0).float()
+        small = F.interpolate(x, size=(height, width), mode="area")
+        out = small[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+        return np.ascontiguousarray(out.cpu().numpy())
+
+
+class NvdecCapture:
+    """One source demuxed on the host and decoded by NVDEC (a `source.Capture`).
+    `nvc`: the PyNvVideoCodec module (tests give a stand-in)."""
+
+    decoder = "nvdec"
+
+    def __init__(self, url: str, kind: Kind, timeout_s: float, gpu: int = 0,
+                 nvc: Any = None) -> None:  # fmt: skip
+        import torch
+
+        nvc = nvc if nvc is not None else library()
+        self.url = url
+        if kind not in ("stream", "video"):
+            raise DecoderUnsupported(f"NVDEC decodes streams and video files, not a {kind}")
+        try:
+            self.demuxer = nvc.CreateDemuxer(filename=url)
+        except Exception as exc:
+            raise SourceError(f"{redact(url)}: cannot open the stream ({_first(exc)})") from exc
+        codec = self.demuxer.GetNvCodecId()
+        supported = {getattr(nvc.cudaVideoCodec, n) for n in CODECS
+                     if hasattr(nvc.cudaVideoCodec, n)}  # fmt: skip
+        if codec not in supported:
+            raise DecoderUnsupported(f"NVDEC cannot decode its codec ({codec})")
+        cuda = torch.cuda.is_available()
+        self.device = torch.device("cuda", gpu) if cuda else torch.device("cpu")
+        #: the decoder's conversion and the copy out of its surface run here
+        self.stream = torch.cuda.Stream(self.device) if cuda else None
+        handle = self.stream.cuda_stream if self.stream is not None else 0
+        try:
+            self.nv_decoder = nvc.CreateDecoder(
+                gpuid=gpu, codec=codec, cudacontext=0, cudastream=handle,
+                usedevicememory=True, outputColorType=nvc.OutputColorType.RGB,
+            )  # fmt: skip
+        except Exception as exc:
+            raise DecoderUnsupported(f"NVDEC refused the stream ({_first(exc)})") from exc
+        self.fps = float(self.demuxer.FrameRate() or 0.0)
+        self._packets = iter(self.demuxer)
+        self._decoded: deque[Any] = deque()
+
+    def read(self) -> TorchImage | None:
+        """The next frame, copied out of the decoder's surface as BGR; None at the
+        end of a file, or when the stream broke. (The demuxer's last packet is an
+        empty one: decoding it flushes the frames the decoder still holds.)"""
+        import torch
+
+        try:
+            while not self._decoded:
+                packet = next(self._packets, None)
+                if packet is None:
+                    return None
+                self._decoded.extend(self.nv_decoder.Decode(packet))
+            surface = self._decoded.popleft()
+            on_stream = torch.cuda.stream(self.stream) if self.stream is not None else nullcontext()
+            with on_stream:
+                bgr = torch.from_dlpack(surface).flip(-1)  # a copy: the surface is reused
+            if self.stream is not None:
+                self.stream.synchronize()  # ready for any stream of the batch
+            return TorchImage(bgr)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise SourceError(f"{redact(self.url)}: NVDEC read failed ({_first(exc)})") from exc
+
+    def release(self) -> None:
+        self._decoded.clear()
+        self.nv_decoder = None
+        self.demuxer = None
+
+
+def opener_for(choice: str, kind: Kind, on_gpu: bool, camera: str) -> Opener | None:
+    """How camera `camera` (of `kind`) is decoded: an NVDEC opener, or None for
+    OpenCV's. `choice`: ``cameras[].decoder``; `on_gpu`: the first engine works
+    on a GPU (the torch backend there)."""
+    if choice == "cpu" or (choice == "auto" and not on_gpu):
+        return None
+    if kind not in ("stream", "video"):
+        if choice == "nvdec":
+            log.warning("camera_decoder_fallback", camera=camera, decoder="nvdec", now="cpu",
+                        reason=f"NVDEC decodes streams and video files, not a {kind}")  # fmt: skip
+        return None
+    try:
+        library()
+    except Exception as exc:
+        global _warned
+        if not _warned:  # once per process, not per camera
+            _warned = True
+            log.warning(
+                "nvdec_unavailable", camera=camera, reason=str(exc), now="cpu",
+                hint="pip install PyNvVideoCodec (NVIDIA driver with video decode; in a "
+                "container NVIDIA_DRIVER_CAPABILITIES must include video), or set "
+                'cameras[].decoder = "cpu"',
+            )  # fmt: skip
+        return None
+    return nvdec_opener()
+
+
+def nvdec_opener(gpu: int = 0, nvc: Any = None) -> Opener:
+    """An `Opener` decoding with NVDEC on GPU `gpu`."""
+
+    def open_nvdec(url: str, kind: Kind, timeout_s: float) -> Capture:
+        return NvdecCapture(url, kind, timeout_s, gpu=gpu, nvc=nvc)
+
+    open_nvdec.decoder = "nvdec"  # type: ignore[attr-defined]
+    return open_nvdec
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
