@@ -244,6 +244,106 @@ def cameras(config_path: Path, clips: list[list], steps: int, n: int, same: bool
     return out
 
 
+def live(config_path: Path, videos: list[Path], n: int, steps: int, decoder: str,
+         same: bool) -> dict:  # fmt: skip
+    """`n` cameras as the daemon reads them (`CameraReader` threads, camera i:
+    video i mod len, from its start, looping), decoded by `decoder` ("nvdec": on
+    the GPU, `alprd.pipeline.nvdec`; "cpu": OpenCV into page-locked buffers), with
+    every frame kept (`every_frame`: no frame decoded and dropped, none paced to
+    the video's rate), then batched per step as the daemon does. Decode is inside
+    the timed loop. Also: the process's CPU time per 100 frames/s, and the GPU
+    memory the cameras take (their decoders and frames in flight)."""
+    import torch
+
+    from alprd import config as cfgmod
+    from alprd.pipeline import nvdec
+    from alprd.pipeline.lanes import Lanes
+    from alprd.pipeline.recognizer import Recognizer
+    from alprd.pipeline.source import CameraReader, LatestFrame
+    from alprd.pipeline.stream import Batch, CameraPipeline, process_many
+    from alprd.pipeline.types import Frame
+
+    config = cfgmod.load(config_path)
+    if same:
+        same_work(config)
+    recognizer = Recognizer.load(config)
+    warm = [CameraPipeline(f"warm{i}", recognizer, config) for i in range(n)]
+    first = [clip[0] for clip in (decode(v, 1)[0] for v in videos)]
+    for step in range(WARM_MANY):  # engines warm before the cameras open
+        frames = [Frame("w", step, step / 25.0, first[i % len(first)]) for i in range(n)]
+        process_many(recognizer, list(zip(warm, frames, strict=True)))
+    gpu = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    free = (lambda: torch.cuda.mem_get_info()[0]) if gpu else (lambda: 0)
+    sync()
+    free_before = free()
+    opener = nvdec.nvdec_opener() if decoder == "nvdec" else None
+    readers = []
+    for i in range(n):
+        slot = LatestFrame()
+        readers.append(CameraReader(
+            f"cam{i}", str(videos[i % len(videos)]), slot, fps=1000, loop=True,
+            every_frame=True, opener=opener, allocate=recognizer.frame_allocator(),
+        ))  # fmt: skip
+        readers[-1].start()
+    pipes = [CameraPipeline(f"cam{i}", recognizer, config) for i in range(n)]
+
+    def take(i: int) -> Frame:
+        frame = readers[i].slot.take(timeout=30.0)
+        if frame is None:
+            raise SystemExit(f"camera {i} gave no frame ({readers[i].state}, {readers[i].decoder})")
+        return frame
+
+    pool: Lanes[Any] = Lanes(recognizer, recognizer.lanes())
+    events: list = []
+
+    def finished(done: list[tuple[Any, Any]]) -> None:
+        for batch, results in done:
+            for found in batch.finish(results):
+                events.extend(found)
+
+    def run(steps: int, items: list) -> None:
+        step = 0
+        while step < steps or pool.busy:
+            if step < steps and pool.free:
+                batch = Batch.begin(recognizer, [(items[i], take(i)) for i in range(n)])
+                step += 1
+                if batch.steps is None:
+                    finished([(batch, [])])
+                else:
+                    pool.submit(batch.steps, batch)
+            if pool.busy:
+                finished(pool.step())
+
+    run(WARM_MANY, warm)  # the decoders' first frames, untimed
+    sync()
+    cameras_bytes = free_before - free()
+    settle_heap()
+    recognizer.times.samples = {k: [] for k in recognizer.times.samples}
+    cpu, t = time.process_time(), time.perf_counter()
+    run(steps, pipes)
+    for pipe in pipes:
+        events += pipe.finish()
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    decoders = sorted({r.decoder for r in readers})
+    for r in readers:
+        r.stop()
+    for r in readers:
+        r.join(timeout=5)
+    frames = sum(p.frames for p in pipes)
+    fps = frames / wall
+    out = {
+        "frames": frames, "fps": fps, "reads": sum(p.reads for p in pipes),
+        "gated": sum(p.gated for p in pipes), "skipped": sum(p.skipped for p in pipes),
+        "events": len(events), "lanes": len(pool.contexts), "decoders": decoders,
+        "cpu_cores": cpu / wall, "cores_per_100fps": cpu / wall / (fps / 100),
+        "gpu_mb_per_camera": cameras_bytes / n / 2**20,
+        "stages": dict(recognizer.times.samples),
+    }  # fmt: skip
+    recognizer.close()
+    return out
+
+
 def many_streams(config_path: Path, streams: list[list], steps: int, prof: Any = None,
                  lanes: int = 1, split: bool = False) -> dict:  # fmt: skip
     """N cameras batched: `steps` batches of one frame of each. `prof`: a
@@ -446,10 +546,12 @@ def naive_processes(root: Path, videos: list[Path], common: list[str], n: int) -
         results.append(json.loads(out.strip().splitlines()[-1]))
     frames = sum(r["frames"] for r in results)
     wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
+    cpu = sum(r.get("cpu_s", 0.0) for r in results)
     return {
         "frames": frames, "wall_s": wall, "fps": frames / wall, "processes": n,
         "stages": {k: [v for r in results for v in r["stages"][k]] for k in STAGES},
         "reads": sum(r["reads"] for r in results),
+        "cpu_cores": cpu / wall, "cores_per_100fps": cpu / wall / (frames / wall / 100),
     }  # fmt: skip
 
 
@@ -487,6 +589,16 @@ def main() -> int:
     p.add_argument("--ocr-backend", default="torch", help="onnxruntime: the recogniser on the CPU")
     p.add_argument("--only-streams", action="store_true", help="skip the one-stream rows")
     p.add_argument(
+        "--live",
+        type=int,
+        nargs="*",
+        default=[16, 32],
+        help="camera counts for the rows with decode inside the loop (NVDEC, OpenCV, naive)",
+    )
+    p.add_argument(
+        "--only-live", action="store_true", help="only the rows with decode inside the loop"
+    )
+    p.add_argument(
         "--no-reference",
         action="store_true",
         help="skip the naive loop on Ultralytics' and ONNX Runtime's defaults",
@@ -521,7 +633,8 @@ def main() -> int:
     videos = sorted(args.videos.glob("*.mp4"))
     pinned = torch.cuda.is_available()
     gpu = torch.cuda.get_device_name() if pinned else "none (smoke)"
-    results: dict = {"gpu": gpu, "torch": torch.__version__, "one": {}, "many": {}, "extra": {}}
+    results: dict = {"gpu": gpu, "torch": torch.__version__, "one": {}, "many": {}, "extra": {},
+                     "live": {}}  # fmt: skip
     for video in videos:
         results.setdefault("decode_fps", {})[video.name] = decode(video, 10_000, pinned)[1]
     fair = fair_flags(args.smoke)
@@ -548,6 +661,9 @@ def measure(args: argparse.Namespace, results: dict, videos: list[Path], fair: l
         # (powers of two) whatever the largest batch configured
         config = site(root, args, n)
         common = naive_args(config, naive_vehicle(root, args), args)
+        measure_live(args, results, root, videos, common, fair)
+        if args.only_live:
+            return
         one_rows = results["one"]
         if not args.only_streams:
             frames = ["--frames", str(args.frames), "--warmup", str(WARM_ONE)]
@@ -600,6 +716,67 @@ def measure(args: argparse.Namespace, results: dict, videos: list[Path], fair: l
             progress("outside", one_rows["outside"])
 
 
+LIVE = (
+    ("alprd, same work, decode on the CPU (OpenCV)", "cpu", True),
+    ("alprd, same work, decode on the GPU (NVDEC)", "nvdec", True),
+    ("alprd, as configured, decode on the GPU (NVDEC)", "nvdec", False),
+)
+
+
+def measure_live(args: argparse.Namespace, results: dict, root: Path, videos: list[Path],
+                 common: list[str], fair: list[str]) -> None:  # fmt: skip
+    """The rows with decode inside the timed loop, for each --live camera count:
+    the naive loop as N processes, each decoding its camera with OpenCV, and
+    alprd's cameras (`live`) decoding on the CPU and on the GPU. A row that fails
+    is recorded with its error, and the others still run."""
+    for n in args.live:
+        rows = results["live"][str(n)] = {}
+        config = site(root, args, n)
+        steps = ["--frames", str(args.steps), "--warmup", str(WARM_MANY), "--decode", "inside"]
+        try:
+            rows["naive, N processes, decode with OpenCV"] = naive_processes(
+                root, videos, [*common, *steps, *fair], n
+            )
+            progress(f"{n} cameras, decode inside", rows)
+        except (SystemExit, Exception) as exc:
+            print(f"naive, {n} processes failed: {exc}", file=sys.stderr)
+        for name, decoder, same in LIVE:
+            try:
+                rows[name] = live(config, videos, n, args.steps, decoder, same)
+                progress(f"{n} cameras, decode inside", rows)
+            except (SystemExit, Exception) as exc:
+                print(f"{name} failed: {exc!r}", file=sys.stderr)
+                rows[name] = {"error": repr(exc)}
+
+
+def report_live(results: dict) -> list[str]:
+    """The decode-inside rows; their headline lines."""
+    headline = []
+    for n, rows in results.get("live", {}).items():
+        base = rows.get("naive, N processes, decode with OpenCV", {}).get("fps")
+        cpu = rows.get(LIVE[0][0], {}).get("cores_per_100fps")
+        for name, r in rows.items():
+            if "error" in r:
+                print(f"{n + ' cameras':11} inside  {name:50} failed: {r['error']}")
+                continue
+            print(row(f"{n} cameras", "inside", name, r, base or r["fps"]) + (
+                f"  CPU cores {r['cpu_cores']:.1f}, per 100 frames/s {r['cores_per_100fps']:.2f}"
+                + (f", GPU {r['gpu_mb_per_camera']:.0f} MB a camera ({'/'.join(r['decoders'])})"
+                   if "gpu_mb_per_camera" in r else "")))  # fmt: skip
+            if name.startswith("alprd") and base:
+                line = (
+                    f"{n} cameras, decode inside, {name[7:]}: {r['fps']:.0f} frames/s, "
+                    f"{r['fps'] / base:.2f}x the naive loop (N processes, OpenCV)"
+                )
+                if cpu and "NVDEC" in name:
+                    line += (
+                        f"; CPU per 100 frames/s {cpu / r['cores_per_100fps']:.1f}x lower "
+                        "than decoding on the CPU"
+                    )
+                headline.append(line)
+    return headline
+
+
 def report(results: dict, args: argparse.Namespace) -> None:
     print(f"GPU: {results['gpu']} (torch {results['torch']}, {os.cpu_count()} CPUs)")
     print("decode fps, one core: " + ", ".join(
@@ -627,6 +804,7 @@ def report(results: dict, args: argparse.Namespace) -> None:
             if name.startswith("alprd"):
                 headline.append(f"{args.streams} cameras, {name[7:]}: {r['fps'] / base:.2f}x "
                                 f"against {faster}")  # fmt: skip
+    headline += report_live(results)
     for name, r in results["extra"].items():
         print(f"{name} (outside the ratios): {r['fps']:.1f} frames/s, "
               f"{r.get('plates_read', '')} plates read")  # fmt: skip

@@ -5,7 +5,8 @@ cache, no batching across stages. Prints one JSON line of measurements.
 Fair by construction: the models are loaded and warmed up (untimed steps over
 the first `--warmup` frames, default 1, and every model run at least once) before
 the timed loop, as alprd's are; frames are decoded inside the timed loop
-(`--decode inside`, as a camera delivers them) or all before it (`--decode
+(`--decode inside`, as a camera delivers them: each camera's video from its
+start, with OpenCV, as a user's script would) or all before it (`--decode
 outside`); the recogniser gets alprd's input size. `--cameras N` runs
 N replays of the video (other offsets) with each step's N frames given to
 `predict` as one list (Ultralytics' own batching); `--more-videos` spreads the
@@ -71,6 +72,22 @@ def frames_of(video: str, limit: int) -> list[np.ndarray]:
         out.append(frame)
     cap.release()
     return out
+
+
+class Capture:
+    """A video decoded by OpenCV one frame at a time, from its start again at its end."""
+
+    def __init__(self, video: str) -> None:
+        self.video = video
+        self.cap = cv2.VideoCapture(video)
+
+    def read(self) -> np.ndarray:
+        ok, frame = self.cap.read()
+        if not ok:
+            self.cap.release()
+            self.cap = cv2.VideoCapture(self.video)
+            ok, frame = self.cap.read()
+        return frame
 
 
 class Naive:
@@ -212,9 +229,8 @@ def main() -> None:
     first = time.monotonic() - T0
     videos = [args.video, *args.more_videos]
     cams = range(args.first_camera, args.first_camera + args.cameras)
-    single = args.cameras == 1 and args.first_camera == 0 and len(videos) == 1
-    predecoded = args.decode == "outside" or not single
-    clips = [frames_of(v, args.frames) for v in videos] if predecoded else []
+    inside = args.decode == "inside"
+    clips = [] if inside else [frames_of(v, args.frames) for v in videos]
     if args.go:
         Path(f"{args.go}.{os.getpid()}.ready").touch()
         while not os.path.exists(args.go):
@@ -222,15 +238,12 @@ def main() -> None:
     steps = 0
     clock = time.time()
     started = time.monotonic()
-    if single and args.decode == "inside":
-        cap = cv2.VideoCapture(args.video)
+    cpu = time.process_time()
+    if inside:  # each camera's video decoded as it goes, from its start
+        caps = [Capture(videos[i % len(videos)]) for i in cams]
         while steps < args.frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            naive.step([frame])
+            naive.step([cap.read() for cap in caps])
             steps += 1
-        cap.release()
     else:
         for step in range(max(len(c) for c in clips)):
             frames = []
@@ -240,8 +253,9 @@ def main() -> None:
             naive.step(frames)
             steps += 1
     wall = time.monotonic() - started
+    cpu = time.process_time() - cpu
     print(json.dumps({
-        "frames": steps * args.cameras, "wall_s": wall, "stages": naive.stages,
+        "frames": steps * args.cameras, "wall_s": wall, "cpu_s": cpu, "stages": naive.stages,
         "started": clock, "ended": clock + wall,
         "reads": len(naive.reads), "first_result_s": first, "nms": nms,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

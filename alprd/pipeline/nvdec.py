@@ -99,7 +99,10 @@ class NvdecCapture:
                  nvc: Any = None) -> None:  # fmt: skip
         import torch
 
-        nvc = nvc if nvc is not None else library()
+        try:
+            nvc = nvc if nvc is not None else library()
+        except Exception as exc:
+            raise DecoderUnsupported(f"NVDEC is not available ({_first(exc)})") from exc
         self.url = url
         if kind not in ("stream", "video"):
             raise DecoderUnsupported(f"NVDEC decodes streams and video files, not a {kind}")
