@@ -515,15 +515,19 @@ def naive(video: Path, common: list[str], *extra: str) -> dict:
 def naive_processes(root: Path, videos: list[Path], common: list[str], n: int) -> dict:
     """`n` naive loops at once, each one camera of the same set as the batched
     loop (`--first-camera`), released together once all are warm and decoded:
-    frames/s of all together, from the first start to the last end."""
+    frames/s of all together, from the first start to the last end. More cameras
+    than CPU cores: as many processes as cores, each with several cameras (32
+    processes of CUDA and Ultralytics each do not fit a 16-core host)."""
     go = root / "go"
+    per = -(-n // (os.cpu_count() or n))  # more cameras than cores: several a process
+    n, cameras = n // per, n
     threads = str(max(1, (os.cpu_count() or n) // n))  # n processes share the cores
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     more = ["--more-videos", *[str(v) for v in videos[1:]]] if len(videos) > 1 else []
     procs = [
         subprocess.Popen(
-            [sys.executable, str(NAIVE), str(videos[0]), *common, *more, "--cameras", "1",
-             "--first-camera", str(k), "--go", str(go)],
+            [sys.executable, str(NAIVE), str(videos[0]), *common, *more, "--cameras", str(per),
+             "--first-camera", str(k * per), "--go", str(go)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
         )
         for k in range(n)
@@ -549,6 +553,7 @@ def naive_processes(root: Path, videos: list[Path], common: list[str], n: int) -
     cpu = sum(r.get("cpu_s", 0.0) for r in results)
     return {
         "frames": frames, "wall_s": wall, "fps": frames / wall, "processes": n,
+        "cameras": cameras,
         "stages": {k: [v for r in results for v in r["stages"][k]] for k in STAGES},
         "reads": sum(r["reads"] for r in results),
         "cpu_cores": cpu / wall, "cores_per_100fps": cpu / wall / (frames / wall / 100),
