@@ -158,12 +158,16 @@ class TorchEngine:
             if len(pinned) < len(host) or not all(t.is_pinned() for t in pinned.values()):
                 pinned = self._uploads.packed(list(host.values()))
             sources |= pinned
-        tensors, where = [], {}
+        tensors: list[torch.Tensor] = []
+        where: dict[int, tuple[int, int]] = {}
         for g, (shape, ids) in enumerate(groups.items()):
+            where |= {k: (g, pos) for pos, k in enumerate(ids)}
+            if all(k not in host for k in ids):  # all on the device: one kernel
+                tensors.append(torch.stack([sources[k] for k in ids]))
+                continue
             group = torch.empty((len(ids), *shape), dtype=torch.uint8, device=self.device)
             for pos, k in enumerate(ids):
                 group[pos].copy_(sources[k], non_blocking=True)  # DMA from pinned frames
-                where[k] = (g, pos)
             tensors.append(group)
         return TorchFrames(list(images), [where[id(img)] for img in images], tensors, {})
 
