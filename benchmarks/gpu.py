@@ -721,6 +721,7 @@ def measure(args: argparse.Namespace, results: dict, videos: list[Path], fair: l
             progress("outside", one_rows["outside"])
 
 
+OUTSIDE = "alprd, same work, frames decoded before the loop"
 LIVE = (
     ("alprd, same work, decode on the CPU (OpenCV)", "cpu", True),
     ("alprd, same work, decode on the GPU (NVDEC)", "nvdec", True),
@@ -732,8 +733,11 @@ def measure_live(args: argparse.Namespace, results: dict, root: Path, videos: li
                  common: list[str], fair: list[str]) -> None:  # fmt: skip
     """The rows with decode inside the timed loop, for each --live camera count:
     the naive loop as N processes, each decoding its camera with OpenCV, and
-    alprd's cameras (`live`) decoding on the CPU and on the GPU. A row that fails
-    is recorded with its error, and the others still run."""
+    alprd's cameras (`live`) decoding on the CPU and on the GPU; beside them the
+    same work on frames decoded before the loop. A row that fails is recorded with
+    its error, and the others still run."""
+    import torch
+
     for n in args.live:
         rows = results["live"][str(n)] = {}
         config = site(root, args, n)
@@ -745,6 +749,12 @@ def measure_live(args: argparse.Namespace, results: dict, root: Path, videos: li
             progress(f"{n} cameras, decode inside", rows)
         except (SystemExit, Exception) as exc:
             print(f"naive, {n} processes failed: {exc}", file=sys.stderr)
+        try:  # the same cameras' frames decoded before the loop (decode excluded)
+            clips = [decode(v, args.steps, torch.cuda.is_available())[0] for v in videos]
+            rows[OUTSIDE] = cameras(config, clips, args.steps, n, True, None)
+            progress(f"{n} cameras, decoded before", rows)
+        except (SystemExit, Exception) as exc:
+            print(f"{OUTSIDE} failed: {exc!r}", file=sys.stderr)
         for name, decoder, same in LIVE:
             try:
                 rows[name] = live(config, videos, n, args.steps, decoder, same)
@@ -764,13 +774,18 @@ def report_live(results: dict) -> list[str]:
             if "error" in r:
                 print(f"{n + ' cameras':11} inside  {name:50} failed: {r['error']}")
                 continue
-            print(row(f"{n} cameras", "inside", name, r, base or r["fps"]) + (
-                f"  CPU cores {r['cpu_cores']:.1f}, per 100 frames/s {r['cores_per_100fps']:.2f}"
-                + (f", GPU {r['gpu_mb_per_camera']:.0f} MB a camera ({'/'.join(r['decoders'])})"
-                   if "gpu_mb_per_camera" in r else "")))  # fmt: skip
+            decoded = "outside" if name == OUTSIDE else "inside"
+            extra = ""
+            if "cpu_cores" in r:
+                extra += (f"  CPU cores {r['cpu_cores']:.1f}, "
+                          f"per 100 frames/s {r['cores_per_100fps']:.2f}")  # fmt: skip
+            if "gpu_mb_per_camera" in r:
+                extra += (f", GPU {r['gpu_mb_per_camera']:.0f} MB a camera "
+                          f"({'/'.join(r['decoders'])})")  # fmt: skip
+            print(row(f"{n} cameras", decoded, name, r, base or r["fps"]) + extra)
             if name.startswith("alprd") and base:
                 line = (
-                    f"{n} cameras, decode inside, {name[7:]}: {r['fps']:.0f} frames/s, "
+                    f"{n} cameras, decode {decoded}, {name[7:]}: {r['fps']:.0f} frames/s, "
                     f"{r['fps'] / base:.2f}x the naive loop (N processes, OpenCV)"
                 )
                 if cpu and "NVDEC" in name:
