@@ -187,6 +187,7 @@ class Cameras:
                 still=cam.pipeline.gated,
                 events=cam.events,
                 reconnects=cam.reader.reconnects,
+                decoder=cam.reader.decoder,
             )
         return out
 

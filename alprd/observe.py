@@ -160,6 +160,7 @@ class CameraStatus:
     still: int  # frames not searched: nothing moved
     events: int
     reconnects: int
+    decoder: str = "cpu"  # cpu (OpenCV) or nvdec (the GPU's video decoder)
 
 
 @dataclass

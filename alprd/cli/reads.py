@@ -151,7 +151,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, c in status.cameras.items():
         print(
             f"  camera {name:<10} {c.state:<12} frames {c.processed} dropped {c.dropped} "
-            f"still {c.still} reads {c.reads} events {c.events} reconnects {c.reconnects}"
+            f"still {c.still} reads {c.reads} events {c.events} reconnects {c.reconnects} "
+            f"decoder {c.decoder}"
         )
     for name, n in status.outbox.items():
         print(f"  outbox {name}: {n} pending")
