@@ -46,13 +46,12 @@ def library() -> Any:
     global _library, _missing
     with _lock:
         if _library is None and _missing is None:
-            try:
+            try:  # the library first: where it is missing, torch is never imported
+                import PyNvVideoCodec
                 import torch
 
                 if not torch.cuda.is_available():
                     raise RuntimeError("no CUDA device")
-                import PyNvVideoCodec
-
                 _library = PyNvVideoCodec
             except Exception as exc:  # ImportError, or the driver's own error
                 _missing = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -75,7 +75,7 @@ def site():
         '[engines]\nbackend = "openvino"\n'
         "[service]\nhealth_interval_s = 2\nextend_timeout_s = 3\n"
         "[sources]\nreconnect_initial_s = 0.2\nreconnect_max_s = 1\nopen_timeout_s = 1\n"
-        f'[[cameras]]\nname = "yard"\nurl = "{clip}"\nfps = 5\n'
+        f'[[cameras]]\nname = "yard"\nurl = "{clip}"\nfps = 5\ndecoder = "nvdec"\n'
         '[[cameras]]\nname = "gate"\nurl = "rtsp://127.0.0.1:9/offline"\nfps = 5\n'
     )
     # Models an operator drops later (made before the container boots, so that it
@@ -206,6 +206,10 @@ def test_journal_priorities(sd, started):
     warnings = [m for _, m in journal(sd, started, "alprd", "-p", "warning")]
     assert any(m.startswith("camera_lost") for m in warnings)
     assert not any(m.startswith(("alprd_ready", "camera_opened", "health")) for m in warnings)
+    # asked to decode on the GPU where there is none: said once, decoded on the CPU
+    assert sum(m.startswith("nvdec_unavailable camera=yard") for m in warnings) == 1
+    assert any(m.startswith("camera_connected camera=yard") and "decoder=cpu" in m
+               for _, m in lines)  # fmt: skip
     assert wait(lambda: any(m.startswith("health cameras=") for _, m in journal(sd, started)))
 
 
