@@ -34,11 +34,6 @@ class DeviceImage(abc.ABC):
         """The pixels on the device (the decoder's framework tensor)."""
 
     @abc.abstractmethod
-    def ready(self) -> None:
-        """Make the device's current queue wait until the frame is written (work
-        queued after this call sees it)."""
-
-    @abc.abstractmethod
     def download(self) -> Image:
         """The whole frame copied to the host."""
 

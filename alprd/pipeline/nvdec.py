@@ -61,37 +61,27 @@ def library() -> Any:
 
 
 class TorchImage(ops.DeviceImage):
-    """A frame in GPU memory: an H x W x 3 uint8 BGR torch tensor; `decoded`: the
-    CUDA event its decoder's stream records once the frame is written (None: it
-    is)."""
+    """A frame in GPU memory: an H x W x 3 uint8 BGR torch tensor, written (its
+    decoder's stream synchronised) before it is handed on."""
 
-    def __init__(self, tensor: Any, decoded: Any = None) -> None:
+    def __init__(self, tensor: Any) -> None:
         super().__init__(tuple(tensor.shape))
-        self.tensor, self.decoded = tensor, decoded
+        self.tensor = tensor
 
     @property
     def data(self) -> Any:
         return self.tensor
 
-    def ready(self) -> None:
-        if self.decoded is not None:
-            import torch
-
-            torch.cuda.current_stream(self.tensor.device).wait_event(self.decoded)
-
     def download(self) -> ops.Image:
-        self.ready()
         return np.ascontiguousarray(self.tensor.cpu().numpy())
 
     def region(self, x1: int, y1: int, x2: int, y2: int) -> ops.Image:
-        self.ready()
         return np.ascontiguousarray(self.tensor[y1:y2, x1:x2].cpu().numpy())
 
     def shrunk(self, width: int, height: int) -> ops.Image:
         import torch
         import torch.nn.functional as F
 
-        self.ready()
         x = self.tensor.permute(2, 0, 1).unsqueeze(0).float()
         small = F.interpolate(x, size=(height, width), mode="area")
         out = small[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
@@ -103,9 +93,6 @@ class NvdecCapture:
     `nvc`: the PyNvVideoCodec module (tests give a stand-in)."""
 
     decoder = "nvdec"
-    #: wait on the host for each frame's copy (else its stream records an event
-    #: that the stages wait for on the GPU)
-    synchronize = False
 
     def __init__(self, url: str, kind: Kind, timeout_s: float, gpu: int = 0,
                  nvc: Any = None) -> None:  # fmt: skip
@@ -160,12 +147,10 @@ class NvdecCapture:
                 return TorchImage(torch.from_dlpack(surface).flip(-1))
             with torch.cuda.stream(self.stream):
                 bgr = torch.from_dlpack(surface).flip(-1)  # a copy: the surface is reused
-            if self.synchronize:
-                self.stream.synchronize()
-                return TorchImage(bgr)
-            decoded = torch.cuda.Event()
-            decoded.record(self.stream)  # the batch's streams wait for it on the GPU
-            return TorchImage(bgr, decoded)
+            # done before the decoder may reuse its surface, and before any other
+            # stream (a batch's lane) reads the frame
+            self.stream.synchronize()
+            return TorchImage(bgr)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise SourceError(f"{redact(self.url)}: NVDEC read failed ({_first(exc)})") from exc
 

@@ -175,7 +175,6 @@ class TorchEngine:
         """A frame decoded on the GPU as a tensor on this engine's device. Its
         memory is marked in use by this stream until the copy out of it is done
         (its decoder thread may free it meanwhile)."""
-        image.ready()  # this lane's stream waits for its decoder's copy
         data = image.data
         tensor = data if isinstance(data, torch.Tensor) else torch.from_dlpack(data)
         if tensor.device.type != self.device.type:
