@@ -32,6 +32,14 @@ started together; ratios are against the faster of the two. alprd: one process,
 `CameraPipeline`s batched per step as the daemon does (`Batch`, `Lanes`), one
 batch at a time and two in flight (the daemon's default on a GPU).
 
+Decode inside the loop, for each --live camera count (default 16 and 32): the
+cameras as the daemon reads them (`CameraReader` threads, every frame kept,
+camera i replaying video i mod 3 from its start), decoded on the GPU (NVDEC:
+needs PyNvVideoCodec) or by OpenCV, beside the same cameras decoded before the
+loop and the naive loop as N processes decoding with OpenCV (with more cameras
+than cores, several cameras a process); the process's CPU cores per 100
+frames/s and the GPU memory the cameras take. `--only-live`: just those rows.
+
 Needs torch with CUDA, ultralytics and the alprd dependencies; writes the JSON of
 every figure to --out when given. --smoke runs the same on the CPU (a check of
 this script, not a measurement).
