@@ -33,6 +33,8 @@ log = get_logger("alprd.source")
 
 #: NVDEC's codecs (PyNvVideoCodec's `cudaVideoCodec` names) that cameras use
 CODECS = ("H264", "HEVC", "AV1", "VP9", "VP8", "MPEG1", "MPEG2", "MPEG4", "VC1")
+#: the sources NVDEC decodes (V4L2 devices, GStreamer pipelines, images: OpenCV)
+KINDS = ("stream", "video")
 
 _library: Any = None
 _missing: str | None = None
@@ -54,7 +56,7 @@ def library() -> Any:
                     raise RuntimeError("no CUDA device")
                 _library = PyNvVideoCodec
             except Exception as exc:  # ImportError, or the driver's own error
-                _missing = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                _missing = _first(exc)
         if _library is None:
             raise RuntimeError(_missing)
         return _library
@@ -96,15 +98,15 @@ class NvdecCapture:
 
     def __init__(self, url: str, kind: Kind, timeout_s: float, gpu: int = 0,
                  nvc: Any = None) -> None:  # fmt: skip
-        import torch
-
+        if kind not in KINDS:
+            raise DecoderUnsupported(_not_decodable(kind))
         try:
             nvc = nvc if nvc is not None else library()
         except Exception as exc:
             raise DecoderUnsupported(f"NVDEC is not available ({_first(exc)})") from exc
+        import torch
+
         self.url = url
-        if kind not in ("stream", "video"):
-            raise DecoderUnsupported(f"NVDEC decodes streams and video files, not a {kind}")
         try:
             self.demuxer = nvc.CreateDemuxer(filename=url)
         except Exception as exc:
@@ -166,10 +168,10 @@ def opener_for(choice: str, kind: Kind, on_gpu: bool, camera: str) -> Opener | N
     on a GPU (the torch backend there)."""
     if choice == "cpu" or (choice == "auto" and not on_gpu):
         return None
-    if kind not in ("stream", "video"):
+    if kind not in KINDS:
         if choice == "nvdec":
             log.warning("camera_decoder_fallback", camera=camera, decoder="nvdec", now="cpu",
-                        reason=f"NVDEC decodes streams and video files, not a {kind}")  # fmt: skip
+                        reason=_not_decodable(kind))  # fmt: skip
         return None
     try:
         library()
@@ -200,3 +202,7 @@ def nvdec_opener(gpu: int = 0, nvc: Any = None) -> Opener:
 def _first(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _not_decodable(kind: str) -> str:
+    return f"NVDEC decodes streams and video files, not a {kind}"

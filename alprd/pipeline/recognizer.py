@@ -215,7 +215,7 @@ class Recognizer:
                 regions.append((i, 0, 0, w, h))  # searched in the same batch
                 owners.append(None)
         device = frames if frames is not None and self.plate.on_device else None
-        source: Sequence[ops.Image] | DeviceFrames = device or hosted(images)
+        source = device if device is not None else hosted(images)
         found: list[list[Plate]] = [[] for _ in images]
         pending = self.plate.launch_regions(source, regions)
         if regions:

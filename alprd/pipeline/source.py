@@ -118,19 +118,22 @@ Opener = Callable[[str, "Kind", float], Capture]
 
 class OpenCVCapture:
     """OpenCV's FFmpeg/V4L2/GStreamer capture (`open_capture`), decoding on the
-    CPU; into buffers from `allocate` once the frame shape is known (the serving
-    engine's page-locked buffers on a GPU), else into arrays OpenCV allocates."""
+    CPU; once the frame shape is known, into the buffer `buffer(shape)` gives (the
+    serving engine's page-locked buffers on a GPU), or, where it gives None, into
+    arrays OpenCV allocates."""
 
-    def __init__(self, url: str, kind: Kind, timeout_s: float, camera: str = "",
-                 allocate: Callable[[tuple[int, ...]], Image] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, kind: Kind, timeout_s: float,
+        buffer: Callable[[tuple[int, ...]], Image | None] | None = None,
+    ) -> None:  # fmt: skip
         self.cap = open_capture(url, kind, timeout_s)
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.camera, self.allocate = camera, allocate
+        self.buffer = buffer
         self._shape: tuple[int, ...] | None = None
 
     def read(self) -> Image | None:
-        buffer = self._buffer(self._shape) if self._shape is not None else None
-        ok, image = self.cap.read(buffer) if buffer is not None else self.cap.read()
+        into = self.buffer(self._shape) if self.buffer and self._shape is not None else None
+        ok, image = self.cap.read(into) if into is not None else self.cap.read()
         if not ok:
             return None
         self._shape = image.shape
@@ -138,22 +141,6 @@ class OpenCVCapture:
 
     def release(self) -> None:
         self.cap.release()
-
-    def _buffer(self, shape: tuple[int, ...]) -> Image | None:
-        """A buffer to decode the next frame into, or None (OpenCV allocates). An
-        allocator that fails (page-locked memory exhausted) is dropped with one
-        warning: the camera goes on with plain arrays."""
-        if self.allocate is None:
-            return None
-        try:
-            return self.allocate(shape)
-        except Exception as exc:
-            log.warning(
-                "camera_frame_buffers_off", camera=self.camera, reason=str(exc),
-                hint="frames are decoded into plain memory (one more copy per frame)",
-            )  # fmt: skip
-            self.allocate = None
-            return None
 
 
 def read_image(path: Path) -> Image:
@@ -355,7 +342,7 @@ class CameraReader(threading.Thread):
     def _open(self) -> Capture:
         if self.opener is not None:
             return self.opener(self.url, self.kind, self.open_timeout_s)
-        return OpenCVCapture(self.url, self.kind, self.open_timeout_s, self.camera, self.allocate)
+        return OpenCVCapture(self.url, self.kind, self.open_timeout_s, self._buffer)
 
     def _run_capture(self) -> None:
         cap = self._open()
@@ -381,8 +368,22 @@ class CameraReader(threading.Thread):
                     self._publish(image)
         finally:
             cap.release()
-            if isinstance(cap, OpenCVCapture) and cap.allocate is None:
-                self.allocate = None  # it failed: not tried again at the next open
+
+    def _buffer(self, shape: tuple[int, ...]) -> Image | None:
+        """A buffer to decode the next frame into, or None (OpenCV allocates). An
+        allocator that fails (page-locked memory exhausted) is dropped with one
+        warning: the camera goes on with plain arrays."""
+        if self.allocate is None:
+            return None
+        try:
+            return self.allocate(shape)
+        except Exception as exc:
+            log.warning(
+                "camera_frame_buffers_off", camera=self.camera, reason=str(exc),
+                hint="frames are decoded into plain memory (one more copy per frame)",
+            )  # fmt: skip
+            self.allocate = None
+            return None
 
     def _publish(self, image: AnyImage) -> None:
         if self.every_frame:
