@@ -253,14 +253,15 @@ def cameras(config_path: Path, clips: list[list], steps: int, n: int, same: bool
 
 
 def live(config_path: Path, videos: list[Path], n: int, steps: int, decoder: str,
-         same: bool) -> dict:  # fmt: skip
+         same: bool, prof: Any = None) -> dict:  # fmt: skip
     """`n` cameras as the daemon reads them (`CameraReader` threads, camera i:
     video i mod len, from its start, looping), decoded by `decoder` ("nvdec": on
     the GPU, `alprd.pipeline.nvdec`; "cpu": OpenCV into page-locked buffers), with
     every frame kept (`every_frame`: no frame decoded and dropped, none paced to
     the video's rate), then batched per step as the daemon does. Decode is inside
     the timed loop. Also: the process's CPU time per 100 frames/s, and the GPU
-    memory the cameras take (their decoders and frames in flight)."""
+    memory the cameras take (their decoders and frames in flight). `prof`: a
+    cProfile.Profile over the timed steps only (the main thread's)."""
     import torch
 
     from alprd import config as cfgmod
@@ -328,11 +329,15 @@ def live(config_path: Path, videos: list[Path], n: int, steps: int, decoder: str
     cameras_bytes = free_before - free()
     settle_heap()
     recognizer.times.samples = {k: [] for k in recognizer.times.samples}
+    if prof is not None:
+        prof.enable()
     cpu, t = time.process_time(), time.perf_counter()
     run(steps, pipes)
     for pipe in pipes:
         events += pipe.finish()
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    if prof is not None:
+        prof.disable()
     decoders = sorted({r.decoder for r in readers})
     for r in readers:
         r.stop()

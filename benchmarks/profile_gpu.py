@@ -1,6 +1,7 @@
 """Where the time of the GPU mode's N-stream loop goes: a cProfile of
 `benchmarks.gpu.many_streams` (16 cameras batched), top functions by own time.
-With --cameras: the daemon's loop instead (`benchmarks.gpu.cameras`: tracking,
+With --live N: N cameras decoded inside the loop (NVDEC or OpenCV) as the daemon
+reads them. With --cameras: the daemon's loop instead (`benchmarks.gpu.cameras`: tracking,
 voting, motion gating), "same work" and "as configured" one after the other.
 Run where `make bench-gpu` runs: python -m benchmarks.profile_gpu."""
 
@@ -31,6 +32,13 @@ def main() -> int:
         action="store_true",
         help="the daemon's N-camera loop, same work and as configured, each under cProfile",
     )
+    p.add_argument(
+        "--live",
+        type=int,
+        metavar="N",
+        help="N cameras read as the daemon reads them (decode inside, --decoder), same work",
+    )
+    p.add_argument("--decoder", default="nvdec", choices=("nvdec", "cpu"))
     args = p.parse_args()
     import torch
 
@@ -42,6 +50,18 @@ def main() -> int:
         ocr="trained/ocr-alprd-plate.onnx", dictionary="trained/ocr-alprd-plate-dict.txt",
         ocr_backend=args.ocr_backend,
     )  # fmt: skip
+    if args.live:  # decode inside the loop: no clips decoded first
+        with tempfile.TemporaryDirectory() as tmp:
+            videos = sorted(args.videos.glob("*.mp4"))
+            config = gpu.site(Path(tmp), ns, args.live)
+            gpu.live(config, videos, args.live, 5, args.decoder, True)  # its engines built
+            prof = cProfile.Profile()
+            r = gpu.live(config, videos, args.live, args.steps, args.decoder, True, prof)
+            print(f"== {args.live} cameras, {args.decoder}: {r['fps']:.1f} frames/s over "
+                  f"{r['frames']} frames (profiled), {r['cpu_cores']:.2f} cores")  # fmt: skip
+            pstats.Stats(prof).sort_stats("tottime").print_stats(45)
+            pstats.Stats(prof).sort_stats("cumulative").print_stats("alprd", 45)
+            return 0
     pinned = torch.cuda.is_available()
     clips = [gpu.decode(v, 300, pinned)[0] for v in sorted(args.videos.glob("*.mp4"))]
     streams = []
