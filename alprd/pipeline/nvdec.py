@@ -121,6 +121,7 @@ class NvdecCapture:
         #: the decoder's conversion and the copy out of its surface run here
         self.stream = torch.cuda.Stream(self.device) if cuda else None
         handle = self.stream.cuda_stream if self.stream is not None else 0
+        self._handle, self._reader = handle, 0
         try:
             self.nv_decoder = nvc.CreateDecoder(
                 gpuid=gpu, codec=codec, cudacontext=0, cudastream=handle,
@@ -147,8 +148,15 @@ class NvdecCapture:
             surface = self._decoded.popleft()
             if self.stream is None:
                 return TorchImage(torch.from_dlpack(surface).flip(-1))
-            with torch.cuda.stream(self.stream):
-                bgr = torch.from_dlpack(surface).flip(-1)  # a copy: the surface is reused
+            if self._reader != threading.get_ident():
+                # the thread that reads (a camera's own, which does nothing else on the
+                # GPU) works on the decoder's stream: set once, not per frame
+                torch.cuda.set_stream(self.stream)
+                self._reader = threading.get_ident()
+            # the surface as a tensor (the decoder wrote it on this stream; asked for
+            # directly: torch's own negotiation of the stream costs ~0.1 ms a frame of
+            # the interpreter lock), copied out as BGR: the surface is reused
+            bgr = torch.from_dlpack(surface.__dlpack__(stream=self._handle)).flip(-1)
             # done before the decoder may reuse its surface, and before any other
             # stream (a batch's lane) reads the frame
             self.stream.synchronize()
