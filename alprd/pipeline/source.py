@@ -11,6 +11,7 @@ on an NVIDIA GPU (`alprd.pipeline.nvdec`, ``cameras[].decoder``): both are a
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -150,6 +151,40 @@ def read_image(path: Path) -> Image:
     return image.astype(np.uint8, copy=False)
 
 
+class Pace:
+    """Which frames of a source to keep for at most `fps` a second. Frames are
+    kept on a schedule of one every 1/fps seconds, each slot taking the frame
+    nearest it (within half the source's own frame interval), so a 30 frames/s
+    camera read at 25 gives 25 frames/s and a 25 frames/s one read at 5 gives 5;
+    keeping a frame only when 1/fps has passed since the last one kept would give
+    15 and 4.5 (a frame due exactly then comes a hair early half the time, and
+    the next one is a whole frame late). A source slower than `fps` keeps every
+    frame; after a stall the schedule starts again from the next frame (no burst
+    of frames to catch up)."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        #: the source's own frame interval, seconds (a running mean of the gaps)
+        self.interval = 0.0
+        self._due = -math.inf
+        self._last: float | None = None
+
+    def keep(self, t: float, interval: float | None = None) -> bool:
+        """Whether the frame at time `t` (seconds, any origin) is kept. `interval`:
+        the source's frame interval where it is known (a file's); else measured."""
+        if interval is None:
+            if self._last is not None:
+                gap = min(t - self._last, self.period)  # a stall is not the source's rate
+                self.interval = gap if not self.interval else 0.9 * self.interval + 0.1 * gap
+            interval = self.interval
+        self._last = t
+        if t < self._due - min(interval, self.period) / 2:
+            return False
+        behind = t - self._due > self.period
+        self._due = t + self.period if behind else self._due + self.period
+        return True
+
+
 def iter_file(url: str, camera: str, fps: float | None = None) -> Iterator[Frame]:
     """Every frame of a file source in order (no drops), times from the file.
     `fps` keeps at most that many frames per second of video."""
@@ -165,17 +200,16 @@ def iter_file(url: str, camera: str, fps: float | None = None) -> Iterator[Frame
     cap = open_capture(url, kind)
     try:
         native = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        step = 1.0 / fps if fps else 0.0
-        next_t, index, got = 0.0, 0, 0
+        pace = Pace(fps) if fps else None
+        index, got = 0, 0
         while True:
             ok, image = cap.read()
             if not ok:
                 break
             t = index / native
-            if t + 1e-9 >= next_t:
+            if pace is None or pace.keep(t, 1.0 / native):
                 yield Frame(camera, index, t, image.astype(np.uint8, copy=False))
                 got += 1
-                next_t = t + step
             index += 1
         if got == 0:
             raise SourceError(f"{url}: no frame could be decoded (corrupt, or not a video)")
@@ -349,7 +383,7 @@ class CameraReader(threading.Thread):
         try:
             native = cap.fps or 25.0
             paced = self.kind == "video" and not self.every_frame  # a file at its own rate
-            started, n, last = time.monotonic(), 0, -1e9
+            started, n, pace = time.monotonic(), 0, Pace(self.fps)
             while not self._halt.is_set():
                 image = cap.read()
                 if image is None:
@@ -362,9 +396,7 @@ class CameraReader(threading.Thread):
                 if paced:
                     self._halt.wait(max(0.0, started + n / native - time.monotonic()))
                 n += 1
-                now = time.monotonic()
-                if self.every_frame or now - last >= 1.0 / self.fps:
-                    last = now
+                if self.every_frame or pace.keep(time.monotonic()):
                     self._publish(image)
         finally:
             cap.release()

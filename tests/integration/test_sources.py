@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, needs_data
 from structlog.testing import capture_logs
 from support.media import grey_clip
 
@@ -17,6 +19,8 @@ from alprd.pipeline.source import (
     iter_file,
 )
 from alprd.pipeline.types import Frame
+
+VIDEOS = SHARED_DATA / "videos"
 
 
 @pytest.fixture
@@ -51,6 +55,16 @@ def test_video_frames_in_order_with_an_fps_limit(video):
     assert frames[10].time == pytest.approx(1.0)
     sampled = list(iter_file(str(video), "cam", fps=2))
     assert [f.index for f in sampled] == [0, 5, 10, 15]
+
+
+@needs_data(VIDEOS / "dashcam-in-KA22P3368.mp4")
+def test_a_30_fps_video_read_at_25_keeps_25_a_second():
+    # 138 frames at 29.97 frames/s (4.6 s): 25 a second is 115, not every other frame (69)
+    video = VIDEOS / "dashcam-in-KA22P3368.mp4"
+    kept = list(iter_file(str(video), "cam", fps=25))
+    assert len(kept) == pytest.approx(138 * 25 / 29.97, abs=1)
+    gaps = [b.time - a.time for a, b in itertools.pairwise(kept)]
+    assert max(gaps) < 0.07  # never two frames skipped in a row
 
 
 def test_a_corrupt_video_is_a_clear_error(tmp_path):
