@@ -114,8 +114,8 @@ class OpenVinoBackend:
         core = _core()
         try:
             # the blob mapped from its file and copied once, into OpenVINO's tensor
-            # (read into bytes and then a stream it was two copies on the C heap,
-            # where a swap's left them as holes: 6-9 MB more resident after loading)
+            # (bytes, then a stream, were two copies on the C heap: 7-19 MB more
+            # resident after loading in `make bench-memory`)
             blob = ov.Tensor(np.memmap(path, dtype=np.uint8, mode="r"))
             compiled = core.import_model(
                 blob, DEVICE, _properties(core, request.precision, request.streams)
