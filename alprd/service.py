@@ -73,6 +73,8 @@ class Service:
         self.started_at = time.time()
         self.rebuilder: Rebuilder | None = None
         self.samples = Samples()
+        #: batches submitted and the frames in them since the last health line
+        self._window_batches = self._window_batched = 0
         self.recognizer: Recognizer | None = None
         self.config: cfgmod.Config | None = None  # what serves: the file + served models
         self.generation = 0
@@ -287,6 +289,8 @@ class Service:
                     # one frame of every camera that has one, each stage batched across
                     # them; with 2 lanes, the next batch is set up while this one runs
                     busy = True
+                    self._window_batches += 1
+                    self._window_batched += len(ready)
                     batch = Batch.begin(self.recognizer, [(c.pipeline, f) for c, f in ready])
                     if batch.steps is None:  # every frame skipped by motion gating
                         self._finished([((ready, batch), [])])
@@ -312,11 +316,18 @@ class Service:
                 self._observe(self._summary())
                 next_status = now + STATUS_EVERY_S
             if now >= next_health:
-                log.info("health", **self.cameras.health(now))
+                log.info("health", **self.cameras.health(now), batch=self._batch_mean())
                 next_health = now + self.config.service.health_interval_s
             if not busy:
                 self.control.wake.wait(0.01)
                 self.control.wake.clear()
+
+    def _batch_mean(self) -> float:
+        """Frames per batch (cameras that had a frame when the loop took them) since
+        the last health line; 0 when no frame came. The window then starts again."""
+        mean = self._window_batched / self._window_batches if self._window_batches else 0.0
+        self._window_batches = self._window_batched = 0
+        return round(mean, 1)
 
     def _finished(self, done: list[tuple[Any, Any]]) -> None:
         """Batches whose stages are done, in the order they were submitted: votes,

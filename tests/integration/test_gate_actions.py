@@ -110,48 +110,45 @@ def test_a_gate_opens_once_per_allowed_arriving_pass_and_never_for_others(
     d = DaemonProcess(config, sock)
     try:
         sock.wait_for(lambda m: m.startswith("READY=1"), timeout=120)
-        # two passes of the arriving camera decided (their events follow at their ends)
+        # Two passes allowed as arriving. Mostly on "in" (the car drives away); but at
+        # the video's loop one track can hold the car far ahead and then the car
+        # close by again, which "out" takes as arriving and "in" as leaving, and at
+        # a fixed frame rate every loop falls alike: so on either camera.
 
-        def allowed_in() -> list[dict]:
+        def allowed_arriving() -> list[dict]:
             return [e for e in d.events() if e["event"] == "gate_decision"
-                    and e["camera"] == "in" and e["decision"] == "allow"
-                    and e["direction"] == "arriving"]  # fmt: skip
+                    and e["decision"] == "allow" and e["direction"] == "arriving"]  # fmt: skip
 
-        wait_until(lambda: len(allowed_in()) >= 2, 240, "two allowed passes")
-        d.wait_event("plate_event", timeout=120, camera="in", decision="allow")
-        passes = len(allowed_in())
-        assert passes >= 2
-        wait_until(lambda: len(opened_for("in", good)) >= passes, 10, "the relay's requests")
-        assert opened_for("in", good)[:passes] == ['{"plate": "L417VS", "who": "Ann"}'] * passes
-        wait_until(lambda: len(sub.on("gate/in/open")) >= passes, 10, "the MQTT messages")
-        wait_until(lambda: opened.is_file() and len(opened.read_text().splitlines()) >= passes,
-                   10, "the command")  # fmt: skip
-        assert sub.on("gate/in/open")[:passes] == ["L417VS allow"] * passes
-        assert [ln for ln in opened.read_text().splitlines() if ln.endswith(" in")][:passes] == [
-            "L417VS in"
-        ] * passes
+        wait_until(lambda: len(allowed_arriving()) >= 2, 240, "two allowed arriving passes")
+        d.wait_event("plate_event", timeout=120, decision="allow")
         # a deny entry: the next passes are denied and open nothing
         assert lists(config, "add", "blocked", "L417VS", "--kind", "deny").returncode == 0
-        d.wait_event("gate_decision", timeout=120, camera="in", decision="deny")
-        d.wait_event("plate_event", timeout=120, camera="in", decision="deny")
+        d.wait_event("gate_decision", timeout=120, decision="deny")
+        d.wait_event("plate_event", timeout=120, decision="deny")
+        sent = len(allowed_arriving())  # each opened the gate through every action
+        wait_until(lambda: len(good.requests) >= sent
+                   and len(sub.on("gate/in/open") + sub.on("gate/out/open")) >= sent
+                   and opened.is_file() and len(opened.read_text().splitlines()) >= sent,
+                   10, "the relay's requests, the MQTT messages and the command")  # fmt: skip
     finally:
         code, logs = d.stop()
         sub.close()
         broker.stop()
     assert code == 0
     decisions = [e for e in logs if e["event"] == "gate_decision"]
-    allowed = [e for e in decisions if e["camera"] == "in" and e["decision"] == "allow"
-               and e["direction"] == "arriving"]  # fmt: skip
-    assert len(opened_for("in", good)) == len(allowed)  # none for a deny
-    # a leaving car is decided (and recorded), never opened for. (At the video's
-    # loop, the car far ahead is replaced by the car close by within one track:
-    # a pass of "out" may then look arriving; only those may open.)
-    out = [e for e in decisions if e["camera"] == "out"]
-    leaving = [e for e in out if e["direction"] == "leaving"]
-    assert leaving, out
-    arriving_out = [e for e in out if e["direction"] == "arriving" and e["decision"] == "allow"]
-    assert len(opened_for("out", good)) == len(arriving_out)
-    assert sub.on("gate/out/open") == ["L417VS allow"] * len(arriving_out)
+    lines = opened.read_text().splitlines()
+    for cam in ("in", "out"):
+        # exactly one opening per pass allowed as arriving, through each action; none
+        # for a leaving car (decided and recorded all the same) nor for a deny
+        allowed = [e for e in decisions if e["camera"] == cam and e["decision"] == "allow"
+                   and e["direction"] == "arriving"]  # fmt: skip
+        assert opened_for(cam, good) == ['{"plate": "L417VS", "who": "Ann"}'] * len(allowed)
+        assert sub.on(f"gate/{cam}/open") == ["L417VS allow"] * len(allowed)
+        assert [ln for ln in lines if ln.endswith(f" {cam}")] == [f"L417VS {cam}"] * len(allowed)
+    assert len([e for e in decisions if e["decision"] == "allow"
+                and e["direction"] == "arriving"]) >= 2  # fmt: skip
+    assert [e for e in decisions if e["direction"] == "leaving"], decisions
+    assert [e for e in decisions if e["decision"] == "deny"], decisions
     # the stuck endpoint failed on its own thread, at error priority, with the reason
     failed = [e for e in logs if e["event"] == "gate_action_failed"]
     assert failed and all(e["action"] == "stuck" and "timed out" in e["reason"] for e in failed)
@@ -159,12 +156,15 @@ def test_a_gate_opens_once_per_allowed_arriving_pass_and_never_for_others(
     # one audit record per action and decision, in the events' store
     audit = read_audit(site / "state" / "reads.db", limit=1000)
     ok = [(f.camera, f.action) for f in audit if f.result == "ok"]
-    assert ok.count(("in", "relay")) == ok.count(("in", "bus")) == ok.count(("in", "script"))
-    assert ok.count(("in", "relay")) == len(allowed)
+    for cam in ("in", "out"):
+        allowed = [e for e in decisions if e["camera"] == cam and e["decision"] == "allow"
+                   and e["direction"] == "arriving"]  # fmt: skip
+        assert ok.count((cam, "relay")) == ok.count((cam, "bus")) == ok.count((cam, "script"))
+        assert ok.count((cam, "relay")) == len(allowed)
     not_arriving = [f for f in audit if f.result == "not-arriving"]
     assert len(not_arriving) == 4 * len([e for e in decisions if e["direction"] == "leaving"
                                          and e["decision"] == "allow"])  # fmt: skip
-    assert "out" in {f.camera for f in not_arriving}
+    assert not_arriving
     relay = next(f for f in audit if f.action == "relay" and f.result == "ok")
     assert (relay.plate, relay.list, relay.label, relay.direction) == (
         "L417VS", "residents", "Ann", "arriving",

@@ -121,6 +121,9 @@ def test_startup_builds_with_extend_then_ready_watchdog_reload_stop(site, sock):
     assert len(invalid) == 1 and "cameras[0].fps: must be > 0" in invalid[0]["problem"]
     assert invalid[0]["level"] == "error"
     assert "health" in names and "alprd_stopped" in names
+    # frames per batch: one frame of each camera that had one, two cameras here
+    batches = [e["batch"] for e in events if e["event"] == "health"]
+    assert any(1.0 <= b <= 2.0 for b in batches) and all(0.0 <= b <= 2.0 for b in batches)
     stopped = [e for e in events if e["event"] == "alprd_stopped"]
     assert stopped[0]["within_deadline"] is True
 

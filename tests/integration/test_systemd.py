@@ -208,8 +208,8 @@ def test_journal_priorities(sd, started):
     assert not any(m.startswith(("alprd_ready", "camera_opened", "health")) for m in warnings)
     # asked to decode on the GPU where there is none: said once, decoded on the CPU
     assert sum(m.startswith("nvdec_unavailable camera=yard") for m in warnings) == 1
-    assert any(m.startswith("camera_connected camera=yard") and "decoder=cpu" in m
-               for _, m in lines)  # fmt: skip
+    assert wait(lambda: any(m.startswith("camera_connected camera=yard") and "decoder=cpu" in m
+                            for _, m in journal(sd, started)))  # fmt: skip
     assert wait(lambda: any(m.startswith("health cameras=") for _, m in journal(sd, started)))
 
 
