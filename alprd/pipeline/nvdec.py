@@ -121,7 +121,7 @@ class NvdecCapture:
         #: the decoder's conversion and the copy out of its surface run here
         self.stream = torch.cuda.Stream(self.device) if cuda else None
         handle = self.stream.cuda_stream if self.stream is not None else 0
-        self._handle, self._reader = handle, 0
+        self._reader = 0  # the thread that set the decoder's stream as its own
         try:
             self.nv_decoder = nvc.CreateDecoder(
                 gpuid=gpu, codec=codec, cudacontext=0, cudastream=handle,
@@ -156,7 +156,7 @@ class NvdecCapture:
             # the surface as a tensor (the decoder wrote it on this stream; asked for
             # directly: torch's own negotiation of the stream costs ~0.1 ms a frame of
             # the interpreter lock), copied out as BGR: the surface is reused
-            bgr = torch.from_dlpack(surface.__dlpack__(stream=self._handle)).flip(-1)
+            bgr = torch.from_dlpack(surface.__dlpack__(stream=self.stream.cuda_stream)).flip(-1)
             # done before the decoder may reuse its surface, and before any other
             # stream (a batch's lane) reads the frame
             self.stream.synchronize()
