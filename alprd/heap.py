@@ -39,6 +39,11 @@ def release_free() -> bool:
 #: glibc's mallopt parameter: allocations this large or larger are mapped apart
 M_MMAP_THRESHOLD = -3
 
+#: the threshold where engines run on the host (`service.heap_mmap_threshold_kb =
+#: "auto"`): a decoded frame (2.7 MB at 720p, 0.9 MB at 640 x 480) and the
+#: detector's input and output blocks are above it, a plate crop's are far below
+HOST_THRESHOLD_KB = 1024
+
 
 def configure(mmap_threshold_kb: int) -> bool:
     """Blocks of `mmap_threshold_kb` or more (decoded frames: 2.7 MB at 720p) get

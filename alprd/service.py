@@ -100,7 +100,6 @@ class Service:
                 log.error("config_invalid", problem=str(problem))
             return ExitCode.CONFIG
         self._warn_exposed(config)
-        heap.configure(config.service.heap_mmap_threshold_kb)  # before any frame
         self.served = served.served_models(config)
         self.startup = Startup(
             self.served, self.notifier, lambda: self.control.stop_requested, self._build_later
@@ -132,6 +131,7 @@ class Service:
             return ExitCode.ENGINE
         if self.control.stop_pending:
             return self._stop()
+        heap.configure(heap_threshold_kb(self.config, self.recognizer))  # before any camera's frame
         self.notifier.status("opening cameras")
         self.cameras.apply(self.config, self.recognizer)
         if not self.cameras:
@@ -492,3 +492,14 @@ class Service:
         self._observe("stopped")
         log.info("alprd_stopped", within_deadline=not late)
         return ExitCode.OK
+
+
+def heap_threshold_kb(config: cfgmod.Config, recognizer: Recognizer) -> int:
+    """`service.heap_mmap_threshold_kb`, "auto" resolved: decoded frames and the
+    detectors' blocks on the host get pages of their own; where the engines work
+    on a GPU the frames are in its memory or in page-locked buffers, not on the C
+    heap, and glibc keeps its own threshold."""
+    kb = config.service.heap_mmap_threshold_kb
+    if kb != "auto":
+        return kb
+    return 0 if recognizer.on_gpu() else heap.HOST_THRESHOLD_KB

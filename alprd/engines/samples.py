@@ -78,8 +78,8 @@ def preprocess(image: ops.Image, request: BuildRequest) -> npt.NDArray[np.float3
     shape = request.shape
     if request.kind == "detector":
         assert shape.width is not None
-        boxed, _ = ops.letterbox(image, shape.height, shape.width)
-        return ops.to_tensor([boxed])
+        return ops.letterbox_tensor([ops.fitted(image, shape.height, shape.width)],
+                                    shape.height, shape.width)  # fmt: skip
     return recognizer_input(image, shape.height, shape.width or OCR_SAMPLE_WIDTH)
 
 

@@ -118,12 +118,17 @@ class Detector:
 
     def _run_cpu(self, images: Sequence[ops.Image]
                  ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:  # fmt: skip
-        boxed = [ops.letterbox(img, self.height, self.width) for img in images]
-        batches = split([b for b, _ in boxed], self.batch, self.engine.any_batch)
-        ran = self.engine.run_many([ops.to_tensor(chunk) for chunk, _ in batches])
-        outputs = [out[0][:n] for out, (_, n) in zip(ran, batches, strict=True)]
-        found = ops.candidates(np.concatenate(outputs), self.conf, self.keep)
-        return Pending.done(found), [lb for _, lb in boxed]
+        resized = [ops.fitted(img, self.height, self.width) for img in images]
+        batches = split(resized, self.batch, self.engine.any_batch)
+        ran = self.engine.run_many(
+            [ops.letterbox_tensor(chunk, self.height, self.width) for chunk, _ in batches]
+        )
+        found, start = [], 0
+        for out, (_, n) in zip(ran, batches, strict=True):  # each batch's candidates
+            c = ops.candidates(out[0][:n], self.conf, self.keep)  # (no joined copy)
+            found.append(ops.Candidates(c.image + start, c.xyxy, c.confidence, c.class_id))
+            start += n
+        return Pending.done(ops.Candidates.concat(found)), [lb for _, lb in resized]
 
     def _on_device(
         self, engine: DeviceEngine, images: Frames, items: range, regions: Sequence[Region] | None

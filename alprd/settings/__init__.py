@@ -229,9 +229,10 @@ class ServiceConfig(Section):
     health_interval_s: float = Field(60.0, gt=0)
     extend_timeout_s: float = Field(30.0, gt=1)
     #: blocks this large or larger (KiB; decoded frames) get pages of their own,
-    #: returned to the system when freed (`alprd.heap.configure`): a smaller daemon,
-    #: each frame a little slower; 0 (default): glibc's own threshold
-    heap_mmap_threshold_kb: int = Field(0, ge=0)
+    #: returned to the system when freed (`alprd.heap.configure`); 0: glibc's own
+    #: threshold; "auto" (default): `heap.HOST_THRESHOLD_KB` where the engines run on
+    #: the host, 0 where they run on a GPU (frames there are not on the C heap)
+    heap_mmap_threshold_kb: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
 
 
 # --------------------------------------------------------------------------- root

@@ -27,6 +27,40 @@ def test_to_tensor_is_rgb_nchw_unit_range():
     assert t[0, 2].max() == 1.0 and t[0, 0].max() == 0.0  # blue lands in channel 2
 
 
+@pytest.mark.parametrize("shape", [(720, 1280), (1280, 720), (640, 640), (37, 121), (481, 333)])
+def test_letterbox_tensor_is_letterbox_then_to_tensor_value_for_value(shape):
+    rng = np.random.default_rng(sum(shape))
+    images = [
+        rng.integers(0, 256, (*shape, 3), np.uint8),
+        rng.integers(0, 256, (90, 40, 3), np.uint8),
+    ]
+    for height, width in ((640, 640), (384, 640), (416, 416)):
+        fitted = [ops.fitted(img, height, width) for img in images]
+        expected = ops.to_tensor([ops.letterbox(img, height, width)[0] for img in images])
+        got = ops.letterbox_tensor(fitted, height, width)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, expected)
+        assert [lb for _, lb in fitted] == [ops.letterbox(img, height, width)[1] for img in images]
+
+
+def test_candidates_keep_only_anchors_whose_best_class_is_kept():
+    """An anchor counts once, as its best class; with `keep`, only if that class is
+    kept (a kept class scoring second does not make it a candidate)."""
+    out = _head(
+        [[10, 10, 4, 4], [20, 20, 4, 4], [30, 30, 4, 4], [40, 40, 4, 4]],
+        [[0.9, 0.3, 0.0], [0.2, 0.8, 0.6], [0.1, 0.1, 0.2], [0.0, 0.5, 0.7]],
+    )
+    every = ops.candidates(out, 0.25)
+    assert every.class_id.tolist() == [0, 1, 2] and every.image.tolist() == [0, 0, 0]
+    np.testing.assert_allclose(every.confidence, [0.9, 0.8, 0.7])
+    kept = ops.candidates(out, 0.25, np.array([1, 2]))
+    assert kept.class_id.tolist() == [1, 2]
+    np.testing.assert_allclose(kept.xyxy, [[18, 18, 22, 22], [38, 38, 42, 42]])
+    two = ops.candidates(np.concatenate([out, out[:, :, ::-1]]), 0.75)
+    assert two.image.tolist() == [0, 0, 1, 1] and two.class_id.tolist() == [0, 1, 1, 0]
+    assert len(ops.candidates(out, 0.95)) == 0
+
+
 def _head(boxes_cxcywh, scores):
     """A YOLO head output (1 x (4+nc) x anchors) from per-anchor boxes and scores."""
     return np.concatenate([np.array(boxes_cxcywh, np.float32).T, np.array(scores, np.float32).T])[

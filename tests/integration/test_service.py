@@ -22,6 +22,7 @@ from support.media import grey_clip
 from support.notify_socket import NotifySocket
 from support.servers import free_port
 
+from alprd import config as cfgmod
 from alprd import heap, settings
 from alprd.exitcodes import ExitCode
 
@@ -316,13 +317,37 @@ def test_memory_a_swap_freed_in_the_middle_of_the_heap_goes_back_to_the_system()
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc")
 def test_memory_freed_frames_go_back_to_the_system_at_once():
     """Decoded frames freed between smaller blocks still in use: with glibc's own
-    threshold (`service.heap_mmap_threshold_kb = 0`, the default) they stay in the
-    heap (40 frames of 720p: ~100 MB held); with 1024 they go back when freed."""
-    assert settings.ServiceConfig().heap_mmap_threshold_kb == 0  # glibc's own by default
+    threshold (`service.heap_mmap_threshold_kb = 0`) they stay in the heap (40
+    frames of 720p: ~100 MB held); with 1024 (what "auto", the default, gives on
+    CPU engines) they go back when freed."""
     glibc, ours = float(_run_heap(FRAMES, "0")), float(_run_heap(FRAMES, "1024"))
     if glibc < 50:
         pytest.skip(f"this C library does not keep freed frames ({glibc:.0f} MB held)")
     assert ours < 10, f"{ours:.0f} MB of freed frames still held (glibc's own: {glibc:.0f})"
+
+
+def test_memory_the_heap_threshold_by_default_gives_frames_pages_of_their_own_on_cpu():
+    """ "auto" (the default) resolves to `heap.HOST_THRESHOLD_KB` for the default
+    (host) engines; a number configured is taken as it is. (The GPU side, 0, needs
+    a GPU.)"""
+    from alprd.pipeline.recognizer import Recognizer
+    from alprd.service import heap_threshold_kb
+
+    config = cfgmod.load(cfgmod.find_config().path)
+    assert config.service.heap_mmap_threshold_kb == "auto"
+    recognizer = Recognizer.load(config)
+    try:
+        assert not recognizer.on_gpu()
+        assert heap_threshold_kb(config, recognizer) == heap.HOST_THRESHOLD_KB == 1024
+        for kb in (0, 2048):
+            config.service = settings.ServiceConfig(heap_mmap_threshold_kb=kb)
+            assert heap_threshold_kb(config, recognizer) == kb
+    finally:
+        recognizer.close()
+    with pytest.raises(ValueError):
+        settings.ServiceConfig(heap_mmap_threshold_kb=-1)
+    with pytest.raises(ValueError):
+        settings.ServiceConfig(heap_mmap_threshold_kb="big")
 
 
 def test_a_metrics_port_in_use_is_tried_again_and_logged_once(monkeypatch):

@@ -58,7 +58,9 @@ class OpenVinoEngine(HostEngine):
         self._queue = ov.AsyncInferQueue(compiled, streams) if streams > 1 else None
 
     def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
-        results = self._request.infer({0: batch})
+        # the batch read where it lies (it is a fresh C-ordered float32 block that
+        # outlives the call), not copied into the request's own tensor first
+        results = self._request.infer({0: batch}, share_inputs=True)
         return [np.asarray(results[o], dtype=np.float32) for o in self._compiled.outputs]
 
     def run_many(
@@ -75,7 +77,7 @@ class OpenVinoEngine(HostEngine):
 
         self._queue.set_callback(done)
         for i, b in enumerate(batches):
-            self._queue.start_async({0: b}, i)
+            self._queue.start_async({0: b}, i, share_inputs=True)  # alive until wait_all
         self._queue.wait_all()
         return out
 
