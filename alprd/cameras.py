@@ -10,6 +10,7 @@ output."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -212,12 +213,19 @@ class Samples:
         if now < self._next:
             return
         self._next = now + SAMPLE_EVERY_S
+        path = folder / f"{camera}-{next(self._names) % SAMPLES_KEPT}.jpg"
+        part = path.with_name(path.name + ".part")
         try:
+            ok, jpeg = cv2.imencode(".jpg", ops.host(image))
+            if not ok:
+                return
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{camera}-{next(self._names) % SAMPLES_KEPT}.jpg"
-            if cv2.imwrite(str(path), ops.host(image)):
-                if path in self._paths:
-                    self._paths.remove(path)
-                self._paths.append(path)  # the newest last; the oldest fall off
+            part.write_bytes(jpeg.tobytes())
+            os.replace(part, path)  # whole or not at all: a full disk leaves the old one
         except OSError as exc:
+            part.unlink(missing_ok=True)
             log.warning("sample_not_kept", reason=str(exc))
+            return
+        if path in self._paths:
+            self._paths.remove(path)
+        self._paths.append(path)  # the newest last; the oldest fall off

@@ -54,6 +54,14 @@ def _set(obj: Any, keys: list[str], value: Any) -> Any:
     return obj.model_copy(update={keys[0]: _set(getattr(obj, keys[0]), keys[1:], value)})
 
 
+def as_the_daemon(config: Any, recognizer: Any) -> None:
+    """The C heap set up as `alprd run` sets it (`service.heap_mmap_threshold_kb`)."""
+    from alprd import heap
+    from alprd.service import heap_threshold_kb
+
+    heap.configure(heap_threshold_kb(config, recognizer))
+
+
 def ours(video: str, limit: int, sets: list[str], decode: str) -> None:
     """Worker: the serving process, alone, so its RSS is what alprd costs. Warmed
     up untimed on the first frame (a throwaway pipeline), as the naive loop is."""
@@ -65,6 +73,7 @@ def ours(video: str, limit: int, sets: list[str], decode: str) -> None:
     logmod.configure("console", "warning")
     config = load_config(sets)
     recognizer = Recognizer.load(config)
+    as_the_daemon(config, recognizer)
     warm = CameraPipeline("warm-up", recognizer, config)
     warm.process(next(iter_file(video, "warm-up")))
     first = time.monotonic() - T0
@@ -115,6 +124,7 @@ def streams(videos: list[str], n: int, limit: int, sets: list[str]) -> None:
         decoded += len(clip)
         clips.append(clip)
     recognizer = Recognizer.load(config)
+    as_the_daemon(config, recognizer)
     pipes = [CameraPipeline(f"cam{i}", recognizer, config) for i in range(n)]
     events = []
     started = time.monotonic()

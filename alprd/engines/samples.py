@@ -73,6 +73,20 @@ def load_images(paths: Iterable[Path]) -> list[ops.Image]:
     return out
 
 
+def readable_images(paths: Iterable[Path]) -> tuple[list[ops.Image], list[Path]]:
+    """The images of `paths` that decode, and the paths that do not (missing,
+    empty, cut short)."""
+    images: list[ops.Image] = []
+    unreadable: list[Path] = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            unreadable.append(p)
+        else:
+            images.append(img.astype(np.uint8, copy=False))
+    return images, unreadable
+
+
 def preprocess(image: ops.Image, request: BuildRequest) -> npt.NDArray[np.float32]:
     """One image as the role's network input (batch of 1)."""
     shape = request.shape

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -70,7 +71,7 @@ def build(request: BuildRequest, out: Path, report: Reporter) -> None:
         report.progress(f"building {request.backend} {request.precision} engine")
         backend.build(onnx, request, out, report.progress)
         report.progress("validating the engine against the source model")
-        validation = validate(onnx, out, request)
+        validation = validate(onnx, out, request, report.progress)
     report.send(
         "result",
         model={
@@ -82,15 +83,24 @@ def build(request: BuildRequest, out: Path, report: Reporter) -> None:
     )
 
 
-def validate(onnx: Path, engine_path: Path, request: BuildRequest) -> Validation:
-    """Run the new engine and the source (ONNX Runtime, fp32) on the same inputs."""
+def validate(
+    onnx: Path, engine_path: Path, request: BuildRequest, progress: Callable[[str], None] = print
+) -> Validation:
+    """Run the new engine and the source (ONNX Runtime, fp32) on the same inputs.
+    A validation image that cannot be read is skipped and said (a camera sample
+    cut short on a full disk says nothing of the model); none readable: generated
+    images instead."""
     from alprd.engines.backends.onnxruntime import OnnxRuntimeEngine
 
     backend = registry.load_backend(request.backend)
     engine = backend.load(engine_path, request)
     reference = OnnxRuntimeEngine(onnx, "fp32")
     paths = request.validation[:MAX_VALIDATION_IMAGES]
-    images = samples.load_images(paths) if paths else samples.synthetic_images(request.kind)
+    images, unreadable = samples.readable_images(paths)
+    if unreadable:
+        progress(f"{len(unreadable)} of {len(paths)} validation images unreadable, skipped: "
+                 + ", ".join(str(p) for p in unreadable))  # fmt: skip
+    images = images or samples.synthetic_images(request.kind)
     inputs = [samples.preprocess(img, request) for img in images]
     batch = request.shape.batch
     ref_out, cand_out = [], []

@@ -250,3 +250,29 @@ def test_the_daemon_keeps_reading_on_a_full_disk_and_stores_the_pass_when_space_
         assert json.loads(line)["id"] == row["id"]
     finally:
         disk.close()
+
+
+def test_a_camera_sample_cut_short_by_a_full_disk_leaves_the_one_before_whole(
+    disk: SmallDisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frames kept to validate rebuilt engines reuse their names: one that a
+    full disk cut short must not replace the last good one (a model dropped then
+    was rejected for `not a readable image`)."""
+    import cv2
+
+    from alprd import cameras
+
+    monkeypatch.setattr(cameras, "SAMPLE_EVERY_S", 0.0)
+    rng = np.random.default_rng(7)
+    kept = cameras.Samples()
+    for _ in range(cameras.SAMPLES_KEPT):
+        kept.offer(disk.path, "cam0", rng.integers(0, 256, (240, 320, 3), np.uint8))
+    first = disk.path / "cam0-0.jpg"
+    before, paths = first.read_bytes(), kept.paths
+    disk.fill()
+    with capture_logs() as logs:
+        kept.offer(disk.path, "cam0", rng.integers(0, 256, (240, 320, 3), np.uint8))  # cam0-0
+    assert any(e["event"] == "sample_not_kept" for e in logs)
+    assert first.read_bytes() == before and kept.paths == paths
+    assert all(cv2.imread(str(p)) is not None for p in kept.paths)
+    assert not list(disk.path.glob("*.part"))

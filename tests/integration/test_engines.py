@@ -521,3 +521,18 @@ def test_a_build_cancelled_before_the_child_reads_its_job_is_just_cancelled(
         target.request, target.engine, tmp_path / "out", timeout_s=60, cancel=lambda: True
     )
     assert result.cancelled
+
+
+@needs_photos
+def test_a_camera_sample_that_cannot_be_read_is_skipped_not_held_against_the_model(site, tmp_path):
+    """Validation on recent camera frames: one of them cut short (a full disk) is
+    skipped and said; the model is judged on the others and built."""
+    path = site(backend="openvino")
+    cut = tmp_path / "cam0-6.jpg"
+    cut.write_bytes(b"")
+    photos = tuple(sorted(BR_PHOTOS.glob("*.jpg"))[:3])
+    target = manager.plan(load(path), "plate", manager.Overrides(validation=(*photos, cut)))
+    outcome = manager.ensure(target)
+    assert outcome.status == "built", outcome.message
+    assert outcome.validation is not None
+    assert outcome.validation.metrics["source_detections"] > 0  # judged on the photos
