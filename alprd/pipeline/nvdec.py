@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,9 @@ log = get_logger("alprd.source")
 CODECS = ("H264", "HEVC", "AV1", "VP9", "VP8", "MPEG1", "MPEG2", "MPEG4", "VC1")
 #: the sources NVDEC decodes (V4L2 devices, GStreamer pipelines, images: OpenCV)
 KINDS = ("stream", "video")
+
+#: frames resized together for motion thumbnails (their float copy is the memory)
+SHRINK_CHUNK = 8
 
 _library: Any = None
 _missing: str | None = None
@@ -88,6 +92,24 @@ class TorchImage(ops.DeviceImage):
         small = F.interpolate(x, size=(height, width), mode="area")
         out = small[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
         return np.ascontiguousarray(out.cpu().numpy())
+
+    @classmethod
+    def shrunk_many(cls, images: Sequence[ops.DeviceImage], width: int, height: int
+                    ) -> list[ops.Image]:  # fmt: skip
+        """`shrunk` of frames of one shape: resized a few at a time (the float
+        copy of 8 720p frames is 88 MB), copied back in one go."""
+        import torch
+        import torch.nn.functional as F
+
+        tensors = [image.tensor for image in images if isinstance(image, TorchImage)]
+        if len(tensors) < len(images):
+            return super().shrunk_many(images, width, height)
+        parts = []
+        for at in range(0, len(tensors), SHRINK_CHUNK):
+            x = torch.stack(tensors[at : at + SHRINK_CHUNK]).permute(0, 3, 1, 2).float()
+            parts.append(F.interpolate(x, size=(height, width), mode="area"))
+        small = torch.cat(parts).permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8)
+        return list(small.cpu().numpy())
 
 
 class NvdecCapture:

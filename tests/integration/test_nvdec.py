@@ -183,3 +183,19 @@ def test_device_frames_through_the_pipeline_give_the_same_event(tmp_path):
     h, w = snapshot.image.shape[:2]
     assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and h * w < 0.5 * 720 * 1280  # a region
     assert cv2.imwrite(str(tmp_path / "plate.jpg"), snapshot.image)
+
+
+def test_device_frames_shrunk_together_are_those_shrunk_one_by_one():
+    """Motion thumbnails of a batch (`ops.shrink_many`): the frames of one shape
+    resized together, a few at a time, and copied back at once; each the same as
+    its own `shrunk`."""
+    rng = np.random.default_rng(4)
+    frames = [
+        rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(nvdec.SHRINK_CHUNK + 3)
+    ]
+    images = [nvdec.TorchImage(torch.from_numpy(f.copy())) for f in frames]
+    together = ops.shrink_many(images, [(32, 24)] * len(images))
+    assert len(together) == len(images)
+    for image, small in zip(images, together, strict=True):
+        assert small.shape == (24, 32, 3) and small.flags.c_contiguous
+        assert np.array_equal(small, image.shrunk(32, 24))
