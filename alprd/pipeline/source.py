@@ -228,6 +228,11 @@ class LatestFrame:
         self.published = 0
         self.last_put: float | None = None  # time.monotonic() of the newest frame
 
+    @property
+    def full(self) -> bool:
+        """A frame waits to be taken (a hint: read without the lock)."""
+        return self._frame is not None
+
     def put(self, frame: Frame) -> None:
         with self._cond:
             if self._frame is not None:

@@ -232,6 +232,10 @@ class ServiceConfig(Section):
     #: returned to the system when freed (`alprd.heap.configure`): a smaller daemon,
     #: each frame a little slower; 0 (default): glibc's own threshold
     heap_mmap_threshold_kb: int = Field(0, ge=0)
+    #: with a batch in flight (two lanes, a GPU), a free lane waits up to this many
+    #: ms for more cameras' frames before it takes those waiting (all of them
+    #: there: at once); 0: at once (`alprd.pipeline.lanes.BatchWindow`)
+    batch_window_ms: float = Field(0.0, ge=0.0, le=1000.0)
 
 
 # --------------------------------------------------------------------------- root
