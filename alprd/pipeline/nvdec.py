@@ -154,20 +154,38 @@ class NvdecCapture:
         self.fps = float(self.demuxer.FrameRate() or 0.0)
         self._packets = iter(self.demuxer)
         self._decoded: deque[Any] = deque()
+        self._surface: Any = None  # the frame grabbed, until retrieved
 
-    def read(self) -> TorchImage | None:
-        """The next frame, copied out of the decoder's surface as BGR; None at the
-        end of a file, or when the stream broke. (The demuxer's last packet is an
-        empty one: decoding it flushes the frames the decoder still holds.)"""
-        import torch
-
+    def grab(self) -> bool:
+        """The next frame decoded (its surface held until the next grab); False at
+        the end of a file, or when the stream broke. (The demuxer's last packet is
+        an empty one: decoding it flushes the frames the decoder still holds.)"""
+        self._surface = None
         try:
             while not self._decoded:
                 packet = next(self._packets, None)
                 if packet is None:
-                    return None
+                    return False
                 self._decoded.extend(self.nv_decoder.Decode(packet))
-            surface = self._decoded.popleft()
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise SourceError(f"{redact(self.url)}: NVDEC read failed ({_first(exc)})") from exc
+        self._surface = self._decoded.popleft()
+        return True
+
+    def read(self) -> TorchImage | None:
+        """The next frame (`grab`, then `retrieve`); None at the end of a file, or
+        when the stream broke."""
+        return self.retrieve() if self.grab() else None
+
+    def retrieve(self) -> TorchImage | None:
+        """The frame grabbed last, copied out of the decoder's surface as BGR (a
+        frame grabbed and not retrieved costs no copy)."""
+        import torch
+
+        surface, self._surface = self._surface, None
+        if surface is None:
+            return None
+        try:
             if self.stream is None:
                 return TorchImage(torch.from_dlpack(surface).flip(-1))
             if self._reader != threading.get_ident():
@@ -188,6 +206,7 @@ class NvdecCapture:
 
     def release(self) -> None:
         self._decoded.clear()
+        self._surface = None
         self.nv_decoder = None
         self.demuxer = None
 
