@@ -128,7 +128,7 @@ class NvdecCapture:
             raise DecoderUnsupported(f"NVDEC is not available ({_first(exc)})") from exc
         import torch
 
-        self.url = url
+        self.url, self._nvc = url, nvc
         try:
             self.demuxer = nvc.CreateDemuxer(filename=url)
         except Exception as exc:
@@ -203,6 +203,21 @@ class NvdecCapture:
             return TorchImage(bgr)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise SourceError(f"{redact(self.url)}: NVDEC read failed ({_first(exc)})") from exc
+
+    def restart(self) -> bool:
+        """The same file again from its start (a looping camera), its decoder kept
+        (flushed at the end of the last pass): destroying a decoder frees its
+        surfaces with the interpreter lock held, up to half a second on an H100
+        with 32 cameras, and every camera thread and the main loop wait for it.
+        False where the file cannot be opened again (the camera reopens it)."""
+        try:
+            demuxer = self._nvc.CreateDemuxer(filename=self.url)
+        except Exception:
+            return False
+        self.demuxer, self._packets = demuxer, iter(demuxer)
+        self._decoded.clear()
+        self._surface = None
+        return True
 
     def release(self) -> None:
         self._decoded.clear()

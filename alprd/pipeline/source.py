@@ -122,6 +122,11 @@ class Capture(Protocol):
         when a stream broke."""
         ...
 
+    def restart(self) -> bool:
+        """A file read again from its start (a looping camera) without opening it
+        anew; False: not done (the camera opens it again)."""
+        ...
+
     def release(self) -> None: ...
 
 
@@ -157,6 +162,9 @@ class OpenCVCapture:
 
     def read(self) -> Image | None:
         return self.retrieve() if self.grab() else None
+
+    def restart(self) -> bool:
+        return False  # reopened: OpenCV's seek to the start is not exact for every file
 
     def release(self) -> None:
         self.cap.release()
@@ -411,7 +419,10 @@ class CameraReader(threading.Thread):
                 if not cap.grab():
                     if self.kind == "video":
                         self._end(n)
-                        return
+                        if self.state == "ended" or not cap.restart():
+                            return
+                        started, n = time.monotonic(), 0  # a loop on the same decoder
+                        continue
                     raise SourceError(f"{redact(self.url)}: read failed (stream interrupted)")
                 self.attempts = 0
                 self._set_state("streaming")
