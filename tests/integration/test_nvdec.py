@@ -80,6 +80,27 @@ def test_a_camera_on_nvdec_publishes_device_frames(video):
     assert connected and connected[0]["decoder"] == "nvdec"
 
 
+def test_a_looping_file_on_nvdec_keeps_its_decoder(video):
+    """At the end of a looping file the camera starts it again on the same decoder
+    (destroying one holds the interpreter lock, up to half a second on a GPU):
+    every frame of every pass, in order, the frames the decoder held at the end
+    of a pass included; one decoder for all the passes."""
+    slot, stand_in = LatestFrame(), StandIn(latency=3)
+    reader = CameraReader("yard", str(video), slot, fps=1000, every_frame=True, loop=True,
+                          opener=nvdec.nvdec_opener(nvc=stand_in))  # fmt: skip
+    frames = []
+    reader.start()
+    deadline = time.monotonic() + 20
+    while len(frames) < 50 and time.monotonic() < deadline:
+        if (frame := slot.take(timeout=0.05)) is not None:
+            frames.append(frame)
+    reader.stop()
+    reader.join(timeout=5)
+    assert len(frames) == 50 and reader.loops >= 2 and reader.reconnects == 0
+    assert [round(float(f.image.host().mean()) / 10) for f in frames] == [i % 20 for i in range(50)]
+    assert len(stand_in.decoders) == 1
+
+
 def test_a_codec_nvdec_cannot_decode_falls_back_to_opencv_once(video):
     """An MJPEG stream (a codec NVDEC does not take): one warning, then the same
     camera decoded by OpenCV, no frame lost, no reconnect counted."""
