@@ -207,8 +207,9 @@ class NvdecCapture:
     def restart(self) -> bool:
         """The same file again from its start (a looping camera), its decoder kept
         (flushed at the end of the last pass): destroying a decoder frees its
-        surfaces with the interpreter lock held, up to half a second on an H100
-        with 32 cameras, and every camera thread and the main loop wait for it.
+        surfaces with the interpreter lock held (33-52 ms a decoder at the median
+        with 32 cameras on an H100), and every camera thread and the main loop
+        wait for it.
         False where the file cannot be opened again (the camera reopens it)."""
         try:
             demuxer = self._nvc.CreateDemuxer(filename=self.url)

@@ -82,7 +82,7 @@ def test_a_camera_on_nvdec_publishes_device_frames(video):
 
 def test_a_looping_file_on_nvdec_keeps_its_decoder(video):
     """At the end of a looping file the camera starts it again on the same decoder
-    (destroying one holds the interpreter lock, up to half a second on a GPU):
+    (destroying one holds the interpreter lock, tens of ms on a GPU):
     every frame of every pass, in order, the frames the decoder held at the end
     of a pass included; one decoder for all the passes."""
     slot, stand_in = LatestFrame(), StandIn(latency=3)
