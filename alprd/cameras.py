@@ -133,6 +133,15 @@ class Cameras:
             if name not in self._open:
                 self.open(cam_config, config, recognizer)
 
+    def waiting(self) -> tuple[int, int]:
+        """How many cameras have a frame waiting, and how many deliver frames (their
+        readers streaming): what `lanes.BatchWindow` decides by."""
+        cams = list(self._open.values())
+        return (
+            sum(1 for cam in cams if cam.slot.full),
+            sum(1 for cam in cams if cam.reader.state == "streaming"),
+        )
+
     def ready(self) -> list[tuple[Camera, Frame]]:
         """The newest frame of every camera that has one (taken: not seen again)."""
         return [(cam, frame) for cam in self if (frame := cam.slot.take(timeout=0)) is not None]

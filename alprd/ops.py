@@ -45,6 +45,12 @@ class DeviceImage(abc.ABC):
     def shrunk(self, width: int, height: int) -> Image:
         """The frame resized to width x height (area averaging), on the host."""
 
+    @classmethod
+    def shrunk_many(cls, images: Sequence[DeviceImage], width: int, height: int) -> list[Image]:
+        """`shrunk` of several frames of this kind and one shape; a device class
+        overrides it to resize them together and copy them back at once."""
+        return [image.shrunk(width, height) for image in images]
+
     def host(self) -> Image:
         """The whole frame on the host (downloaded at the first call, then kept)."""
         if self._host is None:
@@ -72,6 +78,26 @@ def shrink(image: AnyImage, width: int, height: int) -> Image:
     if isinstance(image, DeviceImage):
         return image.shrunk(width, height)
     return np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
+
+
+def shrink_many(images: Sequence[AnyImage], sizes: Sequence[tuple[int, int]]) -> list[Image]:
+    """`shrink(images[i], *sizes[i])` for each i: frames on a device of one kind,
+    shape and size resized together (`DeviceImage.shrunk_many`: one copy back for
+    them all instead of one a frame), host frames one by one."""
+    out: list[Image | None] = [None] * len(images)
+    groups: dict[tuple[type[DeviceImage], tuple[int, ...], tuple[int, int]], list[int]] = {}
+    device: dict[int, DeviceImage] = {}
+    for i, (image, size) in enumerate(zip(images, sizes, strict=True)):
+        if isinstance(image, DeviceImage):
+            groups.setdefault((type(image), tuple(image.shape), size), []).append(i)
+            device[i] = image
+        else:
+            out[i] = shrink(image, *size)
+    for (kind, _, (width, height)), members in groups.items():
+        smalls = kind.shrunk_many([device[i] for i in members], width, height)
+        for i, small in zip(members, smalls, strict=True):
+            out[i] = small
+    return [image for image in out if image is not None]  # every one filled
 
 
 @dataclass(frozen=True)

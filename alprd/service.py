@@ -31,7 +31,7 @@ from alprd.engines.serving import engine_changes, load_engine, roles_of
 from alprd.exitcodes import ExitCode
 from alprd.log import get_logger
 from alprd.observe import EngineStatus, Metrics, Status, StatusWriter
-from alprd.pipeline.lanes import Lanes
+from alprd.pipeline.lanes import BatchWindow, Lanes
 from alprd.pipeline.lists import PlateLists
 from alprd.pipeline.recognizer import Recognizer
 from alprd.pipeline.stream import Batch
@@ -268,6 +268,7 @@ class Service:
         next_status = time.monotonic() + STATUS_EVERY_S
         next_tick = time.monotonic()
         lanes: Lanes[Any] = Lanes(self.recognizer, self.recognizer.lanes())
+        window = BatchWindow(self.config.service.batch_window_ms / 1000.0)
         while True:
             while (sig := self.control.next()) is not None:
                 if sig in STOP:
@@ -278,12 +279,13 @@ class Service:
                     self._reload()
                     heap.settle()
                     lanes = Lanes(self.recognizer, self.recognizer.lanes())
+                    window = BatchWindow(self.config.service.batch_window_ms / 1000.0)
             if self._swaps:  # engines change between batches, none in flight
                 self._finished(lanes.drain())
                 self._apply_swaps()
                 heap.settle()
             busy = False
-            if lanes.free:
+            if lanes.free and window.due(*self.cameras.waiting(), lanes.busy, time.monotonic()):
                 ready = self.cameras.ready()
                 if ready:
                     # one frame of every camera that has one, each stage batched across

@@ -5,7 +5,8 @@
 # where PyNvVideoCodec loads; cpu; nvdec), for $1 seconds (default 50), then
 # SIGTERM; prints the events, engines, the decoders the cameras got, the stop, and
 # the GPU memory in use (nvidia-smi, every 10 s). The log goes to $OUT/daemon.log
-# (default /tmp/alprd-daemon-gpu).
+# (default /tmp/alprd-daemon-gpu). $BATCH_WINDOW_MS: service.batch_window_ms (unset:
+# the default).
 set -u
 OUT=${OUT:-/tmp/alprd-daemon-gpu}; export OUT; mkdir -p "$OUT"
 REPO=$PWD
@@ -19,7 +20,9 @@ batch=$(( CAMERAS < 8 ? 8 : (CAMERAS > 32 ? 32 : CAMERAS) ))
   printf '[paths]\nroot = "%s"\nstate_dir = "/tmp/run/state"\n' "$REPO"
   printf '[engines]\nbackend = "torch"\nprecision = "fp16"\nbatch_size = %d\n' $batch
   printf '[models.vehicle]\ninput_size = [384, 640]\n[models.plate]\nbatch_size = 32\n[models.ocr]\nbatch_size = 32\n'
-  printf '[service]\nhealth_interval_s = 10\n[outputs.jsonl]\nenabled = true\n[metrics]\nenabled = false\n'
+  printf '[service]\nhealth_interval_s = 10\n'
+  [ -n "${BATCH_WINDOW_MS:-}" ] && printf 'batch_window_ms = %s\n' "$BATCH_WINDOW_MS"
+  printf '[outputs.jsonl]\nenabled = true\n[metrics]\nenabled = false\n'
   videos=(rear-nl-L417VS dashcam-in-KA22P3368 parking-lot-topdown rear-nl-L417VS dashcam-in-KA22P3368 rear-nl-L417VS dashcam-in-KA22P3368 parking-lot-topdown)
   for i in $(seq 1 $CAMERAS); do
     v=${videos[$(( (i - 1) % 8 ))]}

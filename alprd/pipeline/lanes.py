@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from alprd.engines.base import Steps
@@ -74,3 +75,34 @@ class Lanes(Generic[T]):
                 self.finished[seq] = end.value
                 return
         self.active.append((steps, lane, seq))
+
+
+@dataclass
+class BatchWindow:
+    """When the main loop takes the cameras' frames into a batch for a free lane.
+    With no other batch in flight it takes them at once (nothing to wait behind;
+    one lane: always). While another batch is in flight (the GPU busy with it),
+    it waits up to `window_s` from the first frame seen waiting for more cameras'
+    frames, and takes them as soon as `expected` cameras have one: a lane freed
+    the moment the previous batch took every frame would otherwise start a batch
+    of the one or two cameras whose frame came since. 0: at once, always. The
+    clock (`now`, seconds) comes from the caller."""
+
+    window_s: float
+    _since: float | None = None
+
+    def due(self, waiting: int, expected: int, in_flight: bool, now: float) -> bool:
+        """Whether to take the `waiting` frames now (`expected`: cameras that
+        deliver frames; `in_flight`: another batch is in flight)."""
+        if waiting == 0:
+            self._since = None
+            return False
+        if not in_flight or self.window_s <= 0 or waiting >= expected:
+            self._since = None
+            return True
+        if self._since is None:
+            self._since = now
+        if now - self._since >= self.window_s:
+            self._since = None
+            return True
+        return False

@@ -12,6 +12,8 @@ change (a car creeping in) adds up until it counts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -30,10 +32,11 @@ class MotionGate:
         self._searched_at = 0.0
         self.changed = 0.0  # fraction of pixels that changed in the last frame looked at
 
-    def still(self, image: AnyImage, now: float) -> bool:
+    def still(self, image: AnyImage, now: float, thumb: np.ndarray | None = None) -> bool:
         """True when `image` may be skipped; False means search it (and it becomes
-        the new reference)."""
-        thumb = _thumbnail(image)
+        the new reference). `thumb`: its `thumbnails` entry, when the caller made
+        those for a whole batch at once."""
+        thumb = thumbnails([image])[0] if thumb is None else thumb
         ref = self._reference
         if ref is not None and ref.shape == thumb.shape:
             diff = cv2.absdiff(thumb, ref)
@@ -45,8 +48,12 @@ class MotionGate:
         return False
 
 
-def _thumbnail(image: AnyImage) -> np.ndarray:
-    h, w = image.shape[:2]
-    small = ops.shrink(image, THUMB_WIDTH, max(1, round(THUMB_WIDTH * h / w)))
-    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-    return cv2.GaussianBlur(grey, (3, 3), 0)
+def thumbnails(images: Sequence[AnyImage]) -> list[np.ndarray]:
+    """The grey thumbnail `MotionGate.still` compares, of each image: frames on a
+    GPU are shrunk there together and copied back at once (`ops.shrink_many`),
+    not one copy a frame."""
+    sizes = [(THUMB_WIDTH, max(1, round(THUMB_WIDTH * i.shape[0] / i.shape[1]))) for i in images]
+    return [
+        cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (3, 3), 0)
+        for small in ops.shrink_many(images, sizes)
+    ]

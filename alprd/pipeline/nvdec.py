@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,9 @@ log = get_logger("alprd.source")
 CODECS = ("H264", "HEVC", "AV1", "VP9", "VP8", "MPEG1", "MPEG2", "MPEG4", "VC1")
 #: the sources NVDEC decodes (V4L2 devices, GStreamer pipelines, images: OpenCV)
 KINDS = ("stream", "video")
+
+#: frames resized together for motion thumbnails (their float copy is the memory)
+SHRINK_CHUNK = 8
 
 _library: Any = None
 _missing: str | None = None
@@ -89,6 +93,24 @@ class TorchImage(ops.DeviceImage):
         out = small[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
         return np.ascontiguousarray(out.cpu().numpy())
 
+    @classmethod
+    def shrunk_many(cls, images: Sequence[ops.DeviceImage], width: int, height: int
+                    ) -> list[ops.Image]:  # fmt: skip
+        """`shrunk` of frames of one shape: resized a few at a time (the float
+        copy of 8 720p frames is 88 MB), copied back in one go."""
+        import torch
+        import torch.nn.functional as F
+
+        tensors = [image.tensor for image in images if isinstance(image, TorchImage)]
+        if len(tensors) < len(images):
+            return super().shrunk_many(images, width, height)
+        parts = []
+        for at in range(0, len(tensors), SHRINK_CHUNK):
+            x = torch.stack(tensors[at : at + SHRINK_CHUNK]).permute(0, 3, 1, 2).float()
+            parts.append(F.interpolate(x, size=(height, width), mode="area"))
+        small = torch.cat(parts).permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8)
+        return list(small.cpu().numpy())
+
 
 class NvdecCapture:
     """One source demuxed on the host and decoded by NVDEC (a `source.Capture`).
@@ -106,7 +128,7 @@ class NvdecCapture:
             raise DecoderUnsupported(f"NVDEC is not available ({_first(exc)})") from exc
         import torch
 
-        self.url = url
+        self.url, self._nvc = url, nvc
         try:
             self.demuxer = nvc.CreateDemuxer(filename=url)
         except Exception as exc:
@@ -132,20 +154,38 @@ class NvdecCapture:
         self.fps = float(self.demuxer.FrameRate() or 0.0)
         self._packets = iter(self.demuxer)
         self._decoded: deque[Any] = deque()
+        self._surface: Any = None  # the frame grabbed, until retrieved
 
-    def read(self) -> TorchImage | None:
-        """The next frame, copied out of the decoder's surface as BGR; None at the
-        end of a file, or when the stream broke. (The demuxer's last packet is an
-        empty one: decoding it flushes the frames the decoder still holds.)"""
-        import torch
-
+    def grab(self) -> bool:
+        """The next frame decoded (its surface held until the next grab); False at
+        the end of a file, or when the stream broke. (The demuxer's last packet is
+        an empty one: decoding it flushes the frames the decoder still holds.)"""
+        self._surface = None
         try:
             while not self._decoded:
                 packet = next(self._packets, None)
                 if packet is None:
-                    return None
+                    return False
                 self._decoded.extend(self.nv_decoder.Decode(packet))
-            surface = self._decoded.popleft()
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise SourceError(f"{redact(self.url)}: NVDEC read failed ({_first(exc)})") from exc
+        self._surface = self._decoded.popleft()
+        return True
+
+    def read(self) -> TorchImage | None:
+        """The next frame (`grab`, then `retrieve`); None at the end of a file, or
+        when the stream broke."""
+        return self.retrieve() if self.grab() else None
+
+    def retrieve(self) -> TorchImage | None:
+        """The frame grabbed last, copied out of the decoder's surface as BGR (a
+        frame grabbed and not retrieved costs no copy)."""
+        import torch
+
+        surface, self._surface = self._surface, None
+        if surface is None:
+            return None
+        try:
             if self.stream is None:
                 return TorchImage(torch.from_dlpack(surface).flip(-1))
             if self._reader != threading.get_ident():
@@ -164,8 +204,25 @@ class NvdecCapture:
         except (RuntimeError, ValueError, TypeError) as exc:
             raise SourceError(f"{redact(self.url)}: NVDEC read failed ({_first(exc)})") from exc
 
+    def restart(self) -> bool:
+        """The same file again from its start (a looping camera), its decoder kept
+        (flushed at the end of the last pass): destroying a decoder frees its
+        surfaces with the interpreter lock held (33-52 ms a decoder at the median
+        with 32 cameras on an H100), and every camera thread and the main loop
+        wait for it.
+        False where the file cannot be opened again (the camera reopens it)."""
+        try:
+            demuxer = self._nvc.CreateDemuxer(filename=self.url)
+        except Exception:
+            return False
+        self.demuxer, self._packets = demuxer, iter(demuxer)
+        self._decoded.clear()
+        self._surface = None
+        return True
+
     def release(self) -> None:
         self._decoded.clear()
+        self._surface = None
         self.nv_decoder = None
         self.demuxer = None
 

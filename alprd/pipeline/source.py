@@ -101,13 +101,30 @@ def open_capture(url: str, kind: Kind, timeout_s: float = 10.0) -> cv2.VideoCapt
 
 
 class Capture(Protocol):
-    """An opened video source, read one decoded frame at a time."""
+    """An opened video source, read one decoded frame at a time: `grab` decodes
+    the next frame, `retrieve` hands it over (converted, copied out of the
+    decoder). A camera read at fewer frames a second than it sends grabs every
+    frame (the decoder needs them all) and retrieves only those it keeps."""
 
     #: the source's own frame rate (files are replayed at it); 0: unknown
     fps: float
 
+    def grab(self) -> bool:
+        """Decode the next frame; False at the end of a file or when a stream broke."""
+        ...
+
+    def retrieve(self) -> AnyImage | None:
+        """The frame the last `grab` decoded (once), or None when it cannot be had."""
+        ...
+
     def read(self) -> AnyImage | None:
-        """The next frame, or None at the end of a file or when a stream broke."""
+        """The next frame (`grab`, then `retrieve`), or None at the end of a file or
+        when a stream broke."""
+        ...
+
+    def restart(self) -> bool:
+        """A file read again from its start (a looping camera) without opening it
+        anew; False: not done (the camera opens it again)."""
         ...
 
     def release(self) -> None: ...
@@ -132,13 +149,22 @@ class OpenCVCapture:
         self.buffer = buffer
         self._shape: tuple[int, ...] | None = None
 
-    def read(self) -> Image | None:
+    def grab(self) -> bool:
+        return bool(self.cap.grab())
+
+    def retrieve(self) -> Image | None:
         into = self.buffer(self._shape) if self.buffer and self._shape is not None else None
-        ok, image = self.cap.read(into) if into is not None else self.cap.read()
+        ok, image = self.cap.retrieve(into) if into is not None else self.cap.retrieve()
         if not ok:
             return None
         self._shape = image.shape
         return image.astype(np.uint8, copy=False)
+
+    def read(self) -> Image | None:
+        return self.retrieve() if self.grab() else None
+
+    def restart(self) -> bool:
+        return False  # reopened: OpenCV's seek to the start is not exact for every file
 
     def release(self) -> None:
         self.cap.release()
@@ -227,6 +253,11 @@ class LatestFrame:
         self.dropped = 0
         self.published = 0
         self.last_put: float | None = None  # time.monotonic() of the newest frame
+
+    @property
+    def full(self) -> bool:
+        """A frame waits to be taken (a hint: read without the lock)."""
+        return self._frame is not None
 
     def put(self, frame: Frame) -> None:
         with self._cond:
@@ -385,19 +416,25 @@ class CameraReader(threading.Thread):
             paced = self.kind == "video" and not self.every_frame  # a file at its own rate
             started, n, pace = time.monotonic(), 0, Pace(self.fps)
             while not self._halt.is_set():
-                image = cap.read()
-                if image is None:
+                if not cap.grab():
                     if self.kind == "video":
                         self._end(n)
-                        return
+                        if self.state == "ended" or not cap.restart():
+                            return
+                        started, n = time.monotonic(), 0  # a loop on the same decoder
+                        continue
                     raise SourceError(f"{redact(self.url)}: read failed (stream interrupted)")
                 self.attempts = 0
                 self._set_state("streaming")
                 if paced:
                     self._halt.wait(max(0.0, started + n / native - time.monotonic()))
                 n += 1
-                if self.every_frame or pace.keep(time.monotonic()):
-                    self._publish(image)
+                if not (self.every_frame or pace.keep(time.monotonic())):
+                    continue  # decoded (the next frames need it), not converted or copied
+                image = cap.retrieve()
+                if image is None:
+                    raise SourceError(f"{redact(self.url)}: read failed (frame not retrieved)")
+                self._publish(image)
         finally:
             cap.release()
 

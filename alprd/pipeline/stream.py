@@ -6,13 +6,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
+
 from alprd import config as cfgmod
 from alprd import ops
 from alprd.engines.base import Steps, drive
 from alprd.ops import AnyImage, Image
 from alprd.pipeline import geometry
 from alprd.pipeline.direction import direction
-from alprd.pipeline.motion import MotionGate
+from alprd.pipeline.motion import MotionGate, thumbnails
 from alprd.pipeline.recognizer import FrameResult, Recognizer
 from alprd.pipeline.rules import PlateRules
 from alprd.pipeline.track import Track, Tracker
@@ -154,9 +156,10 @@ class CameraPipeline:
         frame."""
         return process_many(self.recognizer, [(self, frame)])[0]
 
-    def _gated(self, frame: Frame) -> bool:
-        """True (and the frame counted) when motion gating skips it."""
-        if self.motion is None or not self.motion.still(frame.image, frame.time):
+    def _gated(self, frame: Frame, thumb: np.ndarray | None = None) -> bool:
+        """True (and the frame counted) when motion gating skips it (`thumb`: its
+        motion thumbnail, when made for the whole batch)."""
+        if self.motion is None or not self.motion.still(frame.image, frame.time, thumb):
             return False
         self.frames += 1
         self.gated += 1
@@ -314,7 +317,9 @@ class Batch:
     def begin(recognizer: Recognizer, items: Sequence[tuple[CameraPipeline, Frame]]) -> Batch:
         for pipe, _ in items:
             pipe.begun += 1
-        todo = [i for i, (pipe, frame) in enumerate(items) if not pipe._gated(frame)]
+        gating = [i for i, (pipe, _) in enumerate(items) if pipe.motion is not None]
+        thumbs = dict(zip(gating, thumbnails([items[i][1].image for i in gating]), strict=True))
+        todo = [i for i, (pipe, frame) in enumerate(items) if not pipe._gated(frame, thumbs.get(i))]
         tracked: dict[int, list[tuple[list[int], list[Track]]]] = {i: [] for i in todo}
         steps = None
         if todo:

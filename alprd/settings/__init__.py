@@ -233,6 +233,10 @@ class ServiceConfig(Section):
     #: threshold; "auto" (default): `heap.HOST_THRESHOLD_KB` where the engines run on
     #: the host, 0 where they run on a GPU (frames there are not on the C heap)
     heap_mmap_threshold_kb: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    #: with a batch in flight (two lanes, a GPU), a free lane waits up to this many
+    #: ms for more cameras' frames before it takes those waiting (all of them
+    #: there: at once); 0: at once (`alprd.pipeline.lanes.BatchWindow`)
+    batch_window_ms: float = Field(0.0, ge=0.0, le=1000.0)
 
 
 # --------------------------------------------------------------------------- root

@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alprd import ops
+from alprd.config import Config
 from alprd.pipeline import geometry
 from alprd.pipeline.detect import bucket, split
 from alprd.pipeline.ocr import Alphabet, trim_edges
 from alprd.pipeline.rules import PlateRules
+from alprd.pipeline.stream import CameraPipeline
 from alprd.pipeline.track import Tracker
 from alprd.pipeline.types import Frame, PassKey, Plate, PlateRead, Text, TextVote, Vehicle
 from alprd.pipeline.vote import Voter, tally, vote
@@ -469,3 +472,100 @@ def test_batches_are_padded_with_repeats_to_the_engine_batch_or_its_bucket() -> 
     assert split(list("abc"), 8, any_batch=True) == [(list("abcc"), 3)]
     assert split([], 4, any_batch=False) == []
     assert [bucket(n, 16) for n in (1, 2, 3, 5, 9, 16, 17)] == [1, 2, 4, 8, 16, 16, 16]
+
+
+class CountingImage(ops.DeviceImage):
+    """A stand-in for a frame on a GPU (none here): a host array behind the
+    `DeviceImage` interface that counts the copies back to the host."""
+
+    copies = 0
+
+    def __init__(self, array: np.ndarray) -> None:
+        super().__init__(array.shape)
+        self.array = array
+
+    @property
+    def data(self) -> object:
+        return self.array
+
+    def download(self) -> np.ndarray:
+        return self.array.copy()
+
+    def region(self, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+        return self.array[y1:y2, x1:x2].copy()
+
+    def shrunk(self, width: int, height: int) -> np.ndarray:
+        CountingImage.copies += 1
+        return ops.shrink(self.array, width, height)
+
+    @classmethod
+    def shrunk_many(cls, images, width, height):  # type: ignore[no-untyped-def]
+        cls.copies += 1  # one copy back for the whole group
+        return [ops.shrink(i.array, width, height) for i in images]
+
+
+def test_motion_thumbnails_of_a_batch_are_one_copy_per_shape_and_the_same_as_one_by_one():
+    from alprd.pipeline.motion import thumbnails
+
+    small = scene(size=30)[:180, :320].copy()
+    images = [scene(), scene(shift=20), small, scene(shift=40), small]
+    mixed = [CountingImage(images[0]), images[1], CountingImage(images[2]),
+             CountingImage(images[3]), CountingImage(images[4])]  # fmt: skip
+    CountingImage.copies = 0
+    batch = thumbnails(mixed)
+    assert CountingImage.copies == 2  # one per frame shape, not one per frame
+    one_by_one = [thumbnails([image])[0] for image in images]
+    assert [t.shape for t in batch] == [(54, 96), (54, 96), (54, 96), (54, 96), (54, 96)]
+    assert all(np.array_equal(a, b) for a, b in zip(batch, one_by_one, strict=True))
+
+
+def test_a_batch_gates_its_frames_as_each_camera_alone_would():
+    """`Batch.begin` makes the motion thumbnails of the whole batch at once: each
+    camera's gate decides as it does frame by frame."""
+    from alprd.pipeline.stream import Batch
+
+    def pipes() -> list[CameraPipeline]:
+        return [CameraPipeline(f"c{i}", None, Config(), motion=True) for i in range(3)]  # type: ignore[arg-type]
+
+    class NoSearch:
+        def steps(self, *args: object) -> None:
+            return None
+
+    batched, alone = pipes(), pipes()
+    shifts = [(0, 0, 0), (0, 30, 30), (0, 30, 60), (0, 30, 60)]
+    for t, row in enumerate(shifts):
+        frames = [
+            Frame(f"c{i}", t, t / 10, CountingImage(scene(shift=s))) for i, s in enumerate(row)
+        ]
+        Batch.begin(NoSearch(), list(zip(batched, frames, strict=True)))  # type: ignore[arg-type]
+        for pipe, frame in zip(alone, frames, strict=True):
+            pipe._gated(frame)
+    assert [p.gated for p in batched] == [p.gated for p in alone] == [3, 2, 1]
+
+
+# --------------------------------------------------------------------------- batch window
+
+
+def test_batch_window_takes_at_once_with_nothing_in_flight_or_every_camera_there():
+    from alprd.pipeline.lanes import BatchWindow
+
+    w = BatchWindow(0.010)
+    assert not w.due(0, 32, False, 0.0)  # no frame: nothing to take
+    assert w.due(3, 32, False, 0.0)  # the GPU idle: at once
+    assert w.due(32, 32, True, 0.0)  # every camera's frame there: at once
+    assert BatchWindow(0.0).due(1, 32, True, 0.0)  # no window: the old behaviour
+
+
+def test_batch_window_waits_behind_a_batch_in_flight_up_to_the_window():
+    from alprd.pipeline.lanes import BatchWindow
+
+    w = BatchWindow(0.010)
+    assert not w.due(2, 32, True, 1.000)  # the window opens at the first frame seen
+    assert not w.due(9, 32, True, 1.006)
+    assert w.due(12, 32, True, 1.010)  # at most the window
+    assert not w.due(1, 32, True, 1.011)  # a new window for the next batch
+    assert w.due(20, 32, False, 1.012)  # the other batch finished: at once
+    assert not w.due(1, 32, True, 1.013)  # ...and the next window starts afresh
+    assert not w.due(0, 32, True, 1.100)  # frames gone (a reload): the window closes
+    assert not w.due(1, 32, True, 1.101)
+    assert w.due(1, 32, True, 1.111)

@@ -80,6 +80,27 @@ def test_a_camera_on_nvdec_publishes_device_frames(video):
     assert connected and connected[0]["decoder"] == "nvdec"
 
 
+def test_a_looping_file_on_nvdec_keeps_its_decoder(video):
+    """At the end of a looping file the camera starts it again on the same decoder
+    (destroying one holds the interpreter lock, tens of ms on a GPU):
+    every frame of every pass, in order, the frames the decoder held at the end
+    of a pass included; one decoder for all the passes."""
+    slot, stand_in = LatestFrame(), StandIn(latency=3)
+    reader = CameraReader("yard", str(video), slot, fps=1000, every_frame=True, loop=True,
+                          opener=nvdec.nvdec_opener(nvc=stand_in))  # fmt: skip
+    frames = []
+    reader.start()
+    deadline = time.monotonic() + 20
+    while len(frames) < 50 and time.monotonic() < deadline:
+        if (frame := slot.take(timeout=0.05)) is not None:
+            frames.append(frame)
+    reader.stop()
+    reader.join(timeout=5)
+    assert len(frames) == 50 and reader.loops >= 2 and reader.reconnects == 0
+    assert [round(float(f.image.host().mean()) / 10) for f in frames] == [i % 20 for i in range(50)]
+    assert len(stand_in.decoders) == 1
+
+
 def test_a_codec_nvdec_cannot_decode_falls_back_to_opencv_once(video):
     """An MJPEG stream (a codec NVDEC does not take): one warning, then the same
     camera decoded by OpenCV, no frame lost, no reconnect counted."""
@@ -183,3 +204,19 @@ def test_device_frames_through_the_pipeline_give_the_same_event(tmp_path):
     h, w = snapshot.image.shape[:2]
     assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and h * w < 0.5 * 720 * 1280  # a region
     assert cv2.imwrite(str(tmp_path / "plate.jpg"), snapshot.image)
+
+
+def test_device_frames_shrunk_together_are_those_shrunk_one_by_one():
+    """Motion thumbnails of a batch (`ops.shrink_many`): the frames of one shape
+    resized together, a few at a time, and copied back at once; each the same as
+    its own `shrunk`."""
+    rng = np.random.default_rng(4)
+    frames = [
+        rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(nvdec.SHRINK_CHUNK + 3)
+    ]
+    images = [nvdec.TorchImage(torch.from_numpy(f.copy())) for f in frames]
+    together = ops.shrink_many(images, [(32, 24)] * len(images))
+    assert len(together) == len(images)
+    for image, small in zip(images, together, strict=True):
+        assert small.shape == (24, 32, 3) and small.flags.c_contiguous
+        assert np.array_equal(small, image.shrunk(32, 24))

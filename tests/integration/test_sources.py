@@ -14,6 +14,7 @@ from support.media import grey_clip
 from alprd.pipeline.source import (
     CameraReader,
     LatestFrame,
+    OpenCVCapture,
     SourceError,
     classify,
     iter_file,
@@ -65,6 +66,34 @@ def test_a_30_fps_video_read_at_25_keeps_25_a_second():
     assert len(kept) == pytest.approx(138 * 25 / 29.97, abs=1)
     gaps = [b.time - a.time for a, b in itertools.pairwise(kept)]
     assert max(gaps) < 0.07  # never two frames skipped in a row
+
+
+def test_a_camera_read_slower_than_it_sends_retrieves_only_the_frames_it_keeps(video):
+    """Every frame is decoded (`grab`: the decoder needs them all), only the kept
+    ones converted and handed over (`retrieve`): the real OpenCV capture, counted."""
+    counts = {"grab": 0, "retrieve": 0}
+
+    class Counted(OpenCVCapture):
+        def grab(self) -> bool:
+            counts["grab"] += 1
+            return super().grab()
+
+        def retrieve(self):  # type: ignore[no-untyped-def]
+            counts["retrieve"] += 1
+            return super().retrieve()
+
+    slot = LatestFrame()
+    reader = CameraReader("cam", str(video), slot, fps=5, opener=Counted)
+    frames = []
+    reader.start()
+    deadline = time.monotonic() + 20
+    while reader.is_alive() and time.monotonic() < deadline:  # the file plays for 2 s
+        if (frame := slot.take(timeout=0.05)) is not None:
+            frames.append(frame)
+    reader.join(timeout=5)
+    assert reader.state == "ended" and counts["grab"] == 21  # 20 frames, then the end
+    assert 9 <= counts["retrieve"] <= 11 and counts["retrieve"] == reader.frames  # 5 of 10 a second
+    assert all(int(f.image.mean()) == f.image[0, 0, 0] for f in frames)  # whole grey frames
 
 
 def test_a_corrupt_video_is_a_clear_error(tmp_path):
