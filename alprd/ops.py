@@ -133,30 +133,13 @@ def fitted(image: Image, height: int, width: int) -> tuple[Image, Letterbox]:
     return resized, lb
 
 
-def letterbox(image: Image, height: int, width: int, fill: int = 114) -> tuple[Image, Letterbox]:
-    """Resize keeping the aspect ratio and pad (centred) to exactly height x width."""
-    resized, lb = fitted(image, height, width)
-    nh, nw = resized.shape[:2]
-    top, left = int(lb.pad_y), int(lb.pad_x)
-    out = np.full((height, width, 3), fill, dtype=np.uint8)
-    out[top : top + nh, left : left + nw] = resized
-    return out, lb
-
-
-def to_tensor(images: list[Image]) -> FloatArray:
-    """BGR uint8 images of one size -> float32 NCHW RGB in [0, 1]."""
-    batch = np.stack(images)[..., ::-1].transpose(0, 3, 1, 2)
-    out = np.empty(batch.shape, np.float32)  # one float block, written once
-    return np.divide(batch, np.float32(255.0), out=out, dtype=np.float32)
-
-
 def letterbox_tensor(
     resized: Sequence[tuple[Image, Letterbox]], height: int, width: int, fill: int = 114
 ) -> FloatArray:
     """`fitted` images -> one float32 NCHW RGB batch in [0, 1], each padded
-    (centred) to height x width: what `letterbox` then `to_tensor` give, value for
-    value, written straight into the one float block (no padded uint8 canvas, no
-    stacked copy: at 640 x 640 those were 2.4 MB more to allocate and fill a frame)."""
+    (centred) with `fill` to height x width, written straight into the one float
+    block (no padded uint8 canvas, no stacked copy: at 640 x 640 those were 2.4 MB
+    more to allocate and fill a frame)."""
     out = np.empty((len(resized), 3, height, width), np.float32)
     pad = np.float32(fill) / np.float32(255.0)
     for i, (image, lb) in enumerate(resized):

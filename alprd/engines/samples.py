@@ -64,13 +64,10 @@ def images_sha256(paths: Iterable[Path]) -> str:
 
 
 def load_images(paths: Iterable[Path]) -> list[ops.Image]:
-    out: list[ops.Image] = []
-    for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise EngineError(f"{p}: not a readable image")
-        out.append(img.astype(np.uint8, copy=False))
-    return out
+    images, unreadable = readable_images(paths)
+    if unreadable:
+        raise EngineError(f"{unreadable[0]}: not a readable image")
+    return images
 
 
 def readable_images(paths: Iterable[Path]) -> tuple[list[ops.Image], list[Path]]:

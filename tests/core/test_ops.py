@@ -2,45 +2,61 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from alprd import ops
 
 
+def _letterbox_reference(images, height, width):
+    """Each image resized into a uint8 canvas filled with 114, the canvases
+    stacked, BGR -> RGB, NCHW, / 255: the letterbox `letterbox_tensor` replaces."""
+    canvases = []
+    for img in images:
+        lb, nh, nw = ops.fit(*img.shape[:2], height, width)
+        out = np.full((height, width, 3), 114, np.uint8)
+        top, left = int(lb.pad_y), int(lb.pad_x)
+        out[top : top + nh, left : left + nw] = cv2.resize(img, (nw, nh))
+        canvases.append(out)
+    batch = np.stack(canvases)[..., ::-1].transpose(0, 3, 1, 2)
+    return np.divide(batch, np.float32(255.0), dtype=np.float32)
+
+
 def test_letterbox_keeps_aspect_and_maps_back():
     img = np.zeros((720, 1280, 3), np.uint8)
-    out, lb = ops.letterbox(img, 640, 640)
-    assert out.shape == (640, 640, 3)
+    resized, lb = ops.fitted(img, 640, 640)
+    out = ops.letterbox_tensor([(resized, lb)], 640, 640)
+    assert out.shape == (1, 3, 640, 640)
     assert lb.scale == pytest.approx(0.5)
     assert (lb.pad_x, lb.pad_y) == (0.0, 140.0)
-    assert (out[:140] == 114).all() and (out[500:] == 114).all()
+    pad = np.float32(114) / np.float32(255)
+    assert (out[0, :, :140] == pad).all() and (out[0, :, 500:] == pad).all()
     boxes = np.array([[100, 190, 300, 240]], np.float32)  # network pixels
     np.testing.assert_allclose(lb.to_image(boxes), [[200, 100, 600, 200]])
 
 
-def test_to_tensor_is_rgb_nchw_unit_range():
+def test_letterbox_tensor_is_rgb_nchw_unit_range():
     img = np.zeros((2, 3, 3), np.uint8)
     img[..., 0] = 255  # blue in BGR
-    t = ops.to_tensor([img])
+    t = ops.letterbox_tensor([ops.fitted(img, 2, 3)], 2, 3)
     assert t.shape == (1, 3, 2, 3) and t.dtype == np.float32
     assert t[0, 2].max() == 1.0 and t[0, 0].max() == 0.0  # blue lands in channel 2
 
 
 @pytest.mark.parametrize("shape", [(720, 1280), (1280, 720), (640, 640), (37, 121), (481, 333)])
-def test_letterbox_tensor_is_letterbox_then_to_tensor_value_for_value(shape):
+def test_letterbox_tensor_is_the_padded_canvas_value_for_value(shape):
     rng = np.random.default_rng(sum(shape))
     images = [
         rng.integers(0, 256, (*shape, 3), np.uint8),
         rng.integers(0, 256, (90, 40, 3), np.uint8),
     ]
     for height, width in ((640, 640), (384, 640), (416, 416)):
-        fitted = [ops.fitted(img, height, width) for img in images]
-        expected = ops.to_tensor([ops.letterbox(img, height, width)[0] for img in images])
-        got = ops.letterbox_tensor(fitted, height, width)
+        got = ops.letterbox_tensor(
+            [ops.fitted(img, height, width) for img in images], height, width
+        )
         assert got.dtype == np.float32 and got.flags.c_contiguous
-        np.testing.assert_array_equal(got, expected)
-        assert [lb for _, lb in fitted] == [ops.letterbox(img, height, width)[1] for img in images]
+        np.testing.assert_array_equal(got, _letterbox_reference(images, height, width))
 
 
 def test_candidates_keep_only_anchors_whose_best_class_is_kept():

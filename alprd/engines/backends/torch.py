@@ -193,7 +193,7 @@ class TorchEngine:
         keep: Keep = None,
     ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:
         """Letterbox uint8 BGR frames to height x width on the GPU (as
-        `ops.letterbox` + `ops.to_tensor` do on the CPU) and run them as one batch.
+        `ops.fitted` + `ops.letterbox_tensor` do on the CPU) and run them as one batch.
         Frames of one shape are resized together (one kernel per shape, not per
         frame). Returns the anchors whose best class scores at least `min_score`
         (and is one of `keep`), what `ops.candidates` keeps of the whole output:
@@ -230,7 +230,7 @@ class TorchEngine:
     ) -> tuple[Pending[ops.Candidates], list[ops.Letterbox]]:
         """`launch_frames` on regions of frames already on the device (frame index,
         x1, y1, x2, y2 in whole pixels): each region letterboxed as
-        ``ops.letterbox(frame[y1:y2, x1:x2])`` would be (bilinear, edges clamped to
+        ``ops.letterbox_tensor`` would letterbox ``frame[y1:y2, x1:x2]`` (bilinear, edges clamped to
         the region), all in one sampling call per frame shape; no crop is copied
         or uploaded. Letterboxes are relative to the region."""
         frames = self._own(frames)
