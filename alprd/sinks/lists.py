@@ -40,7 +40,7 @@ from alprd.settings import Config
 from alprd.settings.base import zone_of
 from alprd.settings.outputs import ListsConfig
 from alprd.sinks.base import SinkError
-from alprd.sinks.sqlite import migrate, open_db
+from alprd.sinks.sqlite import migrate, open_db, transaction
 
 log = get_logger("alprd.lists")
 
@@ -134,8 +134,7 @@ class ListStore:
             have = self._conn.execute("SELECT kind FROM lists WHERE name = ?", (name,)).fetchone()
             if have and kind and have[0] != kind:
                 raise ValueError(f"list {name!r} is a {have[0]} list, not {kind}")
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self._conn):
                 if not have:
                     self._conn.execute("INSERT INTO lists (name, kind) VALUES (?, ?)",
                                        (name, kind or "allow"))  # fmt: skip
@@ -144,10 +143,6 @@ class ListStore:
                     " days, hours, max_distance, added) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
         return len(rows)
 
     def remove(self, name: str, plate: str | None = None) -> int:

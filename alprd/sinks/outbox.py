@@ -22,7 +22,7 @@ from pathlib import Path
 
 from alprd.log import get_logger, redact
 from alprd.sinks.base import Record, Sink, SinkError, iso_utc
-from alprd.sinks.sqlite import migrate, open_db
+from alprd.sinks.sqlite import migrate, open_db, transaction
 
 log = get_logger("alprd.sinks")
 
@@ -113,8 +113,7 @@ class Outbox:
             if self._closed:
                 raise SinkError(f"{self.path}: outbox closed")
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(self._conn):
                     self._conn.execute(
                         "INSERT INTO outbox (sink, created, payload) VALUES (?, ?, ?)",
                         (sink_name, time.time(), payload),
@@ -124,10 +123,6 @@ class Outbox:
                         " WHERE sink = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
                         (sink_name, sink_name, self.max_rows),
                     ).rowcount
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise SinkError(f"{self.path}: cannot queue for {sink_name}: {exc}") from exc
         if dropped:

@@ -12,7 +12,8 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,22 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (`BEGIN IMMEDIATE` .. `COMMIT`), rolled back on any
+    error. SQLite ends a transaction itself on some errors (a full disk at commit):
+    then there is nothing to roll back, and the error raised is the one that
+    happened, not "cannot rollback"."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def migrate(
     conn: sqlite3.Connection, migrations: Sequence[Sequence[str]], path: Path
 ) -> tuple[int, int]:
@@ -113,16 +130,11 @@ def migrate(
             f"({len(migrations)}); use a newer alprd or another file"
         )
     for version in range(before, len(migrations)):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             for statement in migrations[version]:
                 conn.execute(statement)
             conn.execute("DELETE FROM schema_version")
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     return before, len(migrations)
 
 
@@ -245,14 +257,9 @@ class SqliteSink:
                 rowids = sorted({r for r, _ in doomed})
                 if not rowids:
                     return Pruned(0, [])
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(self._conn):
                     self._conn.executemany("DELETE FROM reads WHERE rowid = ?",
                                            [(r,) for r in rowids])  # fmt: skip
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
                 self._conn.execute(f"PRAGMA incremental_vacuum({len(rowids)})")
         except sqlite3.Error as exc:
             raise SinkError(f"{self.path}: cannot delete old events: {exc}") from exc

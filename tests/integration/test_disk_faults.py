@@ -276,3 +276,30 @@ def test_a_camera_sample_cut_short_by_a_full_disk_leaves_the_one_before_whole(
     assert first.read_bytes() == before and kept.paths == paths
     assert all(cv2.imread(str(p)) is not None for p in kept.paths)
     assert not list(disk.path.glob("*.part"))
+
+
+def test_a_full_disk_is_what_the_outbox_says_not_a_failed_rollback(disk: SmallDisk) -> None:
+    """SQLite may end the transaction itself when the disk fills mid-write: the error
+    the outbox reports is then the full disk (not "cannot rollback"), and what was
+    queued before stays queued, with more once space returns."""
+    from support.servers import free_port
+    from test_sinks import FAST, record
+
+    from alprd.sinks.base import SinkError
+    from alprd.sinks.outbox import Outbox
+    from alprd.sinks.webhook import WebhookSink
+
+    down = WebhookSink(f"http://127.0.0.1:{free_port()}/hook", timeout_s=1)  # never delivered
+    box = Outbox(disk.path / "outbox.db", [down], retry=FAST)
+    try:
+        box.put("webhook", record(0))
+        disk.fill()
+        with pytest.raises(SinkError) as exc:
+            for i in range(1, 200):  # larger than the pages the database has free
+                box.put("webhook", {**record(i), "note": "x" * 65536})
+        assert "full" in str(exc.value) and "rollback" not in str(exc.value), exc.value
+        disk.free()
+        box.put("webhook", record(1000))
+        assert box.pending("webhook") >= 2
+    finally:
+        box.close()
