@@ -29,6 +29,7 @@ import contextlib
 import csv
 import json
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -102,6 +103,23 @@ def proc_sample(pid: int) -> dict[str, float]:
     return out
 
 
+def daemon_pid(parent: int, timeout_s: float = 30.0) -> int:
+    """The daemon's own process under a tool that runs it as a child (heaptrack):
+    the descendant of `parent` whose command line runs alprd."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        todo = [parent]
+        while todo:
+            pid = todo.pop()
+            with contextlib.suppress(OSError):
+                if b"alprd\0run" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+        time.sleep(0.2)
+    return parent
+
+
 def metrics_sample(port: int) -> dict[str, float]:
     """GC collections, outbox, backlog, open passes and the reads they hold, frames
     and events from the daemon's metrics."""
@@ -147,7 +165,9 @@ class Site:
     marks: list[tuple[float, str]] = field(default_factory=list)
 
 
-def make_site(root: Path, cameras: list[MjpegCamera], broker: Broker, metrics_port: int) -> Site:
+def make_site(
+    root: Path, cameras: list[MjpegCamera], broker: Broker, metrics_port: int, service: list[str]
+) -> Site:
     default_models(root, engines=True)  # the daemon starts without a build
     state = root / "state"
     state.mkdir()
@@ -166,6 +186,8 @@ def make_site(root: Path, cameras: list[MjpegCamera], broker: Broker, metrics_po
         "[sources]\nreconnect_max_s = 4\n"
         f'[outputs.mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
         + "".join(f'[[cameras]]\nname = "cam{i}"\nurl = "{c.url}"\n' for i, c in enumerate(cameras))
+        + "[service]\n"
+        + "".join(f"{setting}\n" for setting in service)
     )
     return Site(root, config, state, tmpfs, root / "export.onnx", root / "daemon.log")
 
@@ -202,6 +224,16 @@ def main() -> int:
     p.add_argument("--sample-every", type=float, default=5.0, help="seconds")
     p.add_argument("--videos", type=Path, default=DATA / "videos")
     p.add_argument("--out", type=Path, default=Path("soak"))
+    p.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [service] setting for the daemon (TOML), e.g. heap_trim_interval_s=0",
+    )
+    p.add_argument("--under", default="",
+                   help="a command the daemon runs under, e.g. 'heaptrack -o soak/alprd' "
+                        "(where its memory goes, by call stack: heaptrack_print)")  # fmt: skip
     args = p.parse_args()
     from alprd import log as logmod
 
@@ -222,7 +254,7 @@ def main() -> int:
         broker = Broker(Path(tmp) / "broker")
         broker.start()
         metrics_port = free_port()
-        site = make_site(Path(tmp) / "site", cameras, broker, metrics_port)
+        site = make_site(Path(tmp) / "site", cameras, broker, metrics_port, args.service)
         try:
             return soak(args, site, cameras, broker, metrics_port)
         finally:
@@ -240,9 +272,11 @@ def soak(args: argparse.Namespace, site: Site, cameras: list[MjpegCamera], broke
     env = {**os.environ, "ALPRD_LOG_FORMAT": "json"}
     with site.log.open("w") as log_file:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "alprd", "run", "--config", str(site.config)],
+            [*shlex.split(args.under), sys.executable, "-m", "alprd", "run",
+             "--config", str(site.config)],
             stderr=log_file, stdout=subprocess.DEVNULL, env=env, cwd=REPO,
         )  # fmt: skip
+    pid = daemon_pid(daemon.pid) if args.under else daemon.pid
     duration = args.minutes * 60
     start = time.monotonic()
 
@@ -281,7 +315,7 @@ def soak(args: argparse.Namespace, site: Site, cameras: list[MjpegCamera], broke
                 site.marks.append((now - start, what))
                 print(f"{now - start:7.0f} s  {what}", flush=True)
             if now >= next_sample:
-                row = {"t_s": round(now - start, 1), **proc_sample(daemon.pid),
+                row = {"t_s": round(now - start, 1), **proc_sample(pid),
                        **metrics_sample(metrics_port)}  # fmt: skip
                 rows.append(row)
                 next_sample += args.sample_every
