@@ -112,7 +112,8 @@ def daemon_pid(parent: int, timeout_s: float = 30.0) -> int:
         while todo:
             pid = todo.pop()
             with contextlib.suppress(OSError):
-                if b"alprd\0run" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if argv[1:4] == [b"-m", b"alprd", b"run"]:  # python itself, not the tool
                     return pid
                 for task in Path(f"/proc/{pid}/task").iterdir():
                     todo += [int(c) for c in (task / "children").read_text().split()]
