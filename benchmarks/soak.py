@@ -291,7 +291,7 @@ def soak(args: argparse.Namespace, site: Site, cameras: list[MjpegCamera], broke
         at(0.20 + short, "camera cam1 back", cameras[1 % len(cameras)].start),
         at(0.35, "broker stopped", broker.stop),
         at(0.35 + long, "broker started", broker.start),
-        at(0.50, "reload (SIGHUP)", lambda: daemon.send_signal(signal.SIGHUP)),
+        at(0.50, "reload (SIGHUP)", lambda: os.kill(pid, signal.SIGHUP)),
     ]
     if site.tmpfs:
         faults += [
@@ -322,7 +322,8 @@ def soak(args: argparse.Namespace, site: Site, cameras: list[MjpegCamera], broke
                 next_sample += args.sample_every
             time.sleep(0.2)
     finally:
-        daemon.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the daemon itself, not a tool's shell
+            os.kill(pid, signal.SIGTERM)
         code = daemon.wait(60)
     time.sleep(3)  # the last MQTT deliveries
     delivered.close()
