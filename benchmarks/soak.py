@@ -230,7 +230,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a [service] setting for the daemon (TOML), e.g. heap_trim_interval_s=0",
+        help="a [service] setting for the daemon (TOML), e.g. heap_mmap_threshold_kb=0",
     )
     p.add_argument("--under", default="",
                    help="a command the daemon runs under, e.g. 'heaptrack -o soak/alprd' "
