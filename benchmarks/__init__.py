@@ -21,6 +21,47 @@ def smaps_rollup(pid: int | str = "self") -> dict[str, int]:
     return kb
 
 
+#: glibc's heaps for threads other than the main one start at multiples of this
+_THREAD_HEAP_ALIGN = 64 << 20
+
+
+def resident_by_kind(pid: int | str = "self") -> dict[str, float]:
+    """Resident MB of `pid` by what holds it (`/proc/<pid>/smaps`): code and data
+    mapped from files (OpenVINO, OpenCV with its FFmpeg, the rest), the main heap,
+    the other threads' heaps, anonymous blocks of 1 MB or more (large allocations
+    on pages of their own, Python's object arenas), smaller anonymous mappings and
+    stacks."""
+    out: dict[str, float] = {}
+    kind = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            name = head[5].strip() if len(head) > 5 else ""
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            if name == "[heap]":
+                kind = "main heap"
+            elif name.startswith("[stack"):
+                kind = "stacks"
+            elif name.startswith("/"):
+                lib = (
+                    "openvino"
+                    if "openvino" in name
+                    else "opencv"
+                    if "cv2" in name or "opencv" in name
+                    else "the rest"
+                )
+                kind = f"files: {lib}"
+            elif name:
+                kind = "other"
+            elif lo % _THREAD_HEAP_ALIGN == 0:
+                kind = "threads' heaps"
+            else:
+                kind = "anonymous >= 1 MB" if hi - lo >= 1 << 20 else "anonymous < 1 MB"
+        elif line.startswith("Rss:"):
+            out[kind] = out.get(kind, 0.0) + int(line.split()[1]) / 1024
+    return out
+
+
 #: the default models (`alprd models fetch`) a benchmark's own site starts with
 MODELS = ("vehicle-yolov8n-coco.onnx", "plate-yolov8n.pt", "trained/ocr-alprd-plate.onnx",
           "trained/ocr-alprd-plate-dict.txt")  # fmt: skip

@@ -18,8 +18,10 @@ Every `--sample-every` seconds: RSS, USS and PSS (`/proc/PID/smaps_rollup`), ope
 fds, threads, Python GC collections, and from the daemon's metrics its outbox and
 backlog. At the end: the series as CSV and PNG (`--out`), start / end / slope of
 each over the second half, RSS by sixths of the run (a swap's or a fault's
-step shows there, where a slope smears it), and events produced (log) = stored
-(SQLite) = delivered (MQTT) -- which must be equal.
+step shows there, where a slope smears it), resident memory by what holds it
+after warm-up and at the end (mapped files, heaps, large blocks: `/proc/PID/smaps`),
+and events produced (log) = stored (SQLite) = delivered (MQTT) -- which must be
+equal.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from typing import Any
 
 import cv2
 
-from benchmarks import DATA, REPO, default_models, plate_onnx, smaps_rollup
+from benchmarks import DATA, REPO, default_models, plate_onnx, resident_by_kind, smaps_rollup
 from tests.support.servers import MOSQUITTO, Broker, MjpegCamera, free_port
 
 FIELDS = ("t_s", "rss_mb", "uss_mb", "pss_mb", "fds", "threads", "gc", "outbox", "backlog",
@@ -306,6 +308,7 @@ def soak(args: argparse.Namespace, site: Site, cameras: list[MjpegCamera], broke
     ]
     faults.sort(key=lambda f: f[0])
     rows: list[dict[str, float]] = []
+    held: list[dict[str, float]] = []  # resident memory by kind, after warm-up and at the end
     next_sample = start
     try:
         while time.monotonic() - start < duration and daemon.poll() is None:
@@ -320,18 +323,22 @@ def soak(args: argparse.Namespace, site: Site, cameras: list[MjpegCamera], broke
                        **metrics_sample(metrics_port)}  # fmt: skip
                 rows.append(row)
                 next_sample += args.sample_every
+                if not held and now - start >= 60:
+                    held.append(resident_by_kind(pid))  # after warm-up
             time.sleep(0.2)
+        with contextlib.suppress(OSError):
+            held.append(resident_by_kind(pid))  # at the end
     finally:
         with contextlib.suppress(ProcessLookupError):  # the daemon itself, not a tool's shell
             os.kill(pid, signal.SIGTERM)
         code = daemon.wait(60)
     time.sleep(3)  # the last MQTT deliveries
     delivered.close()
-    return report(args, site, rows, code, delivered.ids)
+    return report(args, site, rows, code, delivered.ids, held)
 
 
 def report(args: argparse.Namespace, site: Site, rows: list[dict[str, float]], code: int,
-           delivered: set[str]) -> int:  # fmt: skip
+           delivered: set[str], held: list[dict[str, float]]) -> int:  # fmt: skip
     shutil.copyfile(site.log, args.out / "daemon.log")  # the journal of the run, kept
     lines = site.log.read_text().splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]
@@ -361,6 +368,12 @@ def report(args: argparse.Namespace, site: Site, rows: list[dict[str, float]], c
         print(f"{key:<10} {warm[0][key]:>9.1f} {rows[-1][key]:>9.1f} "
               f"{max(r[key] for r in warm):>9.1f} {slope:>+12.1f}/h {unit}")  # fmt: skip
     print(windows(rows, args.minutes * 60 / 6))
+    if len(held) == 2:
+        first, last = held
+        print("resident MB by what holds it, after 60 s -> at the end: " + ", ".join(
+            f"{k} {first.get(k, 0):.0f} -> {last.get(k, 0):.0f}"
+            for k in sorted(set(first) | set(last), key=lambda k: -last.get(k, 0))
+            if max(first.get(k, 0), last.get(k, 0)) >= 0.5))  # fmt: skip
     print(f"events: produced {len(produced)}, stored {stored}, delivered (MQTT) {len(delivered)}"
           f"{'' if len(produced) == stored == len(delivered) else '  <- NOT EQUAL'}")  # fmt: skip
     print(f"error lines: {len(errors)} ({', '.join(sorted({e['event'] for e in errors}))})")
